@@ -1,0 +1,346 @@
+//! Which paths of the local tree are never synced (and never touched on the agent).
+//!
+//! - `.git/` always;
+//! - `.dockerignore` at the root, with Docker's semantics: patterns are relative
+//!   to the root, the last pattern that matches a path or one of its parents
+//!   wins, and `!` re-includes even beneath an excluded directory, so the agent
+//!   gets what `docker build` would copy;
+//! - `.lksignore` files at any level, with gitignore semantics;
+//! - `--exclude` patterns, gitignore-style, relative to the root.
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use ignore::Match;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use lks_proto::RelPath;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Name of the per-directory ignore file.
+pub const LKSIGNORE: &str = ".lksignore";
+/// Name of Docker's ignore file, honoured at the root.
+pub const DOCKERIGNORE: &str = ".dockerignore";
+
+/// A problem in an ignore file or pattern; reported, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum IgnoreError {
+    /// A pattern could not be parsed.
+    #[error("{file}: bad pattern {pattern:?}: {reason}")]
+    BadPattern {
+        /// The file (or `--exclude`).
+        file: String,
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Docker's `.dockerignore` matcher.
+struct DockerIgnore {
+    set: GlobSet,
+    /// Per pattern (in file order): true for `!` exceptions.
+    exception: Vec<bool>,
+}
+
+impl DockerIgnore {
+    fn parse(text: &str, warnings: &mut Vec<IgnoreError>) -> Option<DockerIgnore> {
+        let mut builder = GlobSetBuilder::new();
+        let mut exception = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (neg, pat) = match line.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            let pat = clean(pat);
+            if pat.is_empty() {
+                continue;
+            }
+            match GlobBuilder::new(&pat)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+            {
+                Ok(g) => {
+                    builder.add(g);
+                    exception.push(neg);
+                }
+                Err(e) => warnings.push(IgnoreError::BadPattern {
+                    file: DOCKERIGNORE.into(),
+                    pattern: line.into(),
+                    reason: e.kind().to_string(),
+                }),
+            }
+        }
+        if exception.is_empty() {
+            return None;
+        }
+        let set = builder.build().ok()?;
+        Some(DockerIgnore { set, exception })
+    }
+
+    fn has_exceptions(&self) -> bool {
+        self.exception.iter().any(|e| *e)
+    }
+
+    /// Docker's rule: the last pattern matching the path or a parent decides.
+    fn excludes(&self, path: &RelPath) -> bool {
+        let mut last: Option<usize> = None;
+        let s = path.as_str();
+        let mut prefixes: Vec<&str> = s.match_indices('/').map(|(i, _)| &s[..i]).collect();
+        prefixes.push(s);
+        for p in prefixes {
+            if let Some(&m) = self.set.matches(p).iter().max() {
+                last = Some(last.map_or(m, |l: usize| l.max(m)));
+            }
+        }
+        matches!(last, Some(i) if !self.exception[i])
+    }
+}
+
+/// Lexical clean of a dockerignore pattern, as Go's filepath.Clean does.
+fn clean(pat: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in pat.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+/// The ignore rules of one local tree.
+pub struct Ignores {
+    root: PathBuf,
+    docker: Option<DockerIgnore>,
+    excludes: Gitignore,
+    /// `.lksignore` per directory (`""` is the root), loaded on first use.
+    lksignore: Mutex<HashMap<String, Option<Arc<Gitignore>>>>,
+    warnings: Mutex<Vec<IgnoreError>>,
+}
+
+impl Ignores {
+    /// Reads the root's `.dockerignore` and compiles `--exclude` patterns.
+    pub fn load(root: &Path, excludes: &[String]) -> Ignores {
+        let mut warnings = Vec::new();
+        let docker = std::fs::read_to_string(root.join(DOCKERIGNORE))
+            .ok()
+            .and_then(|t| DockerIgnore::parse(&t, &mut warnings));
+        let mut b = GitignoreBuilder::new(root);
+        for pat in excludes {
+            if let Err(e) = b.add_line(None, pat) {
+                warnings.push(IgnoreError::BadPattern {
+                    file: "--exclude".into(),
+                    pattern: pat.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        let excludes = b.build().unwrap_or_else(|_| Gitignore::empty());
+        Ignores {
+            root: root.to_path_buf(),
+            docker,
+            excludes,
+            lksignore: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(warnings),
+        }
+    }
+
+    /// Problems found in ignore files so far; each is returned once.
+    pub fn take_warnings(&self) -> Vec<IgnoreError> {
+        std::mem::take(&mut *self.warnings.lock().unwrap())
+    }
+
+    /// Whether a directory that is itself ignored may still hold synced paths
+    /// (a `!` exception in `.dockerignore`), so a walk must not prune it.
+    pub fn may_reinclude_beneath(&self, dir: &RelPath) -> bool {
+        self.docker.as_ref().is_some_and(|d| d.has_exceptions())
+            && !self.ignored_by_non_docker(dir, true)
+    }
+
+    /// Whether `path` is ignored, given that none of its parents is (a walk
+    /// that prunes ignored directories only needs this).
+    pub fn ignores_entry(&self, path: &RelPath, is_dir: bool) -> bool {
+        if self.docker.as_ref().is_some_and(|d| d.excludes(path)) {
+            return true;
+        }
+        self.ignored_by_non_docker(path, is_dir)
+    }
+
+    fn ignored_by_non_docker(&self, path: &RelPath, is_dir: bool) -> bool {
+        if path.file_name() == ".git" {
+            return true;
+        }
+        if self.excludes.matched(path.as_str(), is_dir).is_ignore() {
+            return true;
+        }
+        // The deepest .lksignore with an opinion decides.
+        let mut dirs: Vec<String> = vec![String::new()];
+        if let Some(parent) = path.parent() {
+            let s = parent.as_str();
+            dirs.extend(s.match_indices('/').map(|(i, _)| s[..i].to_string()));
+            dirs.push(s.to_string());
+        }
+        for dir in dirs.iter().rev() {
+            let rel_in_dir = if dir.is_empty() {
+                path.as_str()
+            } else {
+                &path.as_str()[dir.len() + 1..]
+            };
+            if let Some(g) = self.lksignore_of(dir) {
+                match g.matched(rel_in_dir, is_dir) {
+                    Match::Ignore(_) => return true,
+                    Match::Whitelist(_) => return false,
+                    Match::None => {}
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether `path` is ignored, checking every parent too (for single paths
+    /// reported by the watcher).
+    pub fn ignores_path(&self, path: &RelPath, is_dir: bool) -> bool {
+        let s = path.as_str();
+        if path.components().any(|c| c == ".git") {
+            return true;
+        }
+        if self.docker.as_ref().is_some_and(|d| d.excludes(path)) {
+            return true;
+        }
+        for (i, _) in s.match_indices('/') {
+            let prefix = RelPath::new(&s[..i]).expect("prefix of a valid path");
+            if self.ignored_by_non_docker(&prefix, true) {
+                return true;
+            }
+        }
+        self.ignored_by_non_docker(path, is_dir)
+    }
+
+    fn lksignore_of(&self, dir: &str) -> Option<Arc<Gitignore>> {
+        let mut map = self.lksignore.lock().unwrap();
+        if let Some(g) = map.get(dir) {
+            return g.clone();
+        }
+        let abs = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir)
+        };
+        let file = abs.join(LKSIGNORE);
+        let g = if file.is_file() {
+            let mut b = GitignoreBuilder::new(&abs);
+            if let Some(e) = b.add(&file) {
+                self.warnings.lock().unwrap().push(IgnoreError::BadPattern {
+                    file: file.display().to_string(),
+                    pattern: String::new(),
+                    reason: e.to_string(),
+                });
+            }
+            b.build().ok().map(Arc::new)
+        } else {
+            None
+        };
+        map.insert(dir.to_string(), g.clone());
+        g
+    }
+
+    /// Whether a change to `path` changes the rules themselves.
+    pub fn is_rule_file(path: &RelPath) -> bool {
+        path.file_name() == LKSIGNORE || path.as_str() == DOCKERIGNORE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(files: &[(&str, &str)], excludes: &[&str]) -> (tempfile::TempDir, Ignores) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let ex: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
+        let ig = Ignores::load(dir.path(), &ex);
+        (dir, ig)
+    }
+
+    fn ignored(ig: &Ignores, p: &str) -> bool {
+        ig.ignores_path(&RelPath::new(p).unwrap(), false)
+    }
+
+    #[test]
+    fn git_is_always_ignored() {
+        let (_d, ig) = rules(&[], &[]);
+        assert!(ignored(&ig, ".git/config"));
+        assert!(ignored(&ig, "sub/.git/HEAD"));
+        assert!(!ignored(&ig, "src/main.rs"));
+    }
+
+    #[test]
+    fn dockerignore_patterns_are_anchored_at_the_root() {
+        let (_d, ig) = rules(
+            &[(".dockerignore", "*.log\nnode_modules\n**/*.tmp\n/build/\n")],
+            &[],
+        );
+        assert!(ignored(&ig, "x.log"));
+        assert!(!ignored(&ig, "sub/x.log"), "docker's *.log is root-only");
+        assert!(ignored(&ig, "node_modules/a/b.js"));
+        assert!(!ignored(&ig, "web/node_modules/a.js"));
+        assert!(ignored(&ig, "a/b/c.tmp"));
+        assert!(ignored(&ig, "build/out.bin"));
+    }
+
+    #[test]
+    fn dockerignore_exceptions_reinclude_beneath_an_excluded_dir() {
+        let (_d, ig) = rules(
+            &[(".dockerignore", "docs\n!docs/keep.md\n# comment\n")],
+            &[],
+        );
+        assert!(ignored(&ig, "docs/other.md"));
+        assert!(!ignored(&ig, "docs/keep.md"));
+        assert!(ig.may_reinclude_beneath(&RelPath::new("docs").unwrap()));
+    }
+
+    #[test]
+    fn lksignore_applies_beneath_its_directory_with_gitignore_semantics() {
+        let (_d, ig) = rules(
+            &[
+                (".lksignore", "*.bak\n"),
+                ("web/.lksignore", "dist/\n!keep.bak\n"),
+            ],
+            &[],
+        );
+        assert!(ignored(&ig, "a.bak"));
+        assert!(ignored(&ig, "deep/x/a.bak"));
+        assert!(ignored(&ig, "web/dist/app.js"));
+        assert!(!ignored(&ig, "dist/app.js"));
+        assert!(!ignored(&ig, "web/keep.bak"), "a deeper whitelist wins");
+    }
+
+    #[test]
+    fn excludes_use_gitignore_semantics() {
+        let (_d, ig) = rules(&[], &["target", "*.o"]);
+        assert!(ignored(&ig, "target/debug/x"));
+        assert!(ignored(&ig, "sub/target/x"));
+        assert!(ignored(&ig, "a/b.o"));
+        assert!(!ignored(&ig, "a/b.c"));
+    }
+
+    #[test]
+    fn a_bad_pattern_is_reported_not_fatal() {
+        let (_d, ig) = rules(&[(".dockerignore", "[unclosed\nok.txt\n")], &[]);
+        assert!(ignored(&ig, "ok.txt"));
+        assert_eq!(ig.take_warnings().len(), 1);
+    }
+}

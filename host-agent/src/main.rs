@@ -1,0 +1,110 @@
+//! `lks`: the developer's side of lks. Today: `lks sync`, which keeps a running
+//! `lks-agent`'s root equal to a local directory.
+#![forbid(unsafe_code)]
+
+mod ignores;
+mod plan;
+mod session;
+mod sync;
+mod tree;
+mod tunnel;
+mod watch;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "lks",
+    version,
+    about = "The inner development loop for services on Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Keep an lks-agent's root equal to a local directory.
+    #[command(after_help = "Examples:\n  \
+        # make the agent's root equal to ./app once, then exit\n  \
+        LKS_TOKEN=secret lks sync ./app --to http://127.0.0.1:7690 --once\n\n  \
+        # keep syncing every change until Ctrl-C, skipping build output\n  \
+        lks sync ./app --to http://127.0.0.1:7690 --token-file token.txt --exclude target --exclude '*.o'\n\n\
+        Ignored: .git/ always, the root's .dockerignore (Docker's semantics), .lksignore files at any\n\
+        level (gitignore semantics) and --exclude patterns. Ignored paths are never touched on the agent.")]
+    Sync(SyncArgs),
+}
+
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// The local directory to sync.
+    local_dir: PathBuf,
+    /// The agent's URL, e.g. http://127.0.0.1:7690.
+    #[arg(long = "to", value_name = "URL")]
+    to: String,
+    /// Sync once and exit: 0 only when the agent's root equals LOCAL_DIR.
+    #[arg(long)]
+    once: bool,
+    /// Also ignore paths matching this gitignore-style pattern (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// File holding the bearer token (default: the LKS_TOKEN environment variable).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+fn load_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let raw = match file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", p.display()))?,
+        None => std::env::var("LKS_TOKEN").map_err(|_| {
+            anyhow::anyhow!("no token: set LKS_TOKEN or pass --token-file FILE (the agent's token)")
+        })?,
+    };
+    let token = raw.trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("the token is empty");
+    }
+    Ok(token)
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LKS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Sync(args) => {
+                let opts = sync::SyncOptions {
+                    local: args.local_dir,
+                    url: args.to,
+                    token: load_token(args.token_file.as_deref())?,
+                    excludes: args.exclude,
+                };
+                if args.once {
+                    sync::once(opts).await
+                } else {
+                    sync::watch(opts).await
+                }
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lks: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

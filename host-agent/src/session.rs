@@ -1,0 +1,448 @@
+//! A sync session with one agent: learn what it has, send what differs, and keep
+//! the tree it last confirmed.
+
+use crate::ignores::Ignores;
+use crate::plan::{Op, confirm};
+use crate::tree::{Kind, LocalTree, Node, Tree};
+use crate::tunnel::{self, Client, WireCounter};
+use lks_proto::chunk::{self, Chunk, Piece};
+use lks_proto::limits::{DATA_CHUNK_BYTES, HOST_BYTES_PER_BATCH, HOST_FILES_PER_BATCH};
+use lks_proto::v1::{self, ApplyRequest, apply_request::Op as WireOp};
+use lks_proto::{PROTOCOL_VERSION, RelPath};
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+/// What went wrong talking to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The tunnel could not be opened.
+    #[error(transparent)]
+    Tunnel(#[from] tunnel::TunnelError),
+    /// The agent refused the token.
+    #[error(
+        "the agent at {url} refused the token ({message}); use the same LKS_TOKEN or --token-file on both sides"
+    )]
+    Unauthenticated {
+        /// The agent's URL.
+        url: String,
+        /// What it said.
+        message: String,
+    },
+    /// The agent speaks another protocol version.
+    #[error("the agent at {url} is incompatible: {message}")]
+    Incompatible {
+        /// The agent's URL.
+        url: String,
+        /// What it said.
+        message: String,
+    },
+    /// The call failed (connection lost, agent restarted, ...).
+    #[error("lost the agent at {url}: {message}")]
+    Lost {
+        /// The agent's URL.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl SessionError {
+    /// Whether trying again later may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Tunnel(tunnel::TunnelError::Unreachable { .. })
+                | SessionError::Lost { .. }
+        )
+    }
+
+    fn from_status(url: &str, s: tonic::Status) -> SessionError {
+        let message = if s.message().is_empty() {
+            tunnel::source_chain(&s)
+        } else {
+            s.message().to_string()
+        };
+        match s.code() {
+            Code::Unauthenticated => SessionError::Unauthenticated {
+                url: url.into(),
+                message,
+            },
+            Code::FailedPrecondition => SessionError::Incompatible {
+                url: url.into(),
+                message,
+            },
+            _ => SessionError::Lost {
+                url: url.into(),
+                message,
+            },
+        }
+    }
+}
+
+/// The outcome of sending one set of operations.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Files written.
+    pub files: usize,
+    /// Paths deleted.
+    pub deleted: usize,
+    /// Directories created or changed, symlinks, modes.
+    pub other: usize,
+    /// Bytes written to the wire.
+    pub wire_bytes: u64,
+    /// Operations the agent refused, with its message.
+    pub errors: Vec<String>,
+}
+
+/// A connected agent and the tree it last confirmed.
+pub struct Session {
+    url: String,
+    client: Client,
+    wire: Arc<WireCounter>,
+    /// Changes when the agent process restarts.
+    pub boot_id: String,
+    /// The agent's tree as last confirmed (ignored paths left out).
+    pub remote: Tree,
+    chunks: HashMap<[u8; 32], Arc<Vec<Chunk>>>,
+}
+
+impl Session {
+    /// Connects and says hello.
+    pub async fn open(url: &str, token: &str) -> Result<Session, SessionError> {
+        let (mut client, wire) = tunnel::connect(url, token).await?;
+        let hello = client
+            .hello(v1::HelloRequest {
+                protocol_version: PROTOCOL_VERSION,
+                client_version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .await
+            .map_err(|s| SessionError::from_status(url, s))?
+            .into_inner();
+        Ok(Session {
+            url: url.into(),
+            client,
+            wire,
+            boot_id: hello.boot_id,
+            remote: Tree::new(),
+            chunks: HashMap::new(),
+        })
+    }
+
+    /// Replaces the confirmed tree with the agent's manifest, leaving out what
+    /// the local rules ignore (the agent's copy of those is never touched).
+    pub async fn fetch_manifest(&mut self, ignores: &Ignores) -> Result<Vec<String>, SessionError> {
+        let url = self.url.clone();
+        let mut stream = self
+            .client
+            .manifest(v1::ManifestRequest {})
+            .await
+            .map_err(|s| SessionError::from_status(&url, s))?
+            .into_inner();
+        let mut remote = Tree::new();
+        let mut warnings = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|s| SessionError::from_status(&url, s))?;
+            warnings.extend(batch.warnings.into_iter().map(|w| format!("agent: {w}")));
+            for e in &batch.entries {
+                if let Some((path, node)) = Node::from_entry(e) {
+                    remote.insert(path, node);
+                }
+            }
+        }
+        remote.retain(|p, n| !ignores.ignores_path(p, n.kind == Kind::Dir));
+        self.remote = remote;
+        Ok(warnings)
+    }
+
+    /// Sends `ops` (in batches that stay within the agent's limits) and records
+    /// what the agent confirmed.
+    pub async fn apply(&mut self, local: &LocalTree, ops: Vec<Op>) -> Result<Report, SessionError> {
+        let mut report = Report::default();
+        let start_wire = self.wire.sent();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0u64;
+        for op in ops {
+            if let Op::Put { node, .. } = &op {
+                batch_bytes += node.size;
+            }
+            batch.push(op);
+            if batch.len() >= HOST_FILES_PER_BATCH || batch_bytes >= HOST_BYTES_PER_BATCH {
+                self.apply_batch(local, std::mem::take(&mut batch), &mut report)
+                    .await?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.apply_batch(local, batch, &mut report).await?;
+        }
+        report.wire_bytes = self.wire.sent() - start_wire;
+        Ok(report)
+    }
+
+    async fn apply_batch(
+        &mut self,
+        local: &LocalTree,
+        ops: Vec<Op>,
+        report: &mut Report,
+    ) -> Result<(), SessionError> {
+        let url = self.url.clone();
+        // Deltas need the chunks of what the agent has; fetch the ones we lack.
+        let mut bases: HashMap<RelPath, Arc<Vec<Chunk>>> = HashMap::new();
+        for op in &ops {
+            if let Op::Put {
+                path,
+                node,
+                base: Some(base),
+            } = op
+                && node.size >= chunk::DELTA_MIN_FILE_BYTES
+                && let Some(chunks) = self.base_chunks(path, base).await
+            {
+                bases.insert(path.clone(), chunks);
+            }
+        }
+        let ops = Arc::new(ops);
+        let (tx, rx) = mpsc::channel::<ApplyRequest>(64);
+        let root = local.abs_root();
+        let producer_ops = ops.clone();
+        let batch_id = format!("{:08x}", rand_id());
+        let producer = tokio::task::spawn_blocking(move || {
+            produce(&root, &producer_ops, &bases, &batch_id, tx)
+        });
+        let result = self.client.apply(ReceiverStream::new(rx)).await;
+        let produced = producer.await.map_err(|e| SessionError::Lost {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let result = result
+            .map_err(|s| SessionError::from_status(&url, s))?
+            .into_inner();
+        // Map each error back to the operation whose messages it belongs to.
+        let mut failed = vec![false; ops.len()];
+        for err in &result.errors {
+            let i = produced.starts.partition_point(|&s| s <= err.index);
+            if i > 0 {
+                failed[i - 1] = true;
+            }
+            report.errors.push(err.message.clone());
+        }
+        for (i, problem) in &produced.problems {
+            failed[*i] = true;
+            report.errors.push(problem.clone());
+        }
+        for (i, op) in ops.iter().enumerate() {
+            if failed[i] {
+                // The agent's state at that path is unknown now: forget it so
+                // the next plan sends it whole.
+                self.remote.remove(op.path());
+                continue;
+            }
+            confirm(&mut self.remote, op);
+            match op {
+                Op::Put { .. } => report.files += 1,
+                Op::Delete(_) => report.deleted += 1,
+                _ => report.other += 1,
+            }
+        }
+        for (hash, chunks) in produced.new_chunks {
+            self.chunks.insert(hash, Arc::new(chunks));
+        }
+        Ok(())
+    }
+
+    async fn base_chunks(&mut self, path: &RelPath, base: &[u8; 32]) -> Option<Arc<Vec<Chunk>>> {
+        if let Some(c) = self.chunks.get(base) {
+            return Some(c.clone());
+        }
+        let resp = self
+            .client
+            .chunks(v1::ChunksRequest {
+                path: path.to_string(),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        if resp.blake3[..] != base[..] {
+            return None;
+        }
+        let chunks: Vec<Chunk> = resp
+            .chunks
+            .into_iter()
+            .filter_map(|c| {
+                Some(Chunk {
+                    offset: c.offset,
+                    length: c.length,
+                    hash: c.blake3.try_into().ok()?,
+                })
+            })
+            .collect();
+        let chunks = Arc::new(chunks);
+        self.chunks.insert(*base, chunks.clone());
+        Some(chunks)
+    }
+}
+
+fn rand_id() -> u32 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// What the producer thread learned while streaming a batch.
+#[derive(Default)]
+struct Produced {
+    /// Message index at which each operation starts.
+    starts: Vec<u64>,
+    /// Operations that could not be sent (index, message).
+    problems: Vec<(usize, String)>,
+    /// Chunk lists of large files sent, by content hash, for later deltas.
+    new_chunks: Vec<([u8; 32], Vec<Chunk>)>,
+}
+
+/// Streams the messages of a batch; runs on a blocking thread so file reads
+/// overlap with the network.
+fn produce(
+    root: &std::path::Path,
+    ops: &[Op],
+    bases: &HashMap<RelPath, Arc<Vec<Chunk>>>,
+    batch_id: &str,
+    tx: mpsc::Sender<ApplyRequest>,
+) -> Produced {
+    let mut out = Produced::default();
+    let index = std::cell::Cell::new(0u64);
+    let mut send = |op: WireOp| -> bool {
+        index.set(index.get() + 1);
+        tx.blocking_send(ApplyRequest { op: Some(op) }).is_ok()
+    };
+    for (i, op) in ops.iter().enumerate() {
+        out.starts.push(index.get());
+        let ok = match op {
+            Op::Delete(p) => send(WireOp::Delete(v1::Delete {
+                path: p.to_string(),
+            })),
+            Op::Mkdir(p, mode) => send(WireOp::Mkdir(v1::Mkdir {
+                path: p.to_string(),
+                mode: *mode,
+            })),
+            Op::Symlink(p, t) => send(WireOp::Symlink(v1::Symlink {
+                path: p.to_string(),
+                target: t.clone(),
+            })),
+            Op::Chmod(p, mode) => send(WireOp::Chmod(v1::Chmod {
+                path: p.to_string(),
+                mode: *mode,
+            })),
+            Op::Put { path, node, base } => {
+                let abs: PathBuf = root.join(path.as_str());
+                match send_file(
+                    &abs,
+                    path,
+                    node,
+                    base.as_ref().filter(|_| bases.contains_key(path)),
+                    bases.get(path),
+                    &mut send,
+                ) {
+                    Ok((ok, chunks)) => {
+                        if let (Some(c), Some(h)) = (chunks, node.hash) {
+                            out.new_chunks.push((h, c));
+                        }
+                        ok
+                    }
+                    Err(e) => {
+                        out.problems.push((i, format!("cannot read {path}: {e}")));
+                        true
+                    }
+                }
+            }
+        };
+        if !ok {
+            return out;
+        }
+    }
+    send(WireOp::Commit(v1::Commit {
+        batch_id: batch_id.to_string(),
+    }));
+    out
+}
+
+/// Sends one file, as a delta against `base_chunks` when given. Returns whether
+/// the stream is still open, and the file's chunks when it is large.
+fn send_file(
+    abs: &std::path::Path,
+    path: &RelPath,
+    node: &Node,
+    base: Option<&[u8; 32]>,
+    base_chunks: Option<&Arc<Vec<Chunk>>>,
+    send: &mut impl FnMut(WireOp) -> bool,
+) -> std::io::Result<(bool, Option<Vec<Chunk>>)> {
+    let hash = node.hash.expect("planned puts carry their hash");
+    let mut f = std::fs::File::open(abs)?;
+    let large = node.size >= chunk::DELTA_MIN_FILE_BYTES;
+    let put = |base_blake3: Vec<u8>| {
+        WireOp::Put(v1::Put {
+            path: path.to_string(),
+            mode: node.mode,
+            size: node.size,
+            blake3: hash.to_vec(),
+            mtime_ns: node.mtime_ns,
+            base_blake3,
+        })
+    };
+    if !large {
+        let mut data = Vec::with_capacity(node.size as usize);
+        (&mut f).take(node.size).read_to_end(&mut data)?;
+        if !send(put(Vec::new())) {
+            return Ok((false, None));
+        }
+        if !data.is_empty() && !send(WireOp::Data(v1::Data { bytes: data })) {
+            return Ok((false, None));
+        }
+        return Ok((true, None));
+    }
+    let new_chunks = chunk::chunks_of_reader((&mut f).take(node.size))?;
+    let pieces = match (base, base_chunks) {
+        (Some(_), Some(old)) => chunk::recipe(old, &new_chunks),
+        _ => vec![Piece::Literal {
+            offset: 0,
+            length: node.size,
+        }],
+    };
+    let base_blake3 = if pieces.iter().any(|p| matches!(p, Piece::Copy { .. })) {
+        base.map(|b| b.to_vec()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if !send(put(base_blake3)) {
+        return Ok((false, None));
+    }
+    for piece in pieces {
+        match piece {
+            Piece::Copy { offset, length } => {
+                if !send(WireOp::Copy(v1::Copy { offset, length })) {
+                    return Ok((false, None));
+                }
+            }
+            Piece::Literal { offset, length } => {
+                let mut done = 0;
+                while done < length {
+                    let n = (length - done).min(DATA_CHUNK_BYTES as u64) as usize;
+                    let mut buf = vec![0u8; n];
+                    f.read_exact_at(&mut buf, offset + done)?;
+                    if !send(WireOp::Data(v1::Data { bytes: buf })) {
+                        return Ok((false, None));
+                    }
+                    done += n as u64;
+                }
+            }
+        }
+    }
+    Ok((true, Some(new_chunks)))
+}

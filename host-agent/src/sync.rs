@@ -1,0 +1,284 @@
+//! `lks sync`: keep an agent's root equal to a local directory.
+
+use crate::ignores::Ignores;
+use crate::plan::plan;
+use crate::session::{Report, Session, SessionError};
+use crate::tree::LocalTree;
+use crate::watch::{Changes, TreeWatcher};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to sync, where, and how.
+pub struct SyncOptions {
+    /// The local directory.
+    pub local: PathBuf,
+    /// The agent's URL.
+    pub url: String,
+    /// The bearer token.
+    pub token: String,
+    /// `--exclude` patterns.
+    pub excludes: Vec<String>,
+}
+
+/// The whole local side: rules and tree.
+struct Local {
+    root: PathBuf,
+    excludes: Vec<String>,
+    ignores: Ignores,
+    tree: LocalTree,
+}
+
+impl Local {
+    fn open(root: &Path, excludes: &[String]) -> anyhow::Result<Local> {
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("cannot open the local directory {}", root.display()))?;
+        if !root.is_dir() {
+            bail!("{} is not a directory", root.display());
+        }
+        let ignores = Ignores::load(&root, excludes);
+        let tree = LocalTree::new(&root);
+        Ok(Local {
+            root,
+            excludes: excludes.to_vec(),
+            ignores,
+            tree,
+        })
+    }
+
+    fn rescan(&mut self) {
+        self.ignores = Ignores::load(&self.root, &self.excludes);
+        self.tree.rescan(&self.ignores);
+        self.warn();
+    }
+
+    fn apply_changes(&mut self, changes: &Changes) {
+        if changes.rescan
+            || changes
+                .paths
+                .iter()
+                .any(crate::ignores::Ignores::is_rule_file)
+        {
+            self.rescan();
+            return;
+        }
+        for p in &changes.paths {
+            self.tree.refresh(p, &self.ignores);
+        }
+        self.warn();
+    }
+
+    fn warn(&mut self) {
+        for w in self.ignores.take_warnings() {
+            eprintln!("lks: warning: {w}");
+        }
+        for w in self.tree.warnings.drain(..) {
+            eprintln!("lks: warning: {w}");
+        }
+    }
+}
+
+fn summary(r: &Report, ms: f64) -> String {
+    format!(
+        "{} files, {} deleted, {} other, {} bytes sent, {:.1} ms",
+        r.files, r.deleted, r.other, r.wire_bytes, ms
+    )
+}
+
+/// `--once`: makes the agent's root equal to the local tree, or fails.
+pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut local = Local::open(&opts.local, &opts.excludes)?;
+    local.rescan();
+    let mut session = Session::open(&opts.url, &opts.token).await?;
+    for w in session.fetch_manifest(&local.ignores).await? {
+        eprintln!("lks: warning: {w}");
+    }
+    let (ops, problems) = plan(&mut local.tree, &session.remote);
+    let mut failures = problems;
+    let mut report = Report::default();
+    if !ops.is_empty() {
+        report = session.apply(&local.tree, ops).await?;
+        failures.extend(report.errors.iter().cloned());
+        // Check rather than trust: the agent's tree must now match.
+        session.fetch_manifest(&local.ignores).await?;
+        let (left, _) = plan(&mut local.tree, &session.remote);
+        if !left.is_empty() && failures.is_empty() {
+            let sample: Vec<String> = left.iter().take(5).map(|o| o.path().to_string()).collect();
+            failures.push(format!(
+                "{} paths still differ after the sync, e.g. {}",
+                left.len(),
+                sample.join(", ")
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("lks: error: {f}");
+        }
+        bail!(
+            "the agent's root is not equal to {} ({} problems above)",
+            local.root.display(),
+            failures.len()
+        );
+    }
+    println!(
+        "synced: {}",
+        summary(&report, started.elapsed().as_secs_f64() * 1000.0)
+    );
+    Ok(())
+}
+
+/// Watch mode: sync, then apply each change as it happens, reconnecting with
+/// backoff whenever the agent goes away. Returns on SIGINT/SIGTERM.
+pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
+    let mut local = Local::open(&opts.local, &opts.excludes)?;
+    // Watch before the first scan, so nothing that happens during it is missed.
+    let mut watcher = TreeWatcher::start(&local.root)
+        .with_context(|| format!("cannot watch {}", local.root.display()))?;
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut backoff = Backoff::new();
+    let mut batch_no = 0u64;
+    let mut scanned = false;
+    let mut last_boot: Option<String> = None;
+    loop {
+        let session = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            s = Session::open(&opts.url, &opts.token) => s,
+        };
+        let mut session = match session {
+            Ok(s) => s,
+            Err(e) if e.is_retryable() => {
+                let wait = backoff.next();
+                eprintln!("lks: {e}; retrying in {:.1}s", wait.as_secs_f64());
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match &last_boot {
+            Some(b) if *b != session.boot_id => eprintln!("lks: the agent restarted; resyncing"),
+            Some(_) => eprintln!("lks: reconnected; resyncing"),
+            None => {}
+        }
+        last_boot = Some(session.boot_id.clone());
+        let started = Instant::now();
+        let mut changes = Changes::default();
+        watcher.drain_into(&mut changes);
+        if !scanned || changes.rescan {
+            local.rescan();
+            scanned = true;
+        } else {
+            local.apply_changes(&changes);
+        }
+        match full_sync(&mut session, &mut local).await {
+            Ok(report) => {
+                println!(
+                    "initial sync: {}",
+                    summary(&report, started.elapsed().as_secs_f64() * 1000.0)
+                );
+                print_errors(&report);
+                backoff.reset();
+            }
+            Err(e) if e.is_retryable() => {
+                eprintln!("lks: {e}; reconnecting");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Apply changes as they come.
+        loop {
+            let mut changes = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                c = watcher.next() => match c {
+                    Some(c) => c,
+                    None => bail!("the file watcher stopped"),
+                },
+            };
+            watcher.drain_into(&mut changes);
+            local.apply_changes(&changes);
+            let (ops, problems) = plan(&mut local.tree, &session.remote);
+            for p in problems {
+                eprintln!("lks: warning: {p}");
+            }
+            if ops.is_empty() {
+                continue;
+            }
+            batch_no += 1;
+            match session.apply(&local.tree, ops).await {
+                Ok(report) => {
+                    let ms = changes
+                        .first_event
+                        .map(|t| t.elapsed().as_secs_f64() * 1000.0)
+                        .unwrap_or(0.0);
+                    println!("batch {batch_no}: {}", summary(&report, ms));
+                    if !report.errors.is_empty() {
+                        print_errors(&report);
+                        // Learn what the agent really has before planning again.
+                        if let Err(e) = session.fetch_manifest(&local.ignores).await {
+                            eprintln!("lks: {e}; reconnecting");
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    eprintln!("lks: {e}; reconnecting");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+async fn full_sync(session: &mut Session, local: &mut Local) -> Result<Report, SessionError> {
+    for w in session.fetch_manifest(&local.ignores).await? {
+        eprintln!("lks: warning: {w}");
+    }
+    let (ops, problems) = plan(&mut local.tree, &session.remote);
+    for p in problems {
+        eprintln!("lks: warning: {p}");
+    }
+    session.apply(&local.tree, ops).await
+}
+
+fn print_errors(report: &Report) {
+    for e in &report.errors {
+        eprintln!("lks: error: {e}");
+    }
+}
+
+/// Exponential backoff between reconnection attempts: 100 ms doubling to 5 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        d
+    }
+    fn reset(&mut self) {
+        *self = Backoff::new();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

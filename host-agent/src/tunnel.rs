@@ -1,0 +1,193 @@
+//! The tunnel to an agent: a byte stream carrying gRPC, and a client that adds
+//! the bearer token to every call. Today the stream is TCP; the kube runtime will
+//! plug a port-forward stream in the same place. Bytes are counted at the
+//! stream, so reported figures are what really crossed the wire.
+
+use hyper_util::rt::TokioIo;
+use lks_proto::v1::agent_client::AgentClient;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Bytes that crossed the tunnel, both ways.
+#[derive(Default, Debug)]
+pub struct WireCounter {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl WireCounter {
+    /// Bytes written to the wire so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut()
+            .insert(lks_proto::AUTHORIZATION, self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A connected, authenticated client.
+pub type Client = AgentClient<InterceptedService<Channel, Bearer>>;
+
+/// Why the tunnel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The URL is not usable.
+    #[error("bad agent URL {url:?}: {reason} (expected something like http://127.0.0.1:7690)")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The token cannot be sent as a header.
+    #[error("the token contains characters that cannot be sent in a header")]
+    BadToken,
+    /// Nothing answered.
+    #[error(
+        "cannot reach the agent at {url}: {reason}. Is `lks-agent serve` running and listening there?"
+    )]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Opens a tunnel to the agent at `url` (http://HOST:PORT).
+pub async fn connect(url: &str, token: &str) -> Result<(Client, Arc<WireCounter>), TunnelError> {
+    let bad = |reason: String| TunnelError::BadUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: tonic::codegen::http::uri::InvalidUri| bad(e.to_string()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad(
+            "only http:// is supported (the tunnel itself is loopback or a port-forward)".into(),
+        ));
+    }
+    let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let header: MetadataValue<Ascii> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| TunnelError::BadToken)?;
+    let counter = Arc::new(WireCounter::default());
+    let c2 = counter.clone();
+    let connector = tower::service_fn(move |_: Uri| {
+        let host = host.clone();
+        let counter = c2.clone();
+        async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(TokioIo::new(Counted {
+                inner: tcp,
+                counter,
+            }))
+        }
+    });
+    let endpoint = Endpoint::from(uri.clone())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_adaptive_window(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20));
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| TunnelError::Unreachable {
+            url: url.to_string(),
+            reason: source_chain(&e),
+        })?;
+    let client = AgentClient::with_interceptor(channel, Bearer(header))
+        .max_decoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES);
+    Ok((client, counter))
+}
+
+/// The innermost message of an error chain (tonic wraps the useful part).
+pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        msg = s.to_string();
+        cur = s.source();
+    }
+    msg
+}
+
+/// A stream that counts the bytes through it.
+struct Counted<S> {
+    inner: S,
+    counter: Arc<WireCounter>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.counter
+            .received
+            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.counter.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.counter.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

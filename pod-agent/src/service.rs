@@ -1,0 +1,245 @@
+//! The `lks.agent.v1.Agent` gRPC service.
+
+use crate::apply::{Batch, BatchError};
+use crate::manifest::{HashCache, scan};
+use crate::root::Root;
+use futures::Stream;
+use lks_proto::v1::agent_server::Agent;
+use lks_proto::v1::{
+    ApplyRequest, ApplyResult, BatchApplied, ChunkRef, ChunksRequest, ChunksResponse, Event,
+    EventsRequest, HelloRequest, HelloResponse, Limits, ManifestBatch, ManifestRequest, event,
+};
+use lks_proto::{PROTOCOL_VERSION, RelPath, limits};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Entries per Manifest message.
+const MANIFEST_BATCH: usize = 2000;
+
+/// State shared by every call.
+pub struct AgentService {
+    root: Arc<Root>,
+    cache: Arc<HashCache>,
+    boot_id: String,
+    /// One batch at a time: batches are applied in the order they arrive.
+    apply_lock: Arc<Mutex<()>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl AgentService {
+    /// A service for `root`.
+    pub fn new(root: Root) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        AgentService {
+            root: Arc::new(root),
+            cache: Arc::new(HashCache::default()),
+            boot_id: hex::encode(rand::random::<[u8; 8]>()),
+            apply_lock: Arc::new(Mutex::new(())),
+            events,
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let req = req.into_inner();
+        if req.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not supported by lks-agent {} (speaks {PROTOCOL_VERSION}); \
+                 use matching lks and lks-agent versions",
+                req.protocol_version,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        Ok(Response::new(HelloResponse {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            root: self.root.path().display().to_string(),
+            capabilities: vec!["delta".into(), "mtime".into()],
+            boot_id: self.boot_id.clone(),
+            limits: Some(Limits {
+                max_message_bytes: limits::MAX_MESSAGE_BYTES as u64,
+                max_path_bytes: limits::MAX_PATH_BYTES as u64,
+                max_ops_per_batch: limits::MAX_OPS_PER_BATCH,
+                max_file_bytes: limits::MAX_FILE_BYTES,
+            }),
+        }))
+    }
+
+    type ManifestStream = BoxStream<ManifestBatch>;
+
+    async fn manifest(
+        &self,
+        _req: Request<ManifestRequest>,
+    ) -> Result<Response<Self::ManifestStream>, Status> {
+        let root = self.root.clone();
+        let cache = self.cache.clone();
+        // Scanning and hashing happen off the async workers.
+        let (entries, warnings) = tokio::task::spawn_blocking(move || scan(root.path(), &cache))
+            .await
+            .map_err(|e| Status::internal(format!("manifest scan failed: {e}")))?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let mut batches: Vec<Result<ManifestBatch, Status>> = entries
+            .chunks(MANIFEST_BATCH)
+            .map(|c| {
+                Ok(ManifestBatch {
+                    entries: c.to_vec(),
+                    warnings: vec![],
+                })
+            })
+            .collect();
+        if batches.is_empty() || !warnings.is_empty() {
+            batches.push(Ok(ManifestBatch {
+                entries: vec![],
+                warnings,
+            }));
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+    }
+
+    async fn chunks(
+        &self,
+        req: Request<ChunksRequest>,
+    ) -> Result<Response<ChunksResponse>, Status> {
+        let path = RelPath::new(req.into_inner().path)
+            .map_err(|e| Status::invalid_argument(format!("refused path: {e}")))?;
+        let root = self.root.clone();
+        let resp = tokio::task::spawn_blocking(move || -> Result<ChunksResponse, Status> {
+            let Some(f) = root
+                .open_file(&path)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?
+            else {
+                return Err(Status::not_found(format!("{path}: no regular file there")));
+            };
+            let size = f
+                .metadata()
+                .map_err(|e| Status::internal(e.to_string()))?
+                .len();
+            let mut whole = blake3::Hasher::new();
+            let tee = HashingReader {
+                inner: f,
+                hasher: &mut whole,
+            };
+            let chunks = lks_proto::chunk::chunks_of_reader(tee)
+                .map_err(|e| Status::internal(format!("{path}: {e}")))?;
+            Ok(ChunksResponse {
+                size,
+                blake3: whole.finalize().as_bytes().to_vec(),
+                chunks: chunks
+                    .into_iter()
+                    .map(|c| ChunkRef {
+                        offset: c.offset,
+                        length: c.length,
+                        blake3: c.hash.to_vec(),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(resp))
+    }
+
+    async fn apply(
+        &self,
+        req: Request<Streaming<ApplyRequest>>,
+    ) -> Result<Response<ApplyResult>, Status> {
+        let mut stream = req.into_inner();
+        let _guard = self.apply_lock.clone().lock_owned().await;
+        // The batch is applied on a blocking thread, fed as messages arrive.
+        let (tx, mut rx) = mpsc::channel::<ApplyRequest>(256);
+        let root = self.root.clone();
+        let cache = self.cache.clone();
+        let worker = tokio::task::spawn_blocking(
+            move || -> Result<(ApplyResult, Option<String>), BatchError> {
+                let mut batch = Batch::new(&root, &cache);
+                while let Some(req) = rx.blocking_recv() {
+                    batch.apply(req)?;
+                    if batch.batch_id.is_some() {
+                        break;
+                    }
+                }
+                let id = batch.batch_id.clone();
+                Ok((batch.finish(), id))
+            },
+        );
+        let mut client_error = None;
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(m) => {
+                    if tx.send(m).await.is_err() {
+                        break; // the worker stopped early (commit or abort)
+                    }
+                }
+                Err(e) => {
+                    client_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let outcome = worker.await.map_err(|e| Status::internal(e.to_string()))?;
+        let (result, batch_id) = outcome.map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        if let Some(e) = client_error {
+            tracing::warn!("batch stream broke off: {e}");
+            return Err(Status::aborted(format!(
+                "the batch stream broke off: {}",
+                e.message()
+            )));
+        }
+        let Some(batch_id) = batch_id else {
+            return Err(Status::invalid_argument("the batch ended without a Commit"));
+        };
+        let _ = self.events.send(Event {
+            kind: Some(event::Kind::BatchApplied(BatchApplied {
+                batch_id,
+                ops: result.ops,
+                errors: result.errors.len() as u64,
+            })),
+        });
+        Ok(Response::new(result))
+    }
+
+    type EventsStream = BoxStream<Event>;
+
+    async fn events(
+        &self,
+        _req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let rx = self.events.subscribe();
+        let stream = BroadcastStream::new(rx).filter_map(|e| e.ok().map(Ok));
+        let (tx, out) = mpsc::channel(64);
+        tokio::spawn(async move {
+            tokio::pin!(stream);
+            while let Some(e) = stream.next().await {
+                if tx.send(e).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+/// Hashes everything read through it.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

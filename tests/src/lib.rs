@@ -1,0 +1,357 @@
+//! Shared harness for lks's end-to-end tests and benchmarks: it runs the real
+//! `lks` and `lks-agent` binaries (built by `cargo build --workspace --bins`,
+//! which the test command does first) and compares real directory trees.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary in the same target directory as the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first with `cargo build --workspace --bins` \
+         (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `lks-agent serve`.
+pub struct Agent {
+    child: Child,
+    /// The address it listens on.
+    pub addr: String,
+    /// `http://ADDR`.
+    pub url: String,
+    /// Lines the agent wrote to stderr.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    /// Starts an agent on a free loopback port.
+    pub fn start(root: &Path, token: &str) -> Agent {
+        Agent::start_on(root, token, "127.0.0.1:0")
+    }
+
+    /// Starts an agent on `listen`.
+    pub fn start_on(root: &Path, token: &str, listen: &str) -> Agent {
+        let mut child = Command::new(bin("lks-agent"))
+            .args(["serve", "--root"])
+            .arg(root)
+            .args(["--listen", listen])
+            .env("LKS_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lks-agent");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read agent stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from lks-agent: {line:?}"))
+            .to_string();
+        let stderr = lines(child.stderr.take().unwrap());
+        Agent {
+            url: format!("http://{addr}"),
+            addr,
+            child,
+            stderr,
+        }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the agent with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Forwards the lines of a pipe to a channel from a background thread.
+pub fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `lks sync LOCAL --to URL --once [extra]`, with `LKS_TOKEN=token`.
+pub fn sync_once(local: &Path, url: &str, token: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(bin("lks"))
+        .arg("sync")
+        .arg(local)
+        .args(["--to", url, "--once"])
+        .args(extra)
+        .env("LKS_TOKEN", token)
+        .output()
+        .expect("run lks sync")
+}
+
+/// A running `lks sync` in watch mode.
+pub struct Watch {
+    child: Child,
+    /// Lines printed on stdout (one per applied batch).
+    pub stdout: mpsc::Receiver<String>,
+    /// Lines printed on stderr.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    /// Starts `lks sync LOCAL --to URL [extra]` and waits for its initial sync.
+    pub fn start(local: &Path, url: &str, token: &str, extra: &[&str]) -> Watch {
+        let mut w = Watch::spawn(local, url, token, extra);
+        w.wait_line("initial sync", Duration::from_secs(60));
+        w
+    }
+
+    /// Starts `lks sync` in watch mode without waiting.
+    pub fn spawn(local: &Path, url: &str, token: &str, extra: &[&str]) -> Watch {
+        let mut child = Command::new(bin("lks"))
+            .arg("sync")
+            .arg(local)
+            .args(["--to", url])
+            .args(extra)
+            .env("LKS_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lks sync");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Watch {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`; panics with the stderr seen.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => {
+                    let err: Vec<String> = self.stderr.try_iter().collect();
+                    panic!("no line containing {needle:?} within {timeout:?}; stderr: {err:#?}");
+                }
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lks sync did not exit within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One entry of a tree snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Snap {
+    /// A file: permission bits and blake3 of the content.
+    File { mode: u32, hash: String },
+    /// A directory and its permission bits.
+    Dir { mode: u32 },
+    /// A symlink and its target.
+    Link { target: String },
+}
+
+/// Everything beneath `root` (not following symlinks), skipping paths for which
+/// `skip` is true (and, for directories, everything beneath them).
+pub fn snapshot_with(root: &Path, skip: impl Fn(&str) -> bool) -> BTreeMap<String, Snap> {
+    let mut out = BTreeMap::new();
+    let mut it = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter();
+    while let Some(entry) = it.next() {
+        let entry = entry.expect("walk");
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if skip(&rel) {
+            if entry.file_type().is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let md = entry.path().symlink_metadata().unwrap();
+        let snap = if md.is_symlink() {
+            Snap::Link {
+                target: std::fs::read_link(entry.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into(),
+            }
+        } else if md.is_dir() {
+            Snap::Dir {
+                mode: md.mode() & 0o777,
+            }
+        } else {
+            let data = std::fs::read(entry.path()).unwrap();
+            Snap::File {
+                mode: md.mode() & 0o777,
+                hash: blake3::hash(&data).to_hex().to_string(),
+            }
+        };
+        out.insert(rel, snap);
+    }
+    out
+}
+
+/// Everything beneath `root`.
+pub fn snapshot(root: &Path) -> BTreeMap<String, Snap> {
+    snapshot_with(root, |_| false)
+}
+
+/// Describes how two snapshots differ (empty when equal).
+pub fn diff(a: &BTreeMap<String, Snap>, b: &BTreeMap<String, Snap>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out.push(format!("only in the first: {k} {v:?}")),
+            Some(w) if w != v => out.push(format!("differs: {k}: {v:?} vs {w:?}")),
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            out.push(format!("only in the second: {k} {:?}", b[k]));
+        }
+    }
+    out
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A small deterministic pseudo-random generator for building test trees.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            | 1)
+    }
+    /// Next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A value below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// `n` pseudo-random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// Writes a generated tree of `files` files totalling about `total_bytes` under
+/// `root`, spread over nested directories; returns the paths written.
+pub fn generate_tree(root: &Path, files: usize, total_bytes: u64, seed: u64) -> Vec<PathBuf> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(files);
+    let avg = (total_bytes / files.max(1) as u64).max(1);
+    for i in 0..files {
+        let dir = root
+            .join(format!("d{}", i % 50))
+            .join(format!("s{}", (i / 50) % 20));
+        std::fs::create_dir_all(&dir).unwrap();
+        let size = rng.below(avg * 2) as usize;
+        let path = dir.join(format!("f{i}.dat"));
+        std::fs::write(&path, rng.bytes(size)).unwrap();
+        if i % 7 == 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        out.push(path);
+    }
+    out
+}

@@ -1,0 +1,186 @@
+//! `lks sync --once` makes the agent's root equal to the local tree, minus what
+//! is ignored, against the real binaries.
+
+use lks_e2e::*;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+const TOKEN: &str = "initial-sync-token";
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// Paths the local side ignores, for comparing trees.
+fn ignored(rel: &str) -> bool {
+    rel == ".git"
+        || rel.starts_with("node_modules")
+        || rel.ends_with(".log") && !rel.contains('/')
+        || rel.ends_with(".bak")
+        || rel == "web/dist"
+        || rel == "target"
+        || rel == "escape"
+        || rel == "web/escape2"
+}
+
+#[test]
+fn an_initial_sync_of_a_generated_tree_gives_an_equal_tree_without_ignored_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    generate_tree(&src, 3000, 6_000_000, 42);
+    // Empty and nested directories, modes, symlinks inside and outside the root.
+    std::fs::create_dir_all(src.join("empty/deeper/still-empty")).unwrap();
+    std::fs::create_dir_all(src.join("private")).unwrap();
+    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    write(&src, "bin/run.sh", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(
+        src.join("bin/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    write(&src, "empty-file", b"");
+    symlink("bin/run.sh", src.join("link-to-script")).unwrap();
+    symlink("../d1", src.join("d0/link-to-sibling")).unwrap();
+    symlink("d0", src.join("link-to-dir")).unwrap();
+    symlink("/etc/passwd", src.join("escape")).unwrap();
+    // Ignored: .git, .dockerignore (root-anchored), .lksignore (any level), --exclude.
+    write(&src, ".git/HEAD", b"ref: refs/heads/main\n");
+    write(&src, ".dockerignore", b"node_modules\n*.log\n");
+    write(
+        &src,
+        "node_modules/left-pad/index.js",
+        b"module.exports = 1;\n",
+    );
+    write(&src, "server.log", b"noise\n");
+    write(&src, "logs/kept.log", b"docker's *.log is root-only\n");
+    write(&src, ".lksignore", b"*.bak\n");
+    write(&src, "web/.lksignore", b"dist/\n");
+    write(&src, "web/dist/app.js", b"built\n");
+    write(&src, "web/src/app.js", b"source\n");
+    write(&src, "deep/a/b/c/old.bak", b"backup\n");
+    write(&src, "target/debug/out", b"build output\n");
+    symlink("../../outside", src.join("web/escape2")).unwrap();
+
+    let agent = Agent::start(&dst, TOKEN);
+    let out = sync_once(&src, &agent.url, TOKEN, &["--exclude", "/target"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lks sync failed: {stderr}");
+    assert!(
+        stderr.contains("skipping symlink escape -> /etc/passwd"),
+        "{stderr}"
+    );
+
+    let want = snapshot_with(&src, ignored);
+    let got = snapshot(&dst);
+    let d = diff(&want, &got);
+    assert!(d.is_empty(), "trees differ:\n{}", d.join("\n"));
+    assert!(got.contains_key("logs/kept.log"));
+    assert!(got.contains_key("empty/deeper/still-empty"));
+    assert!(
+        !got.contains_key("node_modules")
+            && !got.contains_key(".git")
+            && !got.contains_key("escape")
+    );
+    assert_eq!(got["private"], Snap::Dir { mode: 0o700 });
+}
+
+#[test]
+fn a_second_sync_of_an_unchanged_tree_sends_no_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    generate_tree(&src, 500, 1_000_000, 7);
+    let agent = Agent::start(&tmp.path().join("dst"), TOKEN);
+    assert!(sync_once(&src, &agent.url, TOKEN, &[]).status.success());
+    let out = sync_once(&src, &agent.url, TOKEN, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("synced: 0 files, 0 deleted, 0 other, 0 bytes sent"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_root_that_already_holds_the_tree_costs_almost_nothing() {
+    // As when the files are baked into the image: same content, other mtimes.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    generate_tree(&src, 300, 3_000_000, 9);
+    generate_tree(&dst, 300, 3_000_000, 9);
+    let agent = Agent::start(&dst, TOKEN);
+    let out = sync_once(&src, &agent.url, TOKEN, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: u64 = stdout
+        .split(" bytes sent")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {stdout:?}"));
+    assert!(
+        sent < 30_000,
+        "sent {sent} bytes for a tree the agent already had: {stdout}"
+    );
+    assert!(stdout.contains("synced: 0 files"), "{stdout}");
+}
+
+#[test]
+fn deleted_and_retyped_paths_are_mirrored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    write(&src, "a/b/c.txt", b"c");
+    write(&src, "file-becomes-dir", b"x");
+    write(&src, "dir-becomes-file/inner", b"y");
+    write(&src, "gone/deep/x", b"z");
+    let agent = Agent::start(&dst, TOKEN);
+    assert!(sync_once(&src, &agent.url, TOKEN, &[]).status.success());
+    std::fs::remove_dir_all(src.join("gone")).unwrap();
+    std::fs::remove_file(src.join("file-becomes-dir")).unwrap();
+    write(&src, "file-becomes-dir/now", b"dir");
+    std::fs::remove_dir_all(src.join("dir-becomes-file")).unwrap();
+    write(&src, "dir-becomes-file", b"file");
+    let out = sync_once(&src, &agent.url, TOKEN, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = diff(&snapshot(&src), &snapshot(&dst));
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
+#[test]
+fn files_in_ignored_paths_on_the_agent_are_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    write(&src, "app.js", b"app");
+    write(&src, ".lksignore", b"node_modules/\n");
+    // Installed in the image, not present locally.
+    write(
+        &dst,
+        "node_modules/dep/index.js",
+        b"installed by npm in the image",
+    );
+    let agent = Agent::start(&dst, TOKEN);
+    let out = sync_once(&src, &agent.url, TOKEN, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dst.join("node_modules/dep/index.js")).unwrap(),
+        b"installed by npm in the image"
+    );
+    assert_eq!(std::fs::read(dst.join("app.js")).unwrap(), b"app");
+}
