@@ -219,45 +219,33 @@ pub enum Snap {
 }
 
 /// Everything beneath `root` (not following symlinks), skipping paths for which
-/// `skip` is true (and, for directories, everything beneath them).
+/// `skip` is true (and, for directories, everything beneath them). The agent's
+/// transient staging files are left out, and entries that vanish while the
+/// snapshot is taken are skipped (the caller compares again later).
 pub fn snapshot_with(root: &Path, skip: impl Fn(&str) -> bool) -> BTreeMap<String, Snap> {
     let mut out = BTreeMap::new();
-    let mut it = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter();
+    let mut it = walkdir::WalkDir::new(root).min_depth(1).follow_links(false).into_iter();
     while let Some(entry) = it.next() {
-        let entry = entry.expect("walk");
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
+        let Ok(entry) = entry else { continue };
+        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().to_string();
+        if entry.file_name().to_string_lossy().starts_with(lks_proto::STAGING_PREFIX) {
+            continue;
+        }
         if skip(&rel) {
             if entry.file_type().is_dir() {
                 it.skip_current_dir();
             }
             continue;
         }
-        let md = entry.path().symlink_metadata().unwrap();
+        let Ok(md) = entry.path().symlink_metadata() else { continue };
         let snap = if md.is_symlink() {
-            Snap::Link {
-                target: std::fs::read_link(entry.path())
-                    .unwrap()
-                    .to_string_lossy()
-                    .into(),
-            }
+            let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+            Snap::Link { target: target.to_string_lossy().into() }
         } else if md.is_dir() {
-            Snap::Dir {
-                mode: md.mode() & 0o777,
-            }
+            Snap::Dir { mode: md.mode() & 0o777 }
         } else {
-            let data = std::fs::read(entry.path()).unwrap();
-            Snap::File {
-                mode: md.mode() & 0o777,
-                hash: blake3::hash(&data).to_hex().to_string(),
-            }
+            let Ok(data) = std::fs::read(entry.path()) else { continue };
+            Snap::File { mode: md.mode() & 0o777, hash: blake3::hash(&data).to_hex().to_string() }
         };
         out.insert(rel, snap);
     }
