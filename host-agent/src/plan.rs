@@ -17,7 +17,8 @@ pub enum Op {
     Put {
         /// Path.
         path: RelPath,
-        /// The local node (hash known).
+        /// The local node. Its hash is known when the agent has a file there;
+        /// for new files it is computed while sending (one read, not two).
         node: Node,
         /// blake3 of what the agent has at that path, when it is a file.
         base: Option<[u8; 32]>,
@@ -89,6 +90,14 @@ pub fn plan(local: &mut LocalTree, remote: &Tree) -> (Vec<Op>, Vec<String>) {
                     if r.mode != lnode.mode {
                         rest.push(Op::Chmod(path, lnode.mode));
                     }
+                    continue;
+                }
+                if rfile.is_none() {
+                    rest.push(Op::Put {
+                        path,
+                        node: lnode,
+                        base: None,
+                    });
                     continue;
                 }
                 let hash = match local.hash(&path) {

@@ -236,7 +236,23 @@ impl Session {
             failed[*i] = true;
             report.errors.push(problem.clone());
         }
+        let mut sent: HashMap<usize, (u64, [u8; 32])> = HashMap::new();
+        for (i, size, hash) in &produced.sent {
+            sent.insert(*i, (*size, *hash));
+        }
         for (i, op) in ops.iter().enumerate() {
+            let op = match (op, sent.get(&i)) {
+                (Op::Put { path, node, base }, Some((size, hash))) => &Op::Put {
+                    path: path.clone(),
+                    node: Node {
+                        size: *size,
+                        hash: Some(*hash),
+                        ..node.clone()
+                    },
+                    base: *base,
+                },
+                _ => op,
+            };
             if failed[i] {
                 // The agent's state at that path is unknown now: forget it so
                 // the next plan sends it whole.
@@ -305,6 +321,8 @@ struct Produced {
     problems: Vec<(usize, String)>,
     /// Chunk lists of large files sent, by content hash, for later deltas.
     new_chunks: Vec<([u8; 32], Vec<Chunk>)>,
+    /// What was really sent for each put: (op index, size, blake3).
+    sent: Vec<(usize, u64, [u8; 32])>,
 }
 
 /// Streams the messages of a batch; runs on a blocking thread so file reads
@@ -350,11 +368,14 @@ fn produce(
                     bases.get(path),
                     &mut send,
                 ) {
-                    Ok((ok, chunks)) => {
-                        if let (Some(c), Some(h)) = (chunks, node.hash) {
-                            out.new_chunks.push((h, c));
+                    Ok(sent) => {
+                        if let Some((size, hash, chunks)) = sent.file {
+                            out.sent.push((i, size, hash));
+                            if let Some(c) = chunks {
+                                out.new_chunks.push((hash, c));
+                            }
                         }
-                        ok
+                        sent.open
                     }
                     Err(e) => {
                         out.problems.push((i, format!("cannot read {path}: {e}")));
@@ -373,8 +394,17 @@ fn produce(
     out
 }
 
-/// Sends one file, as a delta against `base_chunks` when given. Returns whether
-/// the stream is still open, and the file's chunks when it is large.
+/// The outcome of sending one file.
+struct SentFile {
+    /// Whether the stream is still open.
+    open: bool,
+    /// Size and blake3 of what was sent, and its chunks when it is large.
+    file: Option<(u64, [u8; 32], Option<Vec<Chunk>>)>,
+}
+
+/// Sends one file, as a delta against `base_chunks` when given. The hash and
+/// size announced are those of the bytes actually read, so a file that changes
+/// meanwhile is still sent consistently (its next event brings the rest).
 fn send_file(
     abs: &std::path::Path,
     path: &RelPath,
@@ -382,37 +412,54 @@ fn send_file(
     base: Option<&[u8; 32]>,
     base_chunks: Option<&Arc<Vec<Chunk>>>,
     send: &mut impl FnMut(WireOp) -> bool,
-) -> std::io::Result<(bool, Option<Vec<Chunk>>)> {
-    let hash = node.hash.expect("planned puts carry their hash");
+) -> std::io::Result<SentFile> {
+    let closed = SentFile {
+        open: false,
+        file: None,
+    };
     let mut f = std::fs::File::open(abs)?;
-    let large = node.size >= chunk::DELTA_MIN_FILE_BYTES;
-    let put = |base_blake3: Vec<u8>| {
+    let put = |size: u64, hash: &[u8; 32], base_blake3: Vec<u8>| {
         WireOp::Put(v1::Put {
             path: path.to_string(),
             mode: node.mode,
-            size: node.size,
+            size,
             blake3: hash.to_vec(),
             mtime_ns: node.mtime_ns,
             base_blake3,
         })
     };
-    if !large {
+    if node.size < chunk::DELTA_MIN_FILE_BYTES {
+        // Small: one read, hashed in memory.
         let mut data = Vec::with_capacity(node.size as usize);
-        (&mut f).take(node.size).read_to_end(&mut data)?;
-        if !send(put(Vec::new())) {
-            return Ok((false, None));
+        (&mut f)
+            .take(chunk::DELTA_MIN_FILE_BYTES)
+            .read_to_end(&mut data)?;
+        let hash = *blake3::hash(&data).as_bytes();
+        let size = data.len() as u64;
+        if !send(put(size, &hash, Vec::new())) {
+            return Ok(closed);
         }
         if !data.is_empty() && !send(WireOp::Data(v1::Data { bytes: data })) {
-            return Ok((false, None));
+            return Ok(closed);
         }
-        return Ok((true, None));
+        return Ok(SentFile {
+            open: true,
+            file: Some((size, hash, None)),
+        });
     }
-    let new_chunks = chunk::chunks_of_reader((&mut f).take(node.size))?;
+    // Large: one streaming pass for the hash and the chunks, then the pieces.
+    let size = f.metadata()?.len();
+    let mut hasher = blake3::Hasher::new();
+    let new_chunks = chunk::chunks_of_reader(HashingReader {
+        inner: (&mut f).take(size),
+        hasher: &mut hasher,
+    })?;
+    let hash = *hasher.finalize().as_bytes();
     let pieces = match (base, base_chunks) {
         (Some(_), Some(old)) => chunk::recipe(old, &new_chunks),
         _ => vec![Piece::Literal {
             offset: 0,
-            length: node.size,
+            length: size,
         }],
     };
     let base_blake3 = if pieces.iter().any(|p| matches!(p, Piece::Copy { .. })) {
@@ -420,14 +467,14 @@ fn send_file(
     } else {
         Vec::new()
     };
-    if !send(put(base_blake3)) {
-        return Ok((false, None));
+    if !send(put(size, &hash, base_blake3)) {
+        return Ok(closed);
     }
     for piece in pieces {
         match piece {
             Piece::Copy { offset, length } => {
                 if !send(WireOp::Copy(v1::Copy { offset, length })) {
-                    return Ok((false, None));
+                    return Ok(closed);
                 }
             }
             Piece::Literal { offset, length } => {
@@ -437,12 +484,29 @@ fn send_file(
                     let mut buf = vec![0u8; n];
                     f.read_exact_at(&mut buf, offset + done)?;
                     if !send(WireOp::Data(v1::Data { bytes: buf })) {
-                        return Ok((false, None));
+                        return Ok(closed);
                     }
                     done += n as u64;
                 }
             }
         }
     }
-    Ok((true, Some(new_chunks)))
+    Ok(SentFile {
+        open: true,
+        file: Some((size, hash, Some(new_chunks))),
+    })
+}
+
+/// Hashes everything read through it.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }

@@ -29,7 +29,7 @@ pub enum BatchError {
 struct PendingPut {
     index: u64,
     path: RelPath,
-    dir: OwnedFd,
+    dir: std::sync::Arc<OwnedFd>,
     stage: String,
     file: File,
     base: Option<File>,
@@ -53,6 +53,10 @@ pub struct Batch<'a> {
     skipping: u64,
     /// Commit seen.
     pub batch_id: Option<String>,
+    /// The directory of the last put, reused while puts stay in it (puts come
+    /// sorted by path). Dropped by anything that may remove or replace a
+    /// directory.
+    last_dir: Option<(String, std::sync::Arc<OwnedFd>)>,
 }
 
 fn op_error(index: u64, path: &str, code: ErrorCode, message: String) -> OpError {
@@ -97,6 +101,7 @@ impl<'a> Batch<'a> {
             pending: None,
             skipping: 0,
             batch_id: None,
+            last_dir: None,
         }
     }
 
@@ -122,6 +127,9 @@ impl<'a> Batch<'a> {
             other => {
                 self.abandon_pending("the next operation started before all its bytes arrived");
                 self.skipping = 0;
+                if !matches!(other, Op::Put(_) | Op::Commit(_)) {
+                    self.last_dir = None;
+                }
                 match other {
                     Op::Put(p) => self.put(index, p),
                     Op::Delete(d) => self.with_path(index, &d.path, |root, p| root.delete(p)),
@@ -204,11 +212,20 @@ impl<'a> Batch<'a> {
         path: &RelPath,
         p: &lks_proto::v1::Put,
     ) -> Result<PendingPut, OpError> {
-        let dir = self
-            .root
-            .parent_dir(path, true)
-            .map_err(|e| root_error(index, &e))?
-            .expect("parents created");
+        let parent = path.parent().map(|p| p.to_string()).unwrap_or_default();
+        let dir = match &self.last_dir {
+            Some((p, fd)) if *p == parent => fd.clone(),
+            _ => {
+                let fd = std::sync::Arc::new(
+                    self.root
+                        .parent_dir(path, true)
+                        .map_err(|e| root_error(index, &e))?
+                        .expect("parents created"),
+                );
+                self.last_dir = Some((parent, fd.clone()));
+                fd
+            }
+        };
         let base = if p.base_blake3.is_empty() {
             None
         } else {

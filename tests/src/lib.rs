@@ -224,11 +224,23 @@ pub enum Snap {
 /// snapshot is taken are skipped (the caller compares again later).
 pub fn snapshot_with(root: &Path, skip: impl Fn(&str) -> bool) -> BTreeMap<String, Snap> {
     let mut out = BTreeMap::new();
-    let mut it = walkdir::WalkDir::new(root).min_depth(1).follow_links(false).into_iter();
+    let mut it = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter();
     while let Some(entry) = it.next() {
         let Ok(entry) = entry else { continue };
-        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().to_string();
-        if entry.file_name().to_string_lossy().starts_with(lks_proto::STAGING_PREFIX) {
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(lks_proto::STAGING_PREFIX)
+        {
             continue;
         }
         if skip(&rel) {
@@ -237,15 +249,28 @@ pub fn snapshot_with(root: &Path, skip: impl Fn(&str) -> bool) -> BTreeMap<Strin
             }
             continue;
         }
-        let Ok(md) = entry.path().symlink_metadata() else { continue };
+        let Ok(md) = entry.path().symlink_metadata() else {
+            continue;
+        };
         let snap = if md.is_symlink() {
-            let Ok(target) = std::fs::read_link(entry.path()) else { continue };
-            Snap::Link { target: target.to_string_lossy().into() }
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            Snap::Link {
+                target: target.to_string_lossy().into(),
+            }
         } else if md.is_dir() {
-            Snap::Dir { mode: md.mode() & 0o777 }
+            Snap::Dir {
+                mode: md.mode() & 0o777,
+            }
         } else {
-            let Ok(data) = std::fs::read(entry.path()) else { continue };
-            Snap::File { mode: md.mode() & 0o777, hash: blake3::hash(&data).to_hex().to_string() }
+            let Ok(data) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            Snap::File {
+                mode: md.mode() & 0o777,
+                hash: blake3::hash(&data).to_hex().to_string(),
+            }
         };
         out.insert(rel, snap);
     }

@@ -1,6 +1,7 @@
 //! `lks sync` in watch mode: every change on the host reaches the agent, however
 //! the changes come, and losing the agent loses nothing.
 
+use lks_e2e::Rng;
 use lks_e2e::*;
 use proptest::prelude::*;
 use std::os::unix::fs::PermissionsExt;
@@ -17,22 +18,54 @@ fn converged(src: &Path, dst: &Path) -> bool {
 fn assert_converges(src: &Path, dst: &Path, what: &str) {
     if !wait_until(CONVERGE, || converged(src, dst)) {
         let d = diff(&snapshot(src), &snapshot(dst));
-        panic!("{what}: the agent's tree did not converge:\n{}", d.join("\n"));
+        panic!(
+            "{what}: the agent's tree did not converge:\n{}",
+            d.join("\n")
+        );
     }
 }
 
 /// One change a developer (or their tools) can make to the tree.
 #[derive(Clone, Debug)]
 enum Change {
-    Write { file: usize, dir: usize, len: usize, seed: u64 },
-    Append { file: usize, dir: usize },
-    Delete { file: usize, dir: usize },
-    Rename { from: (usize, usize), to: (usize, usize) },
-    RenameDir { from: usize, to: usize },
-    Chmod { file: usize, dir: usize, exec: bool },
-    Mkdir { dir: usize },
-    Rmdir { dir: usize },
-    Symlink { file: usize, dir: usize, target: usize },
+    Write {
+        file: usize,
+        dir: usize,
+        len: usize,
+        seed: u64,
+    },
+    Append {
+        file: usize,
+        dir: usize,
+    },
+    Delete {
+        file: usize,
+        dir: usize,
+    },
+    Rename {
+        from: (usize, usize),
+        to: (usize, usize),
+    },
+    RenameDir {
+        from: usize,
+        to: usize,
+    },
+    Chmod {
+        file: usize,
+        dir: usize,
+        exec: bool,
+    },
+    Mkdir {
+        dir: usize,
+    },
+    Rmdir {
+        dir: usize,
+    },
+    Symlink {
+        file: usize,
+        dir: usize,
+        target: usize,
+    },
 }
 
 const DIRS: [&str; 5] = ["", "a", "a/b", "c", "c/d/e"];
@@ -46,14 +79,22 @@ fn apply(root: &Path, c: &Change) {
     // Changes may fail (renaming a file that does not exist): like an editor's,
     // they are attempts, and only what they did to the tree matters.
     match c {
-        Change::Write { file, dir, len, seed } => {
+        Change::Write {
+            file,
+            dir,
+            len,
+            seed,
+        } => {
             let p = path(root, *dir, *file);
             let _ = std::fs::create_dir_all(p.parent().unwrap());
             let _ = std::fs::write(p, Rng::new(*seed).bytes(*len));
         }
         Change::Append { file, dir } => {
             use std::io::Write;
-            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path(root, *dir, *file)) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path(root, *dir, *file))
+            {
                 let _ = f.write_all(b"appended line\n");
             }
         }
@@ -70,7 +111,10 @@ fn apply(root: &Path, c: &Change) {
         }
         Change::Chmod { file, dir, exec } => {
             let mode = if *exec { 0o755 } else { 0o644 };
-            let _ = std::fs::set_permissions(path(root, *dir, *file), std::fs::Permissions::from_mode(mode));
+            let _ = std::fs::set_permissions(
+                path(root, *dir, *file),
+                std::fs::Permissions::from_mode(mode),
+            );
         }
         Change::Mkdir { dir } => {
             let _ = std::fs::create_dir_all(root.join(DIRS[*dir]));
@@ -157,7 +201,10 @@ fn each_applied_batch_prints_one_line_with_files_bytes_and_latency() {
     let mut watch = Watch::start(&src, &agent.url, TOKEN, &[]);
     std::fs::write(src.join("one.txt"), b"hello").unwrap();
     let line = watch.wait_line("batch 1:", Duration::from_secs(10));
-    assert!(line.contains("1 files") && line.contains("bytes sent") && line.ends_with(" ms"), "{line}");
+    assert!(
+        line.contains("1 files") && line.contains("bytes sent") && line.ends_with(" ms"),
+        "{line}"
+    );
     assert_eq!(std::fs::read(dst.join("one.txt")).unwrap(), b"hello");
 }
 
@@ -179,14 +226,21 @@ fn watch_mode_waits_for_an_agent_that_is_not_up_yet() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("early.txt"), b"before the agent").unwrap();
     // Reserve a port, then free it for the agent to take later.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let mut watch = Watch::spawn(&src, &format!("http://{addr}"), TOKEN, &[]);
     std::thread::sleep(Duration::from_millis(400));
     let _agent = Agent::start_on(&dst, TOKEN, &addr);
     watch.wait_line("initial sync", Duration::from_secs(15));
     assert_converges(&src, &dst, "after the agent came up");
     let retries: Vec<String> = watch.stderr.try_iter().collect();
-    assert!(retries.iter().any(|l| l.contains("retrying in")), "{retries:?}");
+    assert!(
+        retries.iter().any(|l| l.contains("retrying in")),
+        "{retries:?}"
+    );
 }
 
 #[test]
@@ -200,7 +254,9 @@ fn an_agent_killed_mid_batch_leaves_no_partial_file_and_watch_mode_converges_aft
     let mut watch = Watch::spawn(&src, &agent.url, TOKEN, &[]);
     // Kill as soon as the first files have landed, while the rest is in flight.
     assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_dir(&dst).map(|d| d.count() > 0).unwrap_or(false)),
+        wait_until(Duration::from_secs(30), || std::fs::read_dir(&dst)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)),
         "nothing reached the agent"
     );
     std::thread::sleep(Duration::from_millis(30));
@@ -225,7 +281,10 @@ fn an_agent_killed_mid_batch_leaves_no_partial_file_and_watch_mode_converges_aft
         );
         complete += 1;
     }
-    assert!(complete < 60, "the agent was killed too late to test anything ({complete} files done)");
+    assert!(
+        complete < 60,
+        "the agent was killed too late to test anything ({complete} files done)"
+    );
     // Restart on the same address: watch mode reconnects and converges.
     let _agent = Agent::start_on(&dst, TOKEN, &addr);
     watch.wait_line("initial sync", Duration::from_secs(30));
@@ -234,7 +293,11 @@ fn an_agent_killed_mid_batch_leaves_no_partial_file_and_watch_mode_converges_aft
     let leftovers: Vec<_> = walkdir::WalkDir::new(&dst)
         .into_iter()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(lks_proto::STAGING_PREFIX))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(lks_proto::STAGING_PREFIX)
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // And later changes still flow.
