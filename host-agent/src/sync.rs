@@ -69,6 +69,26 @@ impl Local {
         self.warn();
     }
 
+    /// Why syncing now would mirror damage rather than work (mutagen's safety
+    /// stops): the local root vanished, or it is empty while the agent is not.
+    fn safety_stop(&self, remote: &crate::tree::Tree) -> Option<String> {
+        if !self.root.is_dir() {
+            return Some(format!(
+                "the local directory {} is gone; not mirroring that on the agent (waiting for it to come back)",
+                self.root.display()
+            ));
+        }
+        if self.tree.nodes.is_empty() && !remote.is_empty() {
+            return Some(format!(
+                "the local directory {} is empty while the agent's root has {} entries; not deleting them all \
+                 (clear the agent's root yourself if that is what you want)",
+                self.root.display(),
+                remote.len()
+            ));
+        }
+        None
+    }
+
     fn warn(&mut self) {
         for w in self.ignores.take_warnings() {
             eprintln!("lks: warning: {w}");
@@ -94,6 +114,9 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     let mut session = Session::open(&opts.url, &opts.token).await?;
     for w in session.fetch_manifest(&local.ignores).await? {
         eprintln!("lks: warning: {w}");
+    }
+    if let Some(why) = local.safety_stop(&session.remote) {
+        bail!("{why}");
     }
     let (ops, problems) = plan(&mut local.tree, &session.remote);
     let mut failures = problems;
@@ -200,6 +223,31 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             };
             watcher.drain_into(&mut changes);
             local.apply_changes(&changes);
+            if let Some(why) = local.safety_stop(&session.remote) {
+                eprintln!("lks: {why}");
+                if !local.root.is_dir() {
+                    // The watch died with the directory: wait for it, then start over.
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = wait_for_dir(&local.root) => {}
+                    }
+                    watcher = TreeWatcher::start(&local.root)
+                        .with_context(|| format!("cannot watch {}", local.root.display()))?;
+                    local.rescan();
+                    eprintln!("lks: {} is back; resyncing", local.root.display());
+                    let (ops, _) = plan(&mut local.tree, &session.remote);
+                    if !ops.is_empty() && local.safety_stop(&session.remote).is_none() {
+                        match session.apply(&local.tree, ops).await {
+                            Ok(report) => print_errors(&report),
+                            Err(e) => {
+                                eprintln!("lks: {e}; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             let (ops, problems) = plan(&mut local.tree, &session.remote);
             for p in problems {
                 eprintln!("lks: warning: {p}");
@@ -234,9 +282,19 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
     }
 }
 
+async fn wait_for_dir(dir: &Path) {
+    while !dir.is_dir() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn full_sync(session: &mut Session, local: &mut Local) -> Result<Report, SessionError> {
     for w in session.fetch_manifest(&local.ignores).await? {
         eprintln!("lks: warning: {w}");
+    }
+    if let Some(why) = local.safety_stop(&session.remote) {
+        eprintln!("lks: {why}");
+        return Ok(Report::default());
     }
     let (ops, problems) = plan(&mut local.tree, &session.remote);
     for p in problems {

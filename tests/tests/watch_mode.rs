@@ -161,6 +161,8 @@ proptest! {
         let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
         std::fs::create_dir_all(src.join("a")).unwrap();
         std::fs::write(src.join("a/x.txt"), b"start").unwrap();
+        // Never touched: an emptied root is a safety stop, tested on its own.
+        std::fs::write(src.join("keep.txt"), b"keep").unwrap();
         let agent = Agent::start(&dst, TOKEN);
         let _watch = Watch::start(&src, &agent.url, TOKEN, &[]);
         for (c, pause_ms) in &steps {
@@ -303,4 +305,53 @@ fn an_agent_killed_mid_batch_leaves_no_partial_file_and_watch_mode_converges_aft
     // And later changes still flow.
     std::fs::write(src.join("after-restart.txt"), b"still syncing").unwrap();
     assert_converges(&src, &dst, "a change after the restart");
+}
+
+#[test]
+fn a_deleted_local_root_is_not_mirrored_and_syncing_resumes_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    generate_tree(&src, 50, 50_000, 3);
+    let agent = Agent::start(&dst, TOKEN);
+    let mut watch = Watch::start(&src, &agent.url, TOKEN, &[]);
+    assert_converges(&src, &dst, "initially");
+    let before = snapshot(&dst);
+    std::fs::remove_dir_all(&src).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        snapshot(&dst),
+        before,
+        "the deletion of the local root was mirrored"
+    );
+    let stderr: Vec<String> = watch.stderr.try_iter().collect();
+    assert!(stderr.iter().any(|l| l.contains("is gone")), "{stderr:?}");
+    // It comes back (a branch switch, a re-clone): syncing resumes.
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("new.txt"), b"back again").unwrap();
+    assert_converges(&src, &dst, "after the root came back");
+}
+
+#[test]
+fn an_emptied_local_root_does_not_empty_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/a.txt"), b"a").unwrap();
+    std::fs::write(src.join("b.txt"), b"b").unwrap();
+    let agent = Agent::start(&dst, TOKEN);
+    let mut watch = Watch::start(&src, &agent.url, TOKEN, &[]);
+    assert_converges(&src, &dst, "initially");
+    std::fs::remove_dir_all(src.join("sub")).unwrap();
+    std::fs::remove_file(src.join("b.txt")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Deleting `sub` may have been synced on its own; the last deletion, which
+    // would have emptied the agent, is not.
+    assert!(dst.join("b.txt").exists());
+    let stderr: Vec<String> = watch.stderr.try_iter().collect();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("is empty while the agent")),
+        "{stderr:?}"
+    );
 }
