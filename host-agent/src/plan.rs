@@ -202,3 +202,132 @@ pub fn confirm(remote: &mut Tree, op: &Op) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ignores::Ignores;
+    use crate::tree::LocalTree;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn local(files: &[(&str, &[u8])]) -> (tempfile::TempDir, LocalTree) {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, data) in files {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        let mut tree = LocalTree::new(dir.path());
+        tree.rescan(&Ignores::load(dir.path(), &[]));
+        (dir, tree)
+    }
+
+    fn file(data: &[u8], mode: u32, mtime_ns: i64) -> Node {
+        Node {
+            kind: Kind::File,
+            mode,
+            size: data.len() as u64,
+            mtime_ns,
+            hash: Some(*blake3::hash(data).as_bytes()),
+            target: String::new(),
+            stat: None,
+        }
+    }
+
+    fn dir() -> Node {
+        Node {
+            kind: Kind::Dir,
+            mode: 0o755,
+            size: 0,
+            mtime_ns: 0,
+            hash: None,
+            target: String::new(),
+            stat: None,
+        }
+    }
+
+    #[test]
+    fn a_deleted_directory_is_one_delete_not_one_per_child() {
+        let (_d, mut l) = local(&[("keep.txt", b"k")]);
+        let mut remote = l.nodes.clone();
+        remote.insert(rp("gone"), dir());
+        remote.insert(rp("gone/a"), file(b"a", 0o644, 1));
+        remote.insert(rp("gone/sub"), dir());
+        remote.insert(rp("gone/sub/b"), file(b"b", 0o644, 1));
+        // The local keep.txt has no hash yet in `remote`; give it the right one.
+        remote.insert(
+            rp("keep.txt"),
+            file(
+                b"k",
+                l.nodes[&rp("keep.txt")].mode,
+                l.nodes[&rp("keep.txt")].mtime_ns,
+            ),
+        );
+        let (ops, problems) = plan(&mut l, &remote);
+        assert!(problems.is_empty());
+        assert_eq!(ops, vec![Op::Delete(rp("gone"))]);
+    }
+
+    #[test]
+    fn same_content_with_another_mtime_is_not_resent() {
+        let (_d, mut l) = local(&[("a.txt", b"same")]);
+        let mode = l.nodes[&rp("a.txt")].mode;
+        let mut remote = Tree::new();
+        remote.insert(rp("a.txt"), file(b"same", mode, 12345));
+        let (ops, _) = plan(&mut l, &remote);
+        assert!(ops.is_empty(), "{ops:?}");
+    }
+
+    #[test]
+    fn a_mode_change_alone_is_a_chmod() {
+        let (d, mut l) = local(&[("run.sh", b"#!/bin/sh")]);
+        std::fs::set_permissions(
+            d.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        l.rescan(&Ignores::load(d.path(), &[]));
+        let mut remote = Tree::new();
+        remote.insert(rp("run.sh"), file(b"#!/bin/sh", 0o644, 1));
+        let (ops, _) = plan(&mut l, &remote);
+        assert_eq!(ops, vec![Op::Chmod(rp("run.sh"), 0o755)]);
+    }
+
+    #[test]
+    fn a_file_that_became_a_directory_is_deleted_then_created() {
+        let (_d, mut l) = local(&[("x/inner.txt", b"i")]);
+        let mut remote = Tree::new();
+        remote.insert(rp("x"), file(b"was a file", 0o644, 1));
+        let (ops, _) = plan(&mut l, &remote);
+        assert_eq!(ops[0], Op::Delete(rp("x")));
+        assert!(matches!(&ops[1], Op::Mkdir(p, _) if *p == rp("x")));
+        assert!(matches!(&ops[2], Op::Put { path, base: None, .. } if *path == rp("x/inner.txt")));
+    }
+
+    #[test]
+    fn a_changed_file_carries_the_agents_hash_as_delta_base() {
+        let (_d, mut l) = local(&[("big.bin", b"new content")]);
+        let mut remote = Tree::new();
+        remote.insert(rp("big.bin"), file(b"old content", 0o644, 1));
+        let (ops, _) = plan(&mut l, &remote);
+        let want = *blake3::hash(b"old content").as_bytes();
+        assert!(
+            matches!(&ops[..], [Op::Put { base: Some(b), .. }] if *b == want),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn confirm_of_a_delete_forgets_the_subtree() {
+        let mut remote = Tree::new();
+        remote.insert(rp("a"), dir());
+        remote.insert(rp("a/b"), file(b"x", 0o644, 1));
+        remote.insert(rp("a b"), file(b"y", 0o644, 1));
+        confirm(&mut remote, &Op::Delete(rp("a")));
+        assert_eq!(remote.keys().cloned().collect::<Vec<_>>(), vec![rp("a b")]);
+    }
+}
