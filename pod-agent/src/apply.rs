@@ -41,6 +41,14 @@ struct PendingPut {
     expected: Vec<u8>,
 }
 
+impl Drop for PendingPut {
+    /// Whatever ends a put (commit, failure, a panic, a dropped batch), its
+    /// staging file goes. After a successful rename the name is gone already.
+    fn drop(&mut self) {
+        let _ = rustix::fs::unlinkat(&*self.dir, self.stage.as_str(), AtFlags::empty());
+    }
+}
+
 /// Applies the operations of one batch, in order.
 pub struct Batch<'a> {
     root: &'a Root,
@@ -357,7 +365,6 @@ impl<'a> Batch<'a> {
         }
         let p = self.pending.take().expect("pending");
         if let Err(e) = self.finish_put(&p) {
-            let _ = rustix::fs::unlinkat(&p.dir, p.stage.as_str(), AtFlags::empty());
             self.errors.push(e);
         }
     }
@@ -410,9 +417,8 @@ impl<'a> Batch<'a> {
     }
 
     fn fail_pending(&mut self, err: OpError) {
-        if let Some(p) = self.pending.take() {
-            let _ = rustix::fs::unlinkat(&p.dir, p.stage.as_str(), AtFlags::empty());
-        }
+        // Dropping the put removes its staging file.
+        self.pending = None;
         self.errors.push(err);
     }
 
@@ -438,7 +444,9 @@ fn copy_range(
     length: u64,
 ) -> Result<(), (OpError, u64)> {
     let path = p.path.clone();
-    if p.written + length > p.size {
+    if p.written.checked_add(length).is_none_or(|end| end > p.size)
+        || offset.checked_add(length).is_none()
+    {
         let msg = format!("{path}: more bytes than the announced size");
         return Err((op_error(index, path.as_str(), ErrorCode::Protocol, msg), 0));
     }

@@ -165,7 +165,18 @@ fn describe(abs: &Path, rel: &RelPath, cache: &HashCache) -> std::io::Result<Ent
         let hash = match cache.get(rel.as_str(), &key) {
             Some(h) => h,
             None => {
-                let mut f = std::fs::File::open(abs)?;
+                // No following a symlink swapped in since the lstat, no
+                // blocking on a FIFO.
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(
+                        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+                    )
+                    .open(abs)?;
+                if !f.metadata()?.is_file() {
+                    return Err(std::io::Error::other("changed while being listed"));
+                }
                 let h = hash_reader(&mut f)?;
                 cache.put(rel.as_str(), key, h);
                 h

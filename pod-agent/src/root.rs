@@ -34,8 +34,11 @@ pub enum RootError {
         /// The component that is not a directory.
         component: String,
     },
-    /// A symlink target would resolve outside the root.
-    #[error("{path}: symlink target {target:?} resolves outside the root")]
+    /// A symlink target could resolve outside the root.
+    #[error(
+        "{path}: symlink target {target:?} is refused: it could resolve outside the root \
+         (targets must be relative, may climb only with leading `..`, and not above the root)"
+    )]
     LinkEscapes {
         /// The link's path.
         path: RelPath,

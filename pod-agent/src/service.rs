@@ -17,6 +17,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
+/// Longest pause between two messages of one batch.
+const BATCH_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Entries per Manifest message.
 const MANIFEST_BATCH: usize = 2000;
 
@@ -173,7 +176,20 @@ impl Agent for AgentService {
             },
         );
         let mut client_error = None;
-        while let Some(msg) = stream.next().await {
+        loop {
+            // A client that stops sending mid-batch must not hold the batch
+            // lock forever (a dead tunnel is caught by HTTP/2 keepalive).
+            let msg = match tokio::time::timeout(BATCH_IDLE_TIMEOUT, stream.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(_) => {
+                    client_error = Some(Status::deadline_exceeded(format!(
+                        "no message for {}s in the middle of a batch",
+                        BATCH_IDLE_TIMEOUT.as_secs()
+                    )));
+                    break;
+                }
+            };
             match msg {
                 Ok(m) => {
                     if tx.send(m).await.is_err() {

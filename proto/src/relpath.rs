@@ -125,27 +125,28 @@ impl AsRef<str> for RelPath {
 }
 
 /// Whether a symlink at `link` (relative to the root) with target `target`
-/// resolves, lexically, to something beneath the root. Absolute targets never do;
-/// `..` may climb only as far as the root.
+/// resolves beneath the root. Absolute targets never do. `..` may appear only as
+/// leading components, and climb no higher than the root: the kernel resolves a
+/// `..` that follows a symlink from that symlink's target, so `up/..` with
+/// `up -> .` would leave the root although it looks contained. The link's own
+/// directory is a real one (the agent never creates anything through a
+/// symlink), so leading `..` climbs through real parents only. A target such
+/// as `sub/../file` is refused; `file` says the same.
 pub fn link_stays_inside(link: &RelPath, target: &str) -> bool {
     if target.is_empty() || target.starts_with('/') || target.contains('\0') {
         return false;
     }
-    // Start from the link's directory.
-    let mut depth = link.depth() as i64 - 1;
+    let mut climbs = 0usize;
+    let mut descended = false;
     for c in target.split('/') {
         match c {
             "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => depth += 1,
+            ".." if descended => return false,
+            ".." => climbs += 1,
+            _ => descended = true,
         }
     }
-    true
+    climbs < link.depth()
 }
 
 #[cfg(test)]
@@ -200,6 +201,10 @@ mod tests {
         assert!(!link_stays_inside(&link, "../../../x"));
         assert!(!link_stays_inside(&link, "/etc/passwd"));
         assert!(!link_stays_inside(&link, "../../../a/b"));
+        // `..` after a normal component could follow a symlink out of the root.
+        assert!(!link_stays_inside(&link, "up/.."));
+        assert!(!link_stays_inside(&link, "sub/../file"));
+        assert!(link_stays_inside(&link, "./../x/./y"));
         assert!(!link_stays_inside(&RelPath::new("top").unwrap(), ".."));
         assert!(link_stays_inside(&RelPath::new("top").unwrap(), "."));
     }

@@ -313,7 +313,7 @@ fn a_deleted_local_root_is_not_mirrored_and_syncing_resumes_when_it_returns() {
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     generate_tree(&src, 50, 50_000, 3);
     let agent = Agent::start(&dst, TOKEN);
-    let mut watch = Watch::start(&src, &agent.url, TOKEN, &[]);
+    let watch = Watch::start(&src, &agent.url, TOKEN, &[]);
     assert_converges(&src, &dst, "initially");
     let before = snapshot(&dst);
     std::fs::remove_dir_all(&src).unwrap();
@@ -339,7 +339,7 @@ fn an_emptied_local_root_does_not_empty_the_agent() {
     std::fs::write(src.join("sub/a.txt"), b"a").unwrap();
     std::fs::write(src.join("b.txt"), b"b").unwrap();
     let agent = Agent::start(&dst, TOKEN);
-    let mut watch = Watch::start(&src, &agent.url, TOKEN, &[]);
+    let watch = Watch::start(&src, &agent.url, TOKEN, &[]);
     assert_converges(&src, &dst, "initially");
     std::fs::remove_dir_all(src.join("sub")).unwrap();
     std::fs::remove_file(src.join("b.txt")).unwrap();

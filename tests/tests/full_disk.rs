@@ -1,0 +1,180 @@
+//! A full disk fails the operation with a clear error and keeps the previous
+//! content: the file is staged beside its final path, and a staging file that
+//! cannot be completed is removed.
+//!
+//! Needs a small file system to fill: the test mounts a 1 MiB tmpfs, which takes
+//! root (or CAP_SYS_ADMIN). Without it the test fails and says why.
+
+use lks_e2e::*;
+use lks_proto::v1::agent_client::AgentClient;
+use lks_proto::v1::apply_request::Op;
+use lks_proto::v1::{ApplyRequest, ApplyResult, Commit, Data, ErrorCode, Put};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tonic::Request;
+use tonic::transport::Channel;
+
+const TOKEN: &str = "full-disk-token";
+const OLD: &[u8] = b"the small file synced before the disk filled up\n";
+
+/// A tmpfs mounted for the test; unmounted (lazily, so a straggling open file
+/// cannot keep it) on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `mount` ({e}): this test needs the mount(8) command to make a \
+                     small tmpfs it can fill"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "`mount -t tmpfs -o size={size} tmpfs {}` failed ({}): {}\n\
+             This test fills a small tmpfs to check lks-agent's behaviour on a full disk; it \
+             must run as root or with CAP_SYS_ADMIN (in a container: --privileged or \
+             --cap-add SYS_ADMIN). It does not skip itself, so that a full-disk regression \
+             cannot go unnoticed.",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn put(path: &str, data: &[u8]) -> Vec<ApplyRequest> {
+    let mut ops = vec![ApplyRequest {
+        op: Some(Op::Put(Put {
+            path: path.into(),
+            mode: 0o644,
+            size: data.len() as u64,
+            blake3: blake3::hash(data).as_bytes().to_vec(),
+            mtime_ns: 1_700_000_000_000_000_000,
+            base_blake3: vec![],
+        })),
+    }];
+    for chunk in data.chunks(lks_proto::limits::DATA_CHUNK_BYTES) {
+        ops.push(ApplyRequest {
+            op: Some(Op::Data(Data {
+                bytes: chunk.to_vec(),
+            })),
+        });
+    }
+    ops
+}
+
+async fn apply(url: &str, mut ops: Vec<ApplyRequest>) -> ApplyResult {
+    ops.push(ApplyRequest {
+        op: Some(Op::Commit(Commit {
+            batch_id: "full-disk".into(),
+        })),
+    });
+    let channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the agent");
+    let mut client = AgentClient::new(channel);
+    let mut req = Request::new(tokio_stream::iter(ops));
+    req.metadata_mut().insert(
+        lks_proto::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    tokio::time::timeout(Duration::from_secs(15), client.apply(req))
+        .await
+        .expect("Apply timed out")
+        .expect("Apply failed as a call")
+        .into_inner()
+}
+
+fn staging_files(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| lks_proto::is_staging_name(&e.file_name().to_string_lossy()))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_put_with_a_clear_error_and_keeps_the_previous_content() {
+    // Dropped in reverse: the agent first, then the mount, then the directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "1m");
+    let root = mnt.join("root");
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(local.join("dir")).unwrap();
+    std::fs::write(local.join("dir/file"), OLD).unwrap();
+
+    let agent = Agent::start(&root, TOKEN);
+    let out = sync_once(&local, &agent.url, TOKEN, &[]);
+    assert!(
+        out.status.success(),
+        "the initial lks sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(root.join("dir/file")).unwrap(), OLD);
+
+    // 4 MiB into a 1 MiB file system, over the synced file, then a small file
+    // after it in the same batch.
+    let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut ops = put("dir/file", &big);
+    let after = ops.len() as u64;
+    ops.extend(put("dir/after", b"small\n"));
+    let r = apply(&agent.url, ops).await;
+    let e = r
+        .errors
+        .iter()
+        .find(|e| e.index == 0)
+        .unwrap_or_else(|| panic!("no error for the 4 MiB Put: {:#?}", r.errors));
+    assert_eq!(
+        e.code,
+        ErrorCode::NoSpace as i32,
+        "expected ERROR_CODE_NO_SPACE: {e:?}"
+    );
+    assert!(
+        e.message.to_lowercase().contains("no space"),
+        "the message does not say the disk is full: {:?}",
+        e.message
+    );
+    assert!(e.message.contains("dir/file"), "{:?}", e.message);
+    assert_eq!(
+        std::fs::read(root.join("dir/file")).unwrap(),
+        OLD,
+        "the previous content was lost"
+    );
+    let left = staging_files(&root);
+    assert!(left.is_empty(), "staging files left behind: {left:?}");
+    // The batch went on after the failed Put (its remaining Data skipped).
+    assert!(
+        r.errors.iter().all(|e| e.index != after),
+        "the Put after the full-disk failure failed too: {:#?}",
+        r.errors
+    );
+    assert_eq!(std::fs::read(root.join("dir/after")).unwrap(), b"small\n");
+
+    // The space of the abandoned staging file is back: a normal Put works.
+    let r = apply(&agent.url, put("dir/file", b"updated\n")).await;
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    assert_eq!(std::fs::read(root.join("dir/file")).unwrap(), b"updated\n");
+    drop(agent);
+}
