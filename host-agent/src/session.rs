@@ -390,6 +390,7 @@ fn produce(
     }
     send(WireOp::Commit(v1::Commit {
         batch_id: batch_id.to_string(),
+        ..Default::default()
     }));
     out
 }

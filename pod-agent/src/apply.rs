@@ -161,6 +161,7 @@ impl<'a> Batch<'a> {
             ops: self.ops,
             errors: self.errors,
             bytes_written: self.bytes_written,
+            ..Default::default()
         }
     }
 
