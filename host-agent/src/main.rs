@@ -2,12 +2,19 @@
 //! `lks-agent`'s root equal to a local directory.
 #![forbid(unsafe_code)]
 
+mod config;
+mod console;
 mod ignores;
+mod live;
 mod plan;
+mod readiness;
+mod rules;
+mod runtime;
 mod session;
 mod sync;
 mod tree;
 mod tunnel;
+mod up;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +42,76 @@ enum Command {
         Ignored: .git/ always, the root's .dockerignore (Docker's semantics), .lksignore files at any\n\
         level (gitignore semantics) and --exclude patterns. Ignored paths are never touched on the agent.")]
     Sync(SyncArgs),
+    /// Launch services and their dependencies, and live-update the local ones.
+    #[command(after_help = "Examples:\n  \
+        # everything in lks.yaml, on the local runtime\n  \
+        lks up\n\n  \
+        # an alias and a service (with their dependencies), one of them built from the working tree\n  \
+        lks up appliances price --local bank\n  \
+        lks up appliances price -- --local bank     # the Tilt-style spelling\n\n\
+        Ctrl-C (or SIGTERM) stops everything lks started.")]
+    Up(UpArgs),
+    /// Work with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate lks.yaml and every service file, without running anything.
+    #[command(after_help = "Examples:\n  lks config check\n  lks config check -f path/to/lks.yaml")]
+    Check {
+        /// The workspace file (default: lks.yaml here or in the nearest parent).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Services or aliases to launch (default: every service).
+    targets: Vec<String>,
+    /// Build this service from the working tree and live-update it (repeatable).
+    #[arg(long = "local", value_name = "SERVICE")]
+    local: Vec<String>,
+    /// The workspace file (default: lks.yaml here or in the nearest parent).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Where services run.
+    #[arg(long, value_enum, default_value = "local")]
+    runtime: up::RuntimeKind,
+    /// Tilt-style arguments after `--` (e.g. `-- --local bank`).
+    #[arg(last = true, value_name = "ARGS")]
+    rest: Vec<String>,
+}
+
+impl UpArgs {
+    /// Folds the Tilt-style `-- --local NAME` form into `local`.
+    fn options(self) -> anyhow::Result<up::UpOptions> {
+        let mut local = self.local;
+        let mut rest = self.rest.into_iter();
+        while let Some(arg) = rest.next() {
+            if arg == "--local" {
+                local.push(
+                    rest.next().ok_or_else(|| {
+                        anyhow::anyhow!("`--local` after `--` needs a service name")
+                    })?,
+                );
+            } else if let Some(name) = arg.strip_prefix("--local=") {
+                local.push(name.to_string());
+            } else {
+                anyhow::bail!(
+                    "unexpected argument after `--`: {arg:?} (only `--local SERVICE` is accepted there)"
+                );
+            }
+        }
+        Ok(up::UpOptions {
+            file: self.file,
+            targets: self.targets,
+            local,
+            runtime: self.runtime,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -97,6 +174,10 @@ fn main() -> std::process::ExitCode {
                 } else {
                     sync::watch(opts).await
                 }
+            }
+            Command::Up(args) => up::up(args.options()?).await,
+            Command::Config(ConfigCommand::Check { file }) => {
+                config::check_command(file.as_deref())
             }
         }
     });

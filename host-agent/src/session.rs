@@ -86,9 +86,33 @@ impl SessionError {
     }
 }
 
+/// What the agent should do once a batch's files are applied.
+#[derive(Debug, Default, Clone)]
+pub struct Followup {
+    /// Steps to run, in order.
+    pub steps: Vec<v1::Step>,
+    /// Restart the app if every step succeeded.
+    pub restart: bool,
+    /// Label for the batch id (events of batches whose id starts with
+    /// `quiet-` are not echoed: readiness probes).
+    pub label: &'static str,
+}
+
+impl Followup {
+    fn is_empty(&self) -> bool {
+        self.steps.is_empty() && !self.restart
+    }
+}
+
 /// The outcome of sending one set of operations.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// Results of the steps that ran (a failure stops the rest).
+    pub steps: Vec<v1::StepResult>,
+    /// Whether the app was restarted.
+    pub restarted: bool,
+    /// Why a requested restart did not happen.
+    pub restart_skipped: String,
     /// Files written.
     pub files: usize,
     /// Paths deleted.
@@ -111,6 +135,11 @@ pub struct Session {
     /// The agent's tree as last confirmed (ignored paths left out).
     pub remote: Tree,
     chunks: HashMap<[u8; 32], Arc<Vec<Chunk>>>,
+    /// The directory beneath the agent's root this session syncs (None: the
+    /// whole root). Paths in `remote` and in ops are relative to it.
+    prefix: Option<RelPath>,
+    /// Whether the prefix directory exists on the agent.
+    prefix_exists: bool,
 }
 
 impl Session {
@@ -132,7 +161,38 @@ impl Session {
             boot_id: hello.boot_id,
             remote: Tree::new(),
             chunks: HashMap::new(),
+            prefix: None,
+            prefix_exists: true,
         })
+    }
+
+    /// The agent's event stream (step output, app output, restarts).
+    pub async fn events(&mut self) -> Result<tonic::Streaming<v1::Event>, SessionError> {
+        let url = self.url.clone();
+        Ok(self
+            .client
+            .events(v1::EventsRequest {})
+            .await
+            .map_err(|s| SessionError::from_status(&url, s))?
+            .into_inner())
+    }
+
+    /// Restricts the session to `prefix` beneath the agent's root (a sync
+    /// mapping's remote directory).
+    pub fn set_prefix(&mut self, prefix: Option<RelPath>) {
+        self.prefix_exists = prefix.is_none();
+        self.prefix = prefix;
+    }
+
+    fn missing_prefix(&self) -> Option<&RelPath> {
+        self.prefix.as_ref().filter(|_| !self.prefix_exists)
+    }
+
+    fn wire_path(&self, p: &RelPath) -> String {
+        match &self.prefix {
+            Some(pre) => format!("{pre}/{p}"),
+            None => p.to_string(),
+        }
     }
 
     /// Replaces the confirmed tree with the agent's manifest, leaving out what
@@ -147,23 +207,52 @@ impl Session {
             .into_inner();
         let mut remote = Tree::new();
         let mut warnings = Vec::new();
+        let mut prefix_exists = self.prefix.is_none();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|s| SessionError::from_status(&url, s))?;
             warnings.extend(batch.warnings.into_iter().map(|w| format!("agent: {w}")));
             for e in &batch.entries {
-                if let Some((path, node)) = Node::from_entry(e) {
-                    remote.insert(path, node);
+                let Some((path, node)) = Node::from_entry(e) else {
+                    continue;
+                };
+                match &self.prefix {
+                    None => {
+                        remote.insert(path, node);
+                    }
+                    Some(pre) if path == *pre => prefix_exists = node.kind == Kind::Dir,
+                    Some(pre) => {
+                        if let Some(rest) = path
+                            .as_str()
+                            .strip_prefix(pre.as_str())
+                            .and_then(|r| r.strip_prefix('/'))
+                            && let Ok(rest) = RelPath::new(rest)
+                        {
+                            remote.insert(rest, node);
+                        }
+                    }
                 }
             }
         }
         remote.retain(|p, n| !ignores.ignores_path(p, n.kind == Kind::Dir));
         self.remote = remote;
+        self.prefix_exists = prefix_exists;
         Ok(warnings)
     }
 
     /// Sends `ops` (in batches that stay within the agent's limits) and records
     /// what the agent confirmed.
     pub async fn apply(&mut self, local: &LocalTree, ops: Vec<Op>) -> Result<Report, SessionError> {
+        self.apply_with(local, ops, Followup::default()).await
+    }
+
+    /// Sends `ops`, then has the agent run `followup` (in the last batch, so
+    /// it sees every file).
+    pub async fn apply_with(
+        &mut self,
+        local: &LocalTree,
+        ops: Vec<Op>,
+        followup: Followup,
+    ) -> Result<Report, SessionError> {
         let mut report = Report::default();
         let start_wire = self.wire.sent();
         let mut batch = Vec::new();
@@ -174,13 +263,19 @@ impl Session {
             }
             batch.push(op);
             if batch.len() >= HOST_FILES_PER_BATCH || batch_bytes >= HOST_BYTES_PER_BATCH {
-                self.apply_batch(local, std::mem::take(&mut batch), &mut report)
-                    .await?;
+                self.apply_batch(
+                    local,
+                    std::mem::take(&mut batch),
+                    &Followup::default(),
+                    &mut report,
+                )
+                .await?;
                 batch_bytes = 0;
             }
         }
-        if !batch.is_empty() {
-            self.apply_batch(local, batch, &mut report).await?;
+        if !batch.is_empty() || !followup.is_empty() || self.missing_prefix().is_some() {
+            self.apply_batch(local, batch, &followup, &mut report)
+                .await?;
         }
         report.wire_bytes = self.wire.sent() - start_wire;
         Ok(report)
@@ -190,6 +285,7 @@ impl Session {
         &mut self,
         local: &LocalTree,
         ops: Vec<Op>,
+        followup: &Followup,
         report: &mut Report,
     ) -> Result<(), SessionError> {
         let url = self.url.clone();
@@ -211,9 +307,23 @@ impl Session {
         let (tx, rx) = mpsc::channel::<ApplyRequest>(64);
         let root = local.abs_root();
         let producer_ops = ops.clone();
-        let batch_id = format!("{:08x}", rand_id());
+        let commit = v1::Commit {
+            batch_id: format!("{}{:08x}", followup.label, rand_id()),
+            steps: followup.steps.clone(),
+            restart: followup.restart,
+        };
+        let prefix = self.prefix.clone();
+        let ensure_prefix = self.missing_prefix().cloned();
         let producer = tokio::task::spawn_blocking(move || {
-            produce(&root, &producer_ops, &bases, &batch_id, tx)
+            produce(
+                &root,
+                &producer_ops,
+                &bases,
+                prefix.as_ref(),
+                ensure_prefix.as_ref(),
+                commit,
+                tx,
+            )
         });
         let result = self.client.apply(ReceiverStream::new(rx)).await;
         let produced = producer.await.map_err(|e| SessionError::Lost {
@@ -266,6 +376,14 @@ impl Session {
                 _ => report.other += 1,
             }
         }
+        report.steps.extend(result.steps);
+        report.restarted |= result.restarted;
+        if !result.restart_skipped.is_empty() {
+            report.restart_skipped = result.restart_skipped;
+        }
+        if self.missing_prefix().is_some() && result.errors.iter().all(|e| e.index != 0) {
+            self.prefix_exists = true;
+        }
         for (hash, chunks) in produced.new_chunks {
             self.chunks.insert(hash, Arc::new(chunks));
         }
@@ -279,7 +397,7 @@ impl Session {
         let resp = self
             .client
             .chunks(v1::ChunksRequest {
-                path: path.to_string(),
+                path: self.wire_path(path),
             })
             .await
             .ok()?
@@ -331,38 +449,50 @@ fn produce(
     root: &std::path::Path,
     ops: &[Op],
     bases: &HashMap<RelPath, Arc<Vec<Chunk>>>,
-    batch_id: &str,
+    prefix: Option<&RelPath>,
+    ensure_prefix: Option<&RelPath>,
+    commit: v1::Commit,
     tx: mpsc::Sender<ApplyRequest>,
 ) -> Produced {
+    let wire = |p: &RelPath| match prefix {
+        Some(pre) => format!("{pre}/{p}"),
+        None => p.to_string(),
+    };
     let mut out = Produced::default();
     let index = std::cell::Cell::new(0u64);
     let mut send = |op: WireOp| -> bool {
         index.set(index.get() + 1);
         tx.blocking_send(ApplyRequest { op: Some(op) }).is_ok()
     };
+    if let Some(pre) = ensure_prefix
+        && !send(WireOp::Mkdir(v1::Mkdir {
+            path: pre.to_string(),
+            mode: 0o755,
+        }))
+    {
+        return out;
+    }
     for (i, op) in ops.iter().enumerate() {
         out.starts.push(index.get());
         let ok = match op {
-            Op::Delete(p) => send(WireOp::Delete(v1::Delete {
-                path: p.to_string(),
-            })),
+            Op::Delete(p) => send(WireOp::Delete(v1::Delete { path: wire(p) })),
             Op::Mkdir(p, mode) => send(WireOp::Mkdir(v1::Mkdir {
-                path: p.to_string(),
+                path: wire(p),
                 mode: *mode,
             })),
             Op::Symlink(p, t) => send(WireOp::Symlink(v1::Symlink {
-                path: p.to_string(),
+                path: wire(p),
                 target: t.clone(),
             })),
             Op::Chmod(p, mode) => send(WireOp::Chmod(v1::Chmod {
-                path: p.to_string(),
+                path: wire(p),
                 mode: *mode,
             })),
             Op::Put { path, node, base } => {
                 let abs: PathBuf = root.join(path.as_str());
                 match send_file(
                     &abs,
-                    path,
+                    &wire(path),
                     node,
                     base.as_ref().filter(|_| bases.contains_key(path)),
                     bases.get(path),
@@ -388,10 +518,7 @@ fn produce(
             return out;
         }
     }
-    send(WireOp::Commit(v1::Commit {
-        batch_id: batch_id.to_string(),
-        ..Default::default()
-    }));
+    send(WireOp::Commit(commit));
     out
 }
 
@@ -408,7 +535,7 @@ struct SentFile {
 /// meanwhile is still sent consistently (its next event brings the rest).
 fn send_file(
     abs: &std::path::Path,
-    path: &RelPath,
+    path: &str,
     node: &Node,
     base: Option<&[u8; 32]>,
     base_chunks: Option<&Arc<Vec<Chunk>>>,

@@ -1,0 +1,232 @@
+//! Names across the workspace: duplicate services, aliases, dependencies
+//! (which may name aliases), cycles; and the launch order for `lks up`.
+
+use super::Workspace;
+use super::error::{ConfigError, Location, closest};
+use super::service::Parsed;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An alias as read, with positions.
+pub(super) struct AliasDef {
+    /// Its name.
+    pub name: String,
+    /// Where the name is written.
+    pub at: Location,
+    /// Its members as written.
+    pub members: Vec<(String, Location)>,
+}
+
+/// Moves the services and aliases into `ws` and checks every name they use:
+/// duplicate services, aliases named like services, unknown names, alias and
+/// dependency cycles. Dependencies naming aliases are expanded, so every
+/// `Service::deps` names services only.
+pub(super) fn check(
+    ws: &mut Workspace,
+    parsed: Vec<Parsed>,
+    aliases: Vec<AliasDef>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut deps_at: BTreeMap<String, Vec<(String, Location)>> = BTreeMap::new();
+    let mut names_at: BTreeMap<String, Location> = BTreeMap::new();
+    for p in parsed {
+        let name = p.service.name.clone();
+        if let Some(first) = names_at.get(&name) {
+            errors.push(ConfigError::DuplicateService {
+                at: p.name_at,
+                name,
+                first: first.clone(),
+            });
+            continue;
+        }
+        names_at.insert(name.clone(), p.name_at);
+        deps_at.insert(name.clone(), p.deps);
+        ws.services.insert(name, p.service);
+    }
+    let mut members_at: BTreeMap<String, Vec<(String, Location)>> = BTreeMap::new();
+    for a in aliases {
+        if let Some(service) = names_at.get(&a.name) {
+            errors.push(ConfigError::AliasShadowsService {
+                at: a.at,
+                name: a.name,
+                service: service.clone(),
+            });
+            continue;
+        }
+        ws.aliases.insert(
+            a.name.clone(),
+            a.members.iter().map(|(m, _)| m.clone()).collect(),
+        );
+        members_at.insert(a.name, a.members);
+    }
+
+    let known: Vec<&str> = names_at
+        .keys()
+        .chain(members_at.keys())
+        .map(String::as_str)
+        .collect();
+    let mut unknown = |what: String, name: &str, at: &Location| {
+        if !known.contains(&name) {
+            let suggestion = closest(name, known.iter().copied());
+            errors.push(ConfigError::UnknownName {
+                at: at.clone(),
+                what,
+                name: name.into(),
+                suggestion,
+            });
+        }
+    };
+    for (alias, members) in &members_at {
+        for (m, at) in members {
+            unknown(format!("alias \"{alias}\""), m, at);
+        }
+    }
+    for (service, deps) in &deps_at {
+        for (d, at) in deps {
+            unknown(format!("deps of service \"{service}\""), d, at);
+        }
+    }
+
+    cycles("alias", &members_at, errors);
+    // Dependencies with aliases expanded, each edge keeping where it is written.
+    let expanded: BTreeMap<String, Vec<(String, Location)>> = deps_at
+        .iter()
+        .map(|(s, deps)| {
+            let mut out: Vec<(String, Location)> = vec![];
+            for (d, at) in deps {
+                for name in expand(&ws.aliases, d) {
+                    if ws.services.contains_key(&name) && !out.iter().any(|(n, _)| *n == name) {
+                        out.push((name, at.clone()));
+                    }
+                }
+            }
+            (s.clone(), out)
+        })
+        .collect();
+    cycles("dependency", &expanded, errors);
+    for (name, deps) in expanded {
+        if let Some(s) = ws.services.get_mut(&name) {
+            s.deps = deps.into_iter().map(|(d, _)| d).collect();
+        }
+    }
+}
+
+/// Reports every cycle of `edges` (found by a depth-first search from each
+/// node in name order).
+fn cycles(
+    kind: &'static str,
+    edges: &BTreeMap<String, Vec<(String, Location)>>,
+    errors: &mut Vec<ConfigError>,
+) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    fn visit<'a>(
+        node: &'a str,
+        kind: &'static str,
+        edges: &'a BTreeMap<String, Vec<(String, Location)>>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        stack: &mut Vec<(&'a str, Option<&'a Location>)>,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        marks.insert(node, Mark::Active);
+        for (next, at) in edges.get(node).into_iter().flatten() {
+            stack.push((node, Some(at)));
+            match marks.get(next.as_str()) {
+                Some(Mark::Active) => {
+                    let from = stack
+                        .iter()
+                        .position(|(n, _)| *n == next.as_str())
+                        .unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        stack[from..].iter().map(|(n, _)| n.to_string()).collect();
+                    cycle.push(next.clone());
+                    let at = stack[from].1.cloned().unwrap_or_else(|| at.clone());
+                    errors.push(ConfigError::Cycle { at, kind, cycle });
+                }
+                Some(Mark::Done) => {}
+                None if edges.contains_key(next) => visit(next, kind, edges, marks, stack, errors),
+                None => {}
+            }
+            stack.pop();
+        }
+        marks.insert(node, Mark::Done);
+    }
+    let mut marks = BTreeMap::new();
+    for node in edges.keys() {
+        if !marks.contains_key(node.as_str()) {
+            visit(node, kind, edges, &mut marks, &mut vec![], errors);
+        }
+    }
+}
+
+/// `name` with aliases expanded (recursively, members in order, each name
+/// once); a service or unknown name expands to itself.
+fn expand(aliases: &BTreeMap<String, Vec<String>>, name: &str) -> Vec<String> {
+    fn go(
+        aliases: &BTreeMap<String, Vec<String>>,
+        name: &str,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<String>,
+    ) {
+        if !seen.insert(name.to_string()) {
+            return;
+        }
+        match aliases.get(name) {
+            Some(members) => members.iter().for_each(|m| go(aliases, m, seen, out)),
+            None => out.push(name.to_string()),
+        }
+    }
+    let mut out = vec![];
+    go(aliases, name, &mut BTreeSet::new(), &mut out);
+    out
+}
+
+impl Workspace {
+    /// What `lks up TARGETS` launches: the targets (services, or aliases
+    /// expanded) and everything they depend on, transitively, dependencies
+    /// first. The order is deterministic: a depth-first walk of the targets
+    /// in the order given, each service's dependencies in the order written.
+    /// No targets means every service.
+    pub fn resolve(&self, targets: &[String]) -> Result<Vec<String>, ConfigError> {
+        let mut roots = vec![];
+        if targets.is_empty() {
+            roots.extend(self.services.keys().cloned());
+        }
+        for t in targets {
+            if !self.services.contains_key(t) && !self.aliases.contains_key(t) {
+                let names = self
+                    .services
+                    .keys()
+                    .chain(self.aliases.keys())
+                    .map(String::as_str);
+                return Err(ConfigError::UnknownTarget {
+                    name: t.clone(),
+                    suggestion: closest(t, names),
+                });
+            }
+            roots.extend(expand(&self.aliases, t));
+        }
+        let mut order = vec![];
+        let mut seen = BTreeSet::new();
+        for r in &roots {
+            self.visit(r, &mut seen, &mut order);
+        }
+        Ok(order)
+    }
+
+    fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>) {
+        // Marked before its dependencies: a cycle (impossible after
+        // validation) cannot loop forever.
+        if !seen.insert(name.to_string()) {
+            return;
+        }
+        if let Some(s) = self.services.get(name) {
+            for d in &s.deps {
+                self.visit(d, seen, order);
+            }
+            order.push(name.to_string());
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The `live_update` section of a service: sync mappings, ignores, run steps,
+//! restart policy and the globs that force a rebuild.
+
+use super::error::ConfigError;
+use super::service::existing;
+use super::values;
+use super::yaml::{Doc, get, sub};
+use super::{LiveUpdate, Restart, RunStep, SyncMapping};
+use globset::GlobSet;
+use marked_yaml::Node;
+use std::path::Path;
+
+const KEYS: &[&str] = &["root", "sync", "ignore", "run", "restart", "fall_back_on"];
+const SYNC_KEYS: &[&str] = &["local", "remote"];
+const RUN_KEYS: &[&str] = &["cmd", "trigger"];
+
+/// The agent's root in the container when `live_update.root` is not given.
+pub const DEFAULT_ROOT: &str = "/app";
+
+/// The live update of a service without a `live_update` key: its whole
+/// directory synced to `/app`, restart on change.
+pub(super) fn default_live_update(dir: &Path) -> LiveUpdate {
+    LiveUpdate {
+        root: DEFAULT_ROOT.into(),
+        sync: vec![SyncMapping {
+            local: dir.to_path_buf(),
+            remote: String::new(),
+        }],
+        ignore: vec![],
+        run: vec![],
+        restart: Restart::OnChange,
+        fall_back_on: vec![],
+        fall_back_matcher: GlobSet::empty(),
+    }
+}
+
+/// Reads `live_update` (`node`) of the service whose directory is `dir`.
+/// None when it has mistakes (all recorded).
+pub(super) fn live_update(
+    doc: &mut Doc,
+    node: &Node,
+    what: &str,
+    dir: &Path,
+) -> Option<LiveUpdate> {
+    let map = doc.mapping(node, what, what, KEYS)?;
+    let errors_before = doc.errors.len();
+    let mut lu = default_live_update(dir);
+    if let Some((_, v)) = get(map, "root") {
+        let w = sub(what, "root");
+        if let Some(root) = doc.nonempty(v, &w) {
+            match values::remote_root(&root) {
+                Ok(r) => lu.root = r,
+                Err(e) => doc.invalid(v, &w, e),
+            }
+        }
+    }
+    if let Some((_, v)) = get(map, "sync") {
+        let w = sub(what, "sync");
+        let root = lu.root.clone();
+        lu.sync = doc
+            .list(v, &w, "a list of {local, remote} mappings", |d, n, w| {
+                sync(d, n, w, dir, &root)
+            })
+            .unwrap_or_default();
+    }
+    if let Some((_, v)) = get(map, "ignore") {
+        let w = sub(what, "ignore");
+        let patterns = doc.strings(v, &w).unwrap_or_default();
+        for (p, at) in &patterns {
+            let mut b = ignore::gitignore::GitignoreBuilder::new(dir);
+            if let Err(e) = b.add_line(None, p) {
+                let message = match e {
+                    ignore::Error::Glob { err, .. } => err,
+                    other => other.to_string(),
+                };
+                doc.push(ConfigError::BadGlob {
+                    at: at.clone(),
+                    what: w.clone(),
+                    glob: p.clone(),
+                    message,
+                });
+            }
+        }
+        lu.ignore = patterns.into_iter().map(|(p, _)| p).collect();
+    }
+    if let Some((_, v)) = get(map, "run") {
+        let w = sub(what, "run");
+        lu.run = doc
+            .list(v, &w, "a list of {cmd, trigger} steps", run_step)
+            .unwrap_or_default();
+    }
+    if let Some((_, v)) = get(map, "restart") {
+        let w = sub(what, "restart");
+        match v {
+            Node::Scalar(s) if s.as_str() == "on-change" => lu.restart = Restart::OnChange,
+            Node::Scalar(s) if s.as_str() == "never" => lu.restart = Restart::Never,
+            _ => doc.wrong_type(v, &w, "\"on-change\" or \"never\""),
+        }
+    }
+    if let Some((_, v)) = get(map, "fall_back_on")
+        && let Some((globs, set)) = globs(doc, v, &sub(what, "fall_back_on"))
+    {
+        lu.fall_back_on = globs;
+        lu.fall_back_matcher = set;
+    }
+    (doc.errors.len() == errors_before).then_some(lu)
+}
+
+fn sync(doc: &mut Doc, node: &Node, what: &str, dir: &Path, root: &str) -> Option<SyncMapping> {
+    let map = doc.mapping(node, what, what, SYNC_KEYS)?;
+    let mut field = |key: &'static str| match get(map, key) {
+        Some((_, v)) => doc.nonempty(v, &sub(what, key)).map(|s| (s, v)),
+        None => {
+            let at = doc.map_at(map);
+            doc.push(ConfigError::MissingKey {
+                at,
+                key,
+                within: what.into(),
+            });
+            None
+        }
+    };
+    let (local, remote) = (field("local"), field("remote"));
+    let local = local.and_then(|(l, v)| existing(doc, v, &sub(what, "local"), &l, dir, true));
+    let remote = remote.and_then(|(r, v)| match values::remote_beneath(&r, root) {
+        Some(rel) => Some(rel),
+        None => {
+            let at = doc.at_node(v);
+            doc.push(ConfigError::RemoteOutsideRoot {
+                at,
+                what: sub(what, "remote"),
+                remote: r,
+                root: root.into(),
+            });
+            None
+        }
+    });
+    Some(SyncMapping {
+        local: local?,
+        remote: remote?,
+    })
+}
+
+fn run_step(doc: &mut Doc, node: &Node, what: &str) -> Option<RunStep> {
+    let map = doc.mapping(node, what, what, RUN_KEYS)?;
+    let cmd = match get(map, "cmd") {
+        Some((_, v)) => doc.command(v, &sub(what, "cmd")),
+        None => {
+            let at = doc.map_at(map);
+            doc.push(ConfigError::MissingKey {
+                at,
+                key: "cmd",
+                within: what.into(),
+            });
+            None
+        }
+    };
+    let triggers = match get(map, "trigger") {
+        Some((_, v)) => globs(doc, v, &sub(what, "trigger")),
+        None => Some((vec![], GlobSet::empty())),
+    };
+    let ((cmd, argv), (triggers, trigger_matcher)) = (cmd?, triggers?);
+    Some(RunStep {
+        cmd,
+        argv,
+        triggers,
+        trigger_matcher,
+    })
+}
+
+/// A list of globs relative to the service directory, compiled. None when
+/// any is bad (each recorded).
+fn globs(doc: &mut Doc, node: &Node, what: &str) -> Option<(Vec<String>, GlobSet)> {
+    let patterns = doc.strings(node, what)?;
+    let mut compiled = vec![];
+    for (p, at) in &patterns {
+        match values::glob(p) {
+            Ok(g) => compiled.push(g),
+            Err(message) => doc.push(ConfigError::BadGlob {
+                at: at.clone(),
+                what: what.into(),
+                glob: p.clone(),
+                message,
+            }),
+        }
+    }
+    if compiled.len() != patterns.len() {
+        return None;
+    }
+    let set = values::glob_set(&compiled);
+    Some((patterns.into_iter().map(|(p, _)| p).collect(), set))
+}

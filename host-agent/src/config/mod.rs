@@ -1,0 +1,232 @@
+//! Configuration: the workspace file `lks.yaml` and the services it names.
+//!
+//! This module exposes the *validated* model the rest of lks consumes: every
+//! path is absolute, every glob compiled, every dependency known and acyclic.
+//! Parsing (strict: unknown keys rejected with a did-you-mean, errors that name
+//! file, line and column) lives in the submodules.
+
+mod error;
+mod graph;
+mod live_update;
+mod service;
+#[cfg(test)]
+mod tests;
+mod values;
+mod workspace;
+mod yaml;
+
+pub use error::{ConfigError, ConfigErrors};
+
+use globset::GlobSet;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Loads the workspace: `file` (`-f FILE`), else `lks.yaml` in the current
+/// directory or its nearest parent, and every service file it names. Every
+/// mistake found is returned, each naming FILE:LINE:COL (paths relative to the
+/// current directory when beneath it).
+pub fn load(file: Option<&Path>) -> Result<Workspace, ConfigErrors> {
+    let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+        path: ".".into(),
+        source,
+    })?;
+    let file = match file {
+        Some(f) => cwd.join(f),
+        None => workspace::find(&cwd)?,
+    };
+    workspace::load(&file, &cwd)
+}
+
+/// `lks config check [-f FILE]`: loads the workspace and prints a one-line
+/// summary to stdout, or every error to stderr (one a line) and fails.
+pub fn check_command(file: Option<&Path>) -> anyhow::Result<()> {
+    match load(file) {
+        Ok(ws) => {
+            println!("{}", summary(&ws));
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            let n = errors.0.len();
+            anyhow::bail!(
+                "{n} error{} in the configuration",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+    }
+}
+
+/// `ok: N services (a, b, c), M aliases`.
+fn summary(ws: &Workspace) -> String {
+    let names: Vec<&str> = ws.services.keys().map(String::as_str).collect();
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let listed = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", names.join(", "))
+    };
+    format!(
+        "ok: {}{listed}, {}",
+        count(names.len(), "service", "services"),
+        count(ws.aliases.len(), "alias", "aliases"),
+    )
+}
+
+/// The whole workspace: every service and alias, from `lks.yaml` and the
+/// per-service files it names.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// The workspace file.
+    pub file: PathBuf,
+    /// Its directory; relative paths in it are relative to this.
+    pub root: PathBuf,
+    /// Services by name.
+    pub services: BTreeMap<String, Service>,
+    /// Aliases: a name for a group of services (or other aliases).
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Image registry (`host:port`), for the container runtimes.
+    pub registry: Option<String>,
+    /// Local cluster settings, for the kube runtime.
+    pub cluster: Option<Cluster>,
+}
+
+/// The local cluster lks creates.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // read by the kube runtime, still to come
+pub struct Cluster {
+    /// kind cluster name.
+    pub name: String,
+    /// Pinned Kubernetes version, e.g. `1.31.0`.
+    pub kubernetes_version: Option<String>,
+}
+
+/// One service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Unique name (`[a-z0-9-]+`).
+    pub name: String,
+    /// The file that defines it.
+    #[allow(dead_code)] // for messages of the runtimes, still to come
+    pub file: PathBuf,
+    /// The service's directory (absolute): where its file is, unless overridden.
+    pub dir: PathBuf,
+    /// How to build it.
+    pub build: Build,
+    /// How the app starts (argv). Required for the local runtime; containers use
+    /// the image's entrypoint and cmd when empty.
+    pub command: Vec<String>,
+    /// Environment for the app and its steps.
+    pub env: BTreeMap<String, String>,
+    /// Services that must be ready before this one starts.
+    pub deps: Vec<String>,
+    /// Ports the app listens on.
+    pub ports: Vec<u16>,
+    /// How to tell it is ready; none means "ready once started".
+    pub readiness: Option<Readiness>,
+    /// How changes reach the running service.
+    pub live_update: LiveUpdate,
+}
+
+/// How a service is built.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// Docker build context (absolute).
+    pub context: PathBuf,
+    /// Dockerfile (absolute).
+    pub dockerfile: PathBuf,
+    /// Docker build args.
+    pub args: BTreeMap<String, String>,
+    /// Docker build target stage.
+    pub target: Option<String>,
+    /// The local runtime's build: commands (argv each) run in the service's
+    /// work root, in order, before the app starts and on every rebuild
+    /// (e.g. `npm install`).
+    pub local: Vec<Vec<String>>,
+}
+
+/// A readiness check, run until it passes.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// What to check.
+    pub check: Check,
+    /// Time between attempts.
+    pub period: Duration,
+    /// Give up (and report the service as failed) after this long.
+    pub timeout: Duration,
+}
+
+/// The kinds of readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// An HTTP GET that answers 2xx or 3xx, e.g. `http://127.0.0.1:8080/health`.
+    Http {
+        /// The URL.
+        url: String,
+    },
+    /// A TCP connect to `host:port`.
+    Tcp {
+        /// The address.
+        address: String,
+    },
+    /// A command (argv) that exits 0, run in the service's root.
+    Exec {
+        /// The command.
+        argv: Vec<String>,
+    },
+}
+
+/// Live-update rules of a service.
+#[derive(Debug, Clone)]
+pub struct LiveUpdate {
+    /// The agent's root in the container (default `/app`); `remote` paths of
+    /// sync mappings are relative to it.
+    pub root: String,
+    /// Local directory -> remote directory mappings.
+    pub sync: Vec<SyncMapping>,
+    /// Extra gitignore-style patterns never synced (relative to the service dir).
+    pub ignore: Vec<String>,
+    /// Steps run after files are synced, in order, when their triggers match.
+    pub run: Vec<RunStep>,
+    /// What happens to the app after a synced change.
+    pub restart: Restart,
+    /// Changes matching these globs (relative to the service dir) cannot be
+    /// synced: they rebuild the service.
+    pub fall_back_on: Vec<String>,
+    /// `fall_back_on`, compiled.
+    pub fall_back_matcher: GlobSet,
+}
+
+/// One local -> remote mapping.
+#[derive(Debug, Clone)]
+pub struct SyncMapping {
+    /// Local directory (absolute).
+    pub local: PathBuf,
+    /// Directory beneath the agent's root, `/`-separated; empty for the root.
+    pub remote: String,
+}
+
+/// A step of a live update.
+#[derive(Debug, Clone)]
+pub struct RunStep {
+    /// The command as written.
+    pub cmd: String,
+    /// The command split into argv (shell words; no shell is involved).
+    pub argv: Vec<String>,
+    /// Globs (relative to the service dir); empty means "every batch".
+    pub triggers: Vec<String>,
+    /// `triggers`, compiled.
+    pub trigger_matcher: GlobSet,
+}
+
+/// Restart policy after a live update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Restart the app after every synced change (nodemon-style).
+    OnChange,
+    /// Never: the app reloads itself.
+    Never,
+}

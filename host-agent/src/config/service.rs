@@ -1,0 +1,341 @@
+//! One service: from its YAML mapping (a per-service file, or inline in the
+//! workspace file) to a [`Service`], every mistake recorded with its position.
+
+use super::error::{ConfigError, Location};
+use super::live_update::live_update;
+use super::values::{self, name_problem};
+use super::yaml::{Doc, get, sub};
+use super::{Build, Check, Readiness, Service};
+use marked_yaml::Node;
+use marked_yaml::types::MarkedMappingNode;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A service as read, with the positions the workspace-wide checks need.
+pub(super) struct Parsed {
+    /// The service (fields that had mistakes are left at their defaults).
+    pub service: Service,
+    /// Where its name is written.
+    pub name_at: Location,
+    /// Its dependencies as written, with positions.
+    pub deps: Vec<(String, Location)>,
+}
+
+const KEYS: &[&str] = &[
+    "name",
+    "dir",
+    "command",
+    "env",
+    "deps",
+    "ports",
+    "readiness",
+    "build",
+    "live_update",
+];
+const READINESS_KEYS: &[&str] = &["http", "tcp", "exec", "period", "timeout"];
+const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "target", "local"];
+
+/// Default time between readiness attempts.
+pub const DEFAULT_PERIOD: Duration = Duration::from_millis(250);
+/// Default time after which a service that is not ready has failed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the service mapping `map`, defined in `file` (absolute); relative
+/// paths in it are relative to the file's directory. None when it has no
+/// valid name (its other mistakes are still recorded).
+pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Option<Parsed> {
+    let base = file.parent().unwrap_or(Path::new("/"));
+    let name = match get(map, "name") {
+        None => {
+            let at = doc.map_at(map);
+            doc.push(ConfigError::MissingKey {
+                at,
+                key: "name",
+                within: "the service".into(),
+            });
+            None
+        }
+        Some((_, v)) => doc
+            .string(v, "name of the service")
+            .and_then(|n| match name_problem(&n) {
+                Some(p) => {
+                    doc.invalid(v, "name of the service", p);
+                    None
+                }
+                None => Some((n, doc.at_node(v))),
+            }),
+    };
+    let owner = match &name {
+        Some((n, _)) => format!("service \"{n}\""),
+        None => "the service".to_string(),
+    };
+    doc.check_keys(map, &owner, KEYS);
+    let what = |key: &str| format!("{key} of {owner}");
+
+    let dir = match get(map, "dir") {
+        Some((_, v)) => doc
+            .nonempty(v, &what("dir"))
+            .and_then(|d| existing(doc, v, &what("dir"), &d, base, true))
+            .unwrap_or_else(|| base.to_path_buf()),
+        None => base.to_path_buf(),
+    };
+
+    let mut service = Service {
+        name: name.as_ref().map(|(n, _)| n.clone()).unwrap_or_default(),
+        file: file.to_path_buf(),
+        dir: dir.clone(),
+        build: default_build(&dir),
+        command: vec![],
+        env: Default::default(),
+        deps: vec![],
+        ports: vec![],
+        readiness: None,
+        live_update: super::live_update::default_live_update(&dir),
+    };
+    let mut deps = vec![];
+    for (key, v) in map.iter() {
+        let w = what(key.as_str());
+        match key.as_str() {
+            "command" => {
+                if let Some((_, argv)) = doc.command(v, &w) {
+                    service.command = argv;
+                }
+            }
+            "env" => service.env = doc.string_map(v, &w).unwrap_or_default(),
+            "deps" => {
+                deps = doc.strings(v, &w).unwrap_or_default();
+                for (i, (d, at)) in deps.iter().enumerate() {
+                    if deps[..i].iter().any(|(e, _)| e == d) {
+                        let (at, message) = (at.clone(), format!("\"{d}\" is listed twice"));
+                        doc.push(ConfigError::Invalid {
+                            at,
+                            what: w.clone(),
+                            message,
+                        });
+                    }
+                }
+            }
+            "ports" => service.ports = ports(doc, v, &w).unwrap_or_default(),
+            "readiness" => service.readiness = readiness(doc, v, &w),
+            "build" => {
+                let at = doc.at(key.span());
+                if let Some(b) = build(doc, v, &w, &dir, at) {
+                    service.build = b;
+                }
+            }
+            "live_update" => {
+                if let Some(lu) = live_update(doc, v, &w, &dir) {
+                    service.live_update = lu;
+                }
+            }
+            _ => {}
+        }
+    }
+    let (_, name_at) = name?;
+    Some(Parsed {
+        service,
+        name_at,
+        deps,
+    })
+}
+
+/// The build of a service without a `build` key.
+fn default_build(dir: &Path) -> Build {
+    Build {
+        context: dir.to_path_buf(),
+        dockerfile: dir.join("Dockerfile"),
+        args: Default::default(),
+        target: None,
+        local: vec![],
+    }
+}
+
+/// `written`, relative to `base`, which must exist (as a directory when `dir`,
+/// else as a file); canonicalized.
+pub(super) fn existing(
+    doc: &mut Doc,
+    node: &Node,
+    what: &str,
+    written: &str,
+    base: &Path,
+    dir: bool,
+) -> Option<PathBuf> {
+    let path = values::clean(&base.join(written));
+    let problem = match std::fs::metadata(&path) {
+        Err(_) => "does not exist",
+        Ok(m) if dir && !m.is_dir() => "is not a directory",
+        Ok(m) if !dir && m.is_dir() => "is not a file",
+        Ok(_) => return Some(path.canonicalize().unwrap_or(path)),
+    };
+    let (at, resolved) = (doc.at_node(node), doc.show(&path));
+    doc.push(ConfigError::BadPath {
+        at,
+        what: what.into(),
+        written: written.into(),
+        resolved,
+        problem,
+    });
+    None
+}
+
+fn ports(doc: &mut Doc, node: &Node, what: &str) -> Option<Vec<u16>> {
+    let ports = doc.list(node, what, "a list of ports", |d, n, w| {
+        let s = match n {
+            Node::Scalar(_) => d.string(n, w)?,
+            _ => {
+                d.wrong_type(n, w, "a port number");
+                return None;
+            }
+        };
+        match values::port(&s) {
+            Ok(p) => Some((p, n.clone())),
+            Err(e) => {
+                d.invalid(n, w, e);
+                None
+            }
+        }
+    })?;
+    let mut out = vec![];
+    for (p, n) in ports {
+        if out.contains(&p) {
+            doc.invalid(&n, what, format!("port {p} is listed twice"));
+        } else {
+            out.push(p);
+        }
+    }
+    Some(out)
+}
+
+fn readiness(doc: &mut Doc, node: &Node, what: &str) -> Option<Readiness> {
+    let map = doc.mapping(node, what, what, READINESS_KEYS)?;
+    let mut checks = vec![];
+    let (mut period, mut timeout) = (Some(DEFAULT_PERIOD), Some(DEFAULT_TIMEOUT));
+    for (key, v) in map.iter() {
+        let w = sub(what, key.as_str());
+        let check = match key.as_str() {
+            "http" => doc.nonempty(v, &w).and_then(|url| {
+                let rest = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                if rest.is_none_or(str::is_empty) {
+                    doc.invalid(
+                        v,
+                        &w,
+                        format!("\"{url}\" is not an http:// or https:// URL"),
+                    );
+                    return None;
+                }
+                Some(Check::Http { url })
+            }),
+            "tcp" => doc.nonempty(v, &w).and_then(|address| {
+                let good = address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && values::port(port).is_ok());
+                if !good {
+                    doc.invalid(v, &w, format!("\"{address}\" is not host:port"));
+                    return None;
+                }
+                Some(Check::Tcp { address })
+            }),
+            "exec" => doc.command(v, &w).map(|(_, argv)| Check::Exec { argv }),
+            "period" | "timeout" => {
+                let d = doc.string(v, &w).and_then(|s| match values::duration(&s) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        doc.invalid(v, &w, e);
+                        None
+                    }
+                });
+                *(if key.as_str() == "period" {
+                    &mut period
+                } else {
+                    &mut timeout
+                }) = d;
+                continue;
+            }
+            _ => continue,
+        };
+        if !checks.is_empty() {
+            let at = doc.at(key.span());
+            let message = "only one of http, tcp and exec may be given".into();
+            doc.push(ConfigError::Invalid {
+                at,
+                what: what.into(),
+                message,
+            });
+        }
+        checks.push(check);
+    }
+    if checks.is_empty() {
+        doc.invalid(node, what, "needs one of http, tcp or exec");
+    }
+    match (checks.as_slice(), period, timeout) {
+        ([Some(check)], Some(period), Some(timeout)) => Some(Readiness {
+            check: check.clone(),
+            period,
+            timeout,
+        }),
+        _ => None,
+    }
+}
+
+fn build(doc: &mut Doc, node: &Node, what: &str, dir: &Path, key_at: Location) -> Option<Build> {
+    let map = doc.mapping(node, what, what, BUILD_KEYS)?;
+    let sub = |key: &str| sub(what, key);
+    let mut b = default_build(dir);
+    // Only a docker build needs a Dockerfile: `build: {local: [...]}` alone is
+    // for the local runtime.
+    let docker = ["context", "dockerfile", "args", "target"]
+        .iter()
+        .any(|k| get(map, k).is_some());
+    let mut ok = true;
+    if let Some((_, v)) = get(map, "context") {
+        match doc
+            .nonempty(v, &sub("context"))
+            .and_then(|c| existing(doc, v, &sub("context"), &c, dir, true))
+        {
+            Some(c) => b.context = c,
+            None => ok = false,
+        }
+    }
+    match get(map, "dockerfile") {
+        Some((_, v)) => {
+            match doc
+                .nonempty(v, &sub("dockerfile"))
+                .and_then(|f| existing(doc, v, &sub("dockerfile"), &f, &b.context, false))
+            {
+                Some(f) => b.dockerfile = f,
+                None => ok = false,
+            }
+        }
+        None => {
+            b.dockerfile = b.context.join("Dockerfile");
+            if docker && ok && !b.dockerfile.is_file() {
+                let resolved = doc.show(&b.dockerfile);
+                doc.push(ConfigError::BadPath {
+                    at: key_at,
+                    what: sub("dockerfile"),
+                    written: "Dockerfile".into(),
+                    resolved,
+                    problem: "does not exist",
+                });
+                ok = false;
+            }
+        }
+    }
+    if let Some((_, v)) = get(map, "args") {
+        b.args = doc.string_map(v, &sub("args")).unwrap_or_default();
+    }
+    if let Some((_, v)) = get(map, "target") {
+        b.target = doc.nonempty(v, &sub("target"));
+    }
+    if let Some((_, v)) = get(map, "local") {
+        let w = sub("local");
+        b.local = doc
+            .list(v, &w, "a list of commands", |d, n, w| {
+                d.command(n, w).map(|(_, argv)| argv)
+            })
+            .unwrap_or_default();
+    }
+    ok.then_some(b)
+}

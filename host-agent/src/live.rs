@@ -1,0 +1,553 @@
+//! One service under `lks up`: start it, fill its root, wait for readiness,
+//! then turn every batch of file changes into a sync (with steps and a
+//! restart) or a rebuild, as its live-update rules say.
+
+use crate::config::{Service, SyncMapping};
+use crate::console::{Console, Status};
+use crate::ignores::Ignores;
+use crate::plan::{Op, plan};
+use crate::readiness;
+use crate::rules::{Decision, decide};
+use crate::runtime::{Instance, Runtime};
+use crate::session::{Followup, Report, Session};
+use crate::tree::LocalTree;
+use crate::watch::{Changes, TreeWatcher};
+use anyhow::{Context, anyhow, bail};
+use lks_proto::RelPath;
+use lks_proto::v1::{self, event::Kind as EventKind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, watch};
+use tokio_stream::StreamExt;
+
+/// Where a service stands, for the services that depend on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not ready yet.
+    Pending,
+    /// Ready: dependents may start.
+    Ready,
+    /// Failed; it may recover on the next good change.
+    Failed(String),
+}
+
+/// The running instance of a service, shared so `lks up` can stop it whatever
+/// the service's task is doing.
+pub type Slot = Arc<Mutex<Option<Instance>>>;
+
+/// Runs one service until its task is cancelled. Failures are reported and
+/// retried with backoff; they never stop the other services.
+pub async fn run<R: Runtime>(
+    service: Service,
+    runtime: Arc<R>,
+    console: Console,
+    deps: Vec<(String, watch::Receiver<State>)>,
+    state: watch::Sender<State>,
+    slot: Slot,
+) {
+    for (name, mut rx) in deps {
+        console.status(&service.name, Status::Waiting(name.clone()));
+        let _ = rx.wait_for(|s| *s == State::Ready).await;
+    }
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let err = match run_once(&service, &*runtime, &console, &state, &slot).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        let msg = format!("{err:#}");
+        console.status(&service.name, Status::Error(msg.clone()));
+        let _ = state.send(State::Failed(msg));
+        if let Some(instance) = slot.lock().await.take() {
+            let _ = runtime.stop(&service, instance).await;
+        }
+        console.line(
+            &service.name,
+            &format!("starting again in {:.1}s", delay.as_secs_f64()),
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The part of a service's tree that one sync mapping covers.
+struct Mapping {
+    spec: SyncMapping,
+    ignores: Ignores,
+    tree: LocalTree,
+}
+
+impl Mapping {
+    fn new(service: &Service) -> anyhow::Result<Mapping> {
+        let spec = match service.live_update.sync.as_slice() {
+            [one] => one.clone(),
+            [] => bail!(
+                "{}: live_update.sync is empty: nothing to sync",
+                service.name
+            ),
+            _ => bail!(
+                "{}: lks up supports one sync mapping per service for now; merge them into one directory",
+                service.name
+            ),
+        };
+        let ignores = Ignores::load(&spec.local, &service.live_update.ignore);
+        let tree = LocalTree::new(&spec.local);
+        Ok(Mapping {
+            spec,
+            ignores,
+            tree,
+        })
+    }
+
+    fn rescan(&mut self, service: &Service) {
+        self.ignores = Ignores::load(&self.spec.local, &service.live_update.ignore);
+        self.tree.rescan(&self.ignores);
+        for w in self.tree.warnings.drain(..) {
+            tracing::warn!(service = %service.name, "{w}");
+        }
+    }
+
+    /// The path of `p` (absolute) relative to the mapping, if inside it.
+    fn relative(&self, p: &Path) -> Option<Option<RelPath>> {
+        let rel = p.strip_prefix(&self.spec.local).ok()?;
+        if rel.as_os_str().is_empty() {
+            return Some(None);
+        }
+        Some(rel.to_str().and_then(|s| RelPath::new(s).ok()))
+    }
+}
+
+async fn run_once<R: Runtime>(
+    service: &Service,
+    runtime: &R,
+    console: &Console,
+    state: &watch::Sender<State>,
+    slot: &Slot,
+) -> anyhow::Result<()> {
+    let name = &service.name;
+    let mut mapping = Mapping::new(service)?;
+    console.status(name, Status::Starting);
+    let instance = runtime.start(service).await?;
+    console.line(
+        name,
+        &format!(
+            "agent pid {} at {} (root {})",
+            instance
+                .pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            instance.url,
+            instance.location
+        ),
+    );
+    let url = instance.url.clone();
+    let token = instance.token.clone();
+    let first_batch_starts_app = instance.start_with_first_batch;
+    let build_steps = instance.build_steps.clone();
+    *slot.lock().await = Some(instance);
+
+    let mut session = connect(&url, &token).await?;
+    let prefix = remote_prefix(&mapping.spec)?;
+    session.set_prefix(prefix);
+    let events = session.events().await?;
+    let _printer = AbortOnDrop(tokio::spawn(print_events(
+        name.clone(),
+        console.clone(),
+        events,
+    )));
+
+    // Watch before the first scan so nothing that happens meanwhile is lost.
+    let mut watcher = TreeWatcher::start(&service.dir)
+        .with_context(|| format!("cannot watch {}", service.dir.display()))?;
+    let service_ignores = Ignores::load(&service.dir, &service.live_update.ignore);
+
+    console.status(
+        name,
+        if build_steps.is_empty() {
+            Status::Syncing
+        } else {
+            Status::Building
+        },
+    );
+    mapping.rescan(service);
+    let started = Instant::now();
+    let report = full_sync(
+        &mut session,
+        &mut mapping,
+        service,
+        &build_steps,
+        first_batch_starts_app,
+    )
+    .await?;
+    console.line(
+        name,
+        &format!(
+            "synced {} in {} ms",
+            describe(&report),
+            started.elapsed().as_millis()
+        ),
+    );
+    check_report(&report)?;
+    wait_ready(service, &mut session, &mapping, console, state).await;
+
+    loop {
+        let Some(mut changes) = watcher.next().await else {
+            bail!("the file watcher stopped")
+        };
+        watcher.drain_into(&mut changes);
+        let touched = touched_paths(service, &changes, &mapping, &service_ignores);
+        refresh(&mut mapping, service, &changes);
+        let (ops, problems) = plan(&mut mapping.tree, &session.remote);
+        for p in problems {
+            console.line(name, &format!("warning: {p}"));
+        }
+        let changed = changed_paths(service, &mapping, &ops);
+        let touched_refs: Vec<&Path> = touched.iter().map(|p| p.as_path()).collect();
+        match decide(service, &touched_refs, &changed) {
+            Decision::Nothing => {}
+            Decision::Rebuild { reason } => {
+                console.line(name, &format!("rebuilding: {reason}"));
+                console.status(name, Status::Building);
+                let t = Instant::now();
+                mapping.rescan(service);
+                let report =
+                    full_sync(&mut session, &mut mapping, service, &build_steps, true).await?;
+                console.line(
+                    name,
+                    &format!(
+                        "rebuilt: {} in {} ms",
+                        describe(&report),
+                        t.elapsed().as_millis()
+                    ),
+                );
+                if report_failed(console, service, &report) {
+                    continue;
+                }
+                wait_ready(service, &mut session, &mapping, console, state).await;
+            }
+            Decision::Sync { steps, restart } => {
+                console.status(name, Status::Syncing);
+                let followup = Followup {
+                    steps: steps
+                        .iter()
+                        .map(|i| step(service, &service.live_update.run[*i].argv))
+                        .collect(),
+                    restart,
+                    label: "",
+                };
+                let report = session.apply_with(&mapping.tree, ops, followup).await?;
+                let ms = changes
+                    .first_event
+                    .map(|t| t.elapsed().as_millis())
+                    .unwrap_or(0);
+                console.line(name, &format!("synced {} in {ms} ms", describe(&report)));
+                if report_failed(console, service, &report) {
+                    continue;
+                }
+                if report.restarted {
+                    wait_ready(service, &mut session, &mapping, console, state).await;
+                } else {
+                    console.status(name, Status::Ready);
+                }
+            }
+        }
+    }
+}
+
+async fn connect(url: &str, token: &str) -> anyhow::Result<Session> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Session::open(url, token).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn remote_prefix(m: &SyncMapping) -> anyhow::Result<Option<RelPath>> {
+    let r = m.remote.trim_matches('/');
+    if r.is_empty() || r == "." {
+        return Ok(None);
+    }
+    RelPath::new(r)
+        .map(Some)
+        .map_err(|e| anyhow!("sync remote {:?}: {e}", m.remote))
+}
+
+fn step(service: &Service, argv: &[String]) -> v1::Step {
+    v1::Step {
+        argv: argv.to_vec(),
+        workdir: String::new(),
+        env: service.env.clone().into_iter().collect(),
+    }
+}
+
+/// A full sync: make the root equal, then run the build steps and start (or
+/// restart) the app when asked.
+async fn full_sync(
+    session: &mut Session,
+    mapping: &mut Mapping,
+    service: &Service,
+    build_steps: &[Vec<String>],
+    start_app: bool,
+) -> anyhow::Result<Report> {
+    session.fetch_manifest(&mapping.ignores).await?;
+    let (ops, problems) = plan(&mut mapping.tree, &session.remote);
+    for p in problems {
+        tracing::warn!(service = %service.name, "{p}");
+    }
+    let followup = Followup {
+        steps: if start_app {
+            build_steps.iter().map(|argv| step(service, argv)).collect()
+        } else {
+            vec![]
+        },
+        restart: start_app,
+        label: "",
+    };
+    Ok(session.apply_with(&mapping.tree, ops, followup).await?)
+}
+
+fn check_report(report: &Report) -> anyhow::Result<()> {
+    if let Some(e) = report.errors.first() {
+        bail!("the sync failed: {e}");
+    }
+    if let Some(s) = report.steps.iter().find(|s| !s.success) {
+        bail!("build step {} failed: {}", s.index + 1, step_failure(s));
+    }
+    Ok(())
+}
+
+fn step_failure(s: &v1::StepResult) -> String {
+    if !s.error.is_empty() {
+        s.error.clone()
+    } else {
+        format!("exit code {}", s.exit_code)
+    }
+}
+
+/// Reports sync errors and failed steps; true if the batch failed.
+fn report_failed(console: &Console, service: &Service, report: &Report) -> bool {
+    for e in &report.errors {
+        console.line(&service.name, &format!("sync error: {e}"));
+    }
+    let failed = report.steps.iter().find(|s| !s.success);
+    if let Some(s) = failed {
+        let cmd = service
+            .live_update
+            .run
+            .iter()
+            .map(|r| r.cmd.as_str())
+            .nth(s.index as usize)
+            .unwrap_or("step");
+        console.line(
+            &service.name,
+            &format!(
+                "step `{cmd}` failed ({}); the app keeps running the previous version",
+                step_failure(s)
+            ),
+        );
+        for line in s.output_tail.lines() {
+            console.line(&service.name, &format!("  {line}"));
+        }
+        console.status(&service.name, Status::Error(format!("step `{cmd}` failed")));
+    }
+    !report.errors.is_empty() || failed.is_some()
+}
+
+fn describe(r: &Report) -> String {
+    let mut s = format!(
+        "{} files, {} deleted, {} bytes sent",
+        r.files, r.deleted, r.wire_bytes
+    );
+    for st in &r.steps {
+        s.push_str(&format!(
+            ", step {} {} ({} ms)",
+            st.index + 1,
+            if st.success { "ok" } else { "failed" },
+            st.duration_ms
+        ));
+    }
+    if r.restarted {
+        s.push_str(", restarted");
+    }
+    s
+}
+
+async fn wait_ready(
+    service: &Service,
+    session: &mut Session,
+    mapping: &Mapping,
+    console: &Console,
+    state: &watch::Sender<State>,
+) {
+    let Some(readiness) = &service.readiness else {
+        console.status(&service.name, Status::Ready);
+        let _ = state.send(State::Ready);
+        return;
+    };
+    console.status(&service.name, Status::CheckingReadiness);
+    let session = Arc::new(Mutex::new(session));
+    let env = service.env.clone();
+    let result = readiness::wait(readiness, |argv| {
+        let session = session.clone();
+        let env = env.clone();
+        let tree = &mapping.tree;
+        async move {
+            let followup = Followup {
+                steps: vec![v1::Step {
+                    argv,
+                    workdir: String::new(),
+                    env: env.into_iter().collect(),
+                }],
+                restart: false,
+                label: "quiet-",
+            };
+            let mut s = session.lock().await;
+            let report = s
+                .apply_with(tree, vec![], followup)
+                .await
+                .map_err(|e| e.to_string())?;
+            match report.steps.first() {
+                Some(r) if r.success => Ok(()),
+                Some(r) => Err(step_failure(r)),
+                None => Err("the check did not run".into()),
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(took) => {
+            console.status(&service.name, Status::Ready);
+            tracing::debug!(service = %service.name, "ready after {took:?}");
+            let _ = state.send(State::Ready);
+        }
+        Err(why) => {
+            console.status(&service.name, Status::Error(why.clone()));
+            let _ = state.send(State::Failed(why));
+        }
+    }
+}
+
+/// The absolute paths the watcher reported that matter: not `.git`, not
+/// ignored by the mapping's (or, outside it, the service's) rules.
+fn touched_paths(
+    service: &Service,
+    changes: &Changes,
+    mapping: &Mapping,
+    service_ignores: &Ignores,
+) -> Vec<PathBuf> {
+    changes
+        .paths
+        .iter()
+        .filter_map(|rel| {
+            if rel.components().any(|c| c == ".git") {
+                return None;
+            }
+            let abs = service.dir.join(rel.as_str());
+            let is_dir = abs.is_dir();
+            match mapping.relative(&abs) {
+                Some(Some(r)) if mapping.ignores.ignores_path(&r, is_dir) => None,
+                Some(_) => Some(abs),
+                None if service_ignores.ignores_path(rel, is_dir) => None,
+                None => Some(abs),
+            }
+        })
+        .collect()
+}
+
+fn refresh(mapping: &mut Mapping, service: &Service, changes: &Changes) {
+    let rels: Vec<Option<RelPath>> = changes
+        .paths
+        .iter()
+        .filter_map(|p| mapping.relative(&service.dir.join(p.as_str())))
+        .collect();
+    let rule_file = rels.iter().flatten().any(Ignores::is_rule_file);
+    if changes.rescan || rule_file || rels.iter().any(|r| r.is_none()) {
+        mapping.rescan(service);
+        return;
+    }
+    for r in rels.into_iter().flatten() {
+        mapping.tree.refresh(&r, &mapping.ignores);
+    }
+}
+
+/// The planned paths, relative to the service directory (what globs match).
+fn changed_paths(service: &Service, mapping: &Mapping, ops: &[Op]) -> Vec<String> {
+    let base = mapping
+        .spec
+        .local
+        .strip_prefix(&service.dir)
+        .unwrap_or(Path::new(""));
+    ops.iter()
+        .map(|op| {
+            let p = base.join(op.path().as_str());
+            p.to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+async fn print_events(name: String, console: Console, mut events: tonic::Streaming<v1::Event>) {
+    while let Some(Ok(ev)) = events.next().await {
+        let Some(kind) = ev.kind else { continue };
+        match kind {
+            EventKind::Output(o) => {
+                if o.source == v1::OutputSource::Step as i32 {
+                    if !o.batch_id.starts_with("quiet-") {
+                        console.line(&name, &format!("  > {}", o.line));
+                    }
+                } else {
+                    console.line(&name, &o.line);
+                }
+            }
+            EventKind::StepStarted(s) if !s.batch_id.starts_with("quiet-") => {
+                console.status(&name, Status::RunningStep(s.argv.join(" ")));
+            }
+            EventKind::AppStarted(a) => {
+                console.line(
+                    &name,
+                    &format!("app started (pid {}, restart {})", a.pid, a.restarts),
+                );
+            }
+            EventKind::AppExited(e) if e.requested => console.status(&name, Status::Restarting),
+            EventKind::AppExited(e) => {
+                let how = if e.signal != 0 {
+                    format!("signal {}", e.signal)
+                } else {
+                    format!("exit code {}", e.exit_code)
+                };
+                console.line(
+                    &name,
+                    &format!(
+                        "app exited with {how} ({} crash(es) in a row); restarting in {} ms",
+                        e.crashes_in_a_row, e.restart_in_ms
+                    ),
+                );
+                if e.crashes_in_a_row >= 3 {
+                    console.status(
+                        &name,
+                        Status::Error(format!(
+                            "crash loop: {} crashes in a row",
+                            e.crashes_in_a_row
+                        )),
+                    );
+                }
+            }
+            EventKind::Warning(w) => console.line(&name, &format!("agent warning: {}", w.message)),
+            _ => {}
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

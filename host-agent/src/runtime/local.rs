@@ -1,0 +1,191 @@
+//! The `local` runtime: each service's agent is a child process of `lks`
+//! (`lks-agent supervise --no-start`), its root a work dir under `.lks/`. No
+//! containers: the loop, the rules and the console all work anywhere.
+//!
+//! "Building" here means: the root is filled by a full sync, then the service's
+//! `build.local` commands run in it as steps, then the app starts. A rebuild
+//! does the same again.
+
+use super::{Instance, Runtime, RuntimeError};
+use crate::config::Service;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// The local runtime.
+pub struct Local {
+    work: PathBuf,
+    token: String,
+    agent: PathBuf,
+}
+
+impl Local {
+    /// A local runtime keeping its work dirs under `work` (`.lks/`).
+    pub fn new(work: &Path, token: &str) -> Result<Local, RuntimeError> {
+        Ok(Local {
+            work: work.to_path_buf(),
+            token: token.to_string(),
+            agent: find_agent()?,
+        })
+    }
+
+    /// The root of a service's agent.
+    pub fn root_of(&self, service: &str) -> PathBuf {
+        self.work.join(service).join("root")
+    }
+}
+
+/// `LKS_AGENT_BIN`, else `lks-agent` next to `lks`, else on PATH.
+pub fn find_agent() -> Result<PathBuf, RuntimeError> {
+    let mut looked = Vec::new();
+    if let Some(p) = std::env::var_os("LKS_AGENT_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(p.display().to_string());
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let p = dir.join("lks-agent");
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(p.display().to_string());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("lks-agent");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        looked.push("$PATH".into());
+    }
+    Err(RuntimeError::AgentNotFound {
+        looked: looked.join(", "),
+    })
+}
+
+impl Runtime for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn start(&self, service: &Service) -> Result<Instance, RuntimeError> {
+        let io = |context: &str| {
+            let service = service.name.clone();
+            let context = context.to_string();
+            move |source| RuntimeError::Io {
+                service,
+                context,
+                source,
+            }
+        };
+        let dir = self.work.join(&service.name);
+        let root = self.root_of(&service.name);
+        tokio::fs::create_dir_all(&root)
+            .await
+            .map_err(io("creating the work dir"))?;
+        let log_path = dir.join("agent.log");
+        let mut log = tokio::fs::File::create(&log_path)
+            .await
+            .map_err(io("creating agent.log"))?;
+        if service.command.is_empty() {
+            return Err(RuntimeError::AgentFailed {
+                service: service.name.clone(),
+                reason: "the local runtime needs a `command` to start the app".into(),
+            });
+        }
+        let mut cmd = Command::new(&self.agent);
+        cmd.arg("supervise")
+            .arg("--root")
+            .arg(&root)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--grace-period",
+                "3",
+                "--no-start",
+                "--",
+            ])
+            .args(&service.command)
+            .envs(&service.env)
+            .env("LKS_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(io("starting lks-agent"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+        let addr = match first {
+            Ok(Ok(Some(line))) if line.starts_with("listening on ") => {
+                line["listening on ".len()..].to_string()
+            }
+            other => {
+                let mut err = String::new();
+                let mut r = BufReader::new(stderr);
+                let _ = tokio::time::timeout(Duration::from_secs(2), r.read_line(&mut err)).await;
+                return Err(RuntimeError::AgentFailed {
+                    service: service.name.clone(),
+                    reason: format!("{other:?}; stderr: {}", err.trim()),
+                });
+            }
+        };
+        // The rest of the agent's output (the app's lines too; the console
+        // gets those from the Events stream) goes to .lks/<service>/agent.log.
+        let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let tx2 = log_tx.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = log_tx.send(l);
+            }
+        });
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                let _ = tx2.send(l);
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(l) = log_rx.recv().await {
+                let _ = log.write_all(l.as_bytes()).await;
+                let _ = log.write_all(b"\n").await;
+            }
+        });
+        Ok(Instance {
+            url: format!("http://{addr}"),
+            token: self.token.clone(),
+            pid: child.id(),
+            start_with_first_batch: true,
+            build_steps: service.build.local.clone(),
+            location: root.display().to_string(),
+            child: Some(child),
+        })
+    }
+
+    async fn stop(&self, _service: &Service, mut instance: Instance) -> Result<(), RuntimeError> {
+        let Some(mut child) = instance.child.take() else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id()
+            && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+        {
+            // The agent stops the app (SIGTERM, grace, SIGKILL to its group).
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+        Ok(())
+    }
+}

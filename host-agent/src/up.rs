@@ -1,0 +1,112 @@
+//! `lks up`: launch targets and their dependencies, in dependency order, each
+//! waiting for its dependencies' readiness, and keep the local ones live
+//! updated until Ctrl-C / SIGTERM, then stop everything lks started.
+
+use crate::config::{self, Workspace};
+use crate::console::{Console, Status};
+use crate::live::{self, Slot, State};
+use crate::runtime::Runtime;
+use crate::runtime::local::Local;
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{Mutex, watch};
+
+/// What `lks up` was asked.
+pub struct UpOptions {
+    /// The workspace file (default: `lks.yaml` here or in a parent).
+    pub file: Option<PathBuf>,
+    /// Services or aliases to launch (with their dependencies).
+    pub targets: Vec<String>,
+    /// Services built from the working tree and live updated.
+    pub local: Vec<String>,
+    /// Which runtime.
+    pub runtime: RuntimeKind,
+}
+
+/// The runtimes `lks up` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Child processes with their roots under `.lks/`; no containers.
+    Local,
+}
+
+/// Runs `lks up` until a signal.
+pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let ws = config::load(opts.file.as_deref())?;
+    let mut targets = opts.targets.clone();
+    targets.extend(opts.local.iter().cloned());
+    if targets.is_empty() {
+        targets = ws.services.keys().cloned().collect();
+    }
+    let order = ws.resolve(&targets)?;
+    for l in &opts.local {
+        if !ws.services.contains_key(l) {
+            bail!("--local {l}: not a service of {}", ws.file.display());
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let work = ws.root.join(".lks");
+    match opts.runtime {
+        RuntimeKind::Local => {
+            let runtime = Arc::new(Local::new(&work, &token)?);
+            launch(&ws, &order, runtime).await
+        }
+    }
+}
+
+async fn launch<R: Runtime + 'static>(
+    ws: &Workspace,
+    order: &[String],
+    runtime: Arc<R>,
+) -> anyhow::Result<()> {
+    let console = Console::new(order);
+    console.note(&format!(
+        "launching {} on the {} runtime (Ctrl-C stops everything)",
+        order.join(", "),
+        runtime.name()
+    ));
+    let mut states: BTreeMap<String, watch::Receiver<State>> = BTreeMap::new();
+    let mut slots: Vec<(String, Slot)> = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in order {
+        let service = ws
+            .services
+            .get(name)
+            .with_context(|| format!("unknown service {name}"))?
+            .clone();
+        let deps = service
+            .deps
+            .iter()
+            .map(|d| (d.clone(), states[d].clone()))
+            .collect();
+        let (tx, rx) = watch::channel(State::Pending);
+        states.insert(name.clone(), rx);
+        let slot: Slot = Arc::new(Mutex::new(None));
+        slots.push((name.clone(), slot.clone()));
+        tasks.spawn(live::run(
+            service,
+            runtime.clone(),
+            console.clone(),
+            deps,
+            tx,
+            slot,
+        ));
+    }
+    crate::sync::shutdown_signal().await;
+    console.note("stopping");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    // Dependents first.
+    for (name, slot) in slots.iter().rev() {
+        if let Some(instance) = slot.lock().await.take() {
+            let service = &ws.services[name];
+            if let Err(e) = runtime.stop(service, instance).await {
+                console.line(name, &format!("stopping: {e}"));
+            }
+        }
+        console.status(name, Status::Stopped);
+    }
+    Ok(())
+}

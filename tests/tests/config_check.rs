@@ -1,0 +1,117 @@
+//! `lks config check` through the real CLI: a summary on stdout for a good
+//! workspace, every mistake on stderr (one a line, FILE:LINE:COL first) and a
+//! failing exit status for a bad one.
+
+use lks_e2e::*;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// `lks config check ARGS` run in `dir`.
+fn check(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("lks"))
+        .args(["config", "check"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run lks")
+}
+
+/// A workspace with a file-based service, an inline one and an alias.
+fn good(root: &Path) {
+    write(
+        root,
+        "lks.yaml",
+        "services:\n  - services/*/lks.service.yaml\n  - name: db\n    ports: [5432]\naliases:\n  appliances: [db]\n",
+    );
+    write(
+        root,
+        "services/web/lks.service.yaml",
+        "name: web\ncommand: node server.js\ndeps: [appliances]\nlive_update:\n  sync: [{local: ., remote: /app}]\n",
+    );
+}
+
+#[test]
+fn a_good_workspace_prints_a_summary_and_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    good(tmp.path());
+    let out = check(tmp.path(), &["-f", "lks.yaml"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout, "ok: 2 services (db, web), 1 alias\n");
+}
+
+#[test]
+fn without_f_the_nearest_lks_yaml_above_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    good(tmp.path());
+    let out = check(&tmp.path().join("services/web"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 2 services (db, web), 1 alias\n"
+    );
+}
+
+#[test]
+fn every_mistake_is_printed_with_its_position_and_the_check_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    good(tmp.path());
+    write(
+        tmp.path(),
+        "services/web/lks.service.yaml",
+        "name: web\ndep: [db]\nports: \"8080\"\nlive_update:\n  restart: yes\n  sync: [{local: ., remote: /etc}]\n",
+    );
+    write(
+        tmp.path(),
+        "services/api/lks.service.yaml",
+        "name: api\ndeps: [pricee]\n",
+    );
+    write(
+        tmp.path(),
+        "services/price/lks.service.yaml",
+        "name: price\ndeps: [price]\n",
+    );
+    let out = check(tmp.path(), &["-f", "lks.yaml"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        r#"services/api/lks.service.yaml:2:8: deps of service "api": "pricee" is not a service or alias; did you mean "price"?"#,
+        "services/price/lks.service.yaml:2:8: dependency cycle: price -> price",
+        r#"services/web/lks.service.yaml:2:1: unknown key "dep" in service "web"; did you mean "deps"?"#,
+        r#"services/web/lks.service.yaml:3:8: ports of service "web": expected a list of ports, found "8080""#,
+        r#"services/web/lks.service.yaml:5:12: live_update.restart of service "web": expected "on-change" or "never", found "yes""#,
+        r#"services/web/lks.service.yaml:6:29: live_update.sync[0].remote of service "web": "/etc" is outside the root "/app""#,
+    ];
+    assert_eq!(lines[..expected.len()], expected, "{stderr}");
+    // Then the one-line reason the command failed.
+    assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
+    assert!(lines[expected.len()].contains("6 errors"), "{stderr}");
+}
+
+#[test]
+fn a_missing_workspace_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = check(tmp.path(), &["-f", "nope.yaml"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("nope.yaml: cannot read: "), "{stderr}");
+}
