@@ -51,11 +51,20 @@ pub async fn run<R: Runtime>(
         let _ = rx.wait_for(|s| *s == State::Ready).await;
     }
     let mut delay = Duration::from_millis(500);
+    let mut rebuilding = false;
     loop {
-        let err = match run_once(&service, &*runtime, &console, &state, &slot).await {
-            Ok(()) => return,
+        let err = match run_once(&service, &*runtime, &console, &state, &slot, rebuilding).await {
+            Ok(Rebuild) => {
+                // A rebuild is a fresh start: new agent, fresh root.
+                if let Some(instance) = slot.lock().await.take() {
+                    let _ = runtime.stop(&service, instance).await;
+                }
+                rebuilding = true;
+                continue;
+            }
             Err(e) => e,
         };
+        rebuilding = false;
         let msg = format!("{err:#}");
         console.status(&service.name, Status::Error(msg.clone()));
         let _ = state.send(State::Failed(msg));
@@ -118,13 +127,17 @@ impl Mapping {
     }
 }
 
+/// The watch loop ended because the service must be rebuilt.
+struct Rebuild;
+
 async fn run_once<R: Runtime>(
     service: &Service,
     runtime: &R,
     console: &Console,
     state: &watch::Sender<State>,
     slot: &Slot,
-) -> anyhow::Result<()> {
+    rebuilding: bool,
+) -> anyhow::Result<Rebuild> {
     let name = &service.name;
     let mut mapping = Mapping::new(service)?;
     console.status(name, Status::Starting);
@@ -180,10 +193,11 @@ async fn run_once<R: Runtime>(
         first_batch_starts_app,
     )
     .await?;
+    let what = if rebuilding { "rebuilt:" } else { "synced" };
     console.line(
         name,
         &format!(
-            "synced {} in {} ms",
+            "{what} {} in {} ms",
             describe(&report),
             started.elapsed().as_millis()
         ),
@@ -209,22 +223,7 @@ async fn run_once<R: Runtime>(
             Decision::Rebuild { reason } => {
                 console.line(name, &format!("rebuilding: {reason}"));
                 console.status(name, Status::Building);
-                let t = Instant::now();
-                mapping.rescan(service);
-                let report =
-                    full_sync(&mut session, &mut mapping, service, &build_steps, true).await?;
-                console.line(
-                    name,
-                    &format!(
-                        "rebuilt: {} in {} ms",
-                        describe(&report),
-                        t.elapsed().as_millis()
-                    ),
-                );
-                if report_failed(console, service, &report) {
-                    continue;
-                }
-                wait_ready(service, &mut session, &mapping, console, state).await;
+                return Ok(Rebuild);
             }
             Decision::Sync { steps, restart } => {
                 console.status(name, Status::Syncing);

@@ -223,6 +223,16 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             };
             watcher.drain_into(&mut changes);
             local.apply_changes(&changes);
+            // Deletions wait a moment: if they are the start of the whole
+            // root going away (`rm -rf`), the safety stop below sees it.
+            if local.safety_stop(&session.remote).is_none() && deletes_pending(&local, &session) {
+                tokio::time::sleep(DELETE_SETTLE).await;
+                let mut more = Changes::default();
+                watcher.drain_into(&mut more);
+                if more.first_event.is_some() {
+                    local.apply_changes(&more);
+                }
+            }
             if let Some(why) = local.safety_stop(&session.remote) {
                 eprintln!("lks: {why}");
                 if !local.root.is_dir() {
@@ -280,6 +290,15 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// How long a batch with deletions waits for more events before it is sent.
+const DELETE_SETTLE: Duration = Duration::from_millis(30);
+
+/// Whether the current plan would delete anything on the agent.
+fn deletes_pending(local: &Local, session: &Session) -> bool {
+    let remote = &session.remote;
+    remote.keys().any(|p| !local.tree.nodes.contains_key(p))
 }
 
 async fn wait_for_dir(dir: &Path) {

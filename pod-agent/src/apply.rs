@@ -9,7 +9,7 @@
 use crate::manifest::{HashCache, StatKey};
 use crate::root::{Root, RootError, open_file_in, staging_name};
 use lks_proto::limits::{MAX_FILE_BYTES, MAX_OPS_PER_BATCH};
-use lks_proto::v1::{ApplyRequest, ApplyResult, ErrorCode, OpError, apply_request::Op};
+use lks_proto::v1::{ApplyRequest, ApplyResult, Commit, ErrorCode, OpError, apply_request::Op};
 use lks_proto::{PathError, RelPath};
 use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
 use std::fs::File;
@@ -59,8 +59,8 @@ pub struct Batch<'a> {
     pending: Option<PendingPut>,
     /// A failed put whose remaining Data/Copy operations are skipped.
     skipping: u64,
-    /// Commit seen.
-    pub batch_id: Option<String>,
+    /// The commit that ended the batch, once seen: its id, steps and restart.
+    pub commit: Option<Commit>,
     /// The directory of the last put, reused while puts stay in it (puts come
     /// sorted by path). Dropped by anything that may remove or replace a
     /// directory.
@@ -108,7 +108,7 @@ impl<'a> Batch<'a> {
             bytes_written: 0,
             pending: None,
             skipping: 0,
-            batch_id: None,
+            commit: None,
             last_dir: None,
         }
     }
@@ -146,7 +146,7 @@ impl<'a> Batch<'a> {
                         self.with_path(index, &s.path, |root, p| root.symlink(p, &s.target))
                     }
                     Op::Chmod(c) => self.with_path(index, &c.path, |root, p| root.chmod(p, c.mode)),
-                    Op::Commit(c) => self.batch_id = Some(c.batch_id),
+                    Op::Commit(c) => self.commit = Some(c),
                     Op::Data(_) | Op::Copy(_) => unreachable!(),
                 }
             }

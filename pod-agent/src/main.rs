@@ -1,12 +1,18 @@
-//! `lks-agent`: the in-container half of lks. It serves `lks.agent.v1` and applies
-//! what the host sends beneath its root, and nowhere else.
+//! `lks-agent`: the in-container half of lks. It serves `lks.agent.v1`, applies
+//! what the host sends beneath its root (and nowhere else), runs the steps that
+//! follow a batch and, under `supervise`, runs and restarts the app.
 #![forbid(unsafe_code)]
 
 mod apply;
 mod auth;
+mod children;
+mod followup;
 mod manifest;
+mod output;
 mod root;
 mod service;
+mod steps;
+mod supervise;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -14,15 +20,26 @@ use lks_proto::v1::agent_server::AgentServer;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::TcpListenerStream;
+
+/// Events kept for slow subscribers before they start missing some.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// After SIGTERM and the app's stop, how long open calls get to finish.
+const DRAIN_CALLS: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
     name = "lks-agent",
     version,
-    about = "The in-container lks agent: applies synced files beneath its root",
+    about = "The in-container lks agent: applies synced files beneath its root, runs steps, \
+             supervises the app",
     after_help = "Examples:\n  LKS_TOKEN=secret lks-agent serve --root /app\n  \
-                  lks-agent serve --root ./dst --listen 127.0.0.1:0 --token-file token.txt"
+                  lks-agent serve --root ./dst --listen 127.0.0.1:0 --token-file token.txt\n  \
+                  LKS_TOKEN=secret lks-agent supervise --root /app -- node server.js"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,6 +50,25 @@ struct Cli {
 enum Command {
     /// Serve the lks.agent.v1 protocol for one root directory.
     Serve(ServeArgs),
+    /// Serve like `serve`, and run CMD (in the root) as the app: its output is
+    /// passed through, it is restarted when a batch asks and when it crashes.
+    Supervise(SuperviseArgs),
+}
+
+#[derive(clap::Args)]
+struct SuperviseArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Seconds the app gets to exit after SIGTERM before it is killed.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    grace_period: f64,
+    /// Do not start the app until a batch asks for a restart (after its steps,
+    /// which may build the app).
+    #[arg(long)]
+    no_start: bool,
+    /// The app's command and arguments; CMD is looked up in PATH.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -63,8 +99,14 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let result = match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Serve(args) => rt.block_on(serve(args, None)),
+        Command::Supervise(args) => match app_spec(&args) {
+            Ok(spec) => rt.block_on(serve(args.serve, Some(spec))),
+            Err(e) => Err(e),
+        },
     };
+    // A task stuck in a blocking call must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -74,7 +116,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The app of `supervise`, checked; `cwd` is filled in once the root exists.
+fn app_spec(args: &SuperviseArgs) -> anyhow::Result<supervise::AppSpec> {
+    let grace = Duration::try_from_secs_f64(args.grace_period)
+        .ok()
+        .filter(|g| *g <= Duration::from_secs(3600))
+        .with_context(|| {
+            format!(
+                "--grace-period {} is not a number of seconds between 0 and 3600",
+                args.grace_period
+            )
+        })?;
+    Ok(supervise::AppSpec {
+        argv: args.command.clone(),
+        cwd: PathBuf::new(),
+        grace,
+        start_now: !args.no_start,
+    })
+}
+
+/// Serves the protocol until SIGTERM or SIGINT; with `app`, also supervises it.
+async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Result<()> {
     let token = auth::Token::load(args.token_file.as_deref())?;
     let root = root::Root::open(&args.root)
         .with_context(|| format!("cannot open the root {}", args.root.display()))?;
@@ -82,37 +144,107 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if stale > 0 {
         tracing::warn!("removed {stale} staging file(s) left by an interrupted write");
     }
+    let root = Arc::new(root);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
+    let children = children::Children::start().context("cannot watch for SIGCHLD")?;
+    adopt_orphans();
+    let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tracing::info!(root = %root.path().display(), "serving");
-    let server = AgentServer::new(service::AgentService::new(root))
-        .max_decoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES);
-    let service =
-        tonic::service::interceptor::InterceptedService::new(server, move |req| token.check(req));
+    // The first line on stdout, before the app can write anything there.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
-    tonic::transport::Server::builder()
+    let app = app.map(|mut spec| {
+        spec.cwd = root.path().to_path_buf();
+        supervise::App::start(
+            spec,
+            children.clone(),
+            events.clone(),
+            output::Console::start(),
+        )
+    });
+    let followup = followup::Followup {
+        steps: steps::StepRunner {
+            root: root.path().to_path_buf(),
+            children,
+            events: events.clone(),
+            shutdown: shutdown_rx.clone(),
+        },
+        app: app.clone(),
+    };
+    let server = AgentServer::new(service::AgentService::new(
+        root,
+        events,
+        followup,
+        shutdown_rx.clone(),
+    ))
+    .max_decoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES);
+    let service =
+        tonic::service::interceptor::InterceptedService::new(server, move |req| token.check(req));
+    let mut stop_serving = shutdown_rx;
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown())
-        .await
-        .context("server failed")?;
-    Ok(())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop_serving.wait_for(|&down| down).await;
+        });
+    tokio::pin!(server);
+    let failed = tokio::select! {
+        r = &mut server => Some(r),
+        () = shutdown => None,
+    };
+    // Running steps and event streams end, the app stops, open calls finish.
+    let _ = shutdown_tx.send(true);
+    if let Some(app) = app {
+        app.stop().await;
+    }
+    if let Some(r) = failed {
+        return r.context("server failed");
+    }
+    match tokio::time::timeout(DRAIN_CALLS, server).await {
+        Ok(r) => r.context("server failed"),
+        Err(_) => {
+            tracing::warn!(
+                "calls still open {}s after shutdown; exiting",
+                DRAIN_CALLS.as_secs()
+            );
+            Ok(())
+        }
+    }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// Makes the agent the reaper of everything the app and the steps leave
+/// behind, PID 1 or not: a process whose parent dies is handed to the agent
+/// instead of the container's init (which may not reap at all), so a process
+/// group can be waited for until it is empty, and [`children`] reaps it.
+fn adopt_orphans() {
+    if std::process::id() == 1 {
+        tracing::info!("running as PID 1: reaping orphaned processes");
+        return;
     }
-    tracing::info!("shutting down");
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        tracing::warn!("cannot become a child subreaper ({e}); orphans go to the container's init");
+    }
+}
+
+/// Handles SIGTERM and SIGINT from now on (as PID 1, a signal without a handler
+/// is dropped by the kernel); the returned future resolves on the first one.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }

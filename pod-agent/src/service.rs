@@ -1,21 +1,24 @@
 //! The `lks.agent.v1.Agent` gRPC service.
 
 use crate::apply::{Batch, BatchError};
+use crate::followup::Followup;
 use crate::manifest::{HashCache, scan};
 use crate::root::Root;
 use futures::Stream;
 use lks_proto::v1::agent_server::Agent;
 use lks_proto::v1::{
-    ApplyRequest, ApplyResult, BatchApplied, ChunkRef, ChunksRequest, ChunksResponse, Event,
-    EventsRequest, HelloRequest, HelloResponse, Limits, ManifestBatch, ManifestRequest, event,
+    ApplyRequest, ApplyResult, BatchApplied, ChunkRef, ChunksRequest, ChunksResponse, Commit,
+    Event, EventsRequest, HelloRequest, HelloResponse, Limits, ManifestBatch, ManifestRequest,
+    event,
 };
 use lks_proto::{PROTOCOL_VERSION, RelPath, limits};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio::sync::{Mutex, broadcast, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 /// Longest pause between two messages of one batch.
 const BATCH_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -28,21 +31,33 @@ pub struct AgentService {
     root: Arc<Root>,
     cache: Arc<HashCache>,
     boot_id: String,
-    /// One batch at a time: batches are applied in the order they arrive.
+    /// One batch at a time, follow-up included: batches are applied in the
+    /// order they arrive, and a batch waits for the steps and restart of the
+    /// previous one.
     apply_lock: Arc<Mutex<()>>,
     events: broadcast::Sender<Event>,
+    followup: Followup,
+    /// Becomes true when the agent shuts down: event streams end.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl AgentService {
-    /// A service for `root`.
-    pub fn new(root: Root) -> Self {
-        let (events, _) = broadcast::channel(1024);
+    /// A service for `root`, publishing on `events`, running `followup` after
+    /// each committed batch.
+    pub fn new(
+        root: Arc<Root>,
+        events: broadcast::Sender<Event>,
+        followup: Followup,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         AgentService {
-            root: Arc::new(root),
+            root,
             cache: Arc::new(HashCache::default()),
             boot_id: hex::encode(rand::random::<[u8; 8]>()),
             apply_lock: Arc::new(Mutex::new(())),
             events,
+            followup,
+            shutdown,
         }
     }
 }
@@ -65,7 +80,7 @@ impl Agent for AgentService {
             protocol_version: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").into(),
             root: self.root.path().display().to_string(),
-            capabilities: vec!["delta".into(), "mtime".into()],
+            capabilities: self.capabilities(),
             boot_id: self.boot_id.clone(),
             limits: Some(Limits {
                 max_message_bytes: limits::MAX_MESSAGE_BYTES as u64,
@@ -157,22 +172,22 @@ impl Agent for AgentService {
         req: Request<Streaming<ApplyRequest>>,
     ) -> Result<Response<ApplyResult>, Status> {
         let mut stream = req.into_inner();
-        let _guard = self.apply_lock.clone().lock_owned().await;
+        let guard = self.apply_lock.clone().lock_owned().await;
         // The batch is applied on a blocking thread, fed as messages arrive.
         let (tx, mut rx) = mpsc::channel::<ApplyRequest>(256);
         let root = self.root.clone();
         let cache = self.cache.clone();
         let worker = tokio::task::spawn_blocking(
-            move || -> Result<(ApplyResult, Option<String>), BatchError> {
+            move || -> Result<(ApplyResult, Option<Commit>), BatchError> {
                 let mut batch = Batch::new(&root, &cache);
                 while let Some(req) = rx.blocking_recv() {
                     batch.apply(req)?;
-                    if batch.batch_id.is_some() {
+                    if batch.commit.is_some() {
                         break;
                     }
                 }
-                let id = batch.batch_id.clone();
-                Ok((batch.finish(), id))
+                let commit = batch.commit.take();
+                Ok((batch.finish(), commit))
             },
         );
         let mut client_error = None;
@@ -204,7 +219,8 @@ impl Agent for AgentService {
         }
         drop(tx);
         let outcome = worker.await.map_err(|e| Status::internal(e.to_string()))?;
-        let (result, batch_id) = outcome.map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        let (mut result, commit) =
+            outcome.map_err(|e| Status::resource_exhausted(e.to_string()))?;
         if let Some(e) = client_error {
             tracing::warn!("batch stream broke off: {e}");
             return Err(Status::aborted(format!(
@@ -212,16 +228,34 @@ impl Agent for AgentService {
                 e.message()
             )));
         }
-        let Some(batch_id) = batch_id else {
+        let Some(commit) = commit else {
             return Err(Status::invalid_argument("the batch ended without a Commit"));
         };
         let _ = self.events.send(Event {
             kind: Some(event::Kind::BatchApplied(BatchApplied {
-                batch_id,
+                batch_id: commit.batch_id.clone(),
                 ops: result.ops,
                 errors: result.errors.len() as u64,
             })),
         });
+        // The follow-up runs in a task of its own that holds the batch lock: a
+        // client that goes away mid-build neither kills the build nor lets the
+        // next batch overtake it, and the restart still follows the files.
+        let followup = self.followup.clone();
+        let span = tracing::info_span!("batch", id = %commit.batch_id);
+        let outcome = tokio::spawn(
+            async move {
+                let outcome = followup.run(&commit).await;
+                drop(guard);
+                outcome
+            }
+            .instrument(span),
+        )
+        .await
+        .map_err(|e| Status::internal(format!("the batch's steps failed: {e}")))?;
+        result.steps = outcome.steps;
+        result.restarted = outcome.restarted;
+        result.restart_skipped = outcome.restart_skipped;
         Ok(Response::new(result))
     }
 
@@ -234,15 +268,34 @@ impl Agent for AgentService {
         let rx = self.events.subscribe();
         let stream = BroadcastStream::new(rx).filter_map(|e| e.ok().map(Ok));
         let (tx, out) = mpsc::channel(64);
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             tokio::pin!(stream);
-            while let Some(e) = stream.next().await {
+            loop {
+                // The stream ends when the agent shuts down, or the server's
+                // graceful shutdown would wait for it forever.
+                let e = tokio::select! {
+                    e = stream.next() => e,
+                    _ = shutdown.wait_for(|&down| down) => None,
+                };
+                let Some(e) = e else { break };
                 if tx.send(e).await.is_err() {
                     break;
                 }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+impl AgentService {
+    /// What this agent can do beyond the base protocol.
+    fn capabilities(&self) -> Vec<String> {
+        let mut caps = vec!["delta".into(), "mtime".into(), "steps".into()];
+        if self.followup.app.is_some() {
+            caps.push("supervise".into());
+        }
+        caps
     }
 }
 

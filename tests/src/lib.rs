@@ -368,3 +368,195 @@ pub fn generate_tree(root: &Path, files: usize, total_bytes: u64, seed: u64) -> 
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// `lks-agent supervise` and the processes it runs
+// ---------------------------------------------------------------------------
+
+/// The command line of `lks-agent supervise --root ROOT --listen 127.0.0.1:0
+/// [extra] -- APP...`, with `LKS_TOKEN=token`, ready to be spawned with
+/// [`SupervisedAgent::spawn`] (or wrapped, e.g. by `unshare`, via its args).
+pub fn supervise_command(root: &Path, token: &str, extra: &[&str], app: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("lks-agent"));
+    cmd.args(supervise_args(root, extra, app))
+        .env("LKS_TOKEN", token);
+    cmd
+}
+
+/// The arguments after `lks-agent` for `supervise` (see [`supervise_command`]).
+pub fn supervise_args(root: &Path, extra: &[&str], app: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["supervise".into(), "--root".into()];
+    args.push(root.into());
+    args.extend(["--listen", "127.0.0.1:0"].map(Into::into));
+    args.extend(extra.iter().map(Into::into));
+    args.push("--".into());
+    args.extend(app.iter().map(Into::into));
+    args
+}
+
+/// A running `lks-agent supervise` (or a wrapper around it).
+pub struct SupervisedAgent {
+    child: Child,
+    /// The address it listens on.
+    pub addr: String,
+    /// `http://ADDR`.
+    pub url: String,
+    /// The lines it wrote to stdout after `listening on ...` (the app's stdout).
+    pub stdout: mpsc::Receiver<String>,
+    /// The lines it wrote to stderr (its log and the app's stderr).
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl SupervisedAgent {
+    /// Starts `lks-agent supervise` for `app` on a free loopback port.
+    pub fn start(root: &Path, token: &str, extra: &[&str], app: &[&str]) -> SupervisedAgent {
+        SupervisedAgent::spawn(supervise_command(root, token, extra, app))
+    }
+
+    /// Spawns `cmd` (an agent, or a wrapper that execs one) and waits for its
+    /// `listening on` line.
+    pub fn spawn(mut cmd: Command) -> SupervisedAgent {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lks-agent supervise");
+        let stderr = lines(child.stderr.take().unwrap());
+        let stdout = lines(child.stdout.take().unwrap());
+        let first = match stdout.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let err: Vec<String> = stderr.try_iter().collect();
+                panic!("lks-agent supervise printed no first line; stderr: {err:#?}");
+            }
+        };
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from lks-agent: {first:?}"))
+            .to_string();
+        SupervisedAgent {
+            url: format!("http://{addr}"),
+            addr,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The process id of what was spawned.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; panics if it does not come.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        self.wait(timeout)
+            .unwrap_or_else(|| panic!("lks-agent did not exit within {timeout:?} of SIGTERM"))
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SupervisedAgent {
+    /// SIGTERM first, so the agent stops its app; SIGKILL if it does not exit.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if self.wait(Duration::from_secs(15)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One process as `/proc/PID/stat` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its state (`R`, `S`, `Z` for a zombie, ...).
+    pub state: char,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+}
+
+/// `/proc/PID/stat` of `pid`, if the process exists (zombies included).
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = raw.find('(')?;
+    let close = raw.rfind(')')?;
+    let comm = raw[open + 1..close].to_string();
+    let mut rest = raw[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Every process on the machine (as far as this pid namespace sees).
+pub fn all_processes() -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_stat)
+        .collect()
+}
+
+/// Whether `pid` is a running process (a zombie, already dead, does not count).
+pub fn process_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// The live (non-zombie) processes of process group `pgid`.
+pub fn live_group_members(pgid: u32) -> Vec<ProcStat> {
+    all_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X')
+        .collect()
+}
+
+/// Reads a pid that a test app wrote (`echo $$ > FILE`), waiting up to `timeout`
+/// for the file to exist and hold a whole line; `not` skips a stale value.
+pub fn read_pid_file(path: &Path, timeout: Duration, not: Option<u32>) -> u32 {
+    let mut pid = None;
+    let found = wait_until(timeout, || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|p| Some(*p) != not);
+        pid.is_some()
+    });
+    assert!(found, "no pid in {} within {timeout:?}", path.display());
+    pid.unwrap()
+}

@@ -85,6 +85,7 @@ async fn apply(url: &str, mut ops: Vec<ApplyRequest>) -> ApplyResult {
     ops.push(ApplyRequest {
         op: Some(Op::Commit(Commit {
             batch_id: "full-disk".into(),
+            ..Default::default()
         })),
     });
     let channel = Channel::from_shared(url.to_string())

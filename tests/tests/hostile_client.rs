@@ -385,6 +385,7 @@ impl Batch {
     fn commit(mut self) -> Vec<ApplyRequest> {
         self.push(Op::Commit(Commit {
             batch_id: "hostile".into(),
+            ..Default::default()
         }));
         self.ops
     }

@@ -1,0 +1,408 @@
+//! `lks up` on the local runtime, through the real CLI: services start in
+//! dependency order, edits reach the running app, steps run when their
+//! triggers match, `fall_back_on` rebuilds, crash loops back off, and SIGTERM
+//! leaves nothing behind.
+
+use lks_e2e::*;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A running `lks up`, its output collected line by line.
+struct Up {
+    child: Child,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Up {
+    fn start(ws: &Path, args: &[&str]) -> Up {
+        let mut child = Command::new(bin("lks"))
+            .arg("up")
+            .args(["-f", ws.join("lks.yaml").to_str().unwrap()])
+            .args(args)
+            .current_dir(ws)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = lines(child.stdout.take().unwrap());
+        let err = lines(child.stderr.take().unwrap());
+        Up {
+            child,
+            out,
+            err,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing all of `needles`; returns it.
+    fn wait(&mut self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(l) = self
+            .seen
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let err: Vec<String> = self.err.try_iter().collect();
+                    panic!(
+                        "no line with {needles:?} within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                        self.seen.join("\n"),
+                        err.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Lines seen so far, plus any pending.
+    fn drain(&mut self) -> &[String] {
+        while let Ok(l) = self.out.try_recv() {
+            self.seen.push(l);
+        }
+        &self.seen
+    }
+
+    fn pids(&mut self, service: &str) -> Vec<i32> {
+        let prefix = format!("{service} ");
+        self.drain()
+            .iter()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| {
+                let i = l.find(" pid ")?;
+                l[i + 5..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lks up did not exit within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Zombies count as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+fn node_service(ws: &Path, port: u16, greeting: &str) {
+    write(
+        ws,
+        "web/server.js",
+        &format!(
+            "const http = require('http');\n\
+             const greeting = '{greeting}';\n\
+             http.createServer((req, res) => res.end(greeting + '\\n'))\n\
+               .listen({port}, '127.0.0.1', () => console.log('listening'));\n"
+        ),
+    );
+}
+
+#[test]
+fn editing_the_node_handler_changes_the_http_response() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(ws, "lks.yaml", "services: [\"web/lks.service.yaml\"]\n");
+    write(
+        ws,
+        "web/lks.service.yaml",
+        &format!(
+            "name: web\ncommand: node server.js\nreadiness:\n  http: http://127.0.0.1:{port}/\n\
+             live_update:\n  restart: on-change\n"
+        ),
+    );
+    node_service(ws, port, "hello one");
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    assert_eq!(get(port, "/").as_deref(), Some("hello one\n"));
+    let t = Instant::now();
+    node_service(ws, port, "hello two");
+    assert!(
+        wait_until(Duration::from_secs(20), || get(port, "/").as_deref()
+            == Some("hello two\n")),
+        "the response never changed: {:?}\n{}",
+        get(port, "/"),
+        up.drain().join("\n")
+    );
+    eprintln!("edit -> new response in {} ms", t.elapsed().as_millis());
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn steps_run_only_when_triggered_and_a_failing_step_keeps_the_old_app() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(ws, "lks.yaml", "services:\n  - svc/lks.service.yaml\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        &format!(
+            "name: svc\ncommand: node server.js\nreadiness:\n  tcp: 127.0.0.1:{port}\n\
+             live_update:\n  run:\n\
+             \x20   - cmd: sh -c \"echo deps >> steps.log\"\n      trigger: [deps.txt]\n\
+             \x20   - cmd: sh -c \"test ! -e broken\"\n      trigger: [broken]\n"
+        ),
+    );
+    write(ws, "svc/deps.txt", "a\n");
+    let svc = ws.join("svc");
+    node_service(&svc, port, "v1");
+    std::fs::rename(svc.join("web/server.js"), svc.join("server.js")).unwrap();
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["svc", "[ready]"], Duration::from_secs(60));
+    let root = ws.join(".lks/svc/root");
+    // A change the step does not care about: no step.
+    std::fs::write(svc.join("other.txt"), "x").unwrap();
+    up.wait(&["svc", "synced 1 files"], Duration::from_secs(20));
+    assert!(
+        !root.join("steps.log").exists(),
+        "the step ran without its trigger"
+    );
+    // Its trigger: it runs, in the root.
+    std::fs::write(svc.join("deps.txt"), "a\nb\n").unwrap();
+    up.wait(&["svc", "step 1 ok"], Duration::from_secs(20));
+    assert_eq!(
+        std::fs::read_to_string(root.join("steps.log")).unwrap(),
+        "deps\n"
+    );
+    let pid_before = up.pids("svc");
+    // A failing step: reported, and the old app keeps serving.
+    std::fs::write(svc.join("broken"), "x").unwrap();
+    up.wait(
+        &["svc", "failed", "keeps running the previous version"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(get(port, "/").as_deref(), Some("v1\n"));
+    assert_eq!(
+        up.pids("svc"),
+        pid_before,
+        "the app was restarted after a failed step"
+    );
+    // The next good change recovers.
+    std::fs::remove_file(svc.join("broken")).unwrap();
+    node_service(&svc, port, "v2");
+    std::fs::rename(svc.join("web/server.js"), svc.join("server.js")).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || get(port, "/")
+        .as_deref()
+        == Some("v2\n")));
+    up.terminate();
+}
+
+#[test]
+fn a_fall_back_on_change_rebuilds_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(ws, "lks.yaml", "services:\n  - svc/lks.service.yaml\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        &format!(
+            "name: svc\ncommand: node server.js\nbuild:\n  local:\n    - sh -c \"cat version >> builds.log\"\n\
+             readiness:\n  tcp: 127.0.0.1:{port}\nlive_update:\n  fall_back_on: [version]\n"
+        ),
+    );
+    write(ws, "svc/version", "1\n");
+    node_service(&ws.join("svc"), port, "v1");
+    std::fs::rename(ws.join("svc/web/server.js"), ws.join("svc/server.js")).unwrap();
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["svc", "[ready]"], Duration::from_secs(60));
+    let log = ws.join(".lks/svc/root/builds.log");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "1\n",
+        "the build ran at start"
+    );
+    std::fs::write(ws.join("svc/version"), "2\n").unwrap();
+    up.wait(
+        &["svc", "rebuilding: version matches fall_back_on `version`"],
+        Duration::from_secs(20),
+    );
+    up.wait(&["svc", "rebuilt:"], Duration::from_secs(20));
+    // A rebuild starts from a fresh root, as a new image would.
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "2\n",
+        "the build ran again for the rebuild"
+    );
+    up.terminate();
+}
+
+#[test]
+fn a_crash_loop_backs_off_is_reported_and_sigterm_leaves_no_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(ws, "lks.yaml", "services:\n  - svc/lks.service.yaml\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        "name: svc\ncommand: sh -c \"echo crashing; exit 3\"\n",
+    );
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["svc", "crash loop"], Duration::from_secs(60));
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let lines = up.drain().to_vec();
+    let delays: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| {
+            let i = l.find("restarting in ")?;
+            l[i + 14..].split(' ').next()?.parse().ok()
+        })
+        .collect();
+    assert!(
+        delays.windows(2).all(|w| w[1] >= w[0]),
+        "delays do not grow: {delays:?}"
+    );
+    assert!(
+        delays.len() <= 12,
+        "restarted {} times in {:?}: a tight loop",
+        delays.len(),
+        t.elapsed()
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("exit code 3")),
+        "{lines:#?}"
+    );
+    let pids = up.pids("svc");
+    assert!(!pids.is_empty());
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let left: Vec<i32> = pids.into_iter().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn dependencies_start_first_and_dependents_wait_for_their_readiness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(ws, "lks.yaml", "services:\n  - \"*/lks.service.yaml\"\n");
+    // db becomes ready (listens) only after a second.
+    write(
+        ws,
+        "db/lks.service.yaml",
+        &format!(
+            "name: db\ncommand: node server.js\nreadiness:\n  tcp: 127.0.0.1:{port}\n  period: 50ms\n"
+        ),
+    );
+    write(
+        ws,
+        "db/server.js",
+        &format!(
+            "setTimeout(() => require('net').createServer(() => {{}}).listen({port}, '127.0.0.1'), 1000);\n"
+        ),
+    );
+    write(
+        ws,
+        "app/lks.service.yaml",
+        "name: app\ncommand: sh -c \"echo app up; sleep 1000\"\ndeps: [db]\n",
+    );
+    let mut up = Up::start(ws, &["app"]);
+    up.wait(&["app", "app up"], Duration::from_secs(60));
+    let lines = up.drain().to_vec();
+    let ready = lines
+        .iter()
+        .position(|l| l.starts_with("db") && l.contains("[ready]"))
+        .expect("db ready");
+    let started = lines
+        .iter()
+        .position(|l| l.starts_with("app") && l.contains("agent pid"))
+        .expect("app started");
+    assert!(
+        ready < started,
+        "app started before db was ready:\n{}",
+        lines.join("\n")
+    );
+    up.terminate();
+}
+
+#[test]
+fn an_unknown_target_gets_a_did_you_mean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(ws, "lks.yaml", "services:\n  - svc/lks.service.yaml\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        "name: price\ncommand: sh -c \"sleep 1000\"\n",
+    );
+    let out = Command::new(bin("lks"))
+        .args(["up", "-f", ws.join("lks.yaml").to_str().unwrap(), "pricee"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pricee") && err.contains("did you mean \"price\""),
+        "{err}"
+    );
+}
