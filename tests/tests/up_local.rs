@@ -406,3 +406,77 @@ fn an_unknown_target_gets_a_did_you_mean() {
         "{err}"
     );
 }
+
+/// Copies the repository's `examples/` into `dst` (without `.lks/`).
+fn copy_examples(dst: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in walkdir::WalkDir::new(&src).min_depth(1) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&src).unwrap();
+        if rel.starts_with(".lks") {
+            continue;
+        }
+        let to = dst.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_example_workspace_serves_and_live_updates_web_and_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    copy_examples(ws);
+    let mut up = Up::start(ws, &["frontend"]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(120));
+    assert_eq!(
+        get(18080, "/").as_deref(),
+        Some("hello from web; api says: hello from api\n")
+    );
+    let app = ws.join("api/app.py");
+    let text = std::fs::read_to_string(&app)
+        .unwrap()
+        .replace("hello from api", "hello from a live api");
+    std::fs::write(&app, text).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || get(18080, "/").as_deref()
+            == Some("hello from web; api says: hello from a live api\n")),
+        "{:?}\n{}",
+        get(18080, "/"),
+        up.drain().join("\n")
+    );
+    // requirements.txt triggers the pip step (no packages: nothing is downloaded).
+    std::fs::write(ws.join("api/requirements.txt"), "# still nothing\n").unwrap();
+    up.wait(&["api", "step 1 ok"], Duration::from_secs(60));
+    assert!(up.terminate().success());
+}
+
+#[test]
+fn the_go_worker_is_rebuilt_by_its_go_build_step_and_restarted() {
+    assert!(
+        Command::new("go")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "`go` is not installed: tests/run.sh installs it (apt-get install golang-go)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    copy_examples(ws);
+    let mut up = Up::start(ws, &["worker"]);
+    up.wait(&["worker", "worker tick 0"], Duration::from_secs(180));
+    let main = ws.join("worker/main.go");
+    let text = std::fs::read_to_string(&main)
+        .unwrap()
+        .replace("worker tick", "worker tock");
+    std::fs::write(&main, text).unwrap();
+    up.wait(
+        &["worker", "step 1 ok", "restarted"],
+        Duration::from_secs(180),
+    );
+    up.wait(&["worker", "worker tock 0"], Duration::from_secs(30));
+    assert!(up.terminate().success());
+}
