@@ -7,6 +7,21 @@ cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "tests/run.sh: '$1' is required: $2" >&2; exit 1; }; }
 need cargo "install Rust with rustup (https://rustup.rs)"
+need python3 "install python3 (apt-get install python3)"
+
+# The example services and the lks up tests run Node.js and Go programs.
+install_missing() { # command package
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "tests/run.sh: '$1' is missing; install the Debian package '$2' (as root: apt-get install $2)" >&2
+        exit 1
+    fi
+    echo "tests/run.sh: installing $2 (for '$1')"
+    if [ -z "${apt_updated:-}" ]; then apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+install_missing node nodejs
+install_missing go golang-go
 
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked

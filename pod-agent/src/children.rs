@@ -190,6 +190,9 @@ pub fn group_exists(pgid: Pid) -> bool {
 
 /// Waits until the group `pgid` is empty; false if it is not by `deadline`.
 pub async fn group_gone_by(pgid: Pid, deadline: Instant) -> bool {
+    // Most apps exit within milliseconds of SIGTERM, and a restart waits for
+    // this: poll fast at first, then back off to GROUP_POLL.
+    let mut pause = Duration::from_millis(1);
     loop {
         if !group_exists(pgid) {
             return true;
@@ -197,7 +200,8 @@ pub async fn group_gone_by(pgid: Pid, deadline: Instant) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(GROUP_POLL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(GROUP_POLL);
     }
 }
 

@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Events kept for slow subscribers before they start missing some.
 const EVENTS_CAPACITY: usize = 1024;
@@ -192,9 +191,14 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop_serving.wait_for(|&down| down).await;
-        });
+        .serve_with_incoming_shutdown(
+            // Server::tcp_nodelay does not apply to a custom incoming stream:
+            // without this, Nagle delays small acks by ~40 ms.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stop_serving.wait_for(|&down| down).await;
+            },
+        );
     tokio::pin!(server);
     let failed = tokio::select! {
         r = &mut server => Some(r),
