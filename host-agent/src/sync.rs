@@ -110,11 +110,17 @@ fn summary(r: &Report, ms: f64) -> String {
 pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut local = Local::open(&opts.local, &opts.excludes)?;
-    local.rescan();
+    let remote_filter = Ignores::load(&local.root, &opts.excludes);
+    // The local scan and the agent's manifest happen at the same time.
+    let scan = tokio::task::spawn_blocking(move || {
+        local.rescan();
+        local
+    });
     let mut session = Session::open(&opts.url, &opts.token).await?;
-    for w in session.fetch_manifest(&local.ignores).await? {
+    for w in session.fetch_manifest(&remote_filter).await? {
         eprintln!("lks: warning: {w}");
     }
+    let mut local = scan.await.context("the local scan failed")?;
     if let Some(why) = local.safety_stop(&session.remote) {
         bail!("{why}");
     }

@@ -209,7 +209,8 @@ impl LocalTree {
                     continue;
                 }
             };
-            let Ok(md) = std::fs::symlink_metadata(item.path()) else {
+            // fstatat relative to the directory: no path walk per entry.
+            let Ok(md) = item.metadata() else {
                 continue;
             };
             let is_dir = md.is_dir();

@@ -398,19 +398,23 @@ impl<'a> Batch<'a> {
             },
         )
         .map_err(|e| io(e.into()))?;
-        if crate::root::Root::kind_at(&p.dir, p.path.file_name()).map_err(io)?
-            == Some(rustix::fs::FileType::Directory)
-        {
-            return Err(root_error(
-                p.index,
-                &RootError::Conflict {
-                    path: p.path.clone(),
-                    what: "is a directory (delete it first)".into(),
-                },
-            ));
+        // rename(2) never replaces a directory with a file: it fails, and the
+        // directory is left alone.
+        match rustix::fs::renameat(&p.dir, p.stage.as_str(), &p.dir, p.path.file_name()) {
+            Ok(()) => {}
+            Err(
+                rustix::io::Errno::ISDIR | rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST,
+            ) => {
+                return Err(root_error(
+                    p.index,
+                    &RootError::Conflict {
+                        path: p.path.clone(),
+                        what: "is a directory (delete it first)".into(),
+                    },
+                ));
+            }
+            Err(e) => return Err(io(e.into())),
         }
-        rustix::fs::renameat(&p.dir, p.stage.as_str(), &p.dir, p.path.file_name())
-            .map_err(|e| io(e.into()))?;
         // After the rename: it changes the inode's ctime.
         let key = StatKey::of(&p.file.metadata().map_err(io)?);
         self.cache.put(p.path.as_str(), key, *hash.as_bytes());

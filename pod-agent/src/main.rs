@@ -188,6 +188,9 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     let mut stop_serving = shutdown_rx;
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Large receive windows: a batch is one long upload.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)

@@ -125,7 +125,10 @@ pub fn scan(root: &Path, cache: &HashCache) -> (Vec<Entry>, Vec<String>) {
                     continue;
                 }
             };
-            match describe(&item.path(), &child, cache) {
+            match item
+                .metadata()
+                .and_then(|md| describe(&item.path(), md, &child, cache))
+            {
                 Ok(entry) => {
                     if entry.kind == EntryKind::Dir as i32 {
                         stack.push((item.path(), Some(child)));
@@ -140,8 +143,14 @@ pub fn scan(root: &Path, cache: &HashCache) -> (Vec<Entry>, Vec<String>) {
     (entries, warnings)
 }
 
-fn describe(abs: &Path, rel: &RelPath, cache: &HashCache) -> std::io::Result<Entry> {
-    let md = std::fs::symlink_metadata(abs)?;
+/// Describes one entry; `md` comes from the directory listing (fstatat
+/// relative to the directory, never following a symlink).
+fn describe(
+    abs: &Path,
+    md: std::fs::Metadata,
+    rel: &RelPath,
+    cache: &HashCache,
+) -> std::io::Result<Entry> {
     let ft = md.file_type();
     let mut entry = Entry {
         path: rel.to_string(),

@@ -261,7 +261,7 @@ fn an_agent_killed_mid_batch_leaves_no_partial_file_and_watch_mode_converges_aft
             .unwrap_or(false)),
         "nothing reached the agent"
     );
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(5));
     agent.kill();
     // No final path holds a partial file: every file there is a complete copy.
     let mut complete = 0;
