@@ -184,19 +184,7 @@ impl Watch {
 
     /// Sends SIGTERM and waits; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lks sync did not exit within 10 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut self.child, "lks sync", Duration::from_secs(10))
     }
 }
 
@@ -205,6 +193,54 @@ impl Drop for Watch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends SIGTERM to `child` and waits up to `timeout` for it to exit; panics
+/// (naming `what`) if it does not.
+pub fn terminate(child: &mut Child, what: &str, timeout: Duration) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {timeout:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET path` on `127.0.0.1:port` (HTTP/1.0), if anything answers.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// A gRPC channel to the agent at `url`; panics with the URL if none.
+pub async fn agent_channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the agent at {url}: {e}"))
 }
 
 /// One entry of a tree snapshot.
@@ -452,10 +488,7 @@ impl SupervisedAgent {
 
     /// Sends SIGTERM and waits up to `timeout` for the exit; panics if it does not come.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        self.wait(timeout)
-            .unwrap_or_else(|| panic!("lks-agent did not exit within {timeout:?} of SIGTERM"))
+        terminate(&mut self.child, "lks-agent", timeout)
     }
 
     /// Waits up to `timeout` for the process to exit.

@@ -213,12 +213,7 @@ struct Client {
 
 impl Client {
     async fn connect(url: &str, authorization: Option<String>) -> Client {
-        let channel = Channel::from_shared(url.to_string())
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the agent at {url}: {e}"));
+        let channel = lks_e2e::agent_channel(url).await;
         Client {
             inner: AgentClient::new(channel),
             authorization,

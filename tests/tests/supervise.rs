@@ -47,12 +47,7 @@ fn supervise_app(root: &Path, extra: &[&str]) -> Command {
 }
 
 async fn client(url: &str) -> AgentClient<Channel> {
-    let channel = Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the agent at {url}: {e}"));
+    let channel = lks_e2e::agent_channel(url).await;
     AgentClient::new(channel)
 }
 

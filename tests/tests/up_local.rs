@@ -4,7 +4,6 @@
 //! leaves nothing behind.
 
 use lks_e2e::*;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -110,19 +109,7 @@ impl Up {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lks up did not exit within 20 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, "lks up", Duration::from_secs(20))
     }
 }
 
@@ -133,21 +120,8 @@ impl Drop for Up {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    // Zombies count as gone.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
-        Err(_) => false,
-    }
-}
-
 fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    http_get(port, path)
 }
 
 fn node_service(ws: &Path, port: u16, greeting: &str) {
@@ -336,7 +310,10 @@ fn a_crash_loop_backs_off_is_reported_and_sigterm_leaves_no_process() {
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
     std::thread::sleep(Duration::from_millis(200));
-    let left: Vec<i32> = pids.into_iter().filter(|p| alive(*p)).collect();
+    let left: Vec<i32> = pids
+        .into_iter()
+        .filter(|p| process_alive(*p as u32))
+        .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
