@@ -203,10 +203,21 @@ async fn run_once<R: Runtime>(
         ),
     );
     check_report(&report)?;
-    wait_ready(service, &mut session, &mapping, console, state).await;
+    let mut check_readiness = true;
 
     loop {
-        let Some(mut changes) = watcher.next().await else {
+        // Readiness is checked while watching: a change that arrives first
+        // is handled at once (the check starts over after it).
+        let next = if check_readiness {
+            check_readiness = false;
+            tokio::select! {
+                _ = wait_ready(service, &mut session, &mapping, console, state) => watcher.next().await,
+                c = watcher.next() => c,
+            }
+        } else {
+            watcher.next().await
+        };
+        let Some(mut changes) = next else {
             bail!("the file watcher stopped")
         };
         watcher.drain_into(&mut changes);
@@ -244,8 +255,8 @@ async fn run_once<R: Runtime>(
                 if report_failed(console, service, &report) {
                     continue;
                 }
-                if report.restarted {
-                    wait_ready(service, &mut session, &mapping, console, state).await;
+                if report.restarted || *state.borrow() != State::Ready {
+                    check_readiness = true;
                 } else {
                     console.status(name, Status::Ready);
                 }

@@ -74,13 +74,19 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let start = Instant::now();
+    // Most services are up within tens of milliseconds: probe fast at first,
+    // then every `period`.
+    let mut pause = Duration::from_millis(10).min(readiness.period);
     loop {
         match probe(&readiness.check, &mut exec).await {
             Ok(()) => return Ok(start.elapsed()),
             Err(why) if start.elapsed() >= readiness.timeout => {
                 return Err(format!("not ready after {:?}: {why}", readiness.timeout));
             }
-            Err(_) => tokio::time::sleep(readiness.period).await,
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(readiness.period);
+            }
         }
     }
 }

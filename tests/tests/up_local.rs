@@ -206,6 +206,11 @@ fn steps_run_only_when_triggered_and_a_failing_step_keeps_the_old_app() {
         std::fs::read_to_string(root.join("steps.log")).unwrap(),
         "deps\n"
     );
+    // The step's batch restarted the app: let it come up before the next edit.
+    assert!(wait_until(Duration::from_secs(20), || get(port, "/")
+        .as_deref()
+        == Some("v1\n")));
+    std::thread::sleep(Duration::from_millis(300));
     let pid_before = up.pids("svc");
     // A failing step: reported, and the old app keeps serving.
     std::fs::write(svc.join("broken"), "x").unwrap();
