@@ -304,7 +304,7 @@ impl Session {
             }
         }
         let ops = Arc::new(ops);
-        let (tx, rx) = mpsc::channel::<ApplyRequest>(64);
+        let (tx, rx) = mpsc::channel::<ApplyRequest>(512);
         let root = local.abs_root();
         let producer_ops = ops.clone();
         let commit = v1::Commit {

@@ -121,17 +121,28 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
         eprintln!("lks: warning: {w}");
     }
     let mut local = scan.await.context("the local scan failed")?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "scanned and fetched the manifest"
+    );
     if let Some(why) = local.safety_stop(&session.remote) {
         bail!("{why}");
     }
     let (ops, problems) = plan(&mut local.tree, &session.remote);
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        ops = ops.len(),
+        "planned"
+    );
     let mut failures = problems;
     let mut report = Report::default();
     if !ops.is_empty() {
         report = session.apply(&local.tree, ops).await?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "applied");
         failures.extend(report.errors.iter().cloned());
         // Check rather than trust: the agent's tree must now match.
         session.fetch_manifest(&local.ignores).await?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "verified");
         let (left, _) = plan(&mut local.tree, &session.remote);
         if !left.is_empty() && failures.is_empty() {
             let sample: Vec<String> = left.iter().take(5).map(|o| o.path().to_string()).collect();

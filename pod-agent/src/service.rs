@@ -4,7 +4,7 @@ use crate::apply::{Batch, BatchError};
 use crate::followup::Followup;
 use crate::manifest::{HashCache, scan};
 use crate::root::Root;
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use lks_proto::v1::agent_server::Agent;
 use lks_proto::v1::{
     ApplyRequest, ApplyResult, BatchApplied, ChunkRef, ChunksRequest, ChunksResponse, Commit,
@@ -174,16 +174,20 @@ impl Agent for AgentService {
         let mut stream = req.into_inner();
         let guard = self.apply_lock.clone().lock_owned().await;
         // The batch is applied on a blocking thread, fed as messages arrive.
-        let (tx, mut rx) = mpsc::channel::<ApplyRequest>(256);
+        // Messages are handed over in runs (whatever has already arrived), so
+        // small files do not cost a thread wake-up each.
+        let (tx, mut rx) = mpsc::channel::<Vec<ApplyRequest>>(16);
         let root = self.root.clone();
         let cache = self.cache.clone();
         let worker = tokio::task::spawn_blocking(
             move || -> Result<(ApplyResult, Option<Commit>), BatchError> {
                 let mut batch = Batch::new(&root, &cache);
-                while let Some(req) = rx.blocking_recv() {
-                    batch.apply(req)?;
-                    if batch.commit.is_some() {
-                        break;
+                'run: while let Some(reqs) = rx.blocking_recv() {
+                    for req in reqs {
+                        batch.apply(req)?;
+                        if batch.commit.is_some() {
+                            break 'run;
+                        }
                     }
                 }
                 let commit = batch.commit.take();
@@ -205,16 +209,25 @@ impl Agent for AgentService {
                     break;
                 }
             };
-            match msg {
-                Ok(m) => {
-                    if tx.send(m).await.is_err() {
-                        break; // the worker stopped early (commit or abort)
+            let mut run = Vec::with_capacity(64);
+            let mut next = Some(msg);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Ok(m) => run.push(m),
+                    Err(e) => {
+                        client_error = Some(e);
+                        break;
                     }
                 }
-                Err(e) => {
-                    client_error = Some(e);
-                    break;
+                if run.len() < 64 {
+                    next = stream.next().now_or_never().flatten();
                 }
+            }
+            if !run.is_empty() && tx.send(run).await.is_err() {
+                break; // the worker stopped early (commit or abort)
+            }
+            if client_error.is_some() {
+                break;
             }
         }
         drop(tx);
