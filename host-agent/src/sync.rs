@@ -189,7 +189,9 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
         };
         let mut session = match session {
             Ok(s) => s,
-            Err(e) if e.is_retryable() => {
+            // A refused token is retried too: the agent may be restarted
+            // with the right one (the message says what is wrong each time).
+            Err(e) if e.is_retryable() || matches!(e, SessionError::Unauthenticated { .. }) => {
                 let wait = backoff.next();
                 eprintln!("lks: {e}; retrying in {:.1}s", wait.as_secs_f64());
                 tokio::select! {

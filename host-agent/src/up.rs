@@ -35,17 +35,17 @@ pub enum RuntimeKind {
 /// Runs `lks up` until a signal.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let ws = config::load(opts.file.as_deref())?;
+    for l in &opts.local {
+        if !ws.services.contains_key(l) {
+            bail!("--local {l}: not a service of {}", ws.file.display());
+        }
+    }
     let mut targets = opts.targets.clone();
     targets.extend(opts.local.iter().cloned());
     if targets.is_empty() {
         targets = ws.services.keys().cloned().collect();
     }
     let order = ws.resolve(&targets)?;
-    for l in &opts.local {
-        if !ws.services.contains_key(l) {
-            bail!("--local {l}: not a service of {}", ws.file.display());
-        }
-    }
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(".lks");
     match opts.runtime {

@@ -462,3 +462,38 @@ fn the_go_worker_is_rebuilt_by_its_go_build_step_and_restarted() {
     up.wait(&["worker", "worker tock 0"], Duration::from_secs(30));
     assert!(up.terminate().success());
 }
+
+#[test]
+fn the_tilt_style_local_form_is_accepted_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(ws, "lks.yaml", "services:\n  - svc/lks.service.yaml\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        "name: price\ncommand: sh -c \"sleep 1000\"\n",
+    );
+    let file = ws.join("lks.yaml");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("lks"))
+            .args(["up", "-f", file.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run(&["price", "--", "--local", "bank"]);
+    assert!(!ok && err.contains("--local bank: not a service"), "{err}");
+    let (ok, err) = run(&["price", "--", "--bogus"]);
+    assert!(
+        !ok && err.contains("only `--local SERVICE` is accepted"),
+        "{err}"
+    );
+    // And the accepted form really runs.
+    let mut up = Up::start(ws, &["price", "--", "--local", "price"]);
+    up.wait(&["price", "[ready]"], Duration::from_secs(60));
+    assert!(up.terminate().success());
+}

@@ -355,3 +355,32 @@ fn an_emptied_local_root_does_not_empty_the_agent() {
         "{stderr:?}"
     );
 }
+
+#[test]
+fn watch_mode_retries_a_refused_token_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let agent = Agent::start(&dst, TOKEN);
+    let mut watch = Watch::spawn(&src, &agent.url, "not-the-token", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen
+        .iter()
+        .filter(|l: &&String| l.contains("refused the token"))
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retries: {seen:#?}"
+        );
+        if let Ok(l) = watch.stderr.recv_timeout(Duration::from_millis(100)) {
+            seen.push(l);
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("retrying in")), "{seen:#?}");
+    assert!(!dst.join("a.txt").exists(), "a refused client wrote a file");
+    assert!(watch.terminate().success());
+}
