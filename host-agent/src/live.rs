@@ -158,17 +158,19 @@ async fn run_once<R: Runtime>(
     let token = instance.token.clone();
     let first_batch_starts_app = instance.start_with_first_batch;
     let build_steps = instance.build_steps.clone();
+    let app_pid = instance.app_pid.clone();
     *slot.lock().await = Some(instance);
 
     let mut session = connect(&url, &token).await?;
     let prefix = remote_prefix(&mapping.spec)?;
     session.set_prefix(prefix);
     let events = session.events().await?;
-    let _printer = AbortOnDrop(tokio::spawn(print_events(
-        name.clone(),
-        console.clone(),
-        events,
-    )));
+    let (gone_tx, mut agent_gone) = tokio::sync::oneshot::channel();
+    let (printer_name, printer_console) = (name.clone(), console.clone());
+    let _printer = AbortOnDrop(tokio::spawn(async move {
+        print_events(printer_name, printer_console, events, app_pid).await;
+        let _ = gone_tx.send(());
+    }));
 
     // Watch before the first scan so nothing that happens meanwhile is lost.
     let mut watcher = TreeWatcher::start(&service.dir)
@@ -208,15 +210,19 @@ async fn run_once<R: Runtime>(
     loop {
         // Readiness is checked while watching: a change that arrives first
         // is handled at once (the check starts over after it).
-        let next = if check_readiness {
-            check_readiness = false;
-            tokio::select! {
-                _ = wait_ready(service, &mut session, &mapping, console, state) => watcher.next().await,
-                c = watcher.next() => c,
+        let ready_check = async {
+            if check_readiness {
+                wait_ready(service, &mut session, &mapping, console, state).await;
             }
-        } else {
-            watcher.next().await
+            std::future::pending::<()>().await
         };
+        let next = tokio::select! {
+            _ = ready_check => unreachable!("pending"),
+            c = watcher.next() => c,
+            _ = &mut agent_gone => bail!("the agent stopped (its event stream ended)"),
+        };
+        // An interrupted check runs again after this batch.
+        check_readiness = *state.borrow() != State::Ready;
         let Some(mut changes) = next else {
             bail!("the file watcher stopped")
         };
@@ -256,6 +262,8 @@ async fn run_once<R: Runtime>(
                     continue;
                 }
                 if report.restarted || *state.borrow() != State::Ready {
+                    // A restarted app is not ready until its check passes again.
+                    state.send_replace(State::Pending);
                     check_readiness = true;
                 } else {
                     console.status(name, Status::Ready);
@@ -501,7 +509,13 @@ fn changed_paths(service: &Service, mapping: &Mapping, ops: &[Op]) -> Vec<String
         .collect()
 }
 
-async fn print_events(name: String, console: Console, mut events: tonic::Streaming<v1::Event>) {
+/// Prints the agent's events until its stream ends (the agent went away).
+async fn print_events(
+    name: String,
+    console: Console,
+    mut events: tonic::Streaming<v1::Event>,
+    app_pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
     while let Some(Ok(ev)) = events.next().await {
         let Some(kind) = ev.kind else { continue };
         match kind {
@@ -518,6 +532,7 @@ async fn print_events(name: String, console: Console, mut events: tonic::Streami
                 console.status(&name, Status::RunningStep(s.argv.join(" ")));
             }
             EventKind::AppStarted(a) => {
+                app_pid.store(a.pid, std::sync::atomic::Ordering::Relaxed);
                 console.line(
                     &name,
                     &format!("app started (pid {}, restart {})", a.pid, a.restarts),

@@ -497,3 +497,43 @@ fn the_tilt_style_local_form_is_accepted_and_checked() {
     up.wait(&["price", "[ready]"], Duration::from_secs(60));
     assert!(up.terminate().success());
 }
+
+#[test]
+fn a_killed_agent_is_reported_and_the_service_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(ws, "lks.yaml", "services: [\"web/lks.service.yaml\"]\n");
+    write(
+        ws,
+        "web/lks.service.yaml",
+        &format!(
+            "name: web\ncommand: node server.js\nreadiness:\n  http: http://127.0.0.1:{port}/\n"
+        ),
+    );
+    node_service(ws, port, "before");
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    let agent_line = up.wait(&["web", "agent pid"], Duration::from_secs(5));
+    let agent_pid: i32 = agent_line
+        .split("agent pid ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(agent_pid).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    up.wait(&["web", "starting again in"], Duration::from_secs(20));
+    // A change made while it was down is there once it is back.
+    node_service(ws, port, "after");
+    assert!(
+        wait_until(Duration::from_secs(30), || get(port, "/").as_deref()
+            == Some("after\n")),
+        "{}",
+        up.drain().join("\n")
+    );
+    assert!(up.terminate().success());
+}

@@ -167,6 +167,7 @@ impl Runtime for Local {
             build_steps: service.build.local.clone(),
             location: root.display().to_string(),
             child: Some(child),
+            app_pid: Default::default(),
         })
     }
 
@@ -186,6 +187,27 @@ impl Runtime for Local {
         {
             let _ = child.kill().await;
         }
+        // An agent that died (or was killed) could not stop its app: the app
+        // leads its own process group, so stop that group here.
+        let app = instance.app_pid.load(std::sync::atomic::Ordering::Relaxed);
+        if app != 0
+            && let Some(pgid) = rustix::process::Pid::from_raw(app as i32)
+        {
+            stop_group(pgid).await;
+        }
         Ok(())
     }
+}
+
+/// SIGTERM to a process group, then SIGKILL if it is still there after 3 s.
+async fn stop_group(pgid: rustix::process::Pid) {
+    use rustix::process::{Signal, kill_process_group, test_kill_process_group};
+    if kill_process_group(pgid, Signal::TERM).is_err() {
+        return; // already gone
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while test_kill_process_group(pgid).is_ok() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = kill_process_group(pgid, Signal::KILL);
 }

@@ -25,6 +25,10 @@ pub struct Instance {
     pub location: String,
     /// Process handle, for runtimes that own one.
     pub(crate) child: Option<tokio::process::Child>,
+    /// The app's process id as last reported by the agent (0: none yet). The
+    /// app leads its own process group, so a runtime whose agent died can
+    /// still stop what it left behind.
+    pub app_pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Why a runtime could not do what was asked.
