@@ -66,6 +66,8 @@ struct Inner {
     bars: Mutex<BTreeMap<String, ProgressBar>>,
     colors: BTreeMap<String, &'static str>,
     statuses: Mutex<BTreeMap<String, Status>>,
+    /// Set once lks is shutting down: agents going away is expected then.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Console {
@@ -90,6 +92,7 @@ impl Console {
                 bars: Mutex::new(BTreeMap::new()),
                 colors,
                 statuses: Mutex::new(BTreeMap::new()),
+                stopping: Default::default(),
             }),
         }
     }
@@ -121,8 +124,26 @@ impl Console {
         }
     }
 
+    /// Marks the start of the shutdown (Ctrl-C): errors from agents that the
+    /// terminal's signal reached first are no longer reported.
+    pub fn set_stopping(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether lks is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Records and shows a new status; long-running ones get a spinner.
     pub fn status(&self, service: &str, status: Status) {
+        if self.is_stopping() && matches!(status, Status::Error(_)) {
+            return;
+        }
         {
             let mut st = self.inner.statuses.lock().unwrap();
             if st.get(service) == Some(&status) {

@@ -65,6 +65,9 @@ pub async fn run<R: Runtime>(
             Err(e) => e,
         };
         rebuilding = false;
+        if console.is_stopping() {
+            return;
+        }
         let msg = format!("{err:#}");
         console.status(&service.name, Status::Error(msg.clone()));
         let _ = state.send(State::Failed(msg));
@@ -141,7 +144,7 @@ async fn run_once<R: Runtime>(
     let name = &service.name;
     let mut mapping = Mapping::new(service)?;
     console.status(name, Status::Starting);
-    let instance = runtime.start(service).await?;
+    let instance = runtime.start(service, rebuilding).await?;
     console.line(
         name,
         &format!(

@@ -48,11 +48,25 @@ async fn http(url: &str) -> Result<(), String> {
         .write_all(req.as_bytes())
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+    // Read the whole (HTTP/1.0, so connection-closing) answer: closing with
+    // unread data would reset the connection, and servers log that as an error.
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(n) if buf.len() < 64 * 1024 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
         .await
-        .map_err(|_| format!("{url}: no answer within 5 s"))?
+        .map_err(|_| format!("{url}: no complete answer within 5 s"))?
         .map_err(|e| format!("{url}: {e}"))?;
+    let n = buf.len();
     let head = String::from_utf8_lossy(&buf[..n]);
     let code: u16 = head
         .split_whitespace()

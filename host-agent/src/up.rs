@@ -95,6 +95,7 @@ async fn launch<R: Runtime + 'static>(
         ));
     }
     crate::sync::shutdown_signal().await;
+    console.set_stopping();
     console.note("stopping");
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}

@@ -4,7 +4,7 @@
 //!
 //! "Building" here means: the root is filled by a full sync, then the service's
 //! `build.local` commands run in it as steps, then the app starts. A rebuild
-//! does the same again.
+//! does the same again, from an empty root.
 
 use super::{Instance, Runtime, RuntimeError};
 use crate::config::Service;
@@ -75,7 +75,7 @@ impl Runtime for Local {
         "local"
     }
 
-    async fn start(&self, service: &Service) -> Result<Instance, RuntimeError> {
+    async fn start(&self, service: &Service, fresh: bool) -> Result<Instance, RuntimeError> {
         let io = |context: &str| {
             let service = service.name.clone();
             let context = context.to_string();
@@ -87,6 +87,14 @@ impl Runtime for Local {
         };
         let dir = self.work.join(&service.name);
         let root = self.root_of(&service.name);
+        // The root is kept between runs (ignored build outputs such as a
+        // dependency dir act as a cache; the sync makes everything else
+        // equal). A rebuild starts from an empty root, as a new image would.
+        if fresh && tokio::fs::symlink_metadata(&root).await.is_ok() {
+            tokio::fs::remove_dir_all(&root)
+                .await
+                .map_err(io("clearing the work dir for a rebuild"))?;
+        }
         tokio::fs::create_dir_all(&root)
             .await
             .map_err(io("creating the work dir"))?;

@@ -68,10 +68,12 @@ pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Starts the service's agent (and, where the files are already there,
-    /// the app).
+    /// the app). `fresh` asks for a clean slate (a rebuild): nothing left from
+    /// an earlier instance.
     fn start(
         &self,
         service: &Service,
+        fresh: bool,
     ) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
 
     /// Stops everything the runtime started for the service.
