@@ -83,33 +83,63 @@ pub async fn run<R: Runtime>(
     }
 }
 
-/// The part of a service's tree that one sync mapping covers.
+/// The part of a service's tree that one sync mapping covers, and the
+/// session that syncs it (one per mapping, each restricted to its remote
+/// directory; they share the agent).
 struct Mapping {
     spec: SyncMapping,
     ignores: Ignores,
     tree: LocalTree,
+    session: Session,
 }
 
 impl Mapping {
-    fn new(service: &Service) -> anyhow::Result<Mapping> {
-        let spec = match service.live_update.sync.as_slice() {
-            [one] => one.clone(),
-            [] => bail!(
+    /// Connects one session per sync mapping. Remote directories may not
+    /// nest: one mapping's mirror would delete the other's files.
+    async fn connect_all(
+        service: &Service,
+        url: &str,
+        token: &str,
+    ) -> anyhow::Result<Vec<Mapping>> {
+        let specs = &service.live_update.sync;
+        if specs.is_empty() {
+            bail!(
                 "{}: live_update.sync is empty: nothing to sync",
                 service.name
-            ),
-            _ => bail!(
-                "{}: lks up supports one sync mapping per service for now; merge them into one directory",
-                service.name
-            ),
-        };
-        let ignores = Ignores::load(&spec.local, &service.live_update.ignore);
-        let tree = LocalTree::new(&spec.local);
-        Ok(Mapping {
-            spec,
-            ignores,
-            tree,
-        })
+            );
+        }
+        let prefixes: Vec<Option<RelPath>> = specs
+            .iter()
+            .map(remote_prefix)
+            .collect::<anyhow::Result<_>>()?;
+        for (i, a) in prefixes.iter().enumerate() {
+            for (j, b) in prefixes.iter().enumerate().skip(i + 1) {
+                let nested = match (a, b) {
+                    (None, _) | (_, None) => true,
+                    (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
+                };
+                if nested {
+                    bail!(
+                        "{}: sync mappings {:?} and {:?} overlap on the agent; give each its own remote directory",
+                        service.name,
+                        specs[i].remote,
+                        specs[j].remote
+                    );
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(specs.len());
+        for (spec, prefix) in specs.iter().zip(prefixes) {
+            let mut session = connect(url, token).await?;
+            session.set_prefix(prefix);
+            out.push(Mapping {
+                ignores: Ignores::load(&spec.local, &service.live_update.ignore),
+                tree: LocalTree::new(&spec.local),
+                spec: spec.clone(),
+                session,
+            });
+        }
+        Ok(out)
     }
 
     fn rescan(&mut self, service: &Service) {
@@ -142,7 +172,6 @@ async fn run_once<R: Runtime>(
     rebuilding: bool,
 ) -> anyhow::Result<Rebuild> {
     let name = &service.name;
-    let mut mapping = Mapping::new(service)?;
     console.status(name, Status::Starting);
     let instance = runtime.start(service, rebuilding).await?;
     console.line(
@@ -164,10 +193,8 @@ async fn run_once<R: Runtime>(
     let app_pid = instance.app_pid.clone();
     *slot.lock().await = Some(instance);
 
-    let mut session = connect(&url, &token).await?;
-    let prefix = remote_prefix(&mapping.spec)?;
-    session.set_prefix(prefix);
-    let events = session.events().await?;
+    let mut mappings = Mapping::connect_all(service, &url, &token).await?;
+    let events = mappings[0].session.events().await?;
     let (gone_tx, mut agent_gone) = tokio::sync::oneshot::channel();
     let (printer_name, printer_console) = (name.clone(), console.clone());
     let _printer = AbortOnDrop(tokio::spawn(async move {
@@ -188,16 +215,11 @@ async fn run_once<R: Runtime>(
             Status::Building
         },
     );
-    mapping.rescan(service);
+    for m in &mut mappings {
+        m.rescan(service);
+    }
     let started = Instant::now();
-    let report = full_sync(
-        &mut session,
-        &mut mapping,
-        service,
-        &build_steps,
-        first_batch_starts_app,
-    )
-    .await?;
+    let report = full_sync(&mut mappings, service, &build_steps, first_batch_starts_app).await?;
     let what = if rebuilding { "rebuilt:" } else { "synced" };
     console.line(
         name,
@@ -215,7 +237,7 @@ async fn run_once<R: Runtime>(
         // is handled at once (the check starts over after it).
         let ready_check = async {
             if check_readiness {
-                wait_ready(service, &mut session, &mapping, console, state).await;
+                wait_ready(service, &mut mappings[0], console, state).await;
             }
             std::future::pending::<()>().await
         };
@@ -230,13 +252,18 @@ async fn run_once<R: Runtime>(
             bail!("the file watcher stopped")
         };
         watcher.drain_into(&mut changes);
-        let touched = touched_paths(service, &changes, &mapping, &service_ignores);
-        refresh(&mut mapping, service, &changes);
-        let (ops, problems) = plan(&mut mapping.tree, &session.remote);
-        for p in problems {
-            console.line(name, &format!("warning: {p}"));
+        let touched = touched_paths(service, &changes, &mappings, &service_ignores);
+        let mut planned = Vec::with_capacity(mappings.len());
+        let mut changed = Vec::new();
+        for m in &mut mappings {
+            refresh(m, service, &changes);
+            let (ops, problems) = plan(&mut m.tree, &m.session.remote);
+            for p in problems {
+                console.line(name, &format!("warning: {p}"));
+            }
+            changed.extend(changed_paths(service, m, &ops));
+            planned.push(ops);
         }
-        let changed = changed_paths(service, &mapping, &ops);
         let touched_refs: Vec<&Path> = touched.iter().map(|p| p.as_path()).collect();
         match decide(service, &touched_refs, &changed) {
             Decision::Nothing => {}
@@ -255,7 +282,7 @@ async fn run_once<R: Runtime>(
                     restart,
                     label: "",
                 };
-                let report = session.apply_with(&mapping.tree, ops, followup).await?;
+                let report = apply_all(&mut mappings, planned, followup).await?;
                 let ms = changes
                     .first_event
                     .map(|t| t.elapsed().as_millis())
@@ -307,19 +334,22 @@ fn step(service: &Service, argv: &[String]) -> v1::Step {
     }
 }
 
-/// A full sync: make the root equal, then run the build steps and start (or
-/// restart) the app when asked.
+/// A full sync: make every mapped directory on the agent equal, then run the
+/// build steps and start (or restart) the app when asked.
 async fn full_sync(
-    session: &mut Session,
-    mapping: &mut Mapping,
+    mappings: &mut [Mapping],
     service: &Service,
     build_steps: &[Vec<String>],
     start_app: bool,
 ) -> anyhow::Result<Report> {
-    session.fetch_manifest(&mapping.ignores).await?;
-    let (ops, problems) = plan(&mut mapping.tree, &session.remote);
-    for p in problems {
-        tracing::warn!(service = %service.name, "{p}");
+    let mut planned = Vec::with_capacity(mappings.len());
+    for m in mappings.iter_mut() {
+        m.session.fetch_manifest(&m.ignores).await?;
+        let (ops, problems) = plan(&mut m.tree, &m.session.remote);
+        for p in problems {
+            tracing::warn!(service = %service.name, "{p}");
+        }
+        planned.push(ops);
     }
     let followup = Followup {
         steps: if start_app {
@@ -330,7 +360,28 @@ async fn full_sync(
         restart: start_app,
         label: "",
     };
-    Ok(session.apply_with(&mapping.tree, ops, followup).await?)
+    apply_all(mappings, planned, followup).await
+}
+
+/// Applies each mapping's operations; the follow-up (steps, restart) rides
+/// on the last batch, so it runs once every mapping is in place.
+async fn apply_all(
+    mappings: &mut [Mapping],
+    planned: Vec<Vec<Op>>,
+    followup: Followup,
+) -> anyhow::Result<Report> {
+    let last = mappings.len() - 1;
+    let mut report = Report::default();
+    for (i, (m, ops)) in mappings.iter_mut().zip(planned).enumerate() {
+        let f = if i == last {
+            followup.clone()
+        } else {
+            Followup::default()
+        };
+        let r = m.session.apply_with(&m.tree, ops, f).await?;
+        report.absorb(r);
+    }
+    Ok(report)
 }
 
 fn check_report(report: &Report) -> anyhow::Result<()> {
@@ -401,11 +452,11 @@ fn describe(r: &Report) -> String {
 
 async fn wait_ready(
     service: &Service,
-    session: &mut Session,
-    mapping: &Mapping,
+    mapping: &mut Mapping,
     console: &Console,
     state: &watch::Sender<State>,
 ) {
+    let Mapping { session, tree, .. } = mapping;
     let Some(readiness) = &service.readiness else {
         console.status(&service.name, Status::Ready);
         let _ = state.send(State::Ready);
@@ -417,7 +468,7 @@ async fn wait_ready(
     let result = readiness::wait(readiness, |argv| {
         let session = session.clone();
         let env = env.clone();
-        let tree = &mapping.tree;
+        let tree = &*tree;
         async move {
             let followup = Followup {
                 steps: vec![v1::Step {
@@ -459,7 +510,7 @@ async fn wait_ready(
 fn touched_paths(
     service: &Service,
     changes: &Changes,
-    mapping: &Mapping,
+    mappings: &[Mapping],
     service_ignores: &Ignores,
 ) -> Vec<PathBuf> {
     changes
@@ -471,8 +522,9 @@ fn touched_paths(
             }
             let abs = service.dir.join(rel.as_str());
             let is_dir = abs.is_dir();
-            match mapping.relative(&abs) {
-                Some(Some(r)) if mapping.ignores.ignores_path(&r, is_dir) => None,
+            let mut inside = mappings.iter().filter_map(|m| Some((m, m.relative(&abs)?)));
+            match inside.next() {
+                Some((m, Some(r))) if m.ignores.ignores_path(&r, is_dir) => None,
                 Some(_) => Some(abs),
                 None if service_ignores.ignores_path(rel, is_dir) => None,
                 None => Some(abs),

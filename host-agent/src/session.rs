@@ -98,6 +98,22 @@ pub struct Followup {
     pub label: &'static str,
 }
 
+impl Report {
+    /// Adds another batch's outcome to this one.
+    pub fn absorb(&mut self, other: Report) {
+        self.steps.extend(other.steps);
+        self.restarted |= other.restarted;
+        if !other.restart_skipped.is_empty() {
+            self.restart_skipped = other.restart_skipped;
+        }
+        self.files += other.files;
+        self.deleted += other.deleted;
+        self.other += other.other;
+        self.wire_bytes += other.wire_bytes;
+        self.errors.extend(other.errors);
+    }
+}
+
 impl Followup {
     fn is_empty(&self) -> bool {
         self.steps.is_empty() && !self.restart

@@ -537,3 +537,59 @@ fn a_killed_agent_is_reported_and_the_service_comes_back() {
     );
     assert!(up.terminate().success());
 }
+
+#[test]
+fn several_sync_mappings_land_in_their_own_directories_and_share_one_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(ws, "lks.yaml", "services: [\"svc/lks.service.yaml\"]\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        &format!(
+            "name: svc\ncommand: node app/server.js\nreadiness:\n  tcp: 127.0.0.1:{port}\n\
+             live_update:\n  sync:\n    - {{ local: src, remote: app }}\n    - {{ local: conf, remote: /app/config }}\n"
+        ),
+    );
+    write(ws, "svc/conf/greeting.txt", "hello from conf\n");
+    write(
+        ws,
+        "svc/src/server.js",
+        &format!(
+            "const fs = require('fs');\n\
+             require('http').createServer((q, r) => r.end(fs.readFileSync('config/greeting.txt')))\n\
+               .listen({port}, '127.0.0.1');\n"
+        ),
+    );
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["svc", "[ready]"], Duration::from_secs(60));
+    assert_eq!(get(port, "/").as_deref(), Some("hello from conf\n"));
+    let root = ws.join(".lks/svc/root");
+    assert!(root.join("app/server.js").is_file() && root.join("config/greeting.txt").is_file());
+    std::fs::write(ws.join("svc/conf/greeting.txt"), "edited conf\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || get(port, "/").as_deref()
+            == Some("edited conf\n")),
+        "{}",
+        up.drain().join("\n")
+    );
+    assert!(up.terminate().success());
+}
+
+#[test]
+fn sync_mappings_that_overlap_on_the_agent_are_refused_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(ws, "lks.yaml", "services: [\"svc/lks.service.yaml\"]\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        "name: svc\ncommand: sh -c \"sleep 1000\"\n\
+         live_update:\n  sync:\n    - { local: ., remote: . }\n    - { local: sub, remote: sub }\n",
+    );
+    write(ws, "svc/sub/x", "x");
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["svc", "overlap on the agent"], Duration::from_secs(30));
+    assert!(up.terminate().success());
+}
