@@ -23,8 +23,28 @@ install_missing() { # command package
 install_missing node nodejs
 install_missing go golang-go
 
-# The end-to-end tests run the real binaries: build them first.
+# The Docker engine (Debian's docker.io), started when it is not running.
+install_missing dockerd docker.io
+if ! docker info >/dev/null 2>&1; then
+    echo "tests/run.sh: starting dockerd (log: target/dockerd.log)"
+    # A dockerd that was killed leaves its pid file behind, and a new one
+    # refuses to start while it is there.
+    pgrep -x dockerd >/dev/null || rm -f /var/run/docker.pid
+    mkdir -p target
+    nohup dockerd >target/dockerd.log 2>&1 &
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    if ! docker info >/dev/null 2>&1; then
+        echo "tests/run.sh: dockerd did not start; the end of target/dockerd.log:" >&2
+        tail -20 target/dockerd.log >&2
+        exit 1
+    fi
+fi
+
+# The end-to-end tests run the real binaries: build them first, and the
+# static agent that FROM-scratch images get (glibc, statically linked: this
+# toolchain has no musl target).
 cargo build --workspace --bins --locked
+RUSTFLAGS="-C target-feature=+crt-static" cargo build -p lks-agent --target x86_64-unknown-linux-gnu --locked
 cargo test --workspace --locked -- --test-threads=2
 # A short smoke run of the sync benchmark (the full run is in the README).
 cargo run -p lks-e2e --bin lks-bench --locked -- --smoke
