@@ -583,7 +583,7 @@ fn send_file(
         if !send(put(size, &hash, Vec::new())) {
             return Ok(closed);
         }
-        if !data.is_empty() && !send(WireOp::Data(v1::Data { bytes: data.into() })) {
+        if !data.is_empty() && !send(WireOp::Data(v1::Data { bytes: data })) {
             return Ok(closed);
         }
         return Ok(SentFile {
@@ -627,7 +627,7 @@ fn send_file(
                     let n = (length - done).min(DATA_CHUNK_BYTES as u64) as usize;
                     let mut buf = vec![0u8; n];
                     f.read_exact_at(&mut buf, offset + done)?;
-                    if !send(WireOp::Data(v1::Data { bytes: buf.into() })) {
+                    if !send(WireOp::Data(v1::Data { bytes: buf })) {
                         return Ok(closed);
                     }
                     done += n as u64;

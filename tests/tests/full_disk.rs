@@ -74,7 +74,7 @@ fn put(path: &str, data: &[u8]) -> Vec<ApplyRequest> {
     for chunk in data.chunks(lks_proto::limits::DATA_CHUNK_BYTES) {
         ops.push(ApplyRequest {
             op: Some(Op::Data(Data {
-                bytes: chunk.to_vec().into(),
+                bytes: chunk.to_vec(),
             })),
         });
     }

@@ -337,7 +337,7 @@ impl Batch {
 
     fn data(&mut self, bytes: &[u8]) -> u64 {
         self.push(Op::Data(Data {
-            bytes: bytes.to_vec().into(),
+            bytes: bytes.to_vec(),
         }))
     }
 
