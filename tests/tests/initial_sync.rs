@@ -184,3 +184,32 @@ fn files_in_ignored_paths_on_the_agent_are_left_alone() {
     );
     assert_eq!(std::fs::read(dst.join("app.js")).unwrap(), b"app");
 }
+
+#[test]
+fn a_tree_larger_than_one_batch_is_split_and_arrives_whole() {
+    // More files than the host puts in one batch (HOST_FILES_PER_BATCH).
+    let n = lks_proto::limits::HOST_FILES_PER_BATCH + 50;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..n {
+        let p = src.join(format!("d{}/f{i}", i % 100));
+        if i < 100 {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        }
+        std::fs::write(p, i.to_string()).unwrap();
+    }
+    let agent = Agent::start(&tmp.path().join("dst"), TOKEN);
+    let out = sync_once(&src, &agent.url, TOKEN, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("synced: {n} files")));
+    let d = diff(&snapshot(&src), &snapshot(&tmp.path().join("dst")));
+    assert!(
+        d.is_empty(),
+        "{}",
+        d.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
