@@ -114,7 +114,16 @@ impl Up {
 }
 
 impl Drop for Up {
+    /// Even when a test fails: SIGTERM first, so `lks up` stops the agents and
+    /// apps it started (SIGKILL would leave them running), then SIGKILL.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = wait_until(Duration::from_secs(15), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            });
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
