@@ -17,8 +17,9 @@ pub enum Op {
     Put {
         /// Path.
         path: RelPath,
-        /// The local node. Its hash is known when the agent has a file there;
-        /// for new files it is computed while sending (one read, not two).
+        /// The local node. Its hash is known when the agent has a file of the
+        /// same size there (it decided that the content differs); otherwise it
+        /// is computed while sending (one read, not two).
         node: Node,
         /// blake3 of what the agent has at that path, when it is a file.
         base: Option<[u8; 32]>,
@@ -92,11 +93,13 @@ pub fn plan(local: &mut LocalTree, remote: &Tree) -> (Vec<Op>, Vec<String>) {
                     }
                     continue;
                 }
-                if rfile.is_none() {
+                // New, or a different size: the content differs without
+                // hashing here; the sender hashes what it reads, once.
+                if rfile.is_none_or(|r| r.size != lnode.size) {
                     rest.push(Op::Put {
                         path,
                         node: lnode,
-                        base: None,
+                        base: rfile.and_then(|r| r.hash),
                     });
                     continue;
                 }
@@ -317,6 +320,19 @@ mod tests {
         let want = *blake3::hash(b"old content").as_bytes();
         assert!(
             matches!(&ops[..], [Op::Put { base: Some(b), .. }] if *b == want),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_whose_size_changed_is_sent_without_hashing_it_first() {
+        let (_d, mut l) = local(&[("app.js", b"a longer new version")]);
+        let mut remote = Tree::new();
+        remote.insert(rp("app.js"), file(b"short", 0o644, 1));
+        let (ops, _) = plan(&mut l, &remote);
+        let old = *blake3::hash(b"short").as_bytes();
+        assert!(
+            matches!(&ops[..], [Op::Put { node, base: Some(b), .. }] if node.hash.is_none() && *b == old),
             "{ops:?}"
         );
     }

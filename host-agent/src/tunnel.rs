@@ -16,11 +16,10 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// Bytes that crossed the tunnel, both ways.
+/// Bytes written to the tunnel (what a batch really cost on the wire).
 #[derive(Default, Debug)]
 pub struct WireCounter {
     sent: AtomicU64,
-    received: AtomicU64,
 }
 
 impl WireCounter {
@@ -146,13 +145,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.counter
-            .received
-            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
-        r
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 

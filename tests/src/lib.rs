@@ -84,11 +84,6 @@ impl Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
 }
 
 impl Drop for Agent {
@@ -334,6 +329,21 @@ pub fn diff(a: &BTreeMap<String, Snap>, b: &BTreeMap<String, Snap>) -> Vec<Strin
         }
     }
     out
+}
+
+/// Panics (with its stderr) unless a finished `lks` command succeeded.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Panics, listing the differences, unless the trees at `a` and `b` are equal.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let d = diff(&snapshot(a), &snapshot(b));
+    assert!(d.is_empty(), "trees differ:\n{}", d.join("\n"));
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

@@ -114,11 +114,7 @@ fn a_root_that_already_holds_the_tree_costs_almost_nothing() {
     let agent = Agent::start(&dst, TOKEN);
     let out = sync_once(&src, &agent.url, TOKEN, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let sent: u64 = stdout
         .split(" bytes sent")
         .next()
@@ -149,13 +145,8 @@ fn deleted_and_retyped_paths_are_mirrored() {
     std::fs::remove_dir_all(src.join("dir-becomes-file")).unwrap();
     write(&src, "dir-becomes-file", b"file");
     let out = sync_once(&src, &agent.url, TOKEN, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = diff(&snapshot(&src), &snapshot(&dst));
-    assert!(d.is_empty(), "{}", d.join("\n"));
+    assert_success(&out);
+    assert_same_tree(&src, &dst);
 }
 
 #[test]
@@ -173,11 +164,7 @@ fn files_in_ignored_paths_on_the_agent_are_left_alone() {
     );
     let agent = Agent::start(&dst, TOKEN);
     let out = sync_once(&src, &agent.url, TOKEN, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         std::fs::read(dst.join("node_modules/dep/index.js")).unwrap(),
         b"installed by npm in the image"
@@ -200,11 +187,7 @@ fn a_tree_larger_than_one_batch_is_split_and_arrives_whole() {
     }
     let agent = Agent::start(&tmp.path().join("dst"), TOKEN);
     let out = sync_once(&src, &agent.url, TOKEN, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("synced: {n} files")));
     let d = diff(&snapshot(&src), &snapshot(&tmp.path().join("dst")));
     assert!(

@@ -133,10 +133,11 @@ fn get(port: u16, path: &str) -> Option<String> {
     http_get(port, path)
 }
 
-fn node_service(ws: &Path, port: u16, greeting: &str) {
+/// Writes `dir/server.js`: a Node.js server answering `greeting` on `port`.
+fn node_server(dir: &Path, port: u16, greeting: &str) {
     write(
-        ws,
-        "web/server.js",
+        dir,
+        "server.js",
         &format!(
             "const http = require('http');\n\
              const greeting = '{greeting}';\n\
@@ -160,12 +161,12 @@ fn editing_the_node_handler_changes_the_http_response() {
              live_update:\n  restart: on-change\n"
         ),
     );
-    node_service(ws, port, "hello one");
+    node_server(&ws.join("web"), port, "hello one");
     let mut up = Up::start(ws, &[]);
     up.wait(&["web", "[ready]"], Duration::from_secs(60));
     assert_eq!(get(port, "/").as_deref(), Some("hello one\n"));
     let t = Instant::now();
-    node_service(ws, port, "hello two");
+    node_server(&ws.join("web"), port, "hello two");
     assert!(
         wait_until(Duration::from_secs(20), || get(port, "/").as_deref()
             == Some("hello two\n")),
@@ -196,8 +197,7 @@ fn steps_run_only_when_triggered_and_a_failing_step_keeps_the_old_app() {
     );
     write(ws, "svc/deps.txt", "a\n");
     let svc = ws.join("svc");
-    node_service(&svc, port, "v1");
-    std::fs::rename(svc.join("web/server.js"), svc.join("server.js")).unwrap();
+    node_server(&svc, port, "v1");
     let mut up = Up::start(ws, &[]);
     up.wait(&["svc", "[ready]"], Duration::from_secs(60));
     let root = ws.join(".lks/svc/root");
@@ -235,8 +235,7 @@ fn steps_run_only_when_triggered_and_a_failing_step_keeps_the_old_app() {
     );
     // The next good change recovers.
     std::fs::remove_file(svc.join("broken")).unwrap();
-    node_service(&svc, port, "v2");
-    std::fs::rename(svc.join("web/server.js"), svc.join("server.js")).unwrap();
+    node_server(&svc, port, "v2");
     assert!(wait_until(Duration::from_secs(20), || get(port, "/")
         .as_deref()
         == Some("v2\n")));
@@ -258,8 +257,7 @@ fn a_fall_back_on_change_rebuilds_and_says_so() {
         ),
     );
     write(ws, "svc/version", "1\n");
-    node_service(&ws.join("svc"), port, "v1");
-    std::fs::rename(ws.join("svc/web/server.js"), ws.join("svc/server.js")).unwrap();
+    node_server(&ws.join("svc"), port, "v1");
     let mut up = Up::start(ws, &[]);
     up.wait(&["svc", "[ready]"], Duration::from_secs(60));
     let log = ws.join(".lks/svc/root/builds.log");
@@ -520,7 +518,7 @@ fn a_killed_agent_is_reported_and_the_service_comes_back() {
             "name: web\ncommand: node server.js\nreadiness:\n  http: http://127.0.0.1:{port}/\n"
         ),
     );
-    node_service(ws, port, "before");
+    node_server(&ws.join("web"), port, "before");
     let mut up = Up::start(ws, &[]);
     up.wait(&["web", "[ready]"], Duration::from_secs(60));
     let agent_line = up.wait(&["web", "agent pid"], Duration::from_secs(5));
@@ -537,7 +535,7 @@ fn a_killed_agent_is_reported_and_the_service_comes_back() {
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     up.wait(&["web", "starting again in"], Duration::from_secs(20));
     // A change made while it was down is there once it is back.
-    node_service(ws, port, "after");
+    node_server(&ws.join("web"), port, "after");
     assert!(
         wait_until(Duration::from_secs(30), || get(port, "/").as_deref()
             == Some("after\n")),
