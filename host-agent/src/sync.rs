@@ -245,9 +245,10 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             // Deletions wait a moment: if they are the start of the whole
             // root going away (`rm -rf`), the safety stop below sees it.
             if local.safety_stop(&session.remote).is_none() && deletes_pending(&local, &session) {
-                tokio::time::sleep(DELETE_SETTLE).await;
                 let mut more = Changes::default();
-                watcher.drain_into(&mut more);
+                watcher
+                    .settle(&mut more, DELETE_SETTLE, DELETE_SETTLE_MAX)
+                    .await;
                 if more.first_event.is_some() {
                     local.apply_changes(&more);
                 }
@@ -311,8 +312,11 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
     }
 }
 
-/// How long a batch with deletions waits for more events before it is sent.
-const DELETE_SETTLE: Duration = Duration::from_millis(30);
+/// A batch with deletions is sent once no event has arrived for this long
+/// (an `rm -rf` in progress keeps it waiting, so its end is seen)...
+const DELETE_SETTLE: Duration = Duration::from_millis(50);
+/// ...or after this long at most.
+const DELETE_SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// Whether the current plan would delete anything on the agent.
 fn deletes_pending(local: &Local, session: &Session) -> bool {

@@ -86,6 +86,25 @@ impl TreeWatcher {
 
     /// Takes whatever is already queued without waiting (used after a batch so
     /// events that arrived meanwhile are not delayed by another quiet period).
+    /// Waits until no event has arrived for `quiet` (or `cap` has passed),
+    /// adding everything that arrives to `changes`. A batch with deletions
+    /// uses it so an `rm -rf` in progress is seen whole, however slow it is.
+    pub async fn settle(&mut self, changes: &mut Changes, quiet: Duration, cap: Duration) {
+        let deadline = tokio::time::Instant::now() + cap;
+        loop {
+            let until = (tokio::time::Instant::now() + quiet).min(deadline);
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(s)) => {
+                    if changes.first_event.is_none() {
+                        changes.first_event = Some(Instant::now());
+                    }
+                    self.add(changes, s);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
     pub fn drain_into(&mut self, changes: &mut Changes) {
         while let Ok(s) = self.rx.try_recv() {
             if changes.first_event.is_none() {
