@@ -18,7 +18,7 @@ install_missing() { # command package
     fi
     echo "tests/run.sh: installing $2 (for '$1')"
     if [ -z "${apt_updated:-}" ]; then apt-get update -qq; apt_updated=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 DEBCONF_NOWARNINGS=yes apt-get install -y -qq "$2" >/dev/null
 }
 install_missing node nodejs
 install_missing go golang-go
@@ -39,6 +39,32 @@ if ! docker info >/dev/null 2>&1; then
         exit 1
     fi
 fi
+
+# The images the docker tests and examples run, built offline (nothing comes
+# from Docker Hub; see images/README.md): lks/registry:2, a registry:2 made
+# from Debian's docker-registry, and lks/debian:bookworm, a Debian with node
+# and python3 made with debootstrap. The build scripts do nothing when their
+# image exists, and so are the tools they need only installed then.
+docker image inspect lks/registry:2 >/dev/null 2>&1 || install_missing docker-registry docker-registry
+docker image inspect lks/debian:bookworm >/dev/null 2>&1 || install_missing debootstrap debootstrap
+# The docker-registry package's postinst may start its service on :5000, where
+# the tests run their own registry container: stop it, by PID (the init
+# script's pid file, or the process listening on :5000 if it is that binary).
+stop_packaged_registry() {
+    local pids="" pid
+    [ -f /var/run/docker-registry.pid ] && pids="$(cat /var/run/docker-registry.pid 2>/dev/null || true)"
+    command -v ss >/dev/null 2>&1 && pids="$pids $(ss -Hltnp 'sport = :5000' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 || true)"
+    for pid in $pids; do
+        [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/bin/docker-registry ] || continue
+        echo "tests/run.sh: stopping the docker-registry service on :5000 (pid $pid), the tests need the port"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+    done
+    if [ -f /var/run/docker-registry.pid ] && [ "$(id -u)" = 0 ]; then rm -f /var/run/docker-registry.pid; fi
+}
+stop_packaged_registry
+images/registry/build.sh
+images/base/build.sh
 
 # The end-to-end tests run the real binaries: build them first, and the
 # static agent that FROM-scratch images get (glibc, statically linked: this

@@ -21,4 +21,5 @@ class Handler(http.server.BaseHTTPRequestHandler):
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "18081"))
     print(f"api listening on {port}", flush=True)
-    http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    bind = os.environ.get("BIND", "127.0.0.1")
+    http.server.HTTPServer((bind, port), Handler).serve_forever()

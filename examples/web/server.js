@@ -27,4 +27,4 @@ http
       res.end(`${greeting}; api says: ${api}\n`);
     });
   })
-  .listen(port, "127.0.0.1", () => console.log(`web listening on ${port}`));
+  .listen(port, process.env.BIND || "127.0.0.1", () => console.log(`web listening on ${port}`));

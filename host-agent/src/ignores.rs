@@ -117,6 +117,33 @@ fn clean(pat: &str) -> String {
     out.join("/")
 }
 
+/// What `docker build` leaves out of a build context: the context's
+/// `.dockerignore` and nothing else (`.git` and `.lksignore` are not Docker's).
+pub struct ContextRules {
+    docker: Option<DockerIgnore>,
+}
+
+impl ContextRules {
+    /// Reads `dir/.dockerignore`; bad patterns come back as warnings.
+    pub fn load(dir: &Path) -> (ContextRules, Vec<IgnoreError>) {
+        let mut warnings = Vec::new();
+        let docker = std::fs::read_to_string(dir.join(DOCKERIGNORE))
+            .ok()
+            .and_then(|t| DockerIgnore::parse(&t, &mut warnings));
+        (ContextRules { docker }, warnings)
+    }
+
+    /// Whether the build leaves `path` out.
+    pub fn excludes(&self, path: &RelPath) -> bool {
+        self.docker.as_ref().is_some_and(|d| d.excludes(path))
+    }
+
+    /// Whether an excluded directory may still hold included paths.
+    pub fn may_reinclude_beneath(&self) -> bool {
+        self.docker.as_ref().is_some_and(|d| d.has_exceptions())
+    }
+}
+
 /// The ignore rules of one local tree.
 pub struct Ignores {
     root: PathBuf,

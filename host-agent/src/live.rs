@@ -46,6 +46,11 @@ pub async fn run<R: Runtime>(
     state: watch::Sender<State>,
     slot: Slot,
 ) {
+    // `${host:NAME}` in the environment: how this runtime reaches NAME.
+    let service = Service {
+        env: crate::runtime::expand_env(&service.env, |n| runtime.host_of(n)),
+        ..service
+    };
     for (name, mut rx) in deps {
         console.status(&service.name, Status::Waiting(name.clone()));
         let _ = rx.wait_for(|s| *s == State::Ready).await;
@@ -142,6 +147,20 @@ impl Mapping {
         Ok(out)
     }
 
+    /// A session to a service that is not synced (for readiness checks
+    /// through its agent), with an empty tree.
+    async fn unsynced(service: &Service, url: &str, token: &str) -> anyhow::Result<Mapping> {
+        Ok(Mapping {
+            spec: SyncMapping {
+                local: service.dir.clone(),
+                remote: String::new(),
+            },
+            ignores: Ignores::load(&service.dir, &[]),
+            tree: LocalTree::new(&service.dir),
+            session: connect(url, token).await?,
+        })
+    }
+
     fn rescan(&mut self, service: &Service) {
         self.ignores = Ignores::load(&self.spec.local, &service.live_update.ignore);
         self.tree.rescan(&self.ignores);
@@ -173,27 +192,30 @@ async fn run_once<R: Runtime>(
 ) -> anyhow::Result<Rebuild> {
     let name = &service.name;
     console.status(name, Status::Starting);
-    let instance = runtime.start(service, rebuilding).await?;
+    let progress = |line: &str| console.line(name, line);
+    let instance = runtime.start(service, rebuilding, &progress).await?;
+    let pid = instance
+        .pid
+        .map(|p| format!(" pid {p}"))
+        .unwrap_or_default();
     console.line(
         name,
-        &format!(
-            "agent pid {} at {} (root {})",
-            instance
-                .pid
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            instance.url,
-            instance.location
-        ),
+        &format!("agent{pid} at {} ({})", instance.url, instance.location),
     );
     let url = instance.url.clone();
     let token = instance.token.clone();
     let first_batch_starts_app = instance.start_with_first_batch;
     let build_steps = instance.build_steps.clone();
     let app_pid = instance.app_pid.clone();
+    let (live, seeded) = (instance.live, instance.seeded);
+    let rebuild_on = instance.rebuild_on.clone();
     *slot.lock().await = Some(instance);
 
-    let mut mappings = Mapping::connect_all(service, &url, &token).await?;
+    let mut mappings = if live {
+        Mapping::connect_all(service, &url, &token).await?
+    } else {
+        vec![Mapping::unsynced(service, &url, &token).await?]
+    };
     let events = mappings[0].session.events().await?;
     let (gone_tx, mut agent_gone) = tokio::sync::oneshot::channel();
     let (printer_name, printer_console) = (name.clone(), console.clone());
@@ -201,6 +223,15 @@ async fn run_once<R: Runtime>(
         print_events(printer_name, printer_console, events, app_pid).await;
         let _ = gone_tx.send(());
     }));
+
+    if !live {
+        // Not live updated: it runs its image as it is; watch its readiness
+        // and its agent only.
+        console.line(name, "not live updated (not named --local)");
+        wait_ready(service, &mut mappings[0], console, state).await;
+        let _ = agent_gone.await;
+        bail!("the agent stopped (its event stream ended)");
+    }
 
     // Watch before the first scan so nothing that happens meanwhile is lost.
     let mut watcher = TreeWatcher::start(&service.dir)
@@ -219,7 +250,14 @@ async fn run_once<R: Runtime>(
         m.rescan(service);
     }
     let started = Instant::now();
-    let report = full_sync(&mut mappings, service, &build_steps, first_batch_starts_app).await?;
+    let report = full_sync(
+        &mut mappings,
+        service,
+        &build_steps,
+        first_batch_starts_app,
+        seeded,
+    )
+    .await?;
     let what = if rebuilding { "rebuilt:" } else { "synced" };
     console.line(
         name,
@@ -265,6 +303,17 @@ async fn run_once<R: Runtime>(
             planned.push(ops);
         }
         let touched_refs: Vec<&Path> = touched.iter().map(|p| p.as_path()).collect();
+        if let Some(p) = touched.iter().find(|p| rebuild_on.contains(p)) {
+            console.line(
+                name,
+                &format!(
+                    "rebuilding: {} changed (the image is built from it)",
+                    p.display()
+                ),
+            );
+            console.status(name, Status::Building);
+            return Ok(Rebuild);
+        }
         match decide(service, &touched_refs, &changed) {
             Decision::Nothing => {}
             Decision::Rebuild { reason } => {
@@ -336,27 +385,57 @@ fn step(service: &Service, argv: &[String]) -> v1::Step {
 
 /// A full sync: make every mapped directory on the agent equal, then run the
 /// build steps and start (or restart) the app when asked.
+///
+/// In a `seeded` root (an image's files) the paths only the agent has are
+/// left alone: they are what the image's build made (`node_modules`, a
+/// compiled binary), not files the developer deleted. The run steps whose
+/// triggers match what the sync changed run too (a requirements file newer
+/// than the image).
 async fn full_sync(
     mappings: &mut [Mapping],
     service: &Service,
     build_steps: &[Vec<String>],
     start_app: bool,
+    seeded: bool,
 ) -> anyhow::Result<Report> {
     let mut planned = Vec::with_capacity(mappings.len());
+    let mut changed = Vec::new();
     for m in mappings.iter_mut() {
         m.session.fetch_manifest(&m.ignores).await?;
+        if seeded {
+            let tree = &m.tree.nodes;
+            let before = m.session.remote.len();
+            m.session.remote.retain(|p, _| tree.contains_key(p));
+            let kept = before - m.session.remote.len();
+            if kept > 0 {
+                tracing::debug!(service = %service.name, kept, "paths only the image has, left alone");
+            }
+        }
         let (ops, problems) = plan(&mut m.tree, &m.session.remote);
         for p in problems {
             tracing::warn!(service = %service.name, "{p}");
         }
+        changed.extend(changed_paths(service, m, &ops));
         planned.push(ops);
     }
+    let mut steps: Vec<v1::Step> = Vec::new();
+    if start_app {
+        steps.extend(build_steps.iter().map(|argv| step(service, argv)));
+        if seeded
+            && !changed.is_empty()
+            && let Decision::Sync {
+                steps: triggered, ..
+            } = decide(service, &[], &changed)
+        {
+            steps.extend(
+                triggered
+                    .iter()
+                    .map(|i| step(service, &service.live_update.run[*i].argv)),
+            );
+        }
+    }
     let followup = Followup {
-        steps: if start_app {
-            build_steps.iter().map(|argv| step(service, argv)).collect()
-        } else {
-            vec![]
-        },
+        steps,
         restart: start_app,
         label: "",
     };

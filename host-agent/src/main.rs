@@ -4,10 +4,13 @@
 
 mod config;
 mod console;
+mod docker;
+mod down;
 mod ignores;
 mod live;
 mod plan;
 mod readiness;
+mod registry;
 mod rules;
 mod runtime;
 mod session;
@@ -48,9 +51,38 @@ enum Command {
         lks up\n\n  \
         # an alias and a service (with their dependencies), one of them built from the working tree\n  \
         lks up appliances price --local bank\n  \
-        lks up appliances price -- --local bank     # the Tilt-style spelling\n\n\
+        lks up appliances price -- --local bank     # the Tilt-style spelling\n\n  \
+        # in containers: web built from the working tree and live updated, its deps from `latest`\n  \
+        lks up --runtime docker web\n\n\
         Ctrl-C (or SIGTERM) stops everything lks started.")]
     Up(UpArgs),
+    /// Remove every container, network and volume lks created for this workspace.
+    #[command(after_help = "Examples:\n  \
+        lks down                  # what `lks up --runtime docker` left for this workspace\n  \
+        lks down --all            # for every workspace\n\n\
+        Found by their labels (dev.lks.managed, dev.lks.workspace); the registry and anything\n\
+        lks did not create are left alone.")]
+    Down {
+        /// The workspace file (default: lks.yaml here or in the nearest parent).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Everything lks created, for every workspace.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run, stop or check the local image registry.
+    #[command(after_help = "Examples:\n  \
+        lks registry start        # at 127.0.0.1:5000, or the `registry:` of lks.yaml\n  \
+        lks registry status\n  \
+        lks registry stop --purge # also delete its images\n\n\
+        Where registry:2 cannot be pulled, build an image offline with images/registry/build.sh.")]
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
+        /// The workspace file (default: lks.yaml here or in the nearest parent, if any).
+        #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+    },
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -147,6 +179,17 @@ fn load_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The registry of the workspace (when there is one), else the default.
+fn registry_address(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let ws = match file {
+        Some(f) => Some(config::load(Some(f))?),
+        None => config::load(None).ok(),
+    };
+    Ok(ws
+        .and_then(|w| w.registry)
+        .unwrap_or_else(|| registry::DEFAULT_ADDRESS.to_string()))
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -176,6 +219,11 @@ fn main() -> std::process::ExitCode {
                 }
             }
             Command::Up(args) => up::up(args.options()?).await,
+            Command::Down { file, all } => down::down(file.as_deref(), all).await,
+            Command::Registry { command, file } => {
+                let address = registry_address(file.as_deref())?;
+                registry::command(&registry::Registry::parse(&address)?, command).await
+            }
             Command::Config(ConfigCommand::Check { file }) => {
                 config::check_command(file.as_deref())
             }

@@ -30,6 +30,16 @@ async fn tcp(address: &str) -> Result<TcpStream, String> {
 
 /// A plain HTTP/1.0 GET; 2xx and 3xx mean ready.
 async fn http(url: &str) -> Result<(), String> {
+    let (code, _) = http_get(url).await?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {code}"))
+    }
+}
+
+/// A plain HTTP/1.0 GET: the status code and the body (at most 64 KiB).
+pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// readiness URLs are supported"))?;
@@ -73,11 +83,11 @@ async fn http(url: &str) -> Result<(), String> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{url}: not an HTTP answer: {head:?}"))?;
-    if (200..400).contains(&code) {
-        Ok(())
-    } else {
-        Err(format!("{url} answered {code}"))
-    }
+    let body = match head.find("\r\n\r\n") {
+        Some(i) => head[i + 4..].to_string(),
+        None => String::new(),
+    };
+    Ok((code, body))
 }
 
 /// Probes until ready or `readiness.timeout` passes; returns the last reason

@@ -5,10 +5,12 @@
 use crate::config::{self, Workspace};
 use crate::console::{Console, Status};
 use crate::live::{self, Slot, State};
+use crate::registry::Registry;
 use crate::runtime::Runtime;
+use crate::runtime::docker::DockerRuntime;
 use crate::runtime::local::Local;
 use anyhow::{Context, bail};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
@@ -30,6 +32,8 @@ pub struct UpOptions {
 pub enum RuntimeKind {
     /// Child processes with their roots under `.lks/`; no containers.
     Local,
+    /// A container per service from its image, on one network per run.
+    Docker,
 }
 
 /// Runs `lks up` until a signal.
@@ -52,6 +56,31 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         RuntimeKind::Local => {
             let runtime = Arc::new(Local::new(&work, &token)?);
             launch(&ws, &order, runtime).await
+        }
+        RuntimeKind::Docker => {
+            // Built from the working tree and live updated: the --local
+            // services, or without any, the targets named (aliases expanded).
+            // Everything else runs the registry's `latest`.
+            let local: BTreeSet<String> = if opts.local.is_empty() && opts.targets.is_empty() {
+                order.iter().cloned().collect()
+            } else if opts.local.is_empty() {
+                ws.expand_targets(&opts.targets).into_iter().collect()
+            } else {
+                opts.local.iter().cloned().collect()
+            };
+            let registry = Registry::parse(
+                ws.registry
+                    .as_deref()
+                    .unwrap_or(crate::registry::DEFAULT_ADDRESS),
+            )?;
+            let runtime = DockerRuntime::new(&ws.root, registry, &token, local, &|l| {
+                eprintln!("lks: {l}")
+            })
+            .await?;
+            let runtime = Arc::new(runtime);
+            let result = launch(&ws, &order, runtime.clone()).await;
+            runtime.shutdown().await;
+            result
         }
     }
 }

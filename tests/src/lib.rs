@@ -603,3 +603,157 @@ pub fn read_pid_file(path: &Path, timeout: Duration, not: Option<u32>) -> u32 {
     assert!(found, "no pid in {} within {timeout:?}", path.display());
     pid.unwrap()
 }
+
+/// Writes `root/rel`, creating its directories.
+pub fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A running `lks up`, its output collected line by line.
+pub struct Up {
+    pub child: Child,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Up {
+    /// Starts `lks up -f WS/lks.yaml ARGS...` in `ws`.
+    pub fn start(ws: &Path, args: &[&str]) -> Up {
+        let mut child = Command::new(bin("lks"))
+            .arg("up")
+            .args(["-f", ws.join("lks.yaml").to_str().unwrap()])
+            .args(args)
+            .current_dir(ws)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = lines(child.stdout.take().unwrap());
+        let err = lines(child.stderr.take().unwrap());
+        Up {
+            child,
+            out,
+            err,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing all of `needles`; returns it.
+    pub fn wait(&mut self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(l) = self
+            .seen
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let err: Vec<String> = self.err.try_iter().collect();
+                    panic!(
+                        "no line with {needles:?} within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                        self.seen.join("\n"),
+                        err.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Lines seen so far, plus any pending.
+    pub fn drain(&mut self) -> &[String] {
+        while let Ok(l) = self.out.try_recv() {
+            self.seen.push(l);
+        }
+        &self.seen
+    }
+
+    /// The pids `lks up` printed for `service`.
+    pub fn pids(&mut self, service: &str) -> Vec<i32> {
+        let prefix = format!("{service} ");
+        self.drain()
+            .iter()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| {
+                let i = l.find(" pid ")?;
+                l[i + 5..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// SIGTERM, then wait for the exit (SIGKILL after 20 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child, "lks up", Duration::from_secs(20))
+    }
+}
+
+impl Drop for Up {
+    /// Even when a test fails: SIGTERM first, so `lks up` stops the agents and
+    /// apps it started (SIGKILL would leave them running), then SIGKILL.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = wait_until(Duration::from_secs(15), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            });
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `docker` CLI and asserts it succeeded.
+pub fn docker(args: &[&str]) -> std::process::Output {
+    let out = docker_unchecked(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs the `docker` CLI; the caller checks the outcome.
+pub fn docker_unchecked(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run docker ({e}): tests/run.sh installs docker.io and starts dockerd")
+        })
+}
+
+/// The trimmed stdout of a successful `docker` command.
+pub fn docker_text(args: &[&str]) -> String {
+    String::from_utf8_lossy(&docker(args).stdout)
+        .trim()
+        .to_string()
+}
+
+/// Fails with how to build `image` when the engine does not have it
+/// (test images are built offline by the scripts in `images/`).
+pub fn require_image(image: &str, built_by: &str) {
+    let out = docker_unchecked(&["image", "inspect", "--format", "{{.Id}}", image]);
+    assert!(
+        out.status.success(),
+        "the test image {image} is missing: build it with {built_by} (tests/run.sh does)"
+    );
+}

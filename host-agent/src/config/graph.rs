@@ -216,6 +216,20 @@ impl Workspace {
         Ok(order)
     }
 
+    /// The targets with aliases expanded, without their dependencies
+    /// (unknown names are left out; `resolve` reports them).
+    pub fn expand_targets(&self, targets: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = vec![];
+        for t in targets {
+            for s in expand(&self.aliases, t) {
+                if self.services.contains_key(&s) && !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
     fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>) {
         // Marked before its dependencies: a cycle (impossible after
         // validation) cannot loop forever.

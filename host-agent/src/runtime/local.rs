@@ -75,7 +75,16 @@ impl Runtime for Local {
         "local"
     }
 
-    async fn start(&self, service: &Service, fresh: bool) -> Result<Instance, RuntimeError> {
+    fn host_of(&self, _name: &str) -> String {
+        "127.0.0.1".into()
+    }
+
+    async fn start(
+        &self,
+        service: &Service,
+        fresh: bool,
+        _progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Instance, RuntimeError> {
         let io = |context: &str| {
             let service = service.name.clone();
             let context = context.to_string();
@@ -121,7 +130,7 @@ impl Runtime for Local {
                 "--",
             ])
             .args(&service.command)
-            .envs(&service.env)
+            .envs(super::expand_env(&service.env, |n| self.host_of(n)))
             .env("LKS_TOKEN", &self.token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -173,9 +182,13 @@ impl Runtime for Local {
             pid: child.id(),
             start_with_first_batch: true,
             build_steps: service.build.local.clone(),
-            location: root.display().to_string(),
+            location: format!("root {}", root.display()),
             child: Some(child),
             app_pid: Default::default(),
+            container: None,
+            seeded: false,
+            live: true,
+            rebuild_on: vec![],
         })
     }
 

@@ -1,7 +1,8 @@
-//! Runtimes: where a service runs and how its agent is reached. One trait; the
-//! `local` runtime runs the agent as a child process with its root in a work
-//! dir (docker and kube come next).
+//! Runtimes: where a service runs and how its agent is reached. One trait;
+//! `local` runs the agent as a child process with its root in a work dir,
+//! `docker` runs each service in a container of its image (kube comes next).
 
+pub mod docker;
 pub mod local;
 
 use crate::config::Service;
@@ -29,6 +30,49 @@ pub struct Instance {
     /// app leads its own process group, so a runtime whose agent died can
     /// still stop what it left behind.
     pub app_pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// The container, for runtimes that run one.
+    pub(crate) container: Option<String>,
+    /// The root already holds files lks did not put there (an image's): the
+    /// first sync leaves the paths only the agent has (build outputs such as
+    /// `node_modules`) alone rather than deleting them.
+    pub seeded: bool,
+    /// Whether the service is live updated (synced, its steps run). A
+    /// service that is not just runs, and is watched for readiness only.
+    pub live: bool,
+    /// Local files whose change needs a rebuild whatever the rules say (the
+    /// Dockerfile of an image-based runtime).
+    pub rebuild_on: Vec<std::path::PathBuf>,
+}
+
+/// The environment of a service with each `${host:NAME}` replaced by the
+/// address under which service NAME is reached (`host`): `127.0.0.1` on the
+/// local runtime, the service's name on a container network.
+pub fn expand_env(
+    env: &std::collections::BTreeMap<String, String>,
+    host: impl Fn(&str) -> String,
+) -> std::collections::BTreeMap<String, String> {
+    env.iter()
+        .map(|(k, v)| {
+            let mut out = String::new();
+            let mut rest = v.as_str();
+            while let Some(i) = rest.find("${host:") {
+                out.push_str(&rest[..i]);
+                let after = &rest[i + 7..];
+                match after.find('}') {
+                    Some(j) => {
+                        out.push_str(&host(&after[..j]));
+                        rest = &after[j + 1..];
+                    }
+                    None => {
+                        out.push_str(&rest[i..]);
+                        rest = "";
+                    }
+                }
+            }
+            out.push_str(rest);
+            (k.clone(), out)
+        })
+        .collect()
 }
 
 /// Why a runtime could not do what was asked.
@@ -39,6 +83,16 @@ pub enum RuntimeError {
         "cannot find lks-agent (looked in {looked}); build it with `cargo build --workspace --bins` or set LKS_AGENT_BIN"
     )]
     AgentNotFound {
+        /// Where lks looked.
+        looked: String,
+    },
+    /// No statically linked agent (containers may have no libc).
+    #[error(
+        "cannot find a statically linked lks-agent for containers (looked in {looked}); build it with \
+         `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build -p lks-agent --target x86_64-unknown-linux-gnu` \
+         or set LKS_AGENT_BIN to one"
+    )]
+    StaticAgentNotFound {
         /// Where lks looked.
         looked: String,
     },
@@ -67,13 +121,18 @@ pub trait Runtime: Send + Sync {
     /// The runtime's name, for messages.
     fn name(&self) -> &'static str;
 
+    /// The address under which the service `name` is reached by the others
+    /// (what `${host:NAME}` in `env` becomes).
+    fn host_of(&self, name: &str) -> String;
+
     /// Starts the service's agent (and, where the files are already there,
     /// the app). `fresh` asks for a clean slate (a rebuild): nothing left from
-    /// an earlier instance.
+    /// an earlier instance. Long work (image builds) reports to `progress`.
     fn start(
         &self,
         service: &Service,
         fresh: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
     ) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
 
     /// Stops everything the runtime started for the service.
@@ -82,4 +141,10 @@ pub trait Runtime: Send + Sync {
         service: &Service,
         instance: Instance,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes what the runtime created for the whole run (after every
+    /// service stopped).
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

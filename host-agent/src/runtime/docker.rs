@@ -1,0 +1,405 @@
+//! The `docker` runtime: each service is a container on one network per
+//! `lks up`, reachable by the other services under its own name.
+//!
+//! - Image: a `--local` service (or a rebuild) is built from the working tree
+//!   (skipped when its content digest is built already) and pushed as
+//!   `REGISTRY/NAME:dev-DIGEST` and `:latest`. Any other service runs
+//!   `REGISTRY/NAME:latest`, pulled; built only when the registry lacks it.
+//! - Agent: the static `lks-agent` is bind-mounted read-only at
+//!   `/.lks/lks-agent` and wraps the image's own ENTRYPOINT + CMD
+//!   (`lks-agent supervise -- ...`), so images without a shell or `tar` are
+//!   live updated too. Its port is published on 127.0.0.1 only; the token
+//!   travels in the environment.
+//! - Live services start their app after the first sync (which compares
+//!   with the files already in the image); the others start it at once.
+
+use super::{Instance, Runtime, RuntimeError, expand_env};
+use crate::config::Service;
+use crate::docker::{self, EngineError, LABEL_SERVICE, image};
+use crate::registry::Registry;
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The agent's port inside every container.
+pub const AGENT_PORT: u16 = 7690;
+/// Where the agent binary is mounted in every container.
+pub const AGENT_PATH: &str = "/.lks/lks-agent";
+
+/// The docker runtime of one `lks up`.
+pub struct DockerRuntime {
+    docker: Docker,
+    registry: Registry,
+    token: String,
+    agent: PathBuf,
+    /// Services built from the working tree and live updated.
+    local: BTreeSet<String>,
+    labels: HashMap<String, String>,
+    run: String,
+    network: String,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine, makes sure the registry answers (starting the
+    /// local one if needed) and creates this run's network.
+    pub async fn new(
+        workspace: &Path,
+        registry: Registry,
+        token: &str,
+        local: BTreeSet<String>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> anyhow::Result<DockerRuntime> {
+        let agent = find_static_agent()?;
+        let docker = docker::connect().await?;
+        crate::registry::ensure_running(&docker, &registry, None, progress).await?;
+        let run = hex::encode(rand::random::<[u8; 4]>());
+        let labels = docker::labels(&workspace.display().to_string(), &run);
+        let network = format!("lks-{run}");
+        docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(EngineError::api(format!("creating the network {network}")))?;
+        Ok(DockerRuntime {
+            docker,
+            registry,
+            token: token.to_string(),
+            agent,
+            local,
+            labels,
+            run,
+            network,
+        })
+    }
+
+    /// The image a service runs: built from the working tree when it is
+    /// live (or must be rebuilt), else the registry's `latest`.
+    async fn image_for(
+        &self,
+        service: &Service,
+        live: bool,
+        fresh: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> anyhow::Result<String> {
+        let repo = image::repository(&self.registry.address, &service.name);
+        if !live && !fresh {
+            progress(&format!("pulling {repo}:latest"));
+            if image::pull(&self.docker, &repo, "latest", progress).await? {
+                return Ok(format!("{repo}:latest"));
+            }
+            progress(&format!(
+                "{repo}:latest is not in the registry; building it from the working tree"
+            ));
+        }
+        let built = image::build(&self.docker, &repo, &service.build, progress).await?;
+        if built.built {
+            progress(&format!("built {}", built.reference));
+        } else {
+            progress(&format!("{} is built already", built.reference));
+        }
+        // Publish it: the digest tag, and `latest` for the next runs that do
+        // not name this service --local.
+        let digest_tag = built
+            .reference
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .unwrap_or("latest");
+        image::tag(&self.docker, &built.reference, &repo, "latest").await?;
+        for tag in [digest_tag, "latest"] {
+            if let Err(e) = image::push(&self.docker, &repo, tag, &|_| {}).await {
+                progress(&format!("warning: not pushed: {e}"));
+                break;
+            }
+        }
+        Ok(built.reference)
+    }
+
+    fn container_name(&self, service: &str) -> String {
+        format!("lks-{}-{service}", self.run)
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if docker::is_not_found(&e) => Ok(()),
+            Err(e) => Err(EngineError::Api {
+                doing: format!("removing the container {name}"),
+                source: e,
+            }),
+        }
+    }
+
+    async fn start_container(
+        &self,
+        service: &Service,
+        live: bool,
+        fresh: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> anyhow::Result<Instance> {
+        let reference = self.image_for(service, live, fresh, progress).await?;
+        let inspect = self
+            .docker
+            .inspect_image(&reference)
+            .await
+            .map_err(EngineError::api(format!("inspecting {reference}")))?;
+        let config = inspect.config.unwrap_or_default();
+        let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+        argv.extend(config.cmd.clone().unwrap_or_default());
+        if argv.is_empty() {
+            argv = service.command.clone();
+        }
+        if argv.is_empty() {
+            anyhow::bail!(
+                "{reference} has neither ENTRYPOINT nor CMD, and the service has no `command`: nothing to run"
+            );
+        }
+        let root = service.live_update.root.clone();
+        let mut cmd: Vec<String> = [
+            "supervise",
+            "--root",
+            &root,
+            "--listen",
+            &format!("0.0.0.0:{AGENT_PORT}"),
+            "--grace-period",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if live {
+            cmd.push("--no-start".into());
+        }
+        cmd.push("--".into());
+        cmd.extend(argv);
+
+        let mut env: Vec<String> = expand_env(&service.env, |dep| dep.to_string())
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push(format!("LKS_TOKEN={}", self.token));
+        let mut labels = self.labels.clone();
+        labels.insert(LABEL_SERVICE.into(), service.name.clone());
+        let loopback = |port: Option<u16>| {
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(port.map(|p| p.to_string()).unwrap_or_default()),
+            }])
+        };
+        let mut ports = HashMap::from([(format!("{AGENT_PORT}/tcp"), loopback(None))]);
+        for p in &service.ports {
+            ports.insert(format!("{p}/tcp"), loopback(Some(*p)));
+        }
+        let name = self.container_name(&service.name);
+        self.remove(&name).await?;
+        let body = ContainerCreateBody {
+            image: Some(reference.clone()),
+            hostname: Some(service.name.clone()),
+            entrypoint: Some(vec![AGENT_PATH.into()]),
+            cmd: Some(cmd),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: Some(ports.keys().map(|k| (k.clone(), HashMap::new())).collect()),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{}:{AGENT_PATH}:ro", self.agent.display())]),
+                port_bindings: Some(ports),
+                network_mode: Some(self.network.clone()),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![service.name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(EngineError::api(format!("creating the container {name}")))?;
+        if let Err(e) = self
+            .docker
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            let _ = self.remove(&name).await;
+            let hint = if service.ports.is_empty() {
+                String::new()
+            } else {
+                format!(" (are ports {:?} free on 127.0.0.1?)", service.ports)
+            };
+            anyhow::bail!("starting the container {name}: {e}{hint}");
+        }
+        let port = self.agent_port(&name).await?;
+        let dockerfile = service.build.dockerfile.clone();
+        Ok(Instance {
+            url: format!("http://127.0.0.1:{port}"),
+            token: self.token.clone(),
+            pid: None,
+            start_with_first_batch: live,
+            build_steps: vec![],
+            location: format!("container {name}, image {reference}, root {root}"),
+            child: None,
+            app_pid: Default::default(),
+            container: Some(name),
+            seeded: true,
+            live,
+            rebuild_on: vec![dockerfile],
+        })
+    }
+
+    async fn agent_port(&self, name: &str) -> anyhow::Result<u16> {
+        let c = self
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(EngineError::api(format!("inspecting {name}")))?;
+        let port = c
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut p| p.remove(&format!("{AGENT_PORT}/tcp")))
+            .flatten()
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse::<u16>().ok());
+        port.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the container {name} exited at once or publishes no agent port; see `docker logs {name}`"
+            )
+        })
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn host_of(&self, service: &str) -> String {
+        service.to_string()
+    }
+
+    async fn start(
+        &self,
+        service: &Service,
+        fresh: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Instance, RuntimeError> {
+        let live = self.local.contains(&service.name);
+        self.start_container(service, live, fresh, progress)
+            .await
+            .map_err(|e| RuntimeError::AgentFailed {
+                service: service.name.clone(),
+                reason: format!("{e:#}"),
+            })
+    }
+
+    async fn stop(&self, _service: &Service, instance: Instance) -> Result<(), RuntimeError> {
+        let Some(name) = instance.container else {
+            return Ok(());
+        };
+        // The agent (PID 1) passes SIGTERM to the app and waits for it.
+        let _ = self
+            .docker
+            .stop_container(
+                &name,
+                Some(StopContainerOptions {
+                    t: Some(5),
+                    signal: None,
+                }),
+            )
+            .await;
+        self.remove(&name)
+            .await
+            .map_err(|e| RuntimeError::AgentFailed {
+                service: name.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn shutdown(&self) {
+        if let Err(e) = self.docker.remove_network(&self.network).await
+            && !docker::is_not_found(&e)
+        {
+            eprintln!("lks: removing the network {}: {e}", self.network);
+        }
+    }
+}
+
+/// The static `lks-agent` (containers may have no libc): `LKS_AGENT_BIN`,
+/// else `lks-agent` next to `lks`, else the one Cargo builds for
+/// `--target x86_64-unknown-linux-gnu` beside this target dir. Each must be
+/// statically linked.
+pub fn find_static_agent() -> Result<PathBuf, RuntimeError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("LKS_AGENT_BIN") {
+        candidates.push(p.into());
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.join("lks-agent"));
+        if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
+            candidates.push(
+                target
+                    .join("x86_64-unknown-linux-gnu")
+                    .join(profile)
+                    .join("lks-agent"),
+            );
+        }
+    }
+    let mut looked = Vec::new();
+    for c in &candidates {
+        match is_static(c) {
+            Some(true) => return Ok(c.clone()),
+            Some(false) => looked.push(format!("{} (dynamically linked)", c.display())),
+            None => looked.push(c.display().to_string()),
+        }
+    }
+    Err(RuntimeError::StaticAgentNotFound {
+        looked: looked.join(", "),
+    })
+}
+
+/// Whether an ELF file has no program interpreter (None: not a readable ELF).
+fn is_static(path: &Path) -> Option<bool> {
+    let bytes = std::fs::read(path).ok()?;
+    let elf = goblin::elf::Elf::parse(&bytes).ok()?;
+    Some(elf.interpreter.is_none())
+}

@@ -1,0 +1,293 @@
+//! `lks up --runtime docker`, `lks down` and `lks registry` against the real
+//! Docker engine and a real registry (images built offline, nothing pulled
+//! from Docker Hub). `tests/run.sh` installs and starts dockerd, builds the
+//! static agent and the test images (`images/base/build.sh`,
+//! `images/registry/build.sh`).
+
+use lks_e2e::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "lks/debian:bookworm";
+
+/// A random suffix for names that must not collide with earlier runs (the
+/// registry keeps its images between runs).
+fn unique() -> String {
+    format!(
+        "{:08x}",
+        Rng::new(std::process::id() as u64 ^ now_nanos()).next_u64() as u32
+    )
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Containers carrying `label=value`, running or not.
+fn containers_with(label: &str) -> Vec<String> {
+    docker_text(&["ps", "-aq", "--filter", &format!("label={label}")])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn networks_with(label: &str) -> Vec<String> {
+    docker_text(&["network", "ls", "-q", "--filter", &format!("label={label}")])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The container `lks up` last printed for `service`.
+fn container_of(up: &mut Up, service: &str) -> String {
+    image_line(up, service)
+        .split("container ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("the container's name is printed")
+        .to_string()
+}
+
+/// The image `lks up` last printed for `service`.
+fn image_of(up: &mut Up, service: &str) -> String {
+    image_line(up, service)
+        .split("image ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("the image is printed")
+        .to_string()
+}
+
+fn image_line(up: &mut Up, service: &str) -> String {
+    let prefix = format!("{service} ");
+    up.drain()
+        .iter()
+        .rev()
+        .find(|l| l.starts_with(&prefix) && l.contains("(container "))
+        .cloned()
+        .unwrap_or_else(|| panic!("no container line for {service}"))
+}
+
+/// Copies the example workspace (web: Node, api: Python) into `dst`.
+fn copy_examples(dst: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in walkdir::WalkDir::new(&src) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&src).unwrap();
+        if rel.starts_with("worker") {
+            continue; // needs Go in an image; not part of these tests
+        }
+        let to = dst.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+    // Only the two services copied.
+    write(
+        dst,
+        "lks.yaml",
+        "services: [\"web/lks.service.yaml\", \"api/lks.service.yaml\"]\naliases:\n  frontend: [web]\n",
+    );
+}
+
+/// Builds a static Go HTTP server into `dir/server`: it reads
+/// `/app/message.txt` once at start and answers it on `port`.
+fn go_server(dir: &Path, port: u16) {
+    write(
+        dir,
+        "src/main.go",
+        &format!(
+            "package main\n\
+             import (\"net/http\"; \"os\")\n\
+             func main() {{\n\
+             \tmsg, err := os.ReadFile(\"/app/message.txt\")\n\
+             \tif err != nil {{ panic(err) }}\n\
+             \thttp.HandleFunc(\"/\", func(w http.ResponseWriter, r *http.Request) {{ w.Write(msg) }})\n\
+             \tpanic(http.ListenAndServe(\":{port}\", nil))\n\
+             }}\n"
+        ),
+    );
+    write(dir, "src/go.mod", "module server\n\ngo 1.19\n");
+    let out = Command::new("go")
+        .args(["build", "-o", "../server", "."])
+        .current_dir(dir.join("src"))
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", std::env::temp_dir().join("lks-e2e-gocache"))
+        .output()
+        .expect("go is needed for this test (tests/run.sh installs golang-go)");
+    assert_success(&out);
+}
+
+#[test]
+fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    let name = format!("scratch-{}", unique());
+    write(
+        ws,
+        "lks.yaml",
+        &format!("services: [\"{name}/lks.service.yaml\"]\n"),
+    );
+    let dir = ws.join(&name);
+    go_server(&dir, port);
+    write(&dir, "content/message.txt", "one\n");
+    write(
+        &dir,
+        "Dockerfile",
+        "FROM scratch\nCOPY server /server\nCOPY content/ /app/\nCMD [\"/server\"]\n",
+    );
+    write(&dir, ".dockerignore", "src\n");
+    write(
+        &dir,
+        "lks.service.yaml",
+        &format!(
+            "name: {name}\nports: [{port}]\nreadiness:\n  http: http://127.0.0.1:{port}/\n\
+             live_update:\n  sync:\n    - {{ local: content, remote: . }}\n  restart: on-change\n"
+        ),
+    );
+    let mut up = Up::start(ws, &["--runtime", "docker"]);
+    up.wait(&[&name, "[ready]"], Duration::from_secs(120));
+    assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
+    // The image has no shell and no tar: the agent writes the file itself.
+    let container = container_of(&mut up, &name);
+    let sh = docker_unchecked(&["exec", &container, "sh", "-c", "true"]);
+    assert!(!sh.status.success(), "the image was meant to have no shell");
+    let t = Instant::now();
+    write(&dir, "content/message.txt", "two\n");
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(port, "/").as_deref()
+            == Some("two\n")),
+        "the response never changed: {:?}\n{}",
+        http_get(port, "/"),
+        up.drain().join("\n")
+    );
+    eprintln!(
+        "edit -> new response in a FROM scratch container: {} ms",
+        t.elapsed().as_millis()
+    );
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        docker_unchecked(&["inspect", &container]).status.code() != Some(0),
+        "the container {container} outlived lks up"
+    );
+}
+
+#[test]
+fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
+    require_image(BASE, "images/base/build.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    copy_examples(ws);
+    let mut up = Up::start(
+        ws,
+        &[
+            "--runtime",
+            "docker",
+            "frontend",
+            "--local",
+            "web",
+            "--local",
+            "api",
+        ],
+    );
+    up.wait(&["web", "[ready]"], Duration::from_secs(300));
+    // web reaches api by its service name on the run's network.
+    assert_eq!(
+        http_get(18080, "/").as_deref(),
+        Some("hello from web; api says: hello from api\n")
+    );
+
+    // Edit the Node handler: the new response.
+    let server = ws.join("web/server.js");
+    let text = std::fs::read_to_string(&server).unwrap();
+    std::fs::write(
+        &server,
+        text.replace("hello from web", "hello again from web"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(18080, "/")
+            .is_some_and(|b| b.starts_with("hello again from web"))),
+        "the response never changed: {:?}\n{}",
+        http_get(18080, "/"),
+        up.drain().join("\n")
+    );
+    eprintln!(
+        "edit -> new response in a Node container: {} ms",
+        t.elapsed().as_millis()
+    );
+
+    // A requirements change runs the pip step inside the api container.
+    let req = ws.join("api/requirements.txt");
+    let mut text = std::fs::read_to_string(&req).unwrap();
+    text.push_str("# touched by the test\n");
+    std::fs::write(&req, text).unwrap();
+    let line = up.wait(&["api", "synced", "step 1 ok"], Duration::from_secs(60));
+    assert!(line.contains("restarted"), "{line}");
+
+    // A Dockerfile change rebuilds the image and replaces the container.
+    let before = (container_of(&mut up, "web"), image_of(&mut up, "web"));
+    let dockerfile = ws.join("web/Dockerfile");
+    let mut text = std::fs::read_to_string(&dockerfile).unwrap();
+    text.push_str("LABEL touched=by-the-test\n");
+    std::fs::write(&dockerfile, text).unwrap();
+    up.wait(
+        &["web", "rebuilding", "Dockerfile changed"],
+        Duration::from_secs(30),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let now = (container_of(&mut up, "web"), image_of(&mut up, "web"));
+        if now.1 != before.1 || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(
+        after.1, before.1,
+        "no new image after the Dockerfile changed"
+    );
+    let label = docker_text(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"touched\"}}",
+        &after.0,
+    ]);
+    assert_eq!(label, "by-the-test", "the new container runs the new image");
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(18080, "/")
+            .is_some_and(|b| b.starts_with("hello again from web"))),
+        "the rebuilt web does not serve the edited handler"
+    );
+
+    let run_label = docker_text(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"dev.lks.run\"}}",
+        &after.0,
+    ]);
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+    let label = format!("dev.lks.run={run_label}");
+    assert_eq!(
+        containers_with(&label),
+        Vec::<String>::new(),
+        "containers left behind"
+    );
+    assert_eq!(
+        networks_with(&label),
+        Vec::<String>::new(),
+        "network left behind"
+    );
+}
