@@ -2,6 +2,7 @@
 //! `lks-agent`'s root equal to a local directory.
 #![forbid(unsafe_code)]
 
+mod agent_image;
 mod config;
 mod console;
 mod docker;
@@ -81,6 +82,20 @@ enum Command {
         command: registry::RegistryCommand,
         /// The workspace file (default: lks.yaml here or in the nearest parent, if any).
         #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+    },
+    /// Build the agent image (FROM scratch + the static lks-agent), and push it.
+    #[command(after_help = "Examples:\n  \
+        lks agent-image           # build REGISTRY/lks-agent:VERSION and :latest\n  \
+        lks agent-image --push    # and push them to the registry\n\n\
+        The static agent is LKS_AGENT_BIN, lks-agent next to lks, or Cargo's\n\
+        target/x86_64-unknown-linux-gnu/PROFILE/lks-agent (built with -C target-feature=+crt-static).")]
+    AgentImage {
+        /// Push the image to the registry (started if it is the local one).
+        #[arg(long)]
+        push: bool,
+        /// The workspace file, for its registry (default: lks.yaml here or in a parent, if any).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
     },
     /// Work with the configuration.
@@ -223,6 +238,10 @@ fn main() -> std::process::ExitCode {
             Command::Registry { command, file } => {
                 let address = registry_address(file.as_deref())?;
                 registry::command(&registry::Registry::parse(&address)?, command).await
+            }
+            Command::AgentImage { push, file } => {
+                let address = registry_address(file.as_deref())?;
+                agent_image::command(&registry::Registry::parse(&address)?, push).await
             }
             Command::Config(ConfigCommand::Check { file }) => {
                 config::check_command(file.as_deref())

@@ -42,6 +42,20 @@ fn networks_with(label: &str) -> Vec<String> {
         .collect()
 }
 
+/// Removes every local tag of `127.0.0.1:5000/NAME` when dropped (the
+/// registry keeps its copy; names are unique per run).
+struct RemoveImages(String);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let repo = format!("127.0.0.1:5000/{}", self.0);
+        let out = docker_unchecked(&["images", "--format", "{{.Repository}}:{{.Tag}}", &repo]);
+        for tag in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = docker_unchecked(&["rmi", "-f", tag]);
+        }
+    }
+}
+
 /// The container `lks up` last printed for `service`.
 fn container_of(up: &mut Up, service: &str) -> String {
     image_line(up, service)
@@ -131,6 +145,7 @@ fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
     let ws = tmp.path();
     let port = free_port();
     let name = format!("scratch-{}", unique());
+    let _images = RemoveImages(name.clone());
     write(
         ws,
         "lks.yaml",
@@ -290,4 +305,27 @@ fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
         Vec::<String>::new(),
         "network left behind"
     );
+}
+
+#[test]
+fn lks_builds_and_pushes_the_agent_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("lks"))
+        .args(["agent-image", "--push"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let version = env!("CARGO_PKG_VERSION");
+    let reference = format!("127.0.0.1:5000/lks-agent:{version}");
+    assert!(stdout.lines().any(|l| l == reference), "{stdout}");
+    // In the registry...
+    let tags = http_get(5000, "/v2/lks-agent/tags/list").unwrap_or_default();
+    assert!(tags.contains(version) && tags.contains("latest"), "{tags}");
+    // ...and it is nothing but the static agent, which runs.
+    let run = docker_text(&["run", "--rm", &reference, "--version"]);
+    assert_eq!(run, format!("lks-agent {version}"));
+    let layers = docker_text(&["history", "-q", &reference]);
+    assert!(!layers.is_empty());
 }

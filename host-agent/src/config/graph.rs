@@ -27,6 +27,7 @@ pub(super) fn check(
     errors: &mut Vec<ConfigError>,
 ) {
     let mut deps_at: BTreeMap<String, Vec<(String, Location)>> = BTreeMap::new();
+    let mut hosts_at: Vec<(String, String, Location)> = Vec::new();
     let mut names_at: BTreeMap<String, Location> = BTreeMap::new();
     for p in parsed {
         let name = p.service.name.clone();
@@ -40,6 +41,7 @@ pub(super) fn check(
         }
         names_at.insert(name.clone(), p.name_at);
         deps_at.insert(name.clone(), p.deps);
+        hosts_at.extend(p.host_refs.into_iter().map(|(h, at)| (name.clone(), h, at)));
         ws.services.insert(name, p.service);
     }
     let mut members_at: BTreeMap<String, Vec<(String, Location)>> = BTreeMap::new();
@@ -83,6 +85,17 @@ pub(super) fn check(
     for (service, deps) in &deps_at {
         for (d, at) in deps {
             unknown(format!("deps of service \"{service}\""), d, at);
+        }
+    }
+
+    for (service, host, at) in &hosts_at {
+        if !names_at.contains_key(host) {
+            errors.push(ConfigError::UnknownName {
+                at: at.clone(),
+                what: format!("${{host:...}} in the env of service \"{service}\""),
+                name: host.clone(),
+                suggestion: closest(host, names_at.keys().map(String::as_str)),
+            });
         }
     }
 

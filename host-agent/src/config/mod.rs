@@ -230,3 +230,29 @@ pub enum Restart {
     /// Never: the app reloads itself.
     Never,
 }
+
+/// `value` with every `${host:NAME}` replaced by `host(NAME)`: the address
+/// under which service NAME is reached (it differs per runtime).
+pub fn substitute_hosts(value: &str, mut host: impl FnMut(&str) -> String) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find("${host:") {
+        let after = &rest[i + 7..];
+        let Some(j) = after.find('}') else { break };
+        out.push_str(&rest[..i]);
+        out.push_str(&host(&after[..j]));
+        rest = &after[j + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The service names that the `${host:NAME}` in `value` reference.
+pub fn host_refs(value: &str) -> Vec<String> {
+    let mut out = vec![];
+    substitute_hosts(value, |n| {
+        out.push(n.to_string());
+        String::new()
+    });
+    out
+}

@@ -19,6 +19,8 @@ pub(super) struct Parsed {
     pub name_at: Location,
     /// Its dependencies as written, with positions.
     pub deps: Vec<(String, Location)>,
+    /// The services its `env` reaches through `${host:NAME}`, with positions.
+    pub host_refs: Vec<(String, Location)>,
 }
 
 const KEYS: &[&str] = &[
@@ -93,6 +95,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         live_update: super::live_update::default_live_update(&dir),
     };
     let mut deps = vec![];
+    let mut host_refs = vec![];
     for (key, v) in map.iter() {
         let w = what(key.as_str());
         match key.as_str() {
@@ -101,7 +104,18 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
                     service.command = argv;
                 }
             }
-            "env" => service.env = doc.string_map(v, &w).unwrap_or_default(),
+            "env" => {
+                service.env = doc.string_map(v, &w).unwrap_or_default();
+                if let Node::Mapping(m) = v {
+                    for (_, value) in m.iter() {
+                        if let Node::Scalar(s) = value {
+                            for name in super::host_refs(s.as_str()) {
+                                host_refs.push((name, doc.at_node(value)));
+                            }
+                        }
+                    }
+                }
+            }
             "deps" => {
                 deps = doc.strings(v, &w).unwrap_or_default();
                 for (i, (d, at)) in deps.iter().enumerate() {
@@ -136,6 +150,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         service,
         name_at,
         deps,
+        host_refs,
     })
 }
 

@@ -52,26 +52,7 @@ pub fn expand_env(
     host: impl Fn(&str) -> String,
 ) -> std::collections::BTreeMap<String, String> {
     env.iter()
-        .map(|(k, v)| {
-            let mut out = String::new();
-            let mut rest = v.as_str();
-            while let Some(i) = rest.find("${host:") {
-                out.push_str(&rest[..i]);
-                let after = &rest[i + 7..];
-                match after.find('}') {
-                    Some(j) => {
-                        out.push_str(&host(&after[..j]));
-                        rest = &after[j + 1..];
-                    }
-                    None => {
-                        out.push_str(&rest[i..]);
-                        rest = "";
-                    }
-                }
-            }
-            out.push_str(rest);
-            (k.clone(), out)
-        })
+        .map(|(k, v)| (k.clone(), crate::config::substitute_hosts(v, &host)))
         .collect()
 }
 

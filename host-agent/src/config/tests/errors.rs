@@ -424,3 +424,31 @@ fn readiness_takes_exactly_one_check() {
         ]
     );
 }
+
+#[test]
+fn a_host_reference_to_an_unknown_service_gets_a_did_you_mean() {
+    let f = web(&[
+        "name: web",
+        "command: node server.js",
+        "env:",
+        "  API_URL: http://${host:webb}:8080",
+    ]);
+    assert_eq!(
+        f.errors(),
+        [
+            r#"services/web/lks.service.yaml:4:12: ${host:...} in the env of service "web": "webb" is not a service or alias; did you mean "web"?"#
+        ]
+    );
+}
+
+#[test]
+fn host_references_are_substituted_per_runtime() {
+    let sub = |v: &str| crate::config::substitute_hosts(v, |n| format!("<{n}>"));
+    assert_eq!(
+        sub("http://${host:api}:80/${host:db}"),
+        "http://<api>:80/<db>"
+    );
+    assert_eq!(sub("no refs"), "no refs");
+    assert_eq!(sub("broken ${host:api"), "broken ${host:api");
+    assert_eq!(crate::config::host_refs("${host:a}${host:b}"), ["a", "b"]);
+}

@@ -1,0 +1,58 @@
+//! `lks agent-image`: the agent image (`images/agent/Dockerfile`: `FROM
+//! scratch` plus the static agent), built from the static `lks-agent` lks
+//! finds, tagged `REGISTRY/lks-agent:VERSION` and `:latest` (and by content
+//! digest), and pushed with `--push`. Kubernetes pods get the agent from it
+//! (an init container copies it into a shared volume).
+
+use crate::config::Build;
+use crate::docker::{self, image};
+use crate::registry::Registry;
+use anyhow::Context;
+
+/// The Dockerfile, as in the repository.
+const DOCKERFILE: &str = include_str!("../../images/agent/Dockerfile");
+/// The repository name under the registry.
+pub const REPOSITORY: &str = "lks-agent";
+
+/// Builds (and with `push`, pushes) the agent image; prints its references.
+pub async fn command(registry: &Registry, push: bool) -> anyhow::Result<()> {
+    let agent = crate::runtime::docker::find_static_agent()?;
+    let docker = docker::connect().await?;
+    let dir = tempfile::tempdir().context("creating a temporary build context")?;
+    std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE)?;
+    std::fs::copy(&agent, dir.path().join("lks-agent"))
+        .with_context(|| format!("copying {}", agent.display()))?;
+    let build = Build {
+        context: dir.path().to_path_buf(),
+        dockerfile: dir.path().join("Dockerfile"),
+        args: Default::default(),
+        target: None,
+        local: vec![],
+    };
+    let repo = image::repository(&registry.address, REPOSITORY);
+    let progress = |l: &str| eprintln!("  {l}");
+    eprintln!("building the agent image from {}", agent.display());
+    let built = image::build(&docker, &repo, &build, &progress).await?;
+    let version = env!("CARGO_PKG_VERSION");
+    for tag in [version, "latest"] {
+        image::tag(&docker, &built.reference, &repo, tag).await?;
+    }
+    let digest_tag = built
+        .reference
+        .rsplit_once(':')
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    if push {
+        crate::registry::ensure_running(&docker, registry, None, &progress).await?;
+        for tag in [digest_tag.as_str(), version, "latest"] {
+            image::push(&docker, &repo, tag, &progress).await?;
+        }
+    }
+    for tag in [digest_tag.as_str(), version, "latest"] {
+        println!("{repo}:{tag}");
+    }
+    if push {
+        eprintln!("pushed to {}", registry.address);
+    }
+    Ok(())
+}
