@@ -192,7 +192,12 @@ async fn run_once<R: Runtime>(
 ) -> anyhow::Result<Rebuild> {
     let name = &service.name;
     console.status(name, Status::Starting);
-    let progress = |line: &str| console.line(name, line);
+    let progress = |line: &str| {
+        if line.starts_with("building ") {
+            console.status(name, Status::Building);
+        }
+        console.line(name, line);
+    };
     let instance = runtime.start(service, rebuilding, &progress).await?;
     let pid = instance
         .pid

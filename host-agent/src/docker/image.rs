@@ -82,7 +82,14 @@ pub async fn build(
         let info = item.map_err(EngineError::api(doing.clone()))?;
         if let Some(text) = &info.stream {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                progress(line.trim_end());
+                // The legacy builder's bookkeeping is noise to a developer.
+                let t = line.trim();
+                if !(t.starts_with("--->")
+                    || t.starts_with("Removing intermediate container")
+                    || t.starts_with("Running in "))
+                {
+                    progress(line.trim_end());
+                }
                 last_lines.push(line.to_string());
                 if last_lines.len() > 20 {
                     last_lines.remove(0);

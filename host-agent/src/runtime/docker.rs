@@ -15,7 +15,9 @@
 
 use super::{Instance, Runtime, RuntimeError, expand_env};
 use crate::config::Service;
-use crate::docker::{self, EngineError, LABEL_SERVICE, image};
+use crate::docker::{
+    self, EngineError, LABEL_MANAGED, LABEL_RUN, LABEL_SERVICE, LABEL_WORKSPACE, image,
+};
 use crate::registry::Registry;
 use bollard::Docker;
 use bollard::models::{
@@ -23,7 +25,7 @@ use bollard::models::{
     PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -59,6 +61,7 @@ impl DockerRuntime {
         let agent = find_static_agent()?;
         let docker = docker::connect().await?;
         crate::registry::ensure_running(&docker, &registry, None, progress).await?;
+        warn_leftovers(&docker, workspace, progress).await;
         let run = hex::encode(rand::random::<[u8; 4]>());
         let labels = docker::labels(&workspace.display().to_string(), &run);
         let network = format!("lks-{run}");
@@ -354,11 +357,71 @@ impl Runtime for DockerRuntime {
     }
 
     async fn shutdown(&self) {
+        // Whatever is left of this run: a container created while `lks up`
+        // was being stopped is not in any slot, but it carries the run label.
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_RUN}={}", self.run)],
+        )]);
+        if let Ok(left) = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+        {
+            for c in left {
+                if let Some(id) = c.id {
+                    let _ = self.remove(&id).await;
+                }
+            }
+        }
         if let Err(e) = self.docker.remove_network(&self.network).await
             && !docker::is_not_found(&e)
         {
             eprintln!("lks: removing the network {}: {e}", self.network);
         }
+    }
+}
+
+/// Says so when an earlier `lks up` of this workspace left containers (it was
+/// killed): they may hold the ports this run needs.
+async fn warn_leftovers(
+    docker: &Docker,
+    workspace: &Path,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_WORKSPACE}={}", workspace.display()),
+        ],
+    )]);
+    let Ok(left) = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+    else {
+        return;
+    };
+    if !left.is_empty() {
+        let names: Vec<String> = left
+            .iter()
+            .filter_map(|c| c.names.as_ref()?.first().cloned())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect();
+        progress(&format!(
+            "warning: {} container(s) of an earlier lks up of this workspace are still there ({}); \
+             if that run is over, `lks down` removes them",
+            left.len(),
+            names.join(", ")
+        ));
     }
 }
 
