@@ -10,7 +10,7 @@ use crate::readiness;
 use crate::rules::{Decision, decide};
 use crate::runtime::{Instance, Runtime};
 use crate::session::{Followup, Report, Session};
-use crate::tree::LocalTree;
+use crate::source::Source;
 use crate::watch::{Changes, TreeWatcher};
 use anyhow::{Context, anyhow, bail};
 use lks_proto::RelPath;
@@ -93,8 +93,7 @@ pub async fn run<R: Runtime>(
 /// directory; they share the agent).
 struct Mapping {
     spec: SyncMapping,
-    ignores: Ignores,
-    tree: LocalTree,
+    source: Source,
     session: Session,
 }
 
@@ -138,8 +137,7 @@ impl Mapping {
             let mut session = connect(url, token).await?;
             session.set_prefix(prefix);
             out.push(Mapping {
-                ignores: Ignores::load(&spec.local, &service.live_update.ignore),
-                tree: LocalTree::new(&spec.local),
+                source: Source::new(&spec.local, &service.live_update.ignore),
                 spec: spec.clone(),
                 session,
             });
@@ -155,16 +153,13 @@ impl Mapping {
                 local: service.dir.clone(),
                 remote: String::new(),
             },
-            ignores: Ignores::load(&service.dir, &[]),
-            tree: LocalTree::new(&service.dir),
+            source: Source::new(&service.dir, &[]),
             session: connect(url, token).await?,
         })
     }
 
     fn rescan(&mut self, service: &Service) {
-        self.ignores = Ignores::load(&self.spec.local, &service.live_update.ignore);
-        self.tree.rescan(&self.ignores);
-        for w in self.tree.warnings.drain(..) {
+        for w in self.source.rescan() {
             tracing::warn!(service = %service.name, "{w}");
         }
     }
@@ -295,12 +290,43 @@ async fn run_once<R: Runtime>(
             bail!("the file watcher stopped")
         };
         watcher.drain_into(&mut changes);
+        for m in &mut mappings {
+            refresh(m, service, &changes);
+        }
+        // Deletions wait until the events stop: if they are an `rm -rf` of a
+        // whole directory, the safety stop below sees its end.
+        if mappings.iter().any(|m| {
+            m.source.safety_stop(&m.session.remote).is_none()
+                && m.source.deletes_pending(&m.session.remote)
+        }) {
+            let mut more = Changes::default();
+            watcher.settle_deletions(&mut more).await;
+            if more.first_event.is_some() {
+                for m in &mut mappings {
+                    refresh(m, service, &more);
+                }
+                changes.rescan |= more.rescan;
+                changes.paths.extend(more.paths);
+            }
+        }
+        if let Some(why) = mappings
+            .iter()
+            .find_map(|m| m.source.safety_stop(&m.session.remote))
+        {
+            console.line(name, &why);
+            if !service.dir.is_dir() {
+                // The watch died with the directory: start over (with backoff)
+                // until it is back.
+                bail!("{} is gone", service.dir.display());
+            }
+            console.status(name, Status::Error("not synced: see above".into()));
+            continue;
+        }
         let touched = touched_paths(service, &changes, &mappings, &service_ignores);
         let mut planned = Vec::with_capacity(mappings.len());
         let mut changed = Vec::new();
         for m in &mut mappings {
-            refresh(m, service, &changes);
-            let (ops, problems) = plan(&mut m.tree, &m.session.remote);
+            let (ops, problems) = plan(&mut m.source.tree, &m.session.remote);
             for p in problems {
                 console.line(name, &format!("warning: {p}"));
             }
@@ -406,9 +432,9 @@ async fn full_sync(
     let mut planned = Vec::with_capacity(mappings.len());
     let mut changed = Vec::new();
     for m in mappings.iter_mut() {
-        m.session.fetch_manifest(&m.ignores).await?;
+        m.session.fetch_manifest(&m.source.ignores).await?;
         if seeded {
-            let tree = &m.tree.nodes;
+            let tree = &m.source.tree.nodes;
             let before = m.session.remote.len();
             m.session.remote.retain(|p, _| tree.contains_key(p));
             let kept = before - m.session.remote.len();
@@ -416,7 +442,7 @@ async fn full_sync(
                 tracing::debug!(service = %service.name, kept, "paths only the image has, left alone");
             }
         }
-        let (ops, problems) = plan(&mut m.tree, &m.session.remote);
+        let (ops, problems) = plan(&mut m.source.tree, &m.session.remote);
         for p in problems {
             tracing::warn!(service = %service.name, "{p}");
         }
@@ -462,7 +488,7 @@ async fn apply_all(
         } else {
             Followup::default()
         };
-        let r = m.session.apply_with(&m.tree, ops, f).await?;
+        let r = m.session.apply_with(&m.source.tree, ops, f).await?;
         report.absorb(r);
     }
     Ok(report)
@@ -540,7 +566,10 @@ async fn wait_ready(
     console: &Console,
     state: &watch::Sender<State>,
 ) {
-    let Mapping { session, tree, .. } = mapping;
+    let Mapping {
+        session, source, ..
+    } = mapping;
+    let tree = &source.tree;
     let Some(readiness) = &service.readiness else {
         console.status(&service.name, Status::Ready);
         let _ = state.send(State::Ready);
@@ -608,7 +637,7 @@ fn touched_paths(
             let is_dir = abs.is_dir();
             let mut inside = mappings.iter().filter_map(|m| Some((m, m.relative(&abs)?)));
             match inside.next() {
-                Some((m, Some(r))) if m.ignores.ignores_path(&r, is_dir) => None,
+                Some((m, Some(r))) if m.source.ignores.ignores_path(&r, is_dir) => None,
                 Some(_) => Some(abs),
                 None if service_ignores.ignores_path(rel, is_dir) => None,
                 None => Some(abs),
@@ -623,13 +652,11 @@ fn refresh(mapping: &mut Mapping, service: &Service, changes: &Changes) {
         .iter()
         .filter_map(|p| mapping.relative(&service.dir.join(p.as_str())))
         .collect();
-    let rule_file = rels.iter().flatten().any(Ignores::is_rule_file);
-    if changes.rescan || rule_file || rels.iter().any(|r| r.is_none()) {
-        mapping.rescan(service);
-        return;
-    }
-    for r in rels.into_iter().flatten() {
-        mapping.tree.refresh(&r, &mapping.ignores);
+    for w in mapping
+        .source
+        .apply(changes.rescan, rels.iter().map(Option::as_ref))
+    {
+        tracing::warn!(service = %service.name, "{w}");
     }
 }
 

@@ -15,6 +15,7 @@ mod registry;
 mod rules;
 mod runtime;
 mod session;
+mod source;
 mod sync;
 mod tree;
 mod tunnel;

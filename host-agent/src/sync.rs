@@ -3,7 +3,7 @@
 use crate::ignores::Ignores;
 use crate::plan::plan;
 use crate::session::{Report, Session, SessionError};
-use crate::tree::LocalTree;
+use crate::source::Source;
 use crate::watch::{Changes, TreeWatcher};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -21,82 +21,25 @@ pub struct SyncOptions {
     pub excludes: Vec<String>,
 }
 
-/// The whole local side: rules and tree.
-struct Local {
-    root: PathBuf,
-    excludes: Vec<String>,
-    ignores: Ignores,
-    tree: LocalTree,
+/// Opens the local directory of `lks sync`.
+fn open(root: &Path, excludes: &[String]) -> anyhow::Result<Source> {
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("cannot open the local directory {}", root.display()))?;
+    if !root.is_dir() {
+        bail!("{} is not a directory", root.display());
+    }
+    Ok(Source::new(&root, excludes))
 }
 
-impl Local {
-    fn open(root: &Path, excludes: &[String]) -> anyhow::Result<Local> {
-        let root = root
-            .canonicalize()
-            .with_context(|| format!("cannot open the local directory {}", root.display()))?;
-        if !root.is_dir() {
-            bail!("{} is not a directory", root.display());
-        }
-        let ignores = Ignores::load(&root, excludes);
-        let tree = LocalTree::new(&root);
-        Ok(Local {
-            root,
-            excludes: excludes.to_vec(),
-            ignores,
-            tree,
-        })
+fn warn(warnings: Vec<String>) {
+    for w in warnings {
+        eprintln!("lks: warning: {w}");
     }
+}
 
-    fn rescan(&mut self) {
-        self.ignores = Ignores::load(&self.root, &self.excludes);
-        self.tree.rescan(&self.ignores);
-        self.warn();
-    }
-
-    fn apply_changes(&mut self, changes: &Changes) {
-        if changes.rescan
-            || changes
-                .paths
-                .iter()
-                .any(crate::ignores::Ignores::is_rule_file)
-        {
-            self.rescan();
-            return;
-        }
-        for p in &changes.paths {
-            self.tree.refresh(p, &self.ignores);
-        }
-        self.warn();
-    }
-
-    /// Why syncing now would mirror damage rather than work (mutagen's safety
-    /// stops): the local root vanished, or it is empty while the agent is not.
-    fn safety_stop(&self, remote: &crate::tree::Tree) -> Option<String> {
-        if !self.root.is_dir() {
-            return Some(format!(
-                "the local directory {} is gone; not mirroring that on the agent (waiting for it to come back)",
-                self.root.display()
-            ));
-        }
-        if self.tree.nodes.is_empty() && !remote.is_empty() {
-            return Some(format!(
-                "the local directory {} is empty while the agent's root has {} entries; not deleting them all \
-                 (clear the agent's root yourself if that is what you want)",
-                self.root.display(),
-                remote.len()
-            ));
-        }
-        None
-    }
-
-    fn warn(&mut self) {
-        for w in self.ignores.take_warnings() {
-            eprintln!("lks: warning: {w}");
-        }
-        for w in self.tree.warnings.drain(..) {
-            eprintln!("lks: warning: {w}");
-        }
-    }
+fn apply_changes(local: &mut Source, changes: &Changes) {
+    warn(local.apply(changes.rescan, changes.paths.iter().map(Some)));
 }
 
 fn summary(r: &Report, ms: f64) -> String {
@@ -109,11 +52,11 @@ fn summary(r: &Report, ms: f64) -> String {
 /// `--once`: makes the agent's root equal to the local tree, or fails.
 pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut local = Local::open(&opts.local, &opts.excludes)?;
+    let mut local = open(&opts.local, &opts.excludes)?;
     let remote_filter = Ignores::load(&local.root, &opts.excludes);
     // The local scan and the agent's manifest happen at the same time.
     let scan = tokio::task::spawn_blocking(move || {
-        local.rescan();
+        warn(local.rescan());
         local
     });
     let mut session = Session::open(&opts.url, &opts.token).await?;
@@ -173,7 +116,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
 /// Watch mode: sync, then apply each change as it happens, reconnecting with
 /// backoff whenever the agent goes away. Returns on SIGINT/SIGTERM.
 pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
-    let mut local = Local::open(&opts.local, &opts.excludes)?;
+    let mut local = open(&opts.local, &opts.excludes)?;
     // Watch before the first scan, so nothing that happens during it is missed.
     let mut watcher = TreeWatcher::start(&local.root)
         .with_context(|| format!("cannot watch {}", local.root.display()))?;
@@ -211,10 +154,10 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
         let mut changes = Changes::default();
         watcher.drain_into(&mut changes);
         if !scanned || changes.rescan {
-            local.rescan();
+            warn(local.rescan());
             scanned = true;
         } else {
-            local.apply_changes(&changes);
+            apply_changes(&mut local, &changes);
         }
         match full_sync(&mut session, &mut local).await {
             Ok(report) => {
@@ -241,16 +184,16 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
                 },
             };
             watcher.drain_into(&mut changes);
-            local.apply_changes(&changes);
+            apply_changes(&mut local, &changes);
             // Deletions wait a moment: if they are the start of the whole
             // root going away (`rm -rf`), the safety stop below sees it.
-            if local.safety_stop(&session.remote).is_none() && deletes_pending(&local, &session) {
+            if local.safety_stop(&session.remote).is_none()
+                && local.deletes_pending(&session.remote)
+            {
                 let mut more = Changes::default();
-                watcher
-                    .settle(&mut more, DELETE_SETTLE, DELETE_SETTLE_MAX)
-                    .await;
+                watcher.settle_deletions(&mut more).await;
                 if more.first_event.is_some() {
-                    local.apply_changes(&more);
+                    apply_changes(&mut local, &more);
                 }
             }
             if let Some(why) = local.safety_stop(&session.remote) {
@@ -263,7 +206,7 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
                     }
                     watcher = TreeWatcher::start(&local.root)
                         .with_context(|| format!("cannot watch {}", local.root.display()))?;
-                    local.rescan();
+                    warn(local.rescan());
                     eprintln!("lks: {} is back; resyncing", local.root.display());
                     let (ops, _) = plan(&mut local.tree, &session.remote);
                     if !ops.is_empty() && local.safety_stop(&session.remote).is_none() {
@@ -312,25 +255,13 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
     }
 }
 
-/// A batch with deletions is sent once no event has arrived for this long
-/// (an `rm -rf` in progress keeps it waiting, so its end is seen)...
-const DELETE_SETTLE: Duration = Duration::from_millis(50);
-/// ...or after this long at most.
-const DELETE_SETTLE_MAX: Duration = Duration::from_secs(2);
-
-/// Whether the current plan would delete anything on the agent.
-fn deletes_pending(local: &Local, session: &Session) -> bool {
-    let remote = &session.remote;
-    remote.keys().any(|p| !local.tree.nodes.contains_key(p))
-}
-
 async fn wait_for_dir(dir: &Path) {
     while !dir.is_dir() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-async fn full_sync(session: &mut Session, local: &mut Local) -> Result<Report, SessionError> {
+async fn full_sync(session: &mut Session, local: &mut Source) -> Result<Report, SessionError> {
     for w in session.fetch_manifest(&local.ignores).await? {
         eprintln!("lks: warning: {w}");
     }

@@ -105,6 +105,15 @@ impl TreeWatcher {
         }
     }
 
+    /// [`settle`](Self::settle) with the delays for a batch with deletions:
+    /// it is sent once no event has arrived for 50 ms (an `rm -rf` in
+    /// progress keeps it waiting, so the safety stops see its end), or after
+    /// 2 s at most.
+    pub async fn settle_deletions(&mut self, changes: &mut Changes) {
+        self.settle(changes, Duration::from_millis(50), Duration::from_secs(2))
+            .await
+    }
+
     pub fn drain_into(&mut self, changes: &mut Changes) {
         while let Ok(s) = self.rx.try_recv() {
             if changes.first_event.is_none() {

@@ -102,7 +102,7 @@ fn an_empty_local_directory_does_not_wipe_a_populated_agent_root() {
     let out = sync_once(&src, &agent.url, "tok", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("is empty while the agent's root has"), "{err}");
+    assert!(err.contains("is empty while the agent's has"), "{err}");
     assert_eq!(
         std::fs::read(dst.join("app/server.js")).unwrap(),
         b"baked into the image"

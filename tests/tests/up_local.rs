@@ -479,3 +479,65 @@ fn sync_mappings_that_overlap_on_the_agent_are_refused_with_a_clear_error() {
     up.wait(&["svc", "overlap on the agent"], Duration::from_secs(30));
     assert!(up.terminate().success());
 }
+
+#[test]
+fn an_emptied_sync_directory_is_not_mirrored_and_syncing_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(ws, "lks.yaml", "services: [\"svc/lks.service.yaml\"]\n");
+    write(
+        ws,
+        "svc/lks.service.yaml",
+        &format!(
+            "name: svc\ncommand: node app/server.js\nreadiness:\n  tcp: 127.0.0.1:{port}\n\
+             live_update:\n  sync:\n    - {{ local: src, remote: app }}\n    - {{ local: conf, remote: config }}\n"
+        ),
+    );
+    for i in 0..20 {
+        write(ws, &format!("svc/conf/d{i}/f{i}.txt"), "x\n");
+    }
+    write(ws, "svc/conf/greeting.txt", "hello from conf\n");
+    write(
+        ws,
+        "svc/src/server.js",
+        &format!(
+            "const fs = require('fs');\n\
+             require('http').createServer((q, r) => r.end(fs.readFileSync('config/greeting.txt')))\n\
+               .listen({port}, '127.0.0.1');\n"
+        ),
+    );
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["svc", "[ready]"], Duration::from_secs(60));
+    let root = ws.join(".lks/svc/root");
+    let before = snapshot(&root.join("config"));
+    // Everything in conf goes (an rm -rf of its content, in pieces).
+    for e in std::fs::read_dir(ws.join("svc/conf")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    up.wait(
+        &["svc", "is empty while the agent's has"],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        snapshot(&root.join("config")),
+        before,
+        "the emptying was mirrored"
+    );
+    assert_eq!(get(port, "/").as_deref(), Some("hello from conf\n"));
+    // A file comes back: the mirror resumes (and now it mirrors the rest).
+    write(ws, "svc/conf/greeting.txt", "back again\n");
+    assert!(
+        wait_until(Duration::from_secs(20), || get(port, "/").as_deref()
+            == Some("back again\n")),
+        "{}",
+        up.drain().join("\n")
+    );
+    assert!(up.terminate().success());
+}
