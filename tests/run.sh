@@ -75,3 +75,4 @@ cargo test --workspace --locked -- --test-threads=2
 # A short smoke run of the sync benchmark (the full run is in the README).
 cargo run -p lks-e2e --bin lks-bench --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-up --locked -- --smoke
+cargo run -p lks-e2e --bin lks-bench-docker --locked -- --smoke

@@ -50,7 +50,7 @@ impl Source {
         if rescan
             || paths
                 .iter()
-                .any(|p| p.is_none_or(|p| Ignores::is_rule_file(p)))
+                .any(|p| p.is_none_or(Ignores::is_rule_file))
         {
             return self.rescan();
         }
