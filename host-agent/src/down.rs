@@ -79,14 +79,15 @@ pub async fn down(file: Option<&Path>, all: bool) -> anyhow::Result<()> {
         }))
         .await
         .map_err(EngineError::api("listing volumes"))?;
-    for v in volumes.volumes.unwrap_or_default() {
+    let volumes = volumes.volumes.unwrap_or_default();
+    for v in &volumes {
         docker
             .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))
             .await
             .map_err(EngineError::api(format!("removing the volume {}", v.name)))?;
         println!("removed volume {}", v.name);
     }
-    if containers.is_empty() && networks.is_empty() {
+    if containers.is_empty() && networks.is_empty() && volumes.is_empty() {
         println!("nothing to remove for {scope}");
     }
     Ok(())

@@ -266,7 +266,7 @@ async fn stop(docker: &Docker, registry: &Registry, purge: bool) -> anyhow::Resu
             registry.address
         );
     };
-    match docker
+    let stopped = match docker
         .stop_container(
             &name,
             Some(StopContainerOptions {
@@ -276,36 +276,41 @@ async fn stop(docker: &Docker, registry: &Registry, purge: bool) -> anyhow::Resu
         )
         .await
     {
-        Ok(()) => {}
-        Err(e) if is_not_found(&e) => {
-            println!("no registry container {name}: nothing to stop");
-            return Ok(());
-        }
+        Ok(()) => true,
+        Err(e) if is_not_found(&e) => false,
         Err(e) => return Err(EngineError::api(format!("stopping {name}"))(e).into()),
-    }
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(EngineError::api(format!("removing {name}")))?;
-    if purge {
+    };
+    if stopped {
         docker
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(EngineError::api(format!("removing {name}")))?;
+        println!("stopped the registry {name}");
+    } else {
+        println!("no registry container {name}: nothing to stop");
+    }
+    if purge {
+        match docker
             .remove_volume(
                 &volume,
                 None::<bollard::query_parameters::RemoveVolumeOptions>,
             )
             .await
-            .map_err(EngineError::api(format!("removing the volume {volume}")))?;
-        println!("stopped the registry {name} and deleted its images");
-    } else {
-        println!(
-            "stopped the registry {name}; its images stay in the volume {volume} (--purge deletes them)"
-        );
+        {
+            Ok(()) => println!("deleted its images (the volume {volume})"),
+            Err(e) if is_not_found(&e) => println!("no volume {volume}: no images to delete"),
+            Err(e) => {
+                return Err(EngineError::api(format!("removing the volume {volume}"))(e).into());
+            }
+        }
+    } else if stopped {
+        println!("its images stay in the volume {volume} (--purge deletes them)");
     }
     Ok(())
 }
@@ -325,14 +330,30 @@ async fn status(registry: &Registry) -> anyhow::Result<()> {
         println!("running: http://{}/v2/ answers{repos}", registry.address);
         return Ok(());
     }
-    match registry.container() {
-        Some(name) => bail!(
-            "not running: nothing answers at http://{}/v2/ (container {name}); start it with `lks registry start`",
-            registry.address
-        ),
-        None => bail!(
+    let Some(name) = registry.container() else {
+        bail!(
             "not reachable: nothing answers at http://{}/v2/",
             registry.address
-        ),
-    }
+        );
+    };
+    // Say what is wrong: no engine, a stopped container, or none at all.
+    let docker = docker::connect().await?;
+    let state = match docker
+        .inspect_container(
+            &name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(c) => match c.state.and_then(|s| s.status) {
+            Some(status) => format!("its container {name} is {status}"),
+            None => format!("its container {name} exists"),
+        },
+        Err(e) if is_not_found(&e) => format!("there is no container {name}"),
+        Err(e) => return Err(EngineError::api(format!("inspecting {name}"))(e).into()),
+    };
+    bail!(
+        "not running: nothing answers at http://{}/v2/ and {state}; start it with `lks registry start`",
+        registry.address
+    )
 }

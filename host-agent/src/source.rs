@@ -47,11 +47,7 @@ impl Source {
         paths: impl IntoIterator<Item = Option<&'a RelPath>>,
     ) -> Vec<String> {
         let paths: Vec<Option<&RelPath>> = paths.into_iter().collect();
-        if rescan
-            || paths
-                .iter()
-                .any(|p| p.is_none_or(Ignores::is_rule_file))
-        {
+        if rescan || paths.iter().any(|p| p.is_none_or(Ignores::is_rule_file)) {
             return self.rescan();
         }
         for p in paths.into_iter().flatten() {

@@ -73,7 +73,13 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
 /// Connects to the local engine (`DOCKER_HOST` or the default socket), checks
 /// that it answers, and agrees on an API version with it.
 pub async fn connect() -> Result<Docker, EngineError> {
-    let unreachable = |e: bollard::errors::Error| EngineError::Unreachable { why: e.to_string() };
+    let unreachable = |e: bollard::errors::Error| {
+        let mut why = e.to_string();
+        if why.to_ascii_lowercase().contains("permission denied") {
+            why.push_str("; to use Docker without root, join the docker group: `sudo usermod -aG docker $USER`, then log in again");
+        }
+        EngineError::Unreachable { why }
+    };
     let docker = Docker::connect_with_defaults().map_err(unreachable)?;
     docker.ping().await.map_err(unreachable)?;
     docker.negotiate_version().await.map_err(unreachable)
