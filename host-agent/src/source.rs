@@ -78,7 +78,15 @@ impl Source {
 
     /// Whether mirroring onto `remote` would delete anything.
     pub fn deletes_pending(&self, remote: &Tree) -> bool {
-        remote.keys().any(|p| !self.tree.nodes.contains_key(p))
+        // Both are sorted: one merge walk, no lookups.
+        let mut local = self.tree.nodes.keys().peekable();
+        for r in remote.keys() {
+            while local.next_if(|l| *l < r).is_some() {}
+            if local.peek() != Some(&r) {
+                return true;
+            }
+        }
+        false
     }
 
     fn warnings(&mut self) -> Vec<String> {
