@@ -23,6 +23,18 @@ install_missing() { # command package
 install_missing node nodejs
 install_missing go golang-go
 
+# kubernetes-validate (PyPI) checks every Kubernetes object lks renders
+# against the API schemas (no cluster can run on these machines).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "tests/run.sh: installing kubernetes-validate (pip)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes-validate
+fi
+command -v kubernetes-validate >/dev/null 2>&1 || {
+    echo "tests/run.sh: kubernetes-validate is not on PATH after pip install (check pip's scripts directory)" >&2
+    exit 1
+}
+
 # The Docker engine (Debian's docker.io), started when it is not running.
 install_missing dockerd docker.io
 if ! docker info >/dev/null 2>&1; then

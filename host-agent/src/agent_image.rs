@@ -16,8 +16,29 @@ pub const REPOSITORY: &str = "lks-agent";
 
 /// Builds (and with `push`, pushes) the agent image; prints its references.
 pub async fn command(registry: &Registry, push: bool) -> anyhow::Result<()> {
-    let agent = crate::runtime::docker::find_static_agent()?;
     let docker = docker::connect().await?;
+    let progress = |l: &str| eprintln!("  {l}");
+    let tags = build(&docker, registry, push, &progress).await?;
+    let repo = image::repository(&registry.address, REPOSITORY);
+    for tag in &tags {
+        println!("{repo}:{tag}");
+    }
+    if push {
+        eprintln!("pushed to {}", registry.address);
+    }
+    Ok(())
+}
+
+/// Builds the agent image (unless its digest is built already), tags it
+/// `VERSION` and `latest`, and with `push` pushes all three tags. Returns the
+/// tags, the digest tag first.
+pub async fn build(
+    docker: &bollard::Docker,
+    registry: &Registry,
+    push: bool,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Vec<String>> {
+    let agent = crate::runtime::docker::find_static_agent()?;
     let dir = tempfile::tempdir().context("creating a temporary build context")?;
     std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE)?;
     std::fs::copy(&agent, dir.path().join("lks-agent"))
@@ -30,29 +51,23 @@ pub async fn command(registry: &Registry, push: bool) -> anyhow::Result<()> {
         local: vec![],
     };
     let repo = image::repository(&registry.address, REPOSITORY);
-    let progress = |l: &str| eprintln!("  {l}");
-    eprintln!("building the agent image from {}", agent.display());
-    let built = image::build(&docker, &repo, &build, &progress).await?;
+    progress(&format!("the agent image, from {}", agent.display()));
+    let built = image::build(docker, &repo, &build, progress).await?;
     let version = env!("CARGO_PKG_VERSION");
     for tag in [version, "latest"] {
-        image::tag(&docker, &built.reference, &repo, tag).await?;
+        image::tag(docker, &built.reference, &repo, tag).await?;
     }
     let digest_tag = built
         .reference
         .rsplit_once(':')
         .map(|(_, t)| t.to_string())
         .unwrap_or_default();
+    let tags = vec![digest_tag, version.to_string(), "latest".to_string()];
     if push {
-        crate::registry::ensure_running(&docker, registry, None, &progress).await?;
-        for tag in [digest_tag.as_str(), version, "latest"] {
-            image::push(&docker, &repo, tag, &progress).await?;
+        crate::registry::ensure_running(docker, registry, None, progress).await?;
+        for tag in &tags {
+            image::push(docker, &repo, tag, progress).await?;
         }
     }
-    for tag in [digest_tag.as_str(), version, "latest"] {
-        println!("{repo}:{tag}");
-    }
-    if push {
-        eprintln!("pushed to {}", registry.address);
-    }
-    Ok(())
+    Ok(tags)
 }

@@ -11,16 +11,30 @@ use bollard::query_parameters::{
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Runs `lks down` for the workspace of `file` (or every workspace: `all`).
-pub async fn down(file: Option<&Path>, all: bool) -> anyhow::Result<()> {
+/// Runs `lks down` for the workspace of `file` (or every workspace: `all`):
+/// in the Docker engine, and in the cluster when the current kubeconfig
+/// context is the workspace's kind cluster (or `kube` asks for it).
+pub async fn down(file: Option<&Path>, all: bool, kube: bool) -> anyhow::Result<()> {
     let mut label = vec![format!("{LABEL_MANAGED}=true")];
-    let scope = if all {
-        "every workspace".to_string()
-    } else {
-        let ws = config::load(file)?;
-        label.push(format!("{LABEL_WORKSPACE}={}", ws.root.display()));
-        ws.root.display().to_string()
+    let ws = if all { None } else { Some(config::load(file)?) };
+    let scope = match &ws {
+        None => "every workspace".to_string(),
+        Some(ws) => {
+            label.push(format!("{LABEL_WORKSPACE}={}", ws.root.display()));
+            ws.root.display().to_string()
+        }
     };
+    let cluster = ws
+        .as_ref()
+        .and_then(|w| w.cluster.as_ref())
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| "lks".into());
+    let current = ::kube::config::Kubeconfig::read()
+        .ok()
+        .and_then(|k| k.current_context);
+    if kube || current.as_deref() == Some(&format!("kind-{cluster}")) {
+        down_in_cluster(ws.as_ref()).await?;
+    }
     let filters = HashMap::from([("label".to_string(), label)]);
     let docker = docker::connect().await?;
 
@@ -89,6 +103,30 @@ pub async fn down(file: Option<&Path>, all: bool) -> anyhow::Result<()> {
     }
     if containers.is_empty() && networks.is_empty() && volumes.is_empty() {
         println!("nothing to remove for {scope}");
+    }
+    Ok(())
+}
+
+/// The cluster half of `lks down`: every object labelled by lks for this
+/// workspace (or, without one, by lks at all).
+async fn down_in_cluster(ws: Option<&config::Workspace>) -> anyhow::Result<()> {
+    use crate::kube::render::{LABEL_MANAGED as MANAGED, LABEL_WORKSPACE as WORKSPACE};
+    let client = ::kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the cluster of the current kubeconfig context: {e}")
+    })?;
+    let mut selector = format!("{MANAGED}=true");
+    if let Some(ws) = ws {
+        selector.push_str(&format!(
+            ",{WORKSPACE}={}",
+            crate::kube::render::workspace_label(&ws.root)
+        ));
+    }
+    let deleted = crate::kube::apply::delete_labelled(&client, &selector).await?;
+    for d in &deleted {
+        println!("deleted {d}");
+    }
+    if deleted.is_empty() {
+        println!("nothing of lks in the cluster ({selector})");
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::rules::{Decision, decide};
 use crate::runtime::{Instance, Runtime};
 use crate::session::{Followup, Report, Session};
 use crate::source::Source;
+use crate::tunnel::Dialer;
 use crate::watch::{Changes, TreeWatcher};
 use anyhow::{Context, anyhow, bail};
 use lks_proto::RelPath;
@@ -57,8 +58,13 @@ pub async fn run<R: Runtime>(
     }
     let mut delay = Duration::from_millis(500);
     let mut rebuilding = false;
+    let mut reuse = false;
     loop {
-        let err = match run_once(&service, &*runtime, &console, &state, &slot, rebuilding).await {
+        let once = run_once(
+            &service, &*runtime, &console, &state, &slot, rebuilding, reuse,
+        );
+        reuse = false;
+        let err = match once.await {
             Ok(Rebuild) => {
                 // A rebuild is a fresh start: new agent, fresh root.
                 if let Some(instance) = slot.lock().await.take() {
@@ -72,6 +78,19 @@ pub async fn run<R: Runtime>(
         rebuilding = false;
         if console.is_stopping() {
             return;
+        }
+        // A pod that restarted or was replaced: the instance's dialer finds
+        // the new one; reconnect and resync without starting anew.
+        let reconnectable = slot.lock().await.as_ref().is_some_and(|i| i.reconnectable);
+        if reconnectable && err.downcast_ref::<AgentGone>().is_some() {
+            console.line(
+                &service.name,
+                "the agent went away (its pod restarted or was replaced?); reconnecting",
+            );
+            let _ = state.send(State::Pending);
+            reuse = true;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         let msg = format!("{err:#}");
         console.status(&service.name, Status::Error(msg.clone()));
@@ -102,7 +121,7 @@ impl Mapping {
     /// nest: one mapping's mirror would delete the other's files.
     async fn connect_all(
         service: &Service,
-        url: &str,
+        dialer: &Dialer,
         token: &str,
     ) -> anyhow::Result<Vec<Mapping>> {
         let specs = &service.live_update.sync;
@@ -134,7 +153,7 @@ impl Mapping {
         }
         let mut out = Vec::with_capacity(specs.len());
         for (spec, prefix) in specs.iter().zip(prefixes) {
-            let mut session = connect(url, token).await?;
+            let mut session = connect(dialer, token).await?;
             session.set_prefix(prefix);
             out.push(Mapping {
                 source: Source::new(&spec.local, &service.live_update.ignore),
@@ -147,14 +166,14 @@ impl Mapping {
 
     /// A session to a service that is not synced (for readiness checks
     /// through its agent), with an empty tree.
-    async fn unsynced(service: &Service, url: &str, token: &str) -> anyhow::Result<Mapping> {
+    async fn unsynced(service: &Service, dialer: &Dialer, token: &str) -> anyhow::Result<Mapping> {
         Ok(Mapping {
             spec: SyncMapping {
                 local: service.dir.clone(),
                 remote: String::new(),
             },
             source: Source::new(&service.dir, &[]),
-            session: connect(url, token).await?,
+            session: connect(dialer, token).await?,
         })
     }
 
@@ -177,6 +196,48 @@ impl Mapping {
 /// The watch loop ended because the service must be rebuilt.
 struct Rebuild;
 
+/// The agent's event stream ended: the agent (its process, container or pod)
+/// went away.
+#[derive(Debug)]
+struct AgentGone;
+
+impl std::fmt::Display for AgentGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the agent stopped (its event stream ended)")
+    }
+}
+
+impl std::error::Error for AgentGone {}
+
+/// What the loop needs of an instance (it stays in its slot).
+struct Reach {
+    dialer: Dialer,
+    token: String,
+    first_batch_starts_app: bool,
+    build_steps: Vec<Vec<String>>,
+    app_pid: Arc<std::sync::atomic::AtomicU32>,
+    live: bool,
+    seeded: bool,
+    rebuild_on: Vec<PathBuf>,
+    has_agent: bool,
+}
+
+impl Reach {
+    fn of(i: &Instance) -> Reach {
+        Reach {
+            dialer: i.dialer.clone(),
+            token: i.token.clone(),
+            first_batch_starts_app: i.start_with_first_batch,
+            build_steps: i.build_steps.clone(),
+            app_pid: i.app_pid.clone(),
+            live: i.live,
+            seeded: i.seeded,
+            rebuild_on: i.rebuild_on.clone(),
+            has_agent: i.has_agent,
+        }
+    }
+}
+
 async fn run_once<R: Runtime>(
     service: &Service,
     runtime: &R,
@@ -184,6 +245,7 @@ async fn run_once<R: Runtime>(
     state: &watch::Sender<State>,
     slot: &Slot,
     rebuilding: bool,
+    reuse: bool,
 ) -> anyhow::Result<Rebuild> {
     let name = &service.name;
     console.status(name, Status::Starting);
@@ -193,28 +255,50 @@ async fn run_once<R: Runtime>(
         }
         console.line(name, line);
     };
-    let instance = runtime.start(service, rebuilding, &progress).await?;
-    let pid = instance
-        .pid
-        .map(|p| format!(" pid {p}"))
-        .unwrap_or_default();
-    console.line(
-        name,
-        &format!("agent{pid} at {} ({})", instance.url, instance.location),
-    );
-    let url = instance.url.clone();
-    let token = instance.token.clone();
-    let first_batch_starts_app = instance.start_with_first_batch;
-    let build_steps = instance.build_steps.clone();
-    let app_pid = instance.app_pid.clone();
-    let (live, seeded) = (instance.live, instance.seeded);
-    let rebuild_on = instance.rebuild_on.clone();
-    *slot.lock().await = Some(instance);
+    let reused = if reuse {
+        slot.lock().await.as_ref().map(Reach::of)
+    } else {
+        None
+    };
+    let reach = match reused {
+        Some(r) => r,
+        None => {
+            let instance = runtime.start(service, rebuilding, &progress).await?;
+            let pid = instance
+                .pid
+                .map(|p| format!(" pid {p}"))
+                .unwrap_or_default();
+            console.line(
+                name,
+                &format!("agent{pid} at {} ({})", instance.dialer, instance.location),
+            );
+            let reach = Reach::of(&instance);
+            *slot.lock().await = Some(instance);
+            reach
+        }
+    };
+    let Reach {
+        dialer,
+        token,
+        first_batch_starts_app,
+        build_steps,
+        app_pid,
+        live,
+        seeded,
+        rebuild_on,
+        has_agent,
+    } = reach;
+    if !has_agent {
+        // Runs as its manifests say, without an agent: readiness only.
+        console.line(name, "not live updated (not named --local)");
+        wait_ready_without_agent(service, console, state).await;
+        std::future::pending::<()>().await;
+    }
 
     let mut mappings = if live {
-        Mapping::connect_all(service, &url, &token).await?
+        Mapping::connect_all(service, &dialer, &token).await?
     } else {
-        vec![Mapping::unsynced(service, &url, &token).await?]
+        vec![Mapping::unsynced(service, &dialer, &token).await?]
     };
     let events = mappings[0].session.events().await?;
     let (gone_tx, mut agent_gone) = tokio::sync::oneshot::channel();
@@ -230,7 +314,7 @@ async fn run_once<R: Runtime>(
         console.line(name, "not live updated (not named --local)");
         wait_ready(service, &mut mappings[0], console, state).await;
         let _ = agent_gone.await;
-        bail!("the agent stopped (its event stream ended)");
+        return Err(AgentGone.into());
     }
 
     // Watch before the first scan so nothing that happens meanwhile is lost.
@@ -282,7 +366,7 @@ async fn run_once<R: Runtime>(
         let next = tokio::select! {
             _ = ready_check => unreachable!("pending"),
             c = watcher.next() => c,
-            _ = &mut agent_gone => bail!("the agent stopped (its event stream ended)"),
+            _ = &mut agent_gone => return Err(AgentGone.into()),
         };
         // An interrupted check runs again after this batch.
         check_readiness = *state.borrow() != State::Ready;
@@ -383,10 +467,10 @@ async fn run_once<R: Runtime>(
     }
 }
 
-async fn connect(url: &str, token: &str) -> anyhow::Result<Session> {
+async fn connect(dialer: &Dialer, token: &str) -> anyhow::Result<Session> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match Session::open(url, token).await {
+        match Session::open_with(dialer, token).await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_retryable() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -452,22 +536,24 @@ async fn full_sync(
     let mut steps: Vec<v1::Step> = Vec::new();
     if start_app {
         steps.extend(build_steps.iter().map(|argv| step(service, argv)));
-        if seeded
-            && !changed.is_empty()
-            && let Decision::Sync {
-                steps: triggered, ..
-            } = decide(service, &[], &changed)
-        {
-            steps.extend(
-                triggered
-                    .iter()
-                    .map(|i| step(service, &service.live_update.run[*i].argv)),
-            );
-        }
+    }
+    // A seeded root that differed from the tree: the triggered steps run, and
+    // an app that already runs (it started with the image's files) restarts.
+    let seeded_changed = seeded && !changed.is_empty();
+    if seeded_changed
+        && let Decision::Sync {
+            steps: triggered, ..
+        } = decide(service, &[], &changed)
+    {
+        steps.extend(
+            triggered
+                .iter()
+                .map(|i| step(service, &service.live_update.run[*i].argv)),
+        );
     }
     let followup = Followup {
         steps,
-        restart: start_app,
+        restart: start_app || seeded_changed,
         label: "",
     };
     apply_all(mappings, planned, followup).await
@@ -558,6 +644,37 @@ fn describe(r: &Report) -> String {
         s.push_str(", restarted");
     }
     s
+}
+
+/// Readiness of a service without an agent: http and tcp checks only.
+async fn wait_ready_without_agent(
+    service: &Service,
+    console: &Console,
+    state: &watch::Sender<State>,
+) {
+    let Some(readiness) = &service.readiness else {
+        console.status(&service.name, Status::Ready);
+        let _ = state.send(State::Ready);
+        return;
+    };
+    console.status(&service.name, Status::CheckingReadiness);
+    let result = readiness::wait(readiness, |_| async {
+        Err(
+            "an exec readiness check needs the agent: name the service --local, or use http or tcp"
+                .to_string(),
+        )
+    })
+    .await;
+    match result {
+        Ok(_) => {
+            console.status(&service.name, Status::Ready);
+            let _ = state.send(State::Ready);
+        }
+        Err(why) => {
+            console.status(&service.name, Status::Error(why.clone()));
+            let _ = state.send(State::Failed(why));
+        }
+    }
 }
 
 async fn wait_ready(

@@ -8,6 +8,7 @@ mod console;
 mod docker;
 mod down;
 mod ignores;
+mod kube;
 mod live;
 mod plan;
 mod readiness;
@@ -71,6 +72,10 @@ enum Command {
         /// Everything lks created, for every workspace.
         #[arg(long)]
         all: bool,
+        /// Also in the cluster of the current kubeconfig context (the default
+        /// when it is the workspace's kind cluster).
+        #[arg(long)]
+        kube: bool,
     },
     /// Run, stop or check the local image registry.
     #[command(after_help = "Examples:\n  \
@@ -99,6 +104,33 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Print the Kubernetes objects `lks up --runtime kube` would apply.
+    #[command(after_help = "Examples:\n  \
+        lks render                 # every service with k8s: manifests\n  \
+        lks render web --local web # web as a live service: the agent injected\n  \
+        lks render api | kubectl apply --dry-run=server -f -\n\n\
+        Each service's image is put in place of its name (REGISTRY/NAME:dev-DIGEST for a live\n\
+        service, :latest otherwise), objects get lks's labels, and the pod template that opts in\n\
+        (lks.dev/agent: \"true\") gets the agent: an emptyDir, an init container from the agent\n\
+        image, and its command wrapped by `lks-agent supervise --`.")]
+    Render {
+        /// Services or aliases (default: every service with `k8s:` manifests).
+        services: Vec<String>,
+        /// Render this service as live updated (default: the services named).
+        #[arg(long = "local", value_name = "SERVICE")]
+        local: Vec<String>,
+        /// The workspace file (default: lks.yaml here or in the nearest parent).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Create, check or delete the local kind cluster (with ingress and the registry).
+    Cluster {
+        #[command(subcommand)]
+        command: kube::cluster::ClusterCommand,
+        /// The workspace file (default: lks.yaml here or in the nearest parent, if any).
+        #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+    },
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -125,9 +157,10 @@ struct UpArgs {
     /// The workspace file (default: lks.yaml here or in the nearest parent).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
-    /// Where services run.
-    #[arg(long, value_enum, default_value = "local")]
-    runtime: up::RuntimeKind,
+    /// Where services run [default: kube when the current kubeconfig context is
+    /// the workspace's kind cluster, else local].
+    #[arg(long, value_enum)]
+    runtime: Option<up::RuntimeKind>,
     /// Tilt-style arguments after `--` (e.g. `-- --local bank`).
     #[arg(last = true, value_name = "ARGS")]
     rest: Vec<String>,
@@ -235,7 +268,7 @@ fn main() -> std::process::ExitCode {
                 }
             }
             Command::Up(args) => up::up(args.options()?).await,
-            Command::Down { file, all } => down::down(file.as_deref(), all).await,
+            Command::Down { file, all, kube } => down::down(file.as_deref(), all, kube).await,
             Command::Registry { command, file } => {
                 let address = registry_address(file.as_deref())?;
                 registry::command(&registry::Registry::parse(&address)?, command).await
@@ -243,6 +276,14 @@ fn main() -> std::process::ExitCode {
             Command::AgentImage { push, file } => {
                 let address = registry_address(file.as_deref())?;
                 agent_image::command(&registry::Registry::parse(&address)?, push).await
+            }
+            Command::Render {
+                services,
+                local,
+                file,
+            } => kube::render::command(file.as_deref(), &services, &local).await,
+            Command::Cluster { command, file } => {
+                kube::cluster::command(file.as_deref(), command).await
             }
             Command::Config(ConfigCommand::Check { file }) => {
                 config::check_command(file.as_deref())

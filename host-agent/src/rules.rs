@@ -140,6 +140,7 @@ mod tests {
                 fall_back_on: vec!["Dockerfile".into(), "**/*.lock".into()],
                 fall_back_matcher: set(&["Dockerfile", "**/*.lock"]),
             },
+            k8s: vec![],
         }
     }
 

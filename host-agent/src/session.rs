@@ -161,7 +161,13 @@ pub struct Session {
 impl Session {
     /// Connects and says hello.
     pub async fn open(url: &str, token: &str) -> Result<Session, SessionError> {
-        let (mut client, wire) = tunnel::connect(url, token).await?;
+        Session::open_with(&tunnel::Dialer::Tcp(url.to_string()), token).await
+    }
+
+    /// Connects through `dialer` (any byte stream to the agent) and says hello.
+    pub async fn open_with(dialer: &tunnel::Dialer, token: &str) -> Result<Session, SessionError> {
+        let url = &dialer.to_string();
+        let (mut client, wire) = tunnel::connect_with(dialer, token).await?;
         let hello = client
             .hello(v1::HelloRequest {
                 protocol_version: PROTOCOL_VERSION,

@@ -5,6 +5,7 @@
 
 use hyper_util::rt::TokioIo;
 use lks_proto::v1::agent_client::AgentClient;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,41 +71,99 @@ pub enum TunnelError {
     },
 }
 
-/// Opens a tunnel to the agent at `url` (http://HOST:PORT).
-pub async fn connect(url: &str, token: &str) -> Result<(Client, Arc<WireCounter>), TunnelError> {
-    let bad = |reason: String| TunnelError::BadUrl {
-        url: url.to_string(),
-        reason,
-    };
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: tonic::codegen::http::uri::InvalidUri| bad(e.to_string()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad(
-            "only http:// is supported (the tunnel itself is loopback or a port-forward)".into(),
-        ));
+/// A byte stream gRPC can run over: TCP, a Kubernetes port-forward, a pipe.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A dial in progress.
+pub type DialFuture = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send>>;
+
+/// How to reach an agent: a TCP URL, or any function that opens a fresh
+/// byte stream to it (called again on every reconnection, so it can follow
+/// a replaced pod).
+#[derive(Clone)]
+pub enum Dialer {
+    /// `http://HOST:PORT`.
+    Tcp(String),
+    /// A custom stream; `name` is what messages call it.
+    Custom {
+        /// For messages (e.g. `pod default/web-abc, port 7690`).
+        name: String,
+        /// Opens a stream.
+        dial: Arc<dyn Fn() -> DialFuture + Send + Sync>,
+    },
+}
+
+impl std::fmt::Display for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dialer::Tcp(url) => f.write_str(url),
+            Dialer::Custom { name, .. } => f.write_str(name),
+        }
     }
-    let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dialer({self})")
+    }
+}
+
+/// Connects to the agent through `dialer` with `token`; the returned counter
+/// counts the bytes written to the stream.
+pub async fn connect_with(
+    dialer: &Dialer,
+    token: &str,
+) -> Result<(Client, Arc<WireCounter>), TunnelError> {
     let header: MetadataValue<Ascii> = format!("Bearer {token}")
         .parse()
         .map_err(|_| TunnelError::BadToken)?;
     let counter = Arc::new(WireCounter::default());
+    let (uri, dial): (Uri, Arc<dyn Fn() -> DialFuture + Send + Sync>) = match dialer {
+        Dialer::Tcp(url) => {
+            let bad = |reason: String| TunnelError::BadUrl {
+                url: url.to_string(),
+                reason,
+            };
+            let uri: Uri = url
+                .parse()
+                .map_err(|e: tonic::codegen::http::uri::InvalidUri| bad(e.to_string()))?;
+            if uri.scheme_str() != Some("http") {
+                return Err(bad(
+                    "only http:// is supported (the tunnel itself is loopback or a port-forward)"
+                        .into(),
+                ));
+            }
+            let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let dial = Arc::new(move || -> DialFuture {
+                let host = host.clone();
+                Box::pin(async move {
+                    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                    tcp.set_nodelay(true)?;
+                    Ok(Box::new(tcp) as Box<dyn Stream>)
+                })
+            });
+            (uri, dial)
+        }
+        // The URI only names the authority in requests; the stream is the dialer's.
+        Dialer::Custom { dial, .. } => (Uri::from_static("http://lks-agent"), dial.clone()),
+    };
     let c2 = counter.clone();
     let connector = tower::service_fn(move |_: Uri| {
-        let host = host.clone();
+        let dial = dial.clone();
         let counter = c2.clone();
         async move {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(TokioIo::new(Counted {
-                inner: tcp,
-                counter,
-            }))
+            let inner = dial().await?;
+            Ok::<_, std::io::Error>(TokioIo::new(Counted { inner, counter }))
         }
     });
-    let endpoint = Endpoint::from(uri.clone())
-        .connect_timeout(std::time::Duration::from_secs(5))
+    let endpoint = Endpoint::from(uri)
+        // A port-forward dial may first wait for a pod to become ready.
+        .connect_timeout(std::time::Duration::from_secs(match dialer {
+            Dialer::Tcp(_) => 5,
+            Dialer::Custom { .. } => 90,
+        }))
         .tcp_nodelay(true)
         .http2_adaptive_window(true)
         .initial_stream_window_size(Some(8 << 20))
@@ -113,7 +172,7 @@ pub async fn connect(url: &str, token: &str) -> Result<(Client, Arc<WireCounter>
         .connect_with_connector(connector)
         .await
         .map_err(|e| TunnelError::Unreachable {
-            url: url.to_string(),
+            url: dialer.to_string(),
             reason: source_chain(&e),
         })?;
     let client = AgentClient::with_interceptor(channel, Bearer(header))

@@ -8,6 +8,7 @@ use crate::live::{self, Slot, State};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::local::Local;
 use anyhow::{Context, bail};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,8 +24,9 @@ pub struct UpOptions {
     pub targets: Vec<String>,
     /// Services built from the working tree and live updated.
     pub local: Vec<String>,
-    /// Which runtime.
-    pub runtime: RuntimeKind,
+    /// Which runtime (None: kube when the current kubeconfig context is the
+    /// workspace's cluster, else local).
+    pub runtime: Option<RuntimeKind>,
 }
 
 /// The runtimes `lks up` knows.
@@ -34,6 +36,28 @@ pub enum RuntimeKind {
     Local,
     /// A container per service from its image, on one network per run.
     Docker,
+    /// The services' `k8s:` manifests, applied to the current kubeconfig
+    /// context's cluster, the agent injected into live pods.
+    Kube,
+}
+
+/// The runtime when none is named: kube when the current kubeconfig context
+/// is the workspace's cluster (`kind-NAME`, as `lks cluster create` makes it),
+/// else local.
+fn default_runtime(ws: &Workspace) -> RuntimeKind {
+    let cluster = ws
+        .cluster
+        .as_ref()
+        .map(|c| c.name.as_str())
+        .unwrap_or("lks");
+    let context = ::kube::config::Kubeconfig::read()
+        .ok()
+        .and_then(|k| k.current_context);
+    if context.as_deref() == Some(&format!("kind-{cluster}")) {
+        RuntimeKind::Kube
+    } else {
+        RuntimeKind::Local
+    }
 }
 
 /// Runs `lks up` until a signal.
@@ -52,37 +76,48 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let order = ws.resolve(&targets)?;
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(".lks");
-    match opts.runtime {
-        RuntimeKind::Local => {
-            let runtime = Arc::new(Local::new(&work, &token)?);
-            launch(&ws, &order, runtime).await
-        }
+    let registry = || {
+        Registry::parse(
+            ws.registry
+                .as_deref()
+                .unwrap_or(crate::registry::DEFAULT_ADDRESS),
+        )
+    };
+    // Built from the working tree and live updated (containers and pods):
+    // the --local services, or without any, the targets named (aliases
+    // expanded), or with no target, every service. The others run the
+    // registry's `latest`.
+    let live: BTreeSet<String> = if opts.local.is_empty() && opts.targets.is_empty() {
+        order.iter().cloned().collect()
+    } else if opts.local.is_empty() {
+        ws.expand_targets(&opts.targets).into_iter().collect()
+    } else {
+        opts.local.iter().cloned().collect()
+    };
+    let say = |l: &str| eprintln!("lks: {l}");
+    match opts.runtime.unwrap_or_else(|| default_runtime(&ws)) {
+        RuntimeKind::Local => run(&ws, &order, Local::new(&work, &token)?).await,
         RuntimeKind::Docker => {
-            // Built from the working tree and live updated: the --local
-            // services, or without any, the targets named (aliases expanded).
-            // Everything else runs the registry's `latest`.
-            let local: BTreeSet<String> = if opts.local.is_empty() && opts.targets.is_empty() {
-                order.iter().cloned().collect()
-            } else if opts.local.is_empty() {
-                ws.expand_targets(&opts.targets).into_iter().collect()
-            } else {
-                opts.local.iter().cloned().collect()
-            };
-            let registry = Registry::parse(
-                ws.registry
-                    .as_deref()
-                    .unwrap_or(crate::registry::DEFAULT_ADDRESS),
-            )?;
-            let runtime = DockerRuntime::new(&ws.root, registry, &token, local, &|l| {
-                eprintln!("lks: {l}")
-            })
-            .await?;
-            let runtime = Arc::new(runtime);
-            let result = launch(&ws, &order, runtime.clone()).await;
-            runtime.shutdown().await;
-            result
+            let r = DockerRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
+            run(&ws, &order, r).await
+        }
+        RuntimeKind::Kube => {
+            let r = KubeRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
+            run(&ws, &order, r).await
         }
     }
+}
+
+/// Launches on `runtime` until a signal, then removes what the run created.
+async fn run<R: Runtime + 'static>(
+    ws: &Workspace,
+    order: &[String],
+    runtime: R,
+) -> anyhow::Result<()> {
+    let runtime = Arc::new(runtime);
+    let result = launch(ws, order, runtime.clone()).await;
+    runtime.shutdown().await;
+    result
 }
 
 async fn launch<R: Runtime + 'static>(

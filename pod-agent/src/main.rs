@@ -7,12 +7,14 @@ mod apply;
 mod auth;
 mod children;
 mod followup;
+mod install;
 mod manifest;
 mod output;
 mod root;
 mod service;
 mod steps;
 mod supervise;
+mod webhook;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,7 +40,9 @@ const DRAIN_CALLS: Duration = Duration::from_secs(5);
              supervises the app",
     after_help = "Examples:\n  LKS_TOKEN=secret lks-agent serve --root /app\n  \
                   lks-agent serve --root ./dst --listen 127.0.0.1:0 --token-file token.txt\n  \
-                  LKS_TOKEN=secret lks-agent supervise --root /app -- node server.js"
+                  LKS_TOKEN=secret lks-agent supervise --root /app -- node server.js\n  \
+                  lks-agent install /.lks/lks-agent\n  \
+                  lks-agent webhook --tls-cert tls.crt --tls-key tls.key --agent-image REGISTRY/lks-agent:TAG"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +56,16 @@ enum Command {
     /// Serve like `serve`, and run CMD (in the root) as the app: its output is
     /// passed through, it is restarted when a batch asks and when it crashes.
     Supervise(SuperviseArgs),
+    /// Copy this binary to DEST atomically (the injected init container runs it
+    /// from the FROM-scratch agent image, which has no shell nor cp).
+    Install {
+        /// Path of the file to create or replace; its directory is created.
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+    },
+    /// Serve the mutating admission webhook (HTTPS) that injects the agent
+    /// into pods annotated lks.dev/agent: "true".
+    Webhook(webhook::WebhookArgs),
 }
 
 #[derive(clap::Args)]
@@ -65,6 +79,10 @@ struct SuperviseArgs {
     /// which may build the app).
     #[arg(long)]
     no_start: bool,
+    /// The app's working directory (default: the root). A relative path is
+    /// taken from the agent's own, so `.` keeps the container's WORKDIR.
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
     /// The app's command and arguments; CMD is looked up in PATH.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -103,6 +121,8 @@ fn main() -> std::process::ExitCode {
             Ok(spec) => rt.block_on(serve(args.serve, Some(spec))),
             Err(e) => Err(e),
         },
+        Command::Webhook(args) => rt.block_on(webhook::run(args)),
+        Command::Install { dest } => install::run(&dest),
     };
     // A task stuck in a blocking call must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -128,7 +148,7 @@ fn app_spec(args: &SuperviseArgs) -> anyhow::Result<supervise::AppSpec> {
         })?;
     Ok(supervise::AppSpec {
         argv: args.command.clone(),
-        cwd: PathBuf::new(),
+        cwd: args.workdir.clone().unwrap_or_default(),
         grace,
         start_now: !args.no_start,
     })
@@ -158,7 +178,9 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     let app = app.map(|mut spec| {
-        spec.cwd = root.path().to_path_buf();
+        if spec.cwd.as_os_str().is_empty() {
+            spec.cwd = root.path().to_path_buf();
+        }
         supervise::App::start(
             spec,
             children.clone(),

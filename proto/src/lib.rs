@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
+pub mod inject;
 pub mod limits;
 mod relpath;
 
@@ -28,6 +29,8 @@ pub const AUTHORIZATION: &str = "authorization";
 
 /// Default address `lks-agent serve` listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7690";
+/// The port of [`DEFAULT_LISTEN`] (what a port-forward into a pod targets).
+pub const DEFAULT_PORT: u16 = 7690;
 
 /// Prefix of the staging files the agent creates beside a file's final path.
 /// Paths whose last component starts with it are never synced or listed.

@@ -757,3 +757,54 @@ pub fn require_image(image: &str, built_by: &str) {
         "the test image {image} is missing: build it with {built_by} (tests/run.sh does)"
     );
 }
+
+/// The Kubernetes version rendered objects are validated against (what
+/// `lks cluster create` pins by default).
+pub const K8S_VERSION: &str = "1.34.0";
+
+/// Validates Kubernetes objects (YAML, several documents allowed) against
+/// the API schemas of `version` with `kubernetes-validate --strict` (PyPI;
+/// tests/run.sh installs it). Err carries its complaints.
+pub fn kubernetes_validate(yaml: &str, version: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, yaml).map_err(|e| e.to_string())?;
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--no-warn", "-k", version])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run kubernetes-validate ({e}): install it with `pip install kubernetes-validate` \
+                 (tests/run.sh does)"
+            )
+        });
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Copies the repository's `examples/` into `dst`, leaving out the top-level
+/// entries named in `skip` (and any `.lks` work dir).
+pub fn copy_examples(dst: &Path, skip: &[&str]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in walkdir::WalkDir::new(&src).min_depth(1) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&src).unwrap();
+        if rel.starts_with(".lks") || skip.iter().any(|s| rel.starts_with(s)) {
+            continue;
+        }
+        let to = dst.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}

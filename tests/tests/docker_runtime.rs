@@ -86,23 +86,10 @@ fn image_line(up: &mut Up, service: &str) -> String {
         .unwrap_or_else(|| panic!("no container line for {service}"))
 }
 
-/// Copies the example workspace (web: Node, api: Python) into `dst`.
+/// Copies the example workspace's web (Node) and api (Python) into `dst`
+/// (worker needs Go in an image; not part of these tests).
 fn copy_examples(dst: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for entry in walkdir::WalkDir::new(&src) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(&src).unwrap();
-        if rel.starts_with("worker") {
-            continue; // needs Go in an image; not part of these tests
-        }
-        let to = dst.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
-    // Only the two services copied.
+    lks_e2e::copy_examples(dst, &["worker"]);
     write(
         dst,
         "lks.yaml",

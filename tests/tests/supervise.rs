@@ -759,3 +759,33 @@ async fn as_pid_1_the_agent_reaps_the_orphans_the_app_leaves() {
     let status = agent.wait(Duration::from_secs(30)).expect("agent exited");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn the_app_runs_in_the_root_unless_workdir_says_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let elsewhere = tmp.path().join("workdir");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let app = ["sh", "-c", "pwd > where.txt; exec sleep 60"];
+    {
+        let mut agent = SupervisedAgent::start(&root, TOKEN, &[], &app);
+        assert!(wait_until(Duration::from_secs(10), || root
+            .join("where.txt")
+            .exists()));
+        agent.terminate(Duration::from_secs(10));
+    }
+    let pwd = std::fs::read_to_string(root.join("where.txt")).unwrap();
+    assert_eq!(pwd.trim(), root.canonicalize().unwrap().to_str().unwrap());
+    let mut agent = SupervisedAgent::start(
+        &root,
+        TOKEN,
+        &["--workdir", elsewhere.to_str().unwrap()],
+        &app,
+    );
+    assert!(wait_until(Duration::from_secs(10), || elsewhere
+        .join("where.txt")
+        .exists()));
+    agent.terminate(Duration::from_secs(10));
+    let pwd = std::fs::read_to_string(elsewhere.join("where.txt")).unwrap();
+    assert_eq!(pwd.trim(), elsewhere.to_str().unwrap());
+}

@@ -275,29 +275,11 @@ fn an_unknown_target_gets_a_did_you_mean() {
     );
 }
 
-/// Copies the repository's `examples/` into `dst` (without `.lks/`).
-fn copy_examples(dst: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for entry in walkdir::WalkDir::new(&src).min_depth(1) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(&src).unwrap();
-        if rel.starts_with(".lks") {
-            continue;
-        }
-        let to = dst.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_example_workspace_serves_and_live_updates_web_and_api() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path();
-    copy_examples(ws);
+    copy_examples(ws, &[]);
     let mut up = Up::start(ws, &["frontend"]);
     up.wait(&["web", "[ready]"], Duration::from_secs(120));
     assert_eq!(
@@ -333,7 +315,7 @@ fn the_go_worker_is_rebuilt_by_its_go_build_step_and_restarted() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path();
-    copy_examples(ws);
+    copy_examples(ws, &[]);
     let mut up = Up::start(ws, &["worker"]);
     up.wait(&["worker", "worker tick 0"], Duration::from_secs(180));
     let main = ws.join("worker/main.go");

@@ -129,6 +129,8 @@ pub struct Service {
     pub readiness: Option<Readiness>,
     /// How changes reach the running service.
     pub live_update: LiveUpdate,
+    /// Kubernetes manifests (`k8s:`: paths or globs), in order.
+    pub k8s: Vec<PathBuf>,
 }
 
 /// How a service is built.

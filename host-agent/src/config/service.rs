@@ -32,6 +32,7 @@ const KEYS: &[&str] = &[
     "ports",
     "readiness",
     "build",
+    "k8s",
     "live_update",
 ];
 const READINESS_KEYS: &[&str] = &["http", "tcp", "exec", "period", "timeout"];
@@ -93,6 +94,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         ports: vec![],
         readiness: None,
         live_update: super::live_update::default_live_update(&dir),
+        k8s: vec![],
     };
     let mut deps = vec![];
     let mut host_refs = vec![];
@@ -142,6 +144,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
                     service.live_update = lu;
                 }
             }
+            "k8s" => service.k8s = manifests(doc, v, &w, &dir),
             _ => {}
         }
     }
@@ -152,6 +155,53 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         deps,
         host_refs,
     })
+}
+
+/// `k8s:`: manifest files, each a path or a glob relative to the service
+/// directory; a path must exist and a glob must match at least one file.
+fn manifests(doc: &mut Doc, node: &Node, what: &str, dir: &Path) -> Vec<PathBuf> {
+    let Some(entries) = doc.list(
+        node,
+        what,
+        "a list of manifest files or globs",
+        |d, n, w| d.nonempty(n, w).map(|s| (s, n.clone())),
+    ) else {
+        return vec![];
+    };
+    let mut out: Vec<PathBuf> = vec![];
+    for (written, n) in entries {
+        if !written.contains(['*', '?', '[', '{']) {
+            out.extend(existing(doc, &n, what, &written, dir, false));
+            continue;
+        }
+        let matcher = match values::glob(&written) {
+            Ok(g) => g.compile_matcher(),
+            Err(e) => {
+                doc.invalid(&n, what, format!("bad glob {written:?}: {e}"));
+                continue;
+            }
+        };
+        let mut found: Vec<PathBuf> = ignore::WalkBuilder::new(dir)
+            .standard_filters(false)
+            .filter_entry(|e| e.file_name() != ".git")
+            .build()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
+            .filter(|e| {
+                e.path()
+                    .strip_prefix(dir)
+                    .is_ok_and(|rel| matcher.is_match(rel))
+            })
+            .map(|e| e.into_path())
+            .collect();
+        if found.is_empty() {
+            doc.invalid(&n, what, format!("{written:?} matches no file"));
+        }
+        found.sort();
+        out.extend(found);
+    }
+    out.dedup();
+    out
 }
 
 /// The build of a service without a `build` key.

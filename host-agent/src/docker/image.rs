@@ -5,6 +5,8 @@
 use super::context::{self, BuildContext};
 use super::{EngineError, is_not_found};
 use crate::config::Build;
+use crate::config::Service;
+use crate::registry::Registry;
 use bollard::Docker;
 use bollard::query_parameters::{
     BuildImageOptions, CreateImageOptions, PushImageOptions, TagImageOptions,
@@ -221,4 +223,47 @@ pub async fn pull(
 fn missing(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("manifest unknown") || m.contains("not found") || m.contains("name unknown")
+}
+
+/// The image a service runs: built from the working tree when it is
+/// live (or must be rebuilt), else the registry's `latest`.
+pub async fn for_service(
+    docker: &Docker,
+    registry: &Registry,
+    service: &Service,
+    live: bool,
+    fresh: bool,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<String> {
+    let repo = repository(&registry.address, &service.name);
+    if !live && !fresh {
+        progress(&format!("pulling {repo}:latest"));
+        if pull(docker, &repo, "latest", progress).await? {
+            return Ok(format!("{repo}:latest"));
+        }
+        progress(&format!(
+            "{repo}:latest is not in the registry; building it from the working tree"
+        ));
+    }
+    let built = build(docker, &repo, &service.build, progress).await?;
+    if built.built {
+        progress(&format!("built {}", built.reference));
+    } else {
+        progress(&format!("{} is built already", built.reference));
+    }
+    // Publish it: the digest tag, and `latest` for the next runs that do
+    // not name this service --local.
+    let digest_tag = built
+        .reference
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .unwrap_or("latest");
+    tag(docker, &built.reference, &repo, "latest").await?;
+    for tag in [digest_tag, "latest"] {
+        if let Err(e) = push(docker, &repo, tag, &|_| {}).await {
+            progress(&format!("warning: not pushed: {e}"));
+            break;
+        }
+    }
+    Ok(built.reference)
 }

@@ -86,48 +86,6 @@ impl DockerRuntime {
         })
     }
 
-    /// The image a service runs: built from the working tree when it is
-    /// live (or must be rebuilt), else the registry's `latest`.
-    async fn image_for(
-        &self,
-        service: &Service,
-        live: bool,
-        fresh: bool,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> anyhow::Result<String> {
-        let repo = image::repository(&self.registry.address, &service.name);
-        if !live && !fresh {
-            progress(&format!("pulling {repo}:latest"));
-            if image::pull(&self.docker, &repo, "latest", progress).await? {
-                return Ok(format!("{repo}:latest"));
-            }
-            progress(&format!(
-                "{repo}:latest is not in the registry; building it from the working tree"
-            ));
-        }
-        let built = image::build(&self.docker, &repo, &service.build, progress).await?;
-        if built.built {
-            progress(&format!("built {}", built.reference));
-        } else {
-            progress(&format!("{} is built already", built.reference));
-        }
-        // Publish it: the digest tag, and `latest` for the next runs that do
-        // not name this service --local.
-        let digest_tag = built
-            .reference
-            .rsplit_once(':')
-            .map(|(_, t)| t)
-            .unwrap_or("latest");
-        image::tag(&self.docker, &built.reference, &repo, "latest").await?;
-        for tag in [digest_tag, "latest"] {
-            if let Err(e) = image::push(&self.docker, &repo, tag, &|_| {}).await {
-                progress(&format!("warning: not pushed: {e}"));
-                break;
-            }
-        }
-        Ok(built.reference)
-    }
-
     fn container_name(&self, service: &str) -> String {
         format!("lks-{}-{service}", self.run)
     }
@@ -161,7 +119,9 @@ impl DockerRuntime {
         fresh: bool,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> anyhow::Result<Instance> {
-        let reference = self.image_for(service, live, fresh, progress).await?;
+        let reference =
+            image::for_service(&self.docker, &self.registry, service, live, fresh, progress)
+                .await?;
         let inspect = self
             .docker
             .inspect_image(&reference)
@@ -187,6 +147,9 @@ impl DockerRuntime {
             &format!("0.0.0.0:{AGENT_PORT}"),
             "--grace-period",
             "3",
+            // The app runs where the image says (WORKDIR), not in the root.
+            "--workdir",
+            ".",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -270,7 +233,7 @@ impl DockerRuntime {
         let port = self.agent_port(&name).await?;
         let dockerfile = service.build.dockerfile.clone();
         Ok(Instance {
-            url: format!("http://127.0.0.1:{port}"),
+            dialer: crate::tunnel::Dialer::Tcp(format!("http://127.0.0.1:{port}")),
             token: self.token.clone(),
             pid: None,
             start_with_first_batch: live,
@@ -282,6 +245,9 @@ impl DockerRuntime {
             seeded: true,
             live,
             rebuild_on: vec![dockerfile],
+            has_agent: true,
+            reconnectable: false,
+            guards: vec![],
         })
     }
 

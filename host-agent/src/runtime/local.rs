@@ -177,7 +177,7 @@ impl Runtime for Local {
             }
         });
         Ok(Instance {
-            url: format!("http://{addr}"),
+            dialer: crate::tunnel::Dialer::Tcp(format!("http://{addr}")),
             token: self.token.clone(),
             pid: child.id(),
             start_with_first_batch: true,
@@ -189,6 +189,9 @@ impl Runtime for Local {
             seeded: false,
             live: true,
             rebuild_on: vec![],
+            has_agent: true,
+            reconnectable: false,
+            guards: vec![],
         })
     }
 

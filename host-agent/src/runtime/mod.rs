@@ -3,6 +3,7 @@
 //! `docker` runs each service in a container of its image (kube comes next).
 
 pub mod docker;
+pub mod kubernetes;
 pub mod local;
 
 use crate::config::Service;
@@ -10,8 +11,8 @@ use std::future::Future;
 
 /// A started service: how to reach its agent, and what it needs first.
 pub struct Instance {
-    /// The agent's URL (`http://127.0.0.1:PORT`).
-    pub url: String,
+    /// How to reach the agent (a local TCP URL, or a port-forward).
+    pub dialer: crate::tunnel::Dialer,
     /// The bearer token the agent expects.
     pub token: String,
     /// The agent's process id, when lks started it as a process.
@@ -42,6 +43,15 @@ pub struct Instance {
     /// Local files whose change needs a rebuild whatever the rules say (the
     /// Dockerfile of an image-based runtime).
     pub rebuild_on: Vec<std::path::PathBuf>,
+    /// Whether the service has an agent at all (a kube service that is not
+    /// live runs its manifests untouched).
+    pub has_agent: bool,
+    /// When the agent goes away, reconnect through the same dialer instead
+    /// of starting the service again (a replaced pod is found by the dialer).
+    pub reconnectable: bool,
+    /// Tasks the runtime runs for the instance (port forwards); aborted when
+    /// it stops.
+    pub(crate) guards: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The environment of a service with each `${host:NAME}` replaced by the

@@ -1,0 +1,326 @@
+//! What lks applies for a service: its `k8s:` manifests with the service's
+//! image put in place of its name, lks's labels, and (for a live service) the
+//! agent injected into the pod templates that opt in with
+//! `lks.dev/agent: "true"`. Pure: everything it needs is passed in.
+
+use crate::config::Service;
+use anyhow::{Context, bail};
+use lks_proto::inject::{self, ImageConfig, InjectOptions, Outcome};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+/// Label on everything lks applies.
+pub const LABEL_MANAGED: &str = "lks.dev/managed";
+/// Label: the workspace (a digest of its directory; label values cannot
+/// hold a path).
+pub const LABEL_WORKSPACE: &str = "lks.dev/workspace";
+/// Label: the service an object belongs to.
+pub const LABEL_SERVICE: &str = "lks.dev/service";
+
+/// What `render` needs besides the service.
+pub struct RenderOptions<'a> {
+    /// The image the service's containers run (as the cluster pulls it), or
+    /// None to leave image fields as written.
+    pub image: Option<&'a str>,
+    /// Inject the agent (the service is live updated).
+    pub live: bool,
+    /// The agent image the init container copies the agent from.
+    pub agent_image: &'a str,
+    /// The workspace label value ([`workspace_label`]).
+    pub workspace: &'a str,
+    /// ENTRYPOINT and CMD of an image, for containers without `command`.
+    pub image_config: &'a dyn Fn(&str) -> Option<ImageConfig>,
+}
+
+/// The value of [`LABEL_WORKSPACE`] for a workspace directory.
+pub fn workspace_label(root: &Path) -> String {
+    let h = blake3::hash(root.display().to_string().as_bytes());
+    h.to_hex()[..16].to_string()
+}
+
+/// Reads every YAML document of the service's manifests, in order.
+pub fn load(service: &Service) -> anyhow::Result<Vec<Value>> {
+    let mut out = vec![];
+    for file in &service.k8s {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let v = serde_yaml::Value::deserialize(doc)
+                .with_context(|| format!("{}: document {}", file.display(), i + 1))?;
+            if v.is_null() {
+                continue;
+            }
+            let v: Value = serde_json::to_value(v)
+                .with_context(|| format!("{}: document {}", file.display(), i + 1))?;
+            if v.get("apiVersion").and_then(Value::as_str).is_none()
+                || v.get("kind").and_then(Value::as_str).is_none()
+            {
+                bail!(
+                    "{}: document {} is not a Kubernetes object (no apiVersion or kind)",
+                    file.display(),
+                    i + 1
+                );
+            }
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// The service's objects as lks applies them.
+pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Value>> {
+    let mut objects = load(service)?;
+    for o in &mut objects {
+        let labels = o
+            .pointer_mut("/metadata")
+            .and_then(Value::as_object_mut)
+            .context("an object without metadata")?
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert(LABEL_MANAGED.into(), "true".into());
+            l.insert(LABEL_WORKSPACE.into(), opts.workspace.into());
+            l.insert(LABEL_SERVICE.into(), service.name.clone().into());
+        }
+        if let Some(image) = opts.image {
+            replace_images(o, &service.name, image);
+        }
+    }
+    if opts.live {
+        // A live service needs the agent: when none of its pod templates opts
+        // in, the first one is opted in (its manifests stay as written).
+        let annotated = objects.iter_mut().any(|o| {
+            inject::pod_template_mut(o).is_some_and(|t| {
+                t.pointer(&format!(
+                    "/metadata/annotations/{}",
+                    inject::ANNOTATION_AGENT.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                    == Some("true")
+            })
+        });
+        if !annotated && let Some(t) = objects.iter_mut().find_map(inject::pod_template_mut) {
+            let meta = t
+                .as_object_mut()
+                .context("a pod template that is not a mapping")?
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Default::default()));
+            let ann = meta
+                .as_object_mut()
+                .context("pod template metadata that is not a mapping")?
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(a) = ann.as_object_mut() {
+                a.insert(inject::ANNOTATION_AGENT.into(), "true".into());
+            }
+        }
+        let inject_opts = InjectOptions {
+            agent_image: opts.agent_image.to_string(),
+        };
+        let mut injected = 0;
+        for o in &mut objects {
+            let what = describe(o);
+            match inject::inject(o, &inject_opts, opts.image_config)
+                .with_context(|| format!("injecting the agent into {what}"))?
+            {
+                Outcome::Injected | Outcome::AlreadyInjected => injected += 1,
+                Outcome::NotAnnotated => {}
+            }
+        }
+        if injected == 0 {
+            bail!(
+                "{} is live updated but none of its manifests has a pod template (Deployment, StatefulSet, \
+                 Pod, ...) for the agent; list one under `k8s:`",
+                service.name
+            );
+        }
+    }
+    Ok(objects)
+}
+
+/// `Kind namespace/name`, for messages.
+pub fn describe(o: &Value) -> String {
+    let kind = o.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let name = o
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    match o.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Points every container whose image is the service's (`NAME`, or
+/// `ANY/REGISTRY/PATH/NAME`, with any tag or digest) at `image`.
+fn replace_images(o: &mut Value, service: &str, image: &str) {
+    let Some(t) = inject::pod_template_mut(o) else {
+        return;
+    };
+    for list in ["containers", "initContainers"] {
+        let Some(cs) = t
+            .pointer_mut(&format!("/spec/{list}"))
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for c in cs {
+            let Some(current) = c.get("image").and_then(Value::as_str) else {
+                continue;
+            };
+            if repository(current).rsplit('/').next() == Some(service) {
+                c["image"] = image.into();
+            }
+        }
+    }
+}
+
+/// An image reference without its tag or digest.
+fn repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    // A ':' after the last '/' starts the tag (one before is a registry port).
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    }
+}
+
+/// `lks render [SERVICE...]`: prints, as YAML documents, what `lks up
+/// --runtime kube` would apply for the services (default: every service with
+/// `k8s:` manifests). Live ones (`--local`, else the services named) get the
+/// agent; images are the registry's as the cluster names it.
+pub async fn command(
+    file: Option<&Path>,
+    services: &[String],
+    local: &[String],
+) -> anyhow::Result<()> {
+    let ws = crate::config::load(file)?;
+    let registry = crate::registry::Registry::parse(
+        ws.registry
+            .as_deref()
+            .unwrap_or(crate::registry::DEFAULT_ADDRESS),
+    )?;
+    let cluster_registry = match registry.local_port {
+        Some(p) => format!("localhost:{p}"),
+        None => registry.address.clone(),
+    };
+    let names: Vec<String> = if services.is_empty() {
+        ws.services
+            .values()
+            .filter(|s| !s.k8s.is_empty())
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        ws.expand_targets(services)
+    };
+    for n in services.iter().chain(local) {
+        if !ws.services.contains_key(n) && !ws.aliases.contains_key(n) {
+            bail!("{n}: not a service or alias of {}", ws.file.display());
+        }
+    }
+    if names.is_empty() {
+        bail!("no service of {} has `k8s:` manifests", ws.file.display());
+    }
+    let live: Vec<&String> = if local.is_empty() {
+        names.iter().collect()
+    } else {
+        local.iter().collect()
+    };
+    // Image configs come from the engine when it has the images (else a
+    // container without `command` cannot be wrapped, and says so).
+    let docker = crate::docker::connect().await.ok();
+    let agent_image = format!(
+        "{cluster_registry}/{}:{}",
+        crate::agent_image::REPOSITORY,
+        env!("CARGO_PKG_VERSION")
+    );
+    let workspace = workspace_label(&ws.root);
+    let mut out = String::new();
+    for name in &names {
+        let service = &ws.services[name];
+        if service.k8s.is_empty() {
+            bail!("{name} has no `k8s:` manifests");
+        }
+        let is_live = live.contains(&name);
+        let tag = if is_live {
+            let b = service.build.clone();
+            match tokio::task::spawn_blocking(move || crate::docker::context::pack(&b)).await? {
+                Ok(ctx) => crate::docker::image::digest_tag(&ctx.digest),
+                Err(_) => "latest".to_string(),
+            }
+        } else {
+            "latest".to_string()
+        };
+        let host_ref = format!("{}/{name}:{tag}", registry.address);
+        let cluster_ref = format!("{cluster_registry}/{name}:{tag}");
+        let own = match &docker {
+            Some(d) => d.inspect_image(&host_ref).await.ok().and_then(|i| i.config),
+            None => None,
+        }
+        .map(|c| ImageConfig {
+            entrypoint: c.entrypoint.unwrap_or_default(),
+            cmd: c.cmd.unwrap_or_default(),
+        });
+        let image_config = |image: &str| -> Option<ImageConfig> {
+            (image == cluster_ref).then(|| own.clone()).flatten()
+        };
+        let objects = render(
+            service,
+            &RenderOptions {
+                image: Some(&cluster_ref),
+                live: is_live,
+                agent_image: &agent_image,
+                workspace: &workspace,
+                image_config: &image_config,
+            },
+        )?;
+        for o in objects {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&o)?);
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_drops_tag_and_digest_but_not_a_registry_port() {
+        assert_eq!(repository("web"), "web");
+        assert_eq!(repository("web:1.2"), "web");
+        assert_eq!(repository("localhost:5000/web"), "localhost:5000/web");
+        assert_eq!(repository("localhost:5000/web:dev-1"), "localhost:5000/web");
+        assert_eq!(repository("r.io/a/web@sha256:abc"), "r.io/a/web");
+    }
+
+    #[test]
+    fn only_the_services_own_image_is_replaced() {
+        let mut o = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "web", "image": "web:latest"},
+                {"name": "proxy", "image": "envoyproxy/envoy:v1"},
+                {"name": "web2", "image": "localhost:5000/web"}
+            ]}}}
+        });
+        replace_images(&mut o, "web", "localhost:5000/web:dev-1");
+        let images: Vec<&str> = o["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["image"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            images,
+            [
+                "localhost:5000/web:dev-1",
+                "envoyproxy/envoy:v1",
+                "localhost:5000/web:dev-1"
+            ]
+        );
+    }
+}
