@@ -178,6 +178,12 @@ pub fn pod_template_mut(object: &mut Value) -> Option<&mut Value> {
     object.pointer_mut(pointer).filter(|t| t.is_object())
 }
 
+/// The pod template inside a workload, read-only (see [`pod_template_mut`]).
+pub fn pod_template(object: &Value) -> Option<&Value> {
+    let pointer = template_pointer(object)?;
+    object.pointer(pointer).filter(|t| t.is_object())
+}
+
 /// JSON pointer of the pod template for the object's kind.
 fn template_pointer(object: &Value) -> Option<&'static str> {
     let kind = object.get("kind")?.as_str()?;

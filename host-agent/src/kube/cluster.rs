@@ -581,8 +581,8 @@ async fn create(settings: &Settings, webhook: bool, ingress_manifest: &str) -> a
             ));
         }
         Ok(text) => {
-            let objects =
-                parse_manifest(&text).with_context(|| format!("reading {ingress_manifest}"))?;
+            let objects = super::render::parse_manifest(&text)
+                .with_context(|| format!("reading {ingress_manifest}"))?;
             detail(&format!("applying {} objects", objects.len()));
             apply(&client, &objects).await?;
             if let Err(e) =
@@ -830,23 +830,6 @@ async fn fetch(url: &str) -> anyhow::Result<String> {
         .await
         .map_err(|_| anyhow::anyhow!("timed out after 90 s"))?
         .map_err(anyhow::Error::new)
-}
-
-/// The objects of a multi-document YAML manifest (empty documents skipped).
-pub fn parse_manifest(text: &str) -> anyhow::Result<Vec<Value>> {
-    use serde::Deserialize;
-    let mut objects = vec![];
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(doc).with_context(|| format!("document {}", i + 1))?;
-        match &value {
-            Value::Null => {}
-            Value::Object(o) if o.contains_key("apiVersion") && o.contains_key("kind") => {
-                objects.push(value)
-            }
-            _ => bail!("document {} is not a Kubernetes object", i + 1),
-        }
-    }
-    Ok(objects)
 }
 
 /// Applies `objects` in order with server-side apply (field manager `lks`,
@@ -1304,10 +1287,10 @@ mod tests {
     #[test]
     fn manifests_split_into_objects() {
         let text = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n# only a comment\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: b, namespace: a}\n";
-        let objects = parse_manifest(text).unwrap();
+        let objects = crate::kube::render::parse_manifest(text).unwrap();
         assert_eq!(objects.len(), 2);
         assert_eq!(objects[1]["kind"], "ServiceAccount");
-        assert!(parse_manifest("just: a map\n").is_err());
+        assert!(crate::kube::render::parse_manifest("just: a map\n").is_err());
     }
 
     #[test]

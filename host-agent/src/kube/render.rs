@@ -45,27 +45,25 @@ pub fn load(service: &Service) -> anyhow::Result<Vec<Value>> {
     for file in &service.k8s {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let v = serde_yaml::Value::deserialize(doc)
-                .with_context(|| format!("{}: document {}", file.display(), i + 1))?;
-            if v.is_null() {
-                continue;
-            }
-            let v: Value = serde_json::to_value(v)
-                .with_context(|| format!("{}: document {}", file.display(), i + 1))?;
-            if v.get("apiVersion").and_then(Value::as_str).is_none()
-                || v.get("kind").and_then(Value::as_str).is_none()
-            {
-                bail!(
-                    "{}: document {} is not a Kubernetes object (no apiVersion or kind)",
-                    file.display(),
-                    i + 1
-                );
-            }
-            out.push(v);
-        }
+        out.extend(parse_manifest(&text).with_context(|| file.display().to_string())?);
     }
     Ok(out)
+}
+
+/// The objects of a multi-document YAML manifest (empty documents skipped).
+pub fn parse_manifest(text: &str) -> anyhow::Result<Vec<Value>> {
+    let mut objects = vec![];
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(doc).with_context(|| format!("document {}", i + 1))?;
+        match &value {
+            Value::Null => {}
+            Value::Object(o) if o.contains_key("apiVersion") && o.contains_key("kind") => {
+                objects.push(value)
+            }
+            _ => bail!("document {} is not a Kubernetes object", i + 1),
+        }
+    }
+    Ok(objects)
 }
 
 /// The service's objects as lks applies them.
@@ -90,8 +88,8 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
     if opts.live {
         // A live service needs the agent: when none of its pod templates opts
         // in, the first one is opted in (its manifests stay as written).
-        let annotated = objects.iter_mut().any(|o| {
-            inject::pod_template_mut(o).is_some_and(|t| {
+        let annotated = objects.iter().any(|o| {
+            inject::pod_template(o).is_some_and(|t| {
                 t.pointer(&format!(
                     "/metadata/annotations/{}",
                     inject::ANNOTATION_AGENT.replace('/', "~1")

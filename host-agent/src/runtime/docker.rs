@@ -293,10 +293,7 @@ impl Runtime for DockerRuntime {
         let live = self.local.contains(&service.name);
         self.start_container(service, live, fresh, progress)
             .await
-            .map_err(|e| RuntimeError::AgentFailed {
-                service: service.name.clone(),
-                reason: format!("{e:#}"),
-            })
+            .map_err(|e| RuntimeError::failed(service, e))
     }
 
     async fn stop(&self, _service: &Service, instance: Instance) -> Result<(), RuntimeError> {

@@ -177,10 +177,7 @@ impl KubeRuntime {
         let workload = agent_workload.or_else(|| {
             objects
                 .iter()
-                .find(|o| {
-                    apply::pod_selector(o).is_some()
-                        && inject::pod_template_mut(&mut (*o).clone()).is_some()
-                })
+                .find(|o| apply::pod_selector(o).is_some() && inject::pod_template(o).is_some())
                 .cloned()
         });
         let Some(workload) = workload else {
@@ -249,15 +246,13 @@ fn inject_port() -> u16 {
 
 /// Whether `o`'s pod template got the agent.
 fn injected(o: &Value) -> bool {
-    let mut o = o.clone();
-    inject::pod_template_mut(&mut o)
+    inject::pod_template(o)
         .is_some_and(|t| t["metadata"]["annotations"][inject::ANNOTATION_INJECTED].is_string())
 }
 
 /// The agent root the pod template asks for.
 fn injected_root(o: &Value) -> Option<String> {
-    let mut o = o.clone();
-    let t = inject::pod_template_mut(&mut o)?;
+    let t = inject::pod_template(o)?;
     Some(
         t["metadata"]["annotations"][inject::ANNOTATION_ROOT]
             .as_str()
@@ -303,10 +298,7 @@ impl Runtime for KubeRuntime {
     ) -> Result<Instance, RuntimeError> {
         self.start_service(service, fresh, progress)
             .await
-            .map_err(|e| RuntimeError::AgentFailed {
-                service: service.name.clone(),
-                reason: format!("{e:#}"),
-            })
+            .map_err(|e| RuntimeError::failed(service, e))
     }
 
     async fn stop(&self, service: &Service, instance: Instance) -> Result<(), RuntimeError> {

@@ -107,6 +107,16 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// The service could not be started, for the reason `e` (with its causes).
+    pub fn failed(service: &Service, e: anyhow::Error) -> RuntimeError {
+        RuntimeError::AgentFailed {
+            service: service.name.clone(),
+            reason: format!("{e:#}"),
+        }
+    }
+}
+
 /// Where and how services run.
 pub trait Runtime: Send + Sync {
     /// The runtime's name, for messages.
