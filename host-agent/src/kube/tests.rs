@@ -367,3 +367,50 @@ async fn grpc_to_the_agent_runs_over_a_stream_that_is_not_tcp() {
         Ok(_) => panic!("a wrong token was accepted"),
     }
 }
+
+#[tokio::test]
+async fn the_tunnel_asks_for_a_port_forward_to_the_pod_that_runs_now() {
+    let (client, mut server) = client();
+    let target = super::portforward::Target {
+        client,
+        namespace: "default".into(),
+        selector: "app=web".into(),
+    };
+    let task = tokio::spawn(async move { target.open(7690).await.map(|_| ()) });
+    expect(&mut server, |_, _, _| {
+        json_response(
+            StatusCode::OK,
+            &pod_list(vec![
+                pod("web-old", "2026-11-26T09:00:00Z", "Running", true, true),
+                pod("web-new", "2026-11-26T10:00:20Z", "Running", true, false),
+            ]),
+        )
+    })
+    .await;
+    // The port-forward upgrade: refused the way a cluster without the RBAC
+    // verb refuses it.
+    let (req, send) = server
+        .next_request()
+        .await
+        .expect("the port-forward request");
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(
+        req.uri().to_string(),
+        "/api/v1/namespaces/default/pods/web-new/portforward?&ports=7690"
+    );
+    assert_eq!(
+        req.headers().get("upgrade").and_then(|v| v.to_str().ok()),
+        Some("websocket")
+    );
+    send.send_response(json_response(
+        StatusCode::FORBIDDEN,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "pods \"web-new\" is forbidden: User \"dev\" cannot create resource \"pods/portforward\"",
+                "reason": "Forbidden", "code": 403}),
+    ));
+    let err = task.await.unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("port-forward to default/web-new:7690"),
+        "{err}"
+    );
+}
