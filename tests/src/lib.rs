@@ -1,6 +1,9 @@
 //! Shared harness for lks's end-to-end tests and benchmarks: it runs the real
 //! `lks` and `lks-agent` binaries (built by `cargo build --workspace --bins`,
 //! which the test command does first) and compares real directory trees.
+//! The benchmarks' shared statistics and result table are in [`bench`].
+
+pub mod bench;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -94,11 +97,23 @@ impl Drop for Agent {
 
 /// Forwards the lines of a pipe to a channel from a background thread.
 pub fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    forward_lines(r, |line| line)
+}
+
+/// Like [`lines`], each line with the moment it was read.
+pub fn timed_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<(Instant, String)> {
+    forward_lines(r, |line| (Instant::now(), line))
+}
+
+fn forward_lines<T: Send + 'static>(
+    r: impl std::io::Read + Send + 'static,
+    wrap: fn(String) -> T,
+) -> mpsc::Receiver<T> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
+            if tx.send(wrap(line)).is_err() {
                 break;
             }
         }
@@ -208,6 +223,19 @@ pub fn terminate(child: &mut Child, what: &str, timeout: Duration) -> std::proce
     }
 }
 
+/// Stops `child` whatever it does: SIGTERM if it still runs, up to `grace`
+/// for it to exit, then SIGKILL; reaps it. For Drop guards (never panics).
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(None) = child.try_wait() {
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -219,13 +247,30 @@ pub fn free_port() -> u16 {
 
 /// The body of `GET path` on `127.0.0.1:port` (HTTP/1.0), if anything answers.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_exchange(port, path).map(|raw| http_body(&raw))
+}
+
+/// The status code and body of `GET path` on `127.0.0.1:port` (HTTP/1.0), if
+/// anything answers with a status line.
+pub fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
+    let raw = http_exchange(port, path)?;
+    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, http_body(&raw)))
+}
+
+/// The whole response to `GET path` on `127.0.0.1:port`.
+fn http_exchange(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    Some(raw)
+}
+
+fn http_body(raw: &str) -> String {
+    raw.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
 }
 
 /// A gRPC channel to the agent at `url`; panics with the URL if none.
@@ -331,6 +376,11 @@ pub fn diff(a: &BTreeMap<String, Snap>, b: &BTreeMap<String, Snap>) -> Vec<Strin
     out
 }
 
+/// Output bytes (a command's stdout or stderr) as text.
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
 /// Panics (with its stderr) unless a finished `lks` command succeeded.
 pub fn assert_success(out: &std::process::Output) {
     assert!(
@@ -391,6 +441,23 @@ impl Rng {
         v.truncate(n);
         v
     }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A random 8-hex-digit suffix for names that must not collide with earlier
+/// or concurrent runs (the shared registry keeps its images between runs).
+pub fn unique() -> String {
+    format!(
+        "{:08x}",
+        Rng::new(std::process::id() as u64 ^ now_nanos()).next_u64() as u32
+    )
 }
 
 /// Writes a generated tree of `files` files totalling about `total_bytes` under
@@ -519,15 +586,7 @@ impl SupervisedAgent {
 impl Drop for SupervisedAgent {
     /// SIGTERM first, so the agent stops its app; SIGKILL if it does not exit.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if self.wait(Duration::from_secs(15)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop_child(&mut self.child, Duration::from_secs(15));
     }
 }
 
@@ -619,19 +678,25 @@ pub struct Up {
     seen: Vec<String>,
 }
 
+/// `lks up -f WS/lks.yaml ARGS...`, to run in `ws` with `NO_COLOR=1`, its
+/// stdout and stderr piped.
+pub fn up_command(ws: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("lks"));
+    cmd.arg("up")
+        .arg("-f")
+        .arg(ws.join("lks.yaml"))
+        .args(args)
+        .current_dir(ws)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 impl Up {
     /// Starts `lks up -f WS/lks.yaml ARGS...` in `ws`.
     pub fn start(ws: &Path, args: &[&str]) -> Up {
-        let mut child = Command::new(bin("lks"))
-            .arg("up")
-            .args(["-f", ws.join("lks.yaml").to_str().unwrap()])
-            .args(args)
-            .current_dir(ws)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = up_command(ws, args).spawn().unwrap();
         let out = lines(child.stdout.take().unwrap());
         let err = lines(child.stderr.take().unwrap());
         Up {
@@ -681,12 +746,46 @@ impl Up {
         &self.seen
     }
 
-    /// The pids `lks up` printed for `service`.
-    pub fn pids(&mut self, service: &str) -> Vec<i32> {
+    /// The lines `lks up` printed for `service` so far.
+    pub fn service_lines(&mut self, service: &str) -> Vec<String> {
         let prefix = format!("{service} ");
         self.drain()
             .iter()
             .filter(|l| l.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// The container `lks up` last printed for `service` (`--runtime docker`).
+    pub fn container_of(&mut self, service: &str) -> String {
+        self.container_line_field(service, "(container ")
+    }
+
+    /// The image of the container `lks up` last printed for `service`.
+    pub fn image_of(&mut self, service: &str) -> String {
+        self.container_line_field(service, ", image ")
+    }
+
+    /// What follows `label` up to the next comma in the last
+    /// `SERVICE ... (container NAME, image REF, ...)` line.
+    fn container_line_field(&mut self, service: &str, label: &str) -> String {
+        let line = self
+            .service_lines(service)
+            .into_iter()
+            .rev()
+            .find(|l| l.contains("(container "))
+            .unwrap_or_else(|| panic!("no container line for {service}"));
+        line.split(label)
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("no {label:?} in {line:?}"))
+            .to_string()
+    }
+
+    /// The pids `lks up` printed for `service`.
+    pub fn pids(&mut self, service: &str) -> Vec<i32> {
+        self.service_lines(service)
+            .iter()
             .filter_map(|l| {
                 let i = l.find(" pid ")?;
                 l[i + 5..]
@@ -708,15 +807,7 @@ impl Drop for Up {
     /// Even when a test fails: SIGTERM first, so `lks up` stops the agents and
     /// apps it started (SIGKILL would leave them running), then SIGKILL.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let _ = wait_until(Duration::from_secs(15), || {
-                matches!(self.child.try_wait(), Ok(Some(_)))
-            });
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child, Duration::from_secs(15));
     }
 }
 
@@ -756,6 +847,100 @@ pub fn require_image(image: &str, built_by: &str) {
         out.status.success(),
         "the test image {image} is missing: build it with {built_by} (tests/run.sh does)"
     );
+}
+
+/// `docker inspect --format FORMAT OBJECT`, trimmed; panics if it fails.
+pub fn docker_inspect(object: &str, format: &str) -> String {
+    docker_text(&["inspect", "--format", format, object])
+}
+
+/// Whether the engine has the `kind` (`container`, `image`, `network`,
+/// `volume`) named `name`.
+pub fn docker_exists(kind: &str, name: &str) -> bool {
+    docker_unchecked(&[kind, "inspect", name]).status.success()
+}
+
+/// The ids `docker KIND... -q --filter label=LABEL` lists (`kind` e.g.
+/// `["ps", "-a"]`, `["network", "ls"]`, `["volume", "ls"]`).
+pub fn docker_ids(kind: &[&str], label: &str) -> Vec<String> {
+    let filter = format!("label={label}");
+    let mut args = kind.to_vec();
+    args.extend(["-q", "--filter", &filter]);
+    docker_text(&args).lines().map(str::to_string).collect()
+}
+
+/// `REPO:TAG` of every tagged local image of `repo`.
+pub fn local_tags(repo: &str) -> Vec<String> {
+    let out = docker_unchecked(&["images", "--format", "{{.Repository}}:{{.Tag}}", repo]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.ends_with(":<none>"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What a test made in the Docker engine, for [`DockerCleanup`].
+#[derive(Default)]
+pub struct DockerObjects {
+    /// Workspaces whose containers, networks and volumes (labelled
+    /// `dev.lks.workspace=PATH`) go.
+    pub workspaces: Vec<PathBuf>,
+    /// Containers, removed with their anonymous volumes.
+    pub containers: Vec<String>,
+    /// Networks.
+    pub networks: Vec<String>,
+    /// Volumes.
+    pub volumes: Vec<String>,
+    /// Repositories whose local tags all go (a registry keeps its copy).
+    pub repos: Vec<String>,
+    /// Images (references or ids).
+    pub images: Vec<String>,
+}
+
+/// Removes, when dropped (also when the test fails), what a test made in the
+/// engine: containers first, then networks, volumes and images. Declare it
+/// before the `Up`s of a test, so that it runs after them.
+pub struct DockerCleanup(pub DockerObjects);
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let made = &self.0;
+        let ids = |args: &[&str]| -> Vec<String> {
+            String::from_utf8_lossy(&docker_unchecked(args).stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        for ws in &made.workspaces {
+            let label = format!("label=dev.lks.workspace={}", ws.display());
+            for c in ids(&["ps", "-aq", "--filter", &label]) {
+                let _ = docker_unchecked(&["rm", "-f", "-v", &c]);
+            }
+            for n in ids(&["network", "ls", "-q", "--filter", &label]) {
+                let _ = docker_unchecked(&["network", "rm", &n]);
+            }
+            for v in ids(&["volume", "ls", "-q", "--filter", &label]) {
+                let _ = docker_unchecked(&["volume", "rm", "-f", &v]);
+            }
+        }
+        for c in &made.containers {
+            let _ = docker_unchecked(&["rm", "-f", "-v", c]);
+        }
+        for n in &made.networks {
+            let _ = docker_unchecked(&["network", "rm", n]);
+        }
+        for v in &made.volumes {
+            let _ = docker_unchecked(&["volume", "rm", "-f", v]);
+        }
+        for repo in &made.repos {
+            for t in local_tags(repo) {
+                let _ = docker_unchecked(&["rmi", "-f", &t]);
+            }
+        }
+        for i in &made.images {
+            let _ = docker_unchecked(&["rmi", "-f", i]);
+        }
+    }
 }
 
 /// The Kubernetes version rendered objects are validated against (what
@@ -807,4 +992,119 @@ pub fn copy_examples(dst: &Path, skip: &[&str]) {
             std::fs::copy(entry.path(), &to).unwrap();
         }
     }
+}
+
+/// [`copy_examples`] but for `worker` (it needs Go in an image), with a
+/// workspace file listing web (Node) and api (Python) and the alias
+/// `frontend: [web]`.
+pub fn copy_web_and_api_examples(dst: &Path) {
+    copy_examples(dst, &["worker"]);
+    write(
+        dst,
+        "lks.yaml",
+        "services: [\"web/lks.service.yaml\", \"api/lks.service.yaml\"]\naliases:\n  frontend: [web]\n",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots of reviewed output (`tests/snapshots/`)
+// ---------------------------------------------------------------------------
+
+/// `tests/snapshots/REL_PATH`.
+pub fn snapshot_file(rel_path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(rel_path)
+}
+
+/// Panics, with a line diff, unless `actual` equals the reviewed snapshot
+/// `tests/snapshots/REL_PATH`; with `LKS_UPDATE_SNAPSHOTS=1` writes `actual`
+/// there instead (review the change with `git diff`).
+pub fn assert_snapshot(rel_path: &str, actual: &str) {
+    if let Err(e) = check_snapshot(rel_path, actual) {
+        panic!("{e}");
+    }
+}
+
+/// [`assert_snapshot`] that returns what it would panic with, so that a test
+/// can report every snapshot that differs at once.
+pub fn check_snapshot(rel_path: &str, actual: &str) -> Result<(), String> {
+    let path = snapshot_file(rel_path);
+    let expected = match std::fs::read_to_string(&path) {
+        Ok(expected) => Some(expected),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("cannot read the snapshot {}: {e}", path.display()),
+    };
+    if expected.as_deref() == Some(actual) {
+        return Ok(());
+    }
+    if std::env::var("LKS_UPDATE_SNAPSHOTS").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        eprintln!("wrote the snapshot {}", path.display());
+        return Ok(());
+    }
+    Err(match expected {
+        None => format!(
+            "no snapshot {}; review this output and write it with LKS_UPDATE_SNAPSHOTS=1:\n{actual}",
+            path.display()
+        ),
+        Some(expected) => format!(
+            "the output differs from the snapshot {} (- snapshot, + now; \
+             LKS_UPDATE_SNAPSHOTS=1 rewrites it if the change is intended):\n{}",
+            path.display(),
+            line_diff(&expected, actual)
+        ),
+    })
+}
+
+/// A line diff (longest common subsequence): `-` for lines only in `a`, `+`
+/// for lines only in `b`, changed lines with 2 lines of context.
+fn line_diff(a: &str, b: &str) -> String {
+    let a: Vec<&str> = a.lines().collect();
+    let b: Vec<&str> = b.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut ops: Vec<(char, &str)> = vec![];
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            ops.push(('-', a[i]));
+            i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
+        }
+    }
+    let near = |k: usize| {
+        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
+            .iter()
+            .any(|(c, _)| *c != ' ')
+    };
+    let mut out = String::new();
+    let mut skipped = false;
+    for (k, (c, line)) in ops.iter().enumerate() {
+        if near(k) {
+            if skipped {
+                out.push_str("  ...\n");
+                skipped = false;
+            }
+            out.push_str(&format!("{c} {line}\n"));
+        } else {
+            skipped = true;
+        }
+    }
+    out
 }

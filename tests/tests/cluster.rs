@@ -10,10 +10,11 @@
 //! `cargo test -p lks-e2e --test cluster -- --ignored`.
 
 use lks_e2e::{
-    K8S_VERSION, bin, docker, docker_text, docker_unchecked, kubernetes_validate, require_image,
+    DockerCleanup, DockerObjects, K8S_VERSION, assert_snapshot, bin, docker, docker_inspect,
+    docker_text, docker_unchecked, kubernetes_validate, require_image, text,
 };
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -39,10 +40,6 @@ fn lks(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .output()
         .expect("run lks")
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
 }
 
 /// `lks cluster create --dry-run [extra]` in `dir`; must succeed.
@@ -109,84 +106,6 @@ fn mask(output: &str) -> String {
     out
 }
 
-/// Compares `actual` with `tests/snapshots/cluster/NAME`; with
-/// `LKS_UPDATE_SNAPSHOTS=1` writes it instead.
-fn assert_snapshot(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("snapshots/cluster")
-        .join(name);
-    if std::env::var("LKS_UPDATE_SNAPSHOTS").as_deref() == Ok("1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        eprintln!("wrote the snapshot {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "no snapshot {} ({e}); write it with LKS_UPDATE_SNAPSHOTS=1 and review it. Output:\n{actual}",
-            path.display()
-        )
-    });
-    if expected != actual {
-        panic!(
-            "the output differs from the snapshot {} (- snapshot, + now; \
-             LKS_UPDATE_SNAPSHOTS=1 rewrites it if the change is intended):\n{}",
-            path.display(),
-            diff(&expected, actual)
-        );
-    }
-}
-
-/// A line diff (longest common subsequence), changed lines with 2 of context.
-fn diff(a: &str, b: &str) -> String {
-    let a: Vec<&str> = a.lines().collect();
-    let b: Vec<&str> = b.lines().collect();
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let mut ops: Vec<(char, &str)> = vec![];
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
-    let near = |k: usize| {
-        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
-            .iter()
-            .any(|(c, _)| *c != ' ')
-    };
-    let mut out = String::new();
-    let mut skipped = false;
-    for (k, (c, line)) in ops.iter().enumerate() {
-        if near(k) {
-            if skipped {
-                out.push_str("  ...\n");
-                skipped = false;
-            }
-            out.push_str(&format!("{c} {line}\n"));
-        } else {
-            skipped = true;
-        }
-    }
-    out
-}
-
 /// The kind configuration (the document of kind `Cluster`).
 fn kind_config(docs: &[Value]) -> &Value {
     let configs: Vec<&Value> = docs
@@ -225,7 +144,7 @@ fn dry_run_matches_the_snapshots() {
         !plain.contains("<generated>") && GENERATED.iter().all(|k| !plain.contains(k)),
         "without --webhook nothing is generated:\n{plain}"
     );
-    assert_snapshot("create-dry-run.yaml", &plain);
+    assert_snapshot("cluster/create-dry-run.yaml", &plain);
 
     let with_webhook = mask(&dry_run(ws.path(), &["--webhook"]));
     assert_eq!(
@@ -235,7 +154,7 @@ fn dry_run_matches_the_snapshots() {
     );
     // Everything else is the same from one run to the next.
     assert_eq!(with_webhook, mask(&dry_run(ws.path(), &["--webhook"])));
-    assert_snapshot("create-dry-run-webhook.yaml", &with_webhook);
+    assert_snapshot("cluster/create-dry-run-webhook.yaml", &with_webhook);
 }
 
 #[test]
@@ -281,12 +200,9 @@ fn dry_run_kind_config_pins_the_workspace_version_and_wires_ingress_and_registry
         node["image"], "kindest/node:v1.33.4",
         "the version lks.yaml pins"
     );
-    let patches = node["kubeadmConfigPatches"].as_array().unwrap();
-    let init: Value = serde_yaml::from_str(patches[0].as_str().unwrap()).unwrap();
-    assert_eq!(init["kind"], "InitConfiguration");
     assert_eq!(
-        init["nodeRegistration"]["kubeletExtraArgs"]["node-labels"],
-        "ingress-ready=true"
+        node["labels"]["ingress-ready"], "true",
+        "the node ingress-nginx's kind manifest runs on"
     );
     let ports: Vec<(u64, u64, &str)> = node["extraPortMappings"]
         .as_array()
@@ -731,31 +647,6 @@ spec:
     }
 }
 
-/// Removes what the fake-kind test made, even when it fails.
-struct Cleanup {
-    images: Vec<String>,
-    containers: Vec<String>,
-    volumes: Vec<String>,
-    network: Option<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for i in &self.images {
-            docker_unchecked(&["rmi", i]);
-        }
-        for c in &self.containers {
-            docker_unchecked(&["rm", "-f", c]);
-        }
-        for v in &self.volumes {
-            docker_unchecked(&["volume", "rm", "-f", v]);
-        }
-        if let Some(n) = &self.network {
-            docker_unchecked(&["network", "rm", n]);
-        }
-    }
-}
-
 /// `lks cluster create` and `status` for real except for kind and the API
 /// server: a fake `kind` on PATH (it "creates" the cluster by starting a
 /// node container lks made look like kind's, and records the configuration
@@ -781,12 +672,16 @@ fn create_and_status_with_a_fake_kind_and_api_server() {
         docker(&["network", "create", "kind"]);
     }
     let agent_image = format!("127.0.0.1:{port}/lks-agent:{}", env!("CARGO_PKG_VERSION"));
-    let _cleanup = Cleanup {
+    let _cleanup = DockerCleanup(DockerObjects {
         images: vec![agent_image.clone()],
         containers: vec![node.clone(), registry.clone()],
         volumes: vec![format!("{registry}-data")],
-        network: created_network.then(|| "kind".to_string()),
-    };
+        networks: created_network
+            .then(|| "kind".to_string())
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    });
     docker_unchecked(&["rm", "-f", &registry]);
     docker(&[
         "create",
@@ -897,12 +792,10 @@ fn create_and_status_with_a_fake_kind_and_api_server() {
         "{}",
         hosts_toml()
     );
-    let networks = docker_text(&[
-        "inspect",
-        "--format",
-        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    let networks = docker_inspect(
         &registry,
-    ]);
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    );
     assert!(
         networks.split_whitespace().any(|n| n == "kind"),
         "{networks}"

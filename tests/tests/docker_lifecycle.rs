@@ -20,21 +20,6 @@ const REGISTRY_IMAGE: &str = "lks/registry:2";
 const DEFAULT_REGISTRY: &str = "127.0.0.1:5000";
 const DEFAULT_REGISTRY_CONTAINER: &str = "lks-registry-5000";
 
-/// A random suffix for names that must not collide with earlier runs.
-fn unique() -> String {
-    format!(
-        "{:08x}",
-        Rng::new(std::process::id() as u64 ^ now_nanos()).next_u64() as u32
-    )
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 /// Now, as `docker events --since/--until` take it (`SECONDS.NANOS`).
 fn docker_now() -> String {
     let n = now_nanos();
@@ -48,100 +33,6 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
     (tmp, ws)
 }
 
-/// Removes, when dropped (also when the test fails), what a test made in
-/// the engine. Declared before the `Up`s of a test, so it runs after them.
-struct Cleanup(Made);
-
-/// What a test made in the engine.
-#[derive(Default)]
-struct Made {
-    /// Workspaces whose labelled containers, networks and volumes go.
-    workspaces: Vec<PathBuf>,
-    containers: Vec<String>,
-    networks: Vec<String>,
-    volumes: Vec<String>,
-    /// Repositories whose local tags all go (the registry keeps its copy).
-    repos: Vec<String>,
-    images: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let made = &self.0;
-        let ids = |args: &[&str]| -> Vec<String> {
-            String::from_utf8_lossy(&docker_unchecked(args).stdout)
-                .lines()
-                .map(str::to_string)
-                .collect()
-        };
-        for ws in &made.workspaces {
-            let label = format!("label=dev.lks.workspace={}", ws.display());
-            for c in ids(&["ps", "-aq", "--filter", &label]) {
-                let _ = docker_unchecked(&["rm", "-f", "-v", &c]);
-            }
-            for n in ids(&["network", "ls", "-q", "--filter", &label]) {
-                let _ = docker_unchecked(&["network", "rm", &n]);
-            }
-            for v in ids(&["volume", "ls", "-q", "--filter", &label]) {
-                let _ = docker_unchecked(&["volume", "rm", "-f", &v]);
-            }
-        }
-        for c in &made.containers {
-            let _ = docker_unchecked(&["rm", "-f", "-v", c]);
-        }
-        for n in &made.networks {
-            let _ = docker_unchecked(&["network", "rm", n]);
-        }
-        for v in &made.volumes {
-            let _ = docker_unchecked(&["volume", "rm", "-f", v]);
-        }
-        for repo in &made.repos {
-            for t in local_tags(repo) {
-                let _ = docker_unchecked(&["rmi", "-f", &t]);
-            }
-        }
-        for i in &made.images {
-            let _ = docker_unchecked(&["rmi", "-f", i]);
-        }
-    }
-}
-
-/// `REPO:TAG` of every local image of `repo`.
-fn local_tags(repo: &str) -> Vec<String> {
-    let out = docker_unchecked(&["images", "--format", "{{.Repository}}:{{.Tag}}", repo]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.ends_with(":<none>"))
-        .map(str::to_string)
-        .collect()
-}
-
-fn ids_with(kind: &[&str], label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    let mut args = kind.to_vec();
-    args.extend(["-q", "--filter", &filter]);
-    docker_text(&args).lines().map(str::to_string).collect()
-}
-
-/// `docker inspect --format FORMAT OBJECT`, trimmed.
-fn inspect(object: &str, format: &str) -> String {
-    docker_text(&["inspect", "--format", format, object])
-}
-
-fn exists(kind: &str, name: &str) -> bool {
-    docker_unchecked(&[kind, "inspect", name]).status.success()
-}
-
-/// The lines `lks up` printed for `service` so far.
-fn service_lines(up: &mut Up, service: &str) -> Vec<String> {
-    let prefix = format!("{service} ");
-    up.drain()
-        .iter()
-        .filter(|l| l.starts_with(&prefix))
-        .cloned()
-        .collect()
-}
-
 /// The index of the first line of `service` containing `needle`.
 fn line_index(up: &mut Up, service: &str, needle: &str) -> usize {
     let prefix = format!("{service} ");
@@ -149,20 +40,6 @@ fn line_index(up: &mut Up, service: &str, needle: &str) -> usize {
         .iter()
         .position(|l| l.starts_with(&prefix) && l.contains(needle))
         .unwrap_or_else(|| panic!("no line of {service} with {needle:?}"))
-}
-
-/// The container `lks up` last printed for `service`.
-fn container_of(up: &mut Up, service: &str) -> String {
-    let line = service_lines(up, service)
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("(container "))
-        .unwrap_or_else(|| panic!("no container line for {service}"));
-    line.split("(container ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .expect("the container's name is printed")
-        .to_string()
 }
 
 /// A service running `sleep infinity` in an image from BASE holding its
@@ -246,22 +123,6 @@ fn lks(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (std::process:
     (output, took)
 }
 
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
-
-/// The status code and body of `GET path` on 127.0.0.1:port, if anything answers.
-fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, raw.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
-}
-
 fn rfc3339_seconds(s: &str) -> f64 {
     humantime::parse_rfc3339(s.trim())
         .unwrap_or_else(|e| panic!("{s:?}: {e}"))
@@ -281,7 +142,7 @@ fn a_dependency_latest_is_built_and_pushed_once_then_pulled_not_rebuilt() {
     let (front, back) = (format!("front-{u}"), format!("back-{u}"));
     let back_repo = format!("{DEFAULT_REGISTRY}/{back}");
     let (_tmp, ws) = workspace();
-    let _cleanup = Cleanup(Made {
+    let _cleanup = DockerCleanup(DockerObjects {
         workspaces: vec![ws.clone()],
         repos: vec![back_repo.clone(), format!("{DEFAULT_REGISTRY}/{front}")],
         ..Default::default()
@@ -295,7 +156,7 @@ fn a_dependency_latest_is_built_and_pushed_once_then_pulled_not_rebuilt() {
     let mut up = Up::start(&ws, &["--runtime", "docker", &front]);
     up.wait(&[&front, "[ready]"], Duration::from_secs(180));
     eprintln!("first run ready in {} ms", t.elapsed().as_millis());
-    let lines = service_lines(&mut up, &back);
+    let lines = up.service_lines(&back);
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
     assert!(
         has(&format!(
@@ -305,8 +166,8 @@ fn a_dependency_latest_is_built_and_pushed_once_then_pulled_not_rebuilt() {
     );
     assert!(has(&format!("built {back_repo}:dev-")), "{lines:#?}");
     assert!(has("not live updated"), "back was not named: {lines:#?}");
-    let first_container = container_of(&mut up, &back);
-    let first_id = inspect(&first_container, "{{.Image}}");
+    let first_container = up.container_of(&back);
+    let first_id = docker_inspect(&first_container, "{{.Image}}");
     assert_eq!(
         docker_text(&[
             "image",
@@ -342,7 +203,7 @@ fn a_dependency_latest_is_built_and_pushed_once_then_pulled_not_rebuilt() {
         docker(&["rmi", tag]);
     }
     assert!(
-        !exists("image", &first_id),
+        !docker_exists("image", &first_id),
         "image {first_id} still in the engine"
     );
 
@@ -352,7 +213,7 @@ fn a_dependency_latest_is_built_and_pushed_once_then_pulled_not_rebuilt() {
     up.wait(&[&front, "[ready]"], Duration::from_secs(120));
     eprintln!("second run ready in {} ms", t.elapsed().as_millis());
     let until = docker_now();
-    let lines = service_lines(&mut up, &back);
+    let lines = up.service_lines(&back);
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
     assert!(has(&format!("pulling {back_repo}:latest")), "{lines:#?}");
     assert!(
@@ -362,10 +223,10 @@ fn a_dependency_latest_is_built_and_pushed_once_then_pulled_not_rebuilt() {
     for not in ["not in the registry", "building", "built "] {
         assert!(!has(not), "back was built again ({not:?}): {lines:#?}");
     }
-    let second_container = container_of(&mut up, &back);
+    let second_container = up.container_of(&back);
     assert_ne!(second_container, first_container);
     assert_eq!(
-        inspect(&second_container, "{{.Image}}"),
+        docker_inspect(&second_container, "{{.Image}}"),
         first_id,
         "the second run's back is not the image the first run pushed"
     );
@@ -409,7 +270,7 @@ fn a_dependent_starts_after_its_dependency_is_ready_and_reaches_it_by_name() {
     let (slow, caller) = (format!("slow-{u}"), format!("caller-{u}"));
     let (slow_port, caller_port) = (free_port(), free_port());
     let (_tmp, ws) = workspace();
-    let _cleanup = Cleanup(Made {
+    let _cleanup = DockerCleanup(DockerObjects {
         workspaces: vec![ws.clone()],
         repos: vec![
             format!("{DEFAULT_REGISTRY}/{slow}"),
@@ -490,9 +351,9 @@ fn a_dependent_starts_after_its_dependency_is_ready_and_reaches_it_by_name() {
     );
     // In the engine: caller's container was created at least the 2 s slow
     // takes to listen after its container started.
-    let (slow_c, caller_c) = (container_of(&mut up, &slow), container_of(&mut up, &caller));
-    let slow_started = rfc3339_seconds(&inspect(&slow_c, "{{.State.StartedAt}}"));
-    let caller_created = rfc3339_seconds(&inspect(&caller_c, "{{.Created}}"));
+    let (slow_c, caller_c) = (up.container_of(&slow), up.container_of(&caller));
+    let slow_started = rfc3339_seconds(&docker_inspect(&slow_c, "{{.State.StartedAt}}"));
+    let caller_created = rfc3339_seconds(&docker_inspect(&caller_c, "{{.Created}}"));
     eprintln!(
         "caller's container created {:.2} s after slow's started",
         caller_created - slow_started
@@ -504,7 +365,7 @@ fn a_dependent_starts_after_its_dependency_is_ready_and_reaches_it_by_name() {
     );
     // The address caller was given is slow's service name, which resolves
     // on the run's network.
-    let env = inspect(&caller_c, "{{json .Config.Env}}");
+    let env = docker_inspect(&caller_c, "{{json .Config.Env}}");
     assert!(
         env.contains(&format!("SLOW_URL=http://{slow}:{slow_port}/")),
         "{env}"
@@ -543,7 +404,7 @@ fn down_removes_what_a_killed_up_left_and_nothing_else() {
     let unrelated = format!("lks-e2e-unrelated-{u}");
     let other_ws = format!("lks-e2e-other-workspace-{u}");
     let ws_volume = format!("lks-e2e-workspace-volume-{u}");
-    let _cleanup = Cleanup(Made {
+    let _cleanup = DockerCleanup(DockerObjects {
         workspaces: vec![ws.clone()],
         containers: vec![unrelated.clone(), other_ws.clone()],
         networks: vec![unrelated.clone()],
@@ -557,15 +418,15 @@ fn down_removes_what_a_killed_up_left_and_nothing_else() {
 
     let mut up = Up::start(&ws, &["--runtime", "docker"]);
     up.wait(&[&name, "[ready]"], Duration::from_secs(180));
-    let container = container_of(&mut up, &name);
-    let ws_label = inspect(&container, "{{index .Config.Labels \"dev.lks.workspace\"}}");
+    let container = up.container_of(&name);
+    let ws_label = docker_inspect(&container, "{{index .Config.Labels \"dev.lks.workspace\"}}");
     assert_eq!(ws_label, ws.display().to_string());
     let label = format!("dev.lks.workspace={ws_label}");
-    let network = inspect(
+    let network = docker_inspect(
         &container,
         "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}",
     );
-    let anonymous = inspect(
+    let anonymous = docker_inspect(
         &container,
         "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}}{{end}}{{end}}",
     );
@@ -574,12 +435,12 @@ fn down_removes_what_a_killed_up_left_and_nothing_else() {
     // SIGKILL: lks up cannot clean up.
     up.child.kill().unwrap();
     up.child.wait().unwrap();
-    assert_eq!(inspect(&container, "{{.State.Running}}"), "true");
+    assert_eq!(docker_inspect(&container, "{{.State.Running}}"), "true");
     assert_eq!(
-        ids_with(&["ps", "-a"], &label),
-        vec![inspect(&container, "{{.Id}}")[..12].to_string()]
+        docker_ids(&["ps", "-a"], &label),
+        vec![docker_inspect(&container, "{{.Id}}")[..12].to_string()]
     );
-    assert!(exists("network", &network), "{network}");
+    assert!(docker_exists("network", &network), "{network}");
 
     // What lks down must leave alone: things without lks's labels, and
     // lks's things of another workspace. And a volume labelled for this
@@ -629,21 +490,21 @@ fn down_removes_what_a_killed_up_left_and_nothing_else() {
         "{stdout}"
     );
 
-    assert_eq!(ids_with(&["ps", "-a"], &label), Vec::<String>::new());
-    assert_eq!(ids_with(&["network", "ls"], &label), Vec::<String>::new());
-    assert_eq!(ids_with(&["volume", "ls"], &label), Vec::<String>::new());
-    assert!(!exists("container", &container));
-    assert!(!exists("network", &network));
+    assert_eq!(docker_ids(&["ps", "-a"], &label), Vec::<String>::new());
+    assert_eq!(docker_ids(&["network", "ls"], &label), Vec::<String>::new());
+    assert_eq!(docker_ids(&["volume", "ls"], &label), Vec::<String>::new());
+    assert!(!docker_exists("container", &container));
+    assert!(!docker_exists("network", &network));
     assert!(
-        !exists("volume", &anonymous),
+        !docker_exists("volume", &anonymous),
         "the container's anonymous volume {anonymous} outlived it"
     );
-    assert_eq!(inspect(&unrelated, "{{.State.Running}}"), "true");
-    assert_eq!(inspect(&other_ws, "{{.State.Running}}"), "true");
-    assert!(exists("network", &unrelated));
-    assert!(exists("volume", &unrelated));
+    assert_eq!(docker_inspect(&unrelated, "{{.State.Running}}"), "true");
+    assert_eq!(docker_inspect(&other_ws, "{{.State.Running}}"), "true");
+    assert!(docker_exists("network", &unrelated));
+    assert!(docker_exists("volume", &unrelated));
     assert_eq!(
-        inspect(DEFAULT_REGISTRY_CONTAINER, "{{.State.Running}}"),
+        docker_inspect(DEFAULT_REGISTRY_CONTAINER, "{{.State.Running}}"),
         "true",
         "lks down touched the registry"
     );
@@ -735,12 +596,12 @@ fn without_an_engine_registry_status_says_the_engine_is_unreachable() {
 
 /// A workspace whose registry is 127.0.0.1:PORT, and the guard that removes
 /// that registry's container and volume.
-fn private_registry() -> (tempfile::TempDir, String, u16, Cleanup) {
+fn private_registry() -> (tempfile::TempDir, String, u16, DockerCleanup) {
     require_image(REGISTRY_IMAGE, "images/registry/build.sh");
     let (tmp, ws) = workspace();
     let port = free_port();
     workspace_with_private_registry(&ws, port);
-    let cleanup = Cleanup(Made {
+    let cleanup = DockerCleanup(DockerObjects {
         containers: vec![format!("lks-registry-{port}")],
         volumes: vec![format!("lks-registry-{port}-data")],
         ..Default::default()
@@ -782,20 +643,20 @@ fn registry_start_status_stop_and_purge_on_a_private_port() {
         stdout.contains(&format!("registry ready at {address}")),
         "{stdout}"
     );
-    assert_eq!(inspect(&container, "{{.State.Running}}"), "true");
+    assert_eq!(docker_inspect(&container, "{{.State.Running}}"), "true");
     assert_eq!(
-        inspect(&container, "{{index .Config.Labels \"dev.lks.registry\"}}"),
+        docker_inspect(&container, "{{index .Config.Labels \"dev.lks.registry\"}}"),
         address
     );
     assert_eq!(
-        inspect(
+        docker_inspect(
             &container,
             "{{range (index .HostConfig.PortBindings \"5000/tcp\")}}{{.HostIp}}:{{.HostPort}}{{end}}"
         ),
         address,
         "published elsewhere than 127.0.0.1:{port}"
     );
-    assert!(exists("volume", &volume));
+    assert!(docker_exists("volume", &volume));
     assert_eq!(
         http_status(port, "/v2/").map(|(c, _)| c),
         Some(200),
@@ -811,8 +672,8 @@ fn registry_start_status_stop_and_purge_on_a_private_port() {
 
     // A second start changes nothing.
     let before = (
-        inspect(&container, "{{.Id}}"),
-        inspect(&container, "{{.State.StartedAt}}"),
+        docker_inspect(&container, "{{.Id}}"),
+        docker_inspect(&container, "{{.State.StartedAt}}"),
     );
     let out = registry_cmd(&file, &["start"]);
     assert_success(&out);
@@ -823,8 +684,8 @@ fn registry_start_status_stop_and_purge_on_a_private_port() {
     );
     assert_eq!(
         (
-            inspect(&container, "{{.Id}}"),
-            inspect(&container, "{{.State.StartedAt}}")
+            docker_inspect(&container, "{{.Id}}"),
+            docker_inspect(&container, "{{.State.StartedAt}}")
         ),
         before,
         "the second start replaced or restarted the container"
@@ -845,9 +706,13 @@ fn registry_start_status_stop_and_purge_on_a_private_port() {
     // stop: the container goes, the volume (with the image) stays.
     let out = registry_cmd(&file, &["stop"]);
     assert_success(&out);
-    assert!(!exists("container", &container), "{}", text(&out.stdout));
     assert!(
-        exists("volume", &volume),
+        !docker_exists("container", &container),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        docker_exists("volume", &volume),
         "stop without --purge removed the volume"
     );
     assert_eq!(http_status(port, "/v2/"), None, "something still answers");
@@ -871,9 +736,9 @@ fn registry_start_status_stop_and_purge_on_a_private_port() {
     // stop --purge: container and volume go.
     let out = registry_cmd(&file, &["stop", "--purge"]);
     assert_success(&out);
-    assert!(!exists("container", &container));
+    assert!(!docker_exists("container", &container));
     assert!(
-        !exists("volume", &volume),
+        !docker_exists("volume", &volume),
         "stop --purge kept the volume: {}",
         text(&out.stdout)
     );
@@ -895,11 +760,11 @@ fn registry_stop_purge_after_stop_deletes_the_volume() {
     let volume = format!("lks-registry-{port}-data");
     assert_success(&registry_cmd(&file, &["start"]));
     assert_success(&registry_cmd(&file, &["stop"]));
-    assert!(exists("volume", &volume));
+    assert!(docker_exists("volume", &volume));
     let out = registry_cmd(&file, &["stop", "--purge"]);
     assert_success(&out);
     assert!(
-        !exists("volume", &volume),
+        !docker_exists("volume", &volume),
         "stop --purge kept {volume}: {}",
         text(&out.stdout)
     );
@@ -911,7 +776,7 @@ fn down_that_removes_only_a_volume_does_not_say_nothing_was_removed() {
     workspace_file(&ws, &["s"], None);
     sleeper(&ws, "s", &[], "");
     let volume = format!("lks-e2e-workspace-volume-{}", unique());
-    let _cleanup = Cleanup(Made {
+    let _cleanup = DockerCleanup(DockerObjects {
         volumes: vec![volume.clone()],
         ..Default::default()
     });
@@ -931,7 +796,7 @@ fn down_that_removes_only_a_volume_does_not_say_nothing_was_removed() {
         Duration::from_secs(30),
     );
     assert_success(&out);
-    assert!(!exists("volume", &volume));
+    assert!(!docker_exists("volume", &volume));
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains(&format!("removed volume {volume}")),

@@ -11,92 +11,6 @@ use std::time::{Duration, Instant};
 
 const BASE: &str = "lks/debian:bookworm";
 
-/// A random suffix for names that must not collide with earlier runs (the
-/// registry keeps its images between runs).
-fn unique() -> String {
-    format!(
-        "{:08x}",
-        Rng::new(std::process::id() as u64 ^ now_nanos()).next_u64() as u32
-    )
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-/// Containers carrying `label=value`, running or not.
-fn containers_with(label: &str) -> Vec<String> {
-    docker_text(&["ps", "-aq", "--filter", &format!("label={label}")])
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn networks_with(label: &str) -> Vec<String> {
-    docker_text(&["network", "ls", "-q", "--filter", &format!("label={label}")])
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Removes every local tag of `127.0.0.1:5000/NAME` when dropped (the
-/// registry keeps its copy; names are unique per run).
-struct RemoveImages(String);
-
-impl Drop for RemoveImages {
-    fn drop(&mut self) {
-        let repo = format!("127.0.0.1:5000/{}", self.0);
-        let out = docker_unchecked(&["images", "--format", "{{.Repository}}:{{.Tag}}", &repo]);
-        for tag in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = docker_unchecked(&["rmi", "-f", tag]);
-        }
-    }
-}
-
-/// The container `lks up` last printed for `service`.
-fn container_of(up: &mut Up, service: &str) -> String {
-    image_line(up, service)
-        .split("container ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .expect("the container's name is printed")
-        .to_string()
-}
-
-/// The image `lks up` last printed for `service`.
-fn image_of(up: &mut Up, service: &str) -> String {
-    image_line(up, service)
-        .split("image ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .expect("the image is printed")
-        .to_string()
-}
-
-fn image_line(up: &mut Up, service: &str) -> String {
-    let prefix = format!("{service} ");
-    up.drain()
-        .iter()
-        .rev()
-        .find(|l| l.starts_with(&prefix) && l.contains("(container "))
-        .cloned()
-        .unwrap_or_else(|| panic!("no container line for {service}"))
-}
-
-/// Copies the example workspace's web (Node) and api (Python) into `dst`
-/// (worker needs Go in an image; not part of these tests).
-fn copy_examples(dst: &Path) {
-    lks_e2e::copy_examples(dst, &["worker"]);
-    write(
-        dst,
-        "lks.yaml",
-        "services: [\"web/lks.service.yaml\", \"api/lks.service.yaml\"]\naliases:\n  frontend: [web]\n",
-    );
-}
-
 /// Builds a static Go HTTP server into `dir/server`: it reads
 /// `/app/message.txt` once at start and answers it on `port`.
 fn go_server(dir: &Path, port: u16) {
@@ -132,7 +46,11 @@ fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
     let ws = tmp.path();
     let port = free_port();
     let name = format!("scratch-{}", unique());
-    let _images = RemoveImages(name.clone());
+    // The registry keeps its copy; names are unique per run.
+    let _images = DockerCleanup(DockerObjects {
+        repos: vec![format!("127.0.0.1:5000/{name}")],
+        ..Default::default()
+    });
     write(
         ws,
         "lks.yaml",
@@ -159,7 +77,7 @@ fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
     up.wait(&[&name, "[ready]"], Duration::from_secs(120));
     assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
     // The image has no shell and no tar: the agent writes the file itself.
-    let container = container_of(&mut up, &name);
+    let container = up.container_of(&name);
     let sh = docker_unchecked(&["exec", &container, "sh", "-c", "true"]);
     assert!(!sh.status.success(), "the image was meant to have no shell");
     let t = Instant::now();
@@ -178,7 +96,7 @@ fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
     assert!(
-        docker_unchecked(&["inspect", &container]).status.code() != Some(0),
+        !docker_exists("container", &container),
         "the container {container} outlived lks up"
     );
 }
@@ -188,7 +106,7 @@ fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
     require_image(BASE, "images/base/build.sh");
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path();
-    copy_examples(ws);
+    copy_web_and_api_examples(ws);
     let mut up = Up::start(
         ws,
         &[
@@ -238,7 +156,7 @@ fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
     assert!(line.contains("restarted"), "{line}");
 
     // A Dockerfile change rebuilds the image and replaces the container.
-    let before = (container_of(&mut up, "web"), image_of(&mut up, "web"));
+    let before = (up.container_of("web"), up.image_of("web"));
     let dockerfile = ws.join("web/Dockerfile");
     let mut text = std::fs::read_to_string(&dockerfile).unwrap();
     text.push_str("LABEL touched=by-the-test\n");
@@ -249,7 +167,7 @@ fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     let after = loop {
-        let now = (container_of(&mut up, "web"), image_of(&mut up, "web"));
+        let now = (up.container_of("web"), up.image_of("web"));
         if now.1 != before.1 || Instant::now() > deadline {
             break now;
         }
@@ -259,12 +177,7 @@ fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
         after.1, before.1,
         "no new image after the Dockerfile changed"
     );
-    let label = docker_text(&[
-        "inspect",
-        "--format",
-        "{{index .Config.Labels \"touched\"}}",
-        &after.0,
-    ]);
+    let label = docker_inspect(&after.0, "{{index .Config.Labels \"touched\"}}");
     assert_eq!(label, "by-the-test", "the new container runs the new image");
     up.wait(&["web", "[ready]"], Duration::from_secs(60));
     assert!(
@@ -273,22 +186,17 @@ fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
         "the rebuilt web does not serve the edited handler"
     );
 
-    let run_label = docker_text(&[
-        "inspect",
-        "--format",
-        "{{index .Config.Labels \"dev.lks.run\"}}",
-        &after.0,
-    ]);
+    let run_label = docker_inspect(&after.0, "{{index .Config.Labels \"dev.lks.run\"}}");
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
     let label = format!("dev.lks.run={run_label}");
     assert_eq!(
-        containers_with(&label),
+        docker_ids(&["ps", "-a"], &label),
         Vec::<String>::new(),
         "containers left behind"
     );
     assert_eq!(
-        networks_with(&label),
+        docker_ids(&["network", "ls"], &label),
         Vec::<String>::new(),
         "network left behind"
     );

@@ -5,11 +5,10 @@
 //! --strict`, injecting twice equals injecting once, and what does not ask for
 //! the agent is left byte for byte as it was.
 
-use lks_e2e::{K8S_VERSION, kubernetes_validate};
+use lks_e2e::{K8S_VERSION, check_snapshot, kubernetes_validate, snapshot_file};
 use lks_proto::inject::{self, ImageConfig, InjectError, InjectOptions, Outcome};
 use serde_json::Value;
 use std::cell::RefCell;
-use std::path::PathBuf;
 
 const AGENT_IMAGE: &str = "localhost:5001/lks-agent:0.1.0";
 
@@ -261,6 +260,11 @@ fn canonical(v: &Value) -> Value {
     }
 }
 
+/// The snapshot of the injected workload `name`, under `tests/snapshots/`.
+fn snapshot_name(name: &str) -> String {
+    format!("inject/{name}.yaml")
+}
+
 const SNAPSHOT_HEADER: &str = "# Snapshot of tests/tests/inject.rs: review changes, then LKS_UPDATE_SNAPSHOTS=1 cargo test -p lks-e2e --test inject\n";
 
 fn to_yaml(v: &Value) -> String {
@@ -270,80 +274,13 @@ fn to_yaml(v: &Value) -> String {
     )
 }
 
-fn snapshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("snapshots/inject/{name}.yaml"))
-}
-
-/// Compares `actual` with the snapshot `name`; `LKS_UPDATE_SNAPSHOTS=1` writes it instead
-/// of failing when it is missing or different.
-fn check_snapshot(name: &str, actual: &str) -> Result<(), String> {
-    let path = snapshot_path(name);
-    let update = std::env::var("LKS_UPDATE_SNAPSHOTS").as_deref() == Ok("1");
-    let expected = match std::fs::read_to_string(&path) {
-        Ok(expected) => Some(expected),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => panic!("cannot read {}: {e}", path.display()),
-    };
-    if expected.as_deref() == Some(actual) {
-        return Ok(());
-    }
-    if update {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        eprintln!("wrote snapshot {}", path.display());
-        return Ok(());
-    }
-    Err(match expected {
-        None => format!(
-            "snapshot {} is missing; review this output and create it with \
-             LKS_UPDATE_SNAPSHOTS=1:\n{actual}",
-            path.display()
-        ),
-        Some(expected) => format!(
-            "snapshot {} differs (- snapshot, + now); if the change is intended, \
-             update it with LKS_UPDATE_SNAPSHOTS=1:\n{}",
-            path.display(),
-            line_diff(&expected, actual)
-        ),
-    })
-}
-
-/// A line diff (longest common subsequence), `-` for `a` only, `+` for `b` only.
-fn line_diff(a: &str, b: &str) -> String {
-    let a: Vec<&str> = a.lines().collect();
-    let b: Vec<&str> = b.lines().collect();
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            out += &format!("  {}\n", a[i]);
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out += &format!("- {}\n", a[i]);
-            i += 1;
-        } else {
-            out += &format!("+ {}\n", b[j]);
-            j += 1;
-        }
-    }
-    out
-}
-
 #[test]
 fn injected_workloads_match_their_snapshots() {
     let failures: Vec<String> = INJECTED
         .iter()
-        .filter_map(|(name, manifest)| check_snapshot(name, &to_yaml(&injected(manifest))).err())
+        .filter_map(|(name, manifest)| {
+            check_snapshot(&snapshot_name(name), &to_yaml(&injected(manifest))).err()
+        })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -352,7 +289,7 @@ fn injected_workloads_match_their_snapshots() {
 fn snapshots_read_back_as_the_injected_objects() {
     // The YAML rendering loses nothing: the snapshot is the object.
     for (name, manifest) in INJECTED {
-        let Ok(text) = std::fs::read_to_string(snapshot_path(name)) else {
+        let Ok(text) = std::fs::read_to_string(snapshot_file(&snapshot_name(name))) else {
             continue; // reported by injected_workloads_match_their_snapshots
         };
         let from_snapshot: Value = serde_yaml::from_str(&text).unwrap();

@@ -206,13 +206,11 @@ nodes:
   - role: control-plane
     image: kindest/node:v{version}
     # ingress-nginx's kind manifest runs its controller on the node labelled
-    # ingress-ready=true, with hostPorts 80 and 443 mapped to the host's.
-    kubeadmConfigPatches:
-      - |
-        kind: InitConfiguration
-        nodeRegistration:
-          kubeletExtraArgs:
-            node-labels: "ingress-ready=true"
+    # ingress-ready=true, with hostPorts 80 and 443 mapped to the host's. (A
+    # node label, not a kubeadm patch: it does not depend on kubeadm's config
+    # version, which changed in Kubernetes 1.31.)
+    labels:
+      ingress-ready: "true"
     extraPortMappings:
       - containerPort: 80
         hostPort: 80
@@ -1229,13 +1227,7 @@ mod tests {
         let node = &v["nodes"][0];
         assert_eq!(node["role"], "control-plane");
         assert_eq!(node["image"], "kindest/node:v1.33.2");
-        let patch: Value =
-            serde_yaml::from_str(node["kubeadmConfigPatches"][0].as_str().unwrap()).unwrap();
-        assert_eq!(patch["kind"], "InitConfiguration");
-        assert_eq!(
-            patch["nodeRegistration"]["kubeletExtraArgs"]["node-labels"],
-            "ingress-ready=true"
-        );
+        assert_eq!(node["labels"]["ingress-ready"], "true");
         let ports: Vec<(i64, i64, &str)> = node["extraPortMappings"]
             .as_array()
             .unwrap()

@@ -34,9 +34,13 @@
 //! 18081 free (the examples' fixed ports) for the third measurement.
 
 use anyhow::{Context, bail};
-use lks_e2e::{Rng, Watch, bin, generate_tree, http_get, process_alive, sync_once, wait_until};
+use lks_e2e::bench::{
+    Args, Row, cpus, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
+    percentile, profile, scratch_dir, settle, spread, timed_sh,
+};
+use lks_e2e::{Rng, Watch, bin, http_get, process_alive, wait_until};
 use notify::{RecursiveMode, Watcher};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, mpsc};
@@ -79,11 +83,14 @@ struct Config {
 
 impl Config {
     fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Config> {
-        let args: Vec<String> = args.collect();
-        let smoke = args.iter().any(|a| a == "--smoke");
-        let mut c = if smoke {
+        let args = Args::parse(
+            args,
+            &["--files", "--mb", "--runs", "--edits", "--up-edits"],
+            USAGE,
+        )?;
+        let c = if args.smoke {
             Config {
-                smoke,
+                smoke: true,
                 files: 200,
                 mb: 2,
                 runs: 3,
@@ -92,7 +99,7 @@ impl Config {
             }
         } else {
             Config {
-                smoke,
+                smoke: false,
                 files: 5000,
                 mb: 50,
                 runs: 5,
@@ -100,32 +107,14 @@ impl Config {
                 up_edits: 30,
             }
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut num = |name: &str| -> anyhow::Result<u64> {
-                let v = it
-                    .next()
-                    .with_context(|| format!("{name} needs a number\n\n{USAGE}"))?;
-                v.parse::<u64>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("{name}: {v:?} is not a positive number\n\n{USAGE}"))
-            };
-            match a.as_str() {
-                "--smoke" => {}
-                "--files" => c.files = num("--files")? as usize,
-                "--mb" => c.mb = num("--mb")?,
-                "--runs" => c.runs = num("--runs")? as usize,
-                "--edits" => c.edits = num("--edits")? as usize,
-                "--up-edits" => c.up_edits = num("--up-edits")? as usize,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument {other:?}\n\n{USAGE}"),
-            }
-        }
-        Ok(c)
+        Ok(Config {
+            files: args.number("--files", c.files as u64) as usize,
+            mb: args.number("--mb", c.mb),
+            runs: args.number("--runs", c.runs as u64) as usize,
+            edits: args.number("--edits", c.edits as u64) as usize,
+            up_edits: args.number("--up-edits", c.up_edits as u64) as usize,
+            ..c
+        })
     }
 }
 
@@ -286,40 +275,17 @@ fn static_agent() -> anyhow::Result<PathBuf> {
             path.display()
         )
     })?;
-    if has_interpreter(&bytes)? {
+    // Checked here, before any container runs it: lks finds (and checks) its
+    // own static agent only for `lks up`, the third measurement.
+    let elf = goblin::elf::Elf::parse(&bytes)
+        .with_context(|| format!("{} is not an ELF executable", path.display()))?;
+    if elf.interpreter.is_some() {
         bail!(
             "{} is dynamically linked; the containers need the static one",
             path.display()
         );
     }
     Ok(path)
-}
-
-/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header.
-fn has_interpreter(elf: &[u8]) -> anyhow::Result<bool> {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        elf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    };
-    if elf.get(..5) != Some(b"\x7fELF\x02") || elf.get(5) != Some(&1) {
-        bail!("not a 64-bit little-endian ELF file");
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        bail!("a truncated ELF header");
-    };
-    for i in 0..phnum as usize {
-        const PT_INTERP: u32 = 3;
-        if u32_at(phoff as usize + i * phentsize as usize) == Some(PT_INTERP) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// A container running `lks-agent serve --root /data`, with an empty `/data2`
@@ -504,75 +470,6 @@ fn verify(src: &Path, c: &Container, dir: &str, what: &str) -> anyhow::Result<()
 // Figures
 // ---------------------------------------------------------------------------
 
-/// Flushes dirty pages so writeback from an earlier step does not land in the
-/// next measurement (outside every timed region).
-fn settle() {
-    rustix::fs::sync();
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile of `v` (p in 0..=100).
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn fmt_ms(v: f64) -> String {
-    if v.is_nan() {
-        "-".into()
-    } else if v >= 1000.0 {
-        format!("{:.2} s", v / 1000.0)
-    } else if v >= 100.0 {
-        format!("{v:.0} ms")
-    } else {
-        format!("{v:.1} ms")
-    }
-}
-
-fn fmt_bytes(b: u64) -> String {
-    let b = b as f64;
-    if b >= 1024.0 * 1024.0 {
-        format!("{:.1} MiB", b / 1024.0 / 1024.0)
-    } else if b >= 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else {
-        format!("{b:.0} B")
-    }
-}
-
-/// `p50 X, p90 Y, p99 Z, max W`.
-fn spread(v: &[f64]) -> String {
-    format!(
-        "p50 {}, p90 {}, p99 {}, max {}",
-        fmt_ms(percentile(v, 50.0)),
-        fmt_ms(percentile(v, 90.0)),
-        fmt_ms(percentile(v, 99.0)),
-        fmt_ms(percentile(v, 100.0))
-    )
-}
-
 /// The `X ms` at the end of a `synced: ...`, `batch N: ...` or
 /// `web synced ... in X ms` line.
 fn trailing_ms(line: &str) -> Option<f64> {
@@ -586,81 +483,6 @@ fn trailing_ms(line: &str) -> Option<f64> {
 fn bytes_sent(line: &str) -> Option<u64> {
     let i = line.find(" bytes sent")?;
     line[..i].rsplit([' ', ',']).next()?.parse().ok()
-}
-
-/// One line of the result table.
-struct Row {
-    measure: String,
-    ours: String,
-    baseline: String,
-    ratio: String,
-    target: String,
-    /// `Some(pass)` for figures with a target, `None` for information only.
-    pass: Option<bool>,
-}
-
-impl Row {
-    fn info(measure: String, ours: String, baseline: String) -> Row {
-        Row {
-            measure,
-            ours,
-            baseline,
-            ratio: "-".into(),
-            target: "-".into(),
-            pass: None,
-        }
-    }
-    fn result(&self) -> &'static str {
-        match self.pass {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "info",
-        }
-    }
-    fn cells(&self) -> [&str; 6] {
-        [
-            &self.measure,
-            &self.ours,
-            &self.baseline,
-            &self.ratio,
-            &self.target,
-            self.result(),
-        ]
-    }
-}
-
-const HEADER: [&str; 6] = ["measure", "lks", "baseline", "ratio", "target", "result"];
-
-fn print_table(rows: &[Row], markdown: bool) {
-    let mut width = HEADER.map(|h| h.chars().count());
-    for r in rows {
-        for (w, c) in width.iter_mut().zip(r.cells()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: [&str; 6]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(width)
-            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
-            .collect();
-        if markdown {
-            println!("| {} |", padded.join(" | "));
-        } else {
-            println!("  {}", padded.join("  ").trim_end());
-        }
-    };
-    line(HEADER);
-    if markdown {
-        let dashes: Vec<String> = width.iter().map(|&w| "-".repeat(w)).collect();
-        println!("|-{}-|", dashes.join("-|-"));
-    } else {
-        let total: usize = width.iter().sum::<usize>() + 2 * (width.len() - 1);
-        println!("  {}", "-".repeat(total));
-    }
-    for r in rows {
-        line(r.cells());
-    }
 }
 
 const NOTES: [&str; 5] = [
@@ -677,45 +499,11 @@ const NOTES: [&str; 5] = [
 
 /// `tar -C src -cf - . | docker exec -i C tar -xf - -C dir`; its wall time.
 fn tar_into(src: &Path, c: &Container, dir: &str) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#"set -e; tar -C "$1" -cf - . | docker exec -i "$2" tar -xf - -C "$3""#)
-        .arg("sh")
-        .arg(src)
-        .arg(&c.name)
-        .arg(dir)
-        .output()
-        .context("run sh -c 'tar | docker exec tar'")?;
-    let wall = t0.elapsed();
-    if !out.status.success() || !out.stderr.is_empty() {
-        bail!(
-            "tar | docker exec tar failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(wall)
-}
-
-/// `lks sync SRC --to URL --once`; its wall time and `synced:` line.
-fn lks_once(src: &Path, url: &str) -> anyhow::Result<(Duration, String)> {
-    let t0 = Instant::now();
-    let out = sync_once(src, url, TOKEN, &[]);
-    let wall = t0.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "lks sync --once failed ({}):\n{}{stdout}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("synced: "))
-        .with_context(|| format!("no `synced:` line from lks sync --once: {stdout:?}"))?;
-    Ok((wall, line.to_string()))
+    timed_sh(
+        "tar | docker exec tar",
+        r#"set -e; tar -C "$1" -cf - . | docker exec -i "$2" tar -xf - -C "$3""#,
+        &[src.as_os_str(), c.name.as_ref(), dir.as_ref()],
+    )
 }
 
 struct Initial {
@@ -758,7 +546,7 @@ fn measure_initial(
             if (step == 0) == tar_first {
                 tar_ms = ms(tar_into(src, &c, "/data2")?);
             } else {
-                let (d, line) = lks_once(src, &c.url)?;
+                let (d, line) = lks_sync_once(src, &c.url, TOKEN)?;
                 lks = (ms(d), line);
             }
         }
@@ -785,7 +573,7 @@ fn measure_initial(
             if (step == 0) == (i % 2 == 0) {
                 tar_ms = ms(tar_into(src, c, "/data2")?);
             } else {
-                let (d, line) = lks_once(src, &c.url)?;
+                let (d, line) = lks_sync_once(src, &c.url, TOKEN)?;
                 lks = (ms(d), line);
             }
         }
@@ -981,29 +769,12 @@ impl UpRun {
     fn start(ws: &Path, args: &[&str]) -> anyhow::Result<UpRun> {
         let ws_file = ws.join("lks.yaml");
         let mut cleanup = cleanup_list();
-        let mut child = Command::new(bin("lks"))
-            .arg("up")
-            .arg("-f")
-            .arg(&ws_file)
-            .args(args)
-            .current_dir(ws)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut child = lks_e2e::up_command(ws, args)
             .spawn()
             .context("spawn lks up")?;
         cleanup.ups.push((child.id(), ws_file.clone()));
         drop(cleanup);
-        let stdout = child.stdout.take().context("lks up's stdout")?;
-        let (tx, out) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
+        let out = lks_e2e::timed_lines(child.stdout.take().context("lks up's stdout")?);
         let err = lks_e2e::lines(child.stderr.take().context("lks up's stderr")?);
         Ok(UpRun {
             child,
@@ -1058,29 +829,6 @@ impl Drop for UpRun {
     }
 }
 
-/// Copies examples/web and examples/api into `ws`, with its own lks.yaml.
-fn copy_examples(ws: &Path) -> anyhow::Result<()> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for service in ["web", "api"] {
-        let from = src.join(service);
-        for entry in walkdir::WalkDir::new(&from) {
-            let entry = entry?;
-            let to = ws.join(service).join(entry.path().strip_prefix(&from)?);
-            if entry.file_type().is_dir() {
-                std::fs::create_dir_all(&to)?;
-            } else {
-                std::fs::copy(entry.path(), &to)
-                    .with_context(|| format!("copy {}", entry.path().display()))?;
-            }
-        }
-    }
-    std::fs::write(
-        ws.join("lks.yaml"),
-        "services: [\"web/lks.service.yaml\", \"api/lks.service.yaml\"]\naliases:\n  frontend: [web]\n",
-    )?;
-    Ok(())
-}
-
 /// Whether nothing listens on, or answers at, 127.0.0.1:`port`.
 fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && http_get(port, "/").is_none()
@@ -1131,7 +879,7 @@ fn measure_up(cfg: &Config, base: &Path) -> anyhow::Result<UpEdits> {
         }
     }
     let ws = base.join("ws");
-    copy_examples(&ws)?;
+    lks_e2e::copy_web_and_api_examples(&ws);
     let t = Instant::now();
     let mut up = UpRun::start(&ws, &["--runtime", "docker", "frontend", "--local", "web"])?;
     up.wait(&["web", "[ready]"], Duration::from_secs(300))?;
@@ -1207,26 +955,6 @@ fn measure_up(cfg: &Config, base: &Path) -> anyhow::Result<UpEdits> {
 
 // ---------------------------------------------------------------------------
 
-fn fs_kind(p: &Path) -> &'static str {
-    match rustix::fs::statfs(p).map(|s| s.f_type as u64) {
-        Ok(0x0102_1994) => "tmpfs",
-        Ok(0xEF53) => "ext4",
-        Ok(0x5846_5342) => "xfs",
-        Ok(0x9123_683E) => "btrfs",
-        Ok(0x794C_7630) => "overlayfs",
-        Ok(_) => "other filesystem",
-        Err(_) => "unknown filesystem",
-    }
-}
-
-fn profile() -> &'static str {
-    if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    }
-}
-
 fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     docker(&["info", "--format", "{{.ServerVersion}}"])
         .context("the Docker engine does not answer (tests/run.sh starts dockerd)")?;
@@ -1237,9 +965,6 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     clean_up_on_signals()?;
     remove_stale_containers();
 
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -1257,10 +982,7 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         "--format",
         "{{.ServerVersion}}, storage driver {{.Driver}}",
     ])?;
-    let tmp = tempfile::Builder::new()
-        .prefix("lks-bench-docker.")
-        .tempdir_in(std::env::temp_dir())
-        .context("create a temporary directory")?;
+    let tmp = scratch_dir("lks-bench-docker.")?;
     let base = tmp.path();
     cleanup_list().dirs.push(base.to_path_buf());
     println!(
@@ -1273,7 +995,8 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         cfg.up_edits
     );
     println!(
-        "  machine: {cpus} CPUs ({model}), kernel {kernel}, Docker {engine}; {} build; local tree in {} ({})",
+        "  machine: {} CPUs ({model}), kernel {kernel}, Docker {engine}; {} build; local tree in {} ({})",
+        cpus(),
         profile(),
         base.display(),
         fs_kind(base)
@@ -1285,18 +1008,7 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     );
 
     let src = base.join("src");
-    let t = Instant::now();
-    let files = generate_tree(&src, cfg.files, cfg.mb * 1_000_000, 1);
-    let total: u64 = files
-        .iter()
-        .map(|p| p.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum();
-    println!(
-        "  generated {} files, {} in {}",
-        files.len(),
-        fmt_bytes(total),
-        fmt_ms(ms(t.elapsed()))
-    );
+    let files = generate_source(&src, cfg.files, cfg.mb);
     let mut rows = Vec::new();
     let mut containers: Vec<Container> = Vec::new();
 
@@ -1394,55 +1106,18 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
 }
 
 fn main() -> std::process::ExitCode {
-    let cfg = match Config::parse(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("lks-bench-docker: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
+    let details = |cfg: &Config, took: Duration| {
+        format!(
+            "{} files / {} MB, {} runs, {} edits, {} lks up edits; {} build, {} CPUs; {:.0} s",
+            cfg.files,
+            cfg.mb,
+            cfg.runs,
+            cfg.edits,
+            cfg.up_edits,
+            profile(),
+            cpus(),
+            took.as_secs_f64()
+        )
     };
-    let started = Instant::now();
-    let rows = match run(&cfg) {
-        Ok(rows) => rows,
-        Err(e) => {
-            eprintln!("lks-bench-docker: error: {e:#}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    println!();
-    print_table(&rows, false);
-    let with_target: Vec<&Row> = rows.iter().filter(|r| r.pass.is_some()).collect();
-    let met = with_target.iter().filter(|r| r.pass == Some(true)).count();
-    let missed: Vec<&str> = with_target
-        .iter()
-        .filter(|r| r.pass == Some(false))
-        .map(|r| r.measure.as_str())
-        .collect();
-    let missed = if missed.is_empty() {
-        String::new()
-    } else {
-        format!(" (MISS: {})", missed.join("; "))
-    };
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    println!();
-    println!(
-        "summary: {met}/{} targets met{missed}; {} files / {} MB, {} runs, {} edits, {} lks up edits; {} build, {cpus} CPUs; {:.0} s",
-        with_target.len(),
-        cfg.files,
-        cfg.mb,
-        cfg.runs,
-        cfg.edits,
-        cfg.up_edits,
-        profile(),
-        started.elapsed().as_secs_f64()
-    );
-    println!();
-    print_table(&rows, true);
-    println!();
-    for n in NOTES {
-        println!("{n}");
-    }
-    std::process::ExitCode::SUCCESS
+    lks_e2e::bench::main("lks-bench-docker", Config::parse, run, details, &NOTES)
 }

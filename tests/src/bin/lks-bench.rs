@@ -23,12 +23,15 @@
 //! figures on such a host, run with `TMPDIR=/dev/shm`.
 
 use anyhow::{Context, bail};
-use lks_e2e::{Agent, Rng, Watch, diff, generate_tree, snapshot, sync_once};
+use lks_e2e::bench::{
+    Args, Row, cpus, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
+    percentile, profile, scratch_dir, settle, spread, timed_sh,
+};
+use lks_e2e::{Agent, Rng, Watch, diff, snapshot};
 use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -59,11 +62,10 @@ struct Config {
 
 impl Config {
     fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Config> {
-        let args: Vec<String> = args.collect();
-        let smoke = args.iter().any(|a| a == "--smoke");
-        let mut c = if smoke {
+        let args = Args::parse(args, &["--files", "--mb", "--edits", "--big-mib"], USAGE)?;
+        let c = if args.smoke {
             Config {
-                smoke,
+                smoke: true,
                 files: 300,
                 mb: 3,
                 edits: 20,
@@ -73,7 +75,7 @@ impl Config {
             }
         } else {
             Config {
-                smoke,
+                smoke: false,
                 files: 5000,
                 mb: 50,
                 edits: 200,
@@ -82,31 +84,13 @@ impl Config {
                 warm_runs: 5,
             }
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut num = |name: &str| -> anyhow::Result<u64> {
-                let v = it
-                    .next()
-                    .with_context(|| format!("{name} needs a number\n\n{USAGE}"))?;
-                v.parse::<u64>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("{name}: {v:?} is not a positive number\n\n{USAGE}"))
-            };
-            match a.as_str() {
-                "--smoke" => {}
-                "--files" => c.files = num("--files")? as usize,
-                "--mb" => c.mb = num("--mb")?,
-                "--edits" => c.edits = num("--edits")? as usize,
-                "--big-mib" => c.big_mib = num("--big-mib")?,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument {other:?}\n\n{USAGE}"),
-            }
-        }
-        Ok(c)
+        Ok(Config {
+            files: args.number("--files", c.files as u64) as usize,
+            mb: args.number("--mb", c.mb),
+            edits: args.number("--edits", c.edits as u64) as usize,
+            big_mib: args.number("--big-mib", c.big_mib),
+            ..c
+        })
     }
 }
 
@@ -143,42 +127,18 @@ fn parse_summary(line: &str) -> Option<Summary> {
 /// Runs `lks sync SRC --to URL --once`; returns its wall time and summary, or
 /// fails with its stderr.
 fn lks_once(src: &Path, url: &str) -> anyhow::Result<(Duration, Summary)> {
-    let t0 = Instant::now();
-    let out = sync_once(src, url, TOKEN, &[]);
-    let wall = t0.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!("lks sync --once failed ({}):\n{stderr}{stdout}", out.status);
-    }
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("synced: "))
-        .with_context(|| format!("no `synced:` line from lks sync --once: {stdout:?}"))?;
-    let s = parse_summary(line).with_context(|| format!("cannot parse {line:?}"))?;
+    let (wall, line) = lks_sync_once(src, url, TOKEN)?;
+    let s = parse_summary(&line).with_context(|| format!("cannot parse {line:?}"))?;
     Ok((wall, s))
 }
 
 /// `tar -C src -cf - . | tar -C dst -xf -`; returns its wall time.
 fn tar_copy(src: &Path, dst: &Path) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#"tar -C "$1" -cf - . | tar -C "$2" -xf -"#)
-        .arg("sh")
-        .arg(src)
-        .arg(dst)
-        .output()
-        .context("run sh -c 'tar | tar'")?;
-    let wall = t0.elapsed();
-    if !out.status.success() || !out.stderr.is_empty() {
-        bail!(
-            "tar | tar failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(wall)
+    timed_sh(
+        "tar | tar",
+        r#"tar -C "$1" -cf - . | tar -C "$2" -xf -"#,
+        &[src.as_os_str(), dst.as_os_str()],
+    )
 }
 
 /// Fails unless the trees under `a` and `b` are equal.
@@ -199,146 +159,12 @@ fn verify_equal(a: &Path, b: &Path, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Flushes dirty pages so writeback from an earlier step does not land in the
-/// next measurement (outside every timed region).
-fn settle() {
-    rustix::fs::sync();
-}
-
-/// The kind of filesystem `p` is on, when it is a common one.
-fn fs_kind(p: &Path) -> &'static str {
-    match rustix::fs::statfs(p).map(|s| s.f_type as u64) {
-        Ok(0x0102_1994) => "tmpfs",
-        Ok(0xEF53) => "ext4",
-        Ok(0x5846_5342) => "xfs",
-        Ok(0x9123_683E) => "btrfs",
-        Ok(0x794C_7630) => "overlayfs",
-        Ok(_) => "other filesystem",
-        Err(_) => "unknown filesystem",
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile of `v` (p in 0..=100).
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn fmt_ms(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.2} s", v / 1000.0)
-    } else if v >= 100.0 {
-        format!("{v:.0} ms")
-    } else {
-        format!("{v:.1} ms")
-    }
-}
-
-fn fmt_bytes(b: u64) -> String {
-    let b = b as f64;
-    if b >= 1024.0 * 1024.0 {
-        format!("{:.1} MiB", b / 1024.0 / 1024.0)
-    } else if b >= 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else {
-        format!("{b:.0} B")
-    }
-}
-
-/// One line of the result table.
-struct Row {
-    measure: String,
-    ours: String,
-    baseline: String,
-    ratio: String,
-    target: String,
-    /// `Some(pass)` for figures with a target, `None` for information only.
-    pass: Option<bool>,
-}
-
-impl Row {
-    fn result(&self) -> &'static str {
-        match self.pass {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "info",
-        }
-    }
-    fn cells(&self) -> [&str; 6] {
-        [
-            &self.measure,
-            &self.ours,
-            &self.baseline,
-            &self.ratio,
-            &self.target,
-            self.result(),
-        ]
-    }
-}
-
 const NOTES: [&str; 4] = [
     "- baseline: `tar -C src -cf - . | tar -C dst -xf -` into an empty directory (median of the cold runs); lks times are the wall time of the whole `lks sync --once` command.",
     "- edit -> applied: from just before writing a random file of the tree until the inotify event of it being renamed into place on the agent's root (content confirmed by blake3), one edit every ~20 ms.",
     "- \"as lks reports it\": the `batch N: ... X ms` lines of `lks sync` (first local file event -> the agent's ack).",
     "- delta: bytes `lks sync --once` wrote to its socket after a 1-byte change in the middle of a random file.",
 ];
-
-const HEADER: [&str; 6] = ["measure", "lks", "baseline", "ratio", "target", "result"];
-
-fn print_table(rows: &[Row], markdown: bool) {
-    let mut width = HEADER.map(|h| h.chars().count());
-    for r in rows {
-        for (w, c) in width.iter_mut().zip(r.cells()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: [&str; 6]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(width)
-            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
-            .collect();
-        if markdown {
-            println!("| {} |", padded.join(" | "));
-        } else {
-            println!("  {}", padded.join("  ").trim_end());
-        }
-    };
-    line(HEADER);
-    if markdown {
-        let dashes: Vec<String> = width.iter().map(|&w| "-".repeat(w)).collect();
-        println!("|-{}-|", dashes.join("-|-"));
-    } else {
-        let total: usize = width.iter().sum::<usize>() + 2 * (width.len() - 1);
-        println!("  {}", "-".repeat(total));
-    }
-    for r in rows {
-        line(r.cells());
-    }
-}
 
 /// Events on the agent's root: (when it was received, the paths it names).
 type AgentEvent = (Instant, Vec<PathBuf>);
@@ -508,44 +334,24 @@ fn measure_latency(
 }
 
 fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let tmp = tempfile::Builder::new()
-        .prefix("lks-bench.")
-        .tempdir_in(std::env::temp_dir())
-        .context("create a temporary directory")?;
+    let tmp = scratch_dir("lks-bench.")?;
     let base = tmp.path();
     println!(
-        "lks-bench{}: {} files / {} MB tree, {} edits, {} MiB delta file; {profile} build, {cpus} CPUs, in {} ({})",
+        "lks-bench{}: {} files / {} MB tree, {} edits, {} MiB delta file; {} build, {} CPUs, in {} ({})",
         if cfg.smoke { " --smoke" } else { "" },
         cfg.files,
         cfg.mb,
         cfg.edits,
         cfg.big_mib,
+        profile(),
+        cpus(),
         base.display(),
         fs_kind(base)
     );
     println!("  binaries: {}", lks_e2e::bin("lks").display());
 
     let src = base.join("src");
-    let t = Instant::now();
-    let files = generate_tree(&src, cfg.files, cfg.mb * 1_000_000, 1);
-    let total: u64 = files
-        .iter()
-        .map(|p| p.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum();
-    println!(
-        "  generated {} files, {} in {}",
-        files.len(),
-        fmt_bytes(total),
-        fmt_ms(ms(t.elapsed()))
-    );
+    let files = generate_source(&src, cfg.files, cfg.mb);
     let mut rows = Vec::new();
 
     // 1. Cold initial sync vs tar | tar, alternating, fresh destinations. No
@@ -587,9 +393,9 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         }
     }
     let tar_med = median(&tar_ms);
-    let spread = percentile(&tar_ms, 100.0) / percentile(&tar_ms, 0.0);
-    if spread > 1.5 {
-        println!("   note: the tar times vary {spread:.1}x between runs: this machine is noisy");
+    let variation = percentile(&tar_ms, 100.0) / percentile(&tar_ms, 0.0);
+    if variation > 1.5 {
+        println!("   note: the tar times vary {variation:.1}x between runs: this machine is noisy");
     }
     if fs_kind(base) == "ext4" {
         println!(
@@ -662,11 +468,8 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         percentile(&lat.ours, 100.0),
     );
     println!(
-        "   ours: p50 {}, p90 {}, p99 {}, max {}; lks's own batch figure (first event -> ack): p50 {}, p99 {}",
-        fmt_ms(p50),
-        fmt_ms(p90),
-        fmt_ms(p99),
-        fmt_ms(max),
+        "   ours: {}; lks's own batch figure (first event -> ack): p50 {}, p99 {}",
+        spread(&lat.ours),
         fmt_ms(percentile(&batch_ms, 50.0)),
         fmt_ms(percentile(&batch_ms, 99.0)),
     );
@@ -682,17 +485,14 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     rows.push(lat_row("p90", p90, None));
     rows.push(lat_row("p99", p99, Some(50.0)));
     rows.push(lat_row("max", max, None));
-    rows.push(Row {
-        measure: format!(
+    rows.push(Row::info(
+        format!(
             "edit -> applied p50 as lks reports it ({} batches)",
             lat.batches.len()
         ),
-        ours: fmt_ms(percentile(&batch_ms, 50.0)),
-        baseline: "-".into(),
-        ratio: "-".into(),
-        target: "-".into(),
-        pass: None,
-    });
+        fmt_ms(percentile(&batch_ms, 50.0)),
+        "-".into(),
+    ));
     drop(agent);
 
     // 4. Delta: one byte changed in the middle of a large random file.
@@ -754,53 +554,15 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
 }
 
 fn main() -> std::process::ExitCode {
-    let cfg = match Config::parse(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("lks-bench: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
+    let details = |cfg: &Config, _| {
+        format!(
+            "{} files / {} MB, {} edits, {} MiB delta file, {} build",
+            cfg.files,
+            cfg.mb,
+            cfg.edits,
+            cfg.big_mib,
+            profile()
+        )
     };
-    let rows = match run(&cfg) {
-        Ok(rows) => rows,
-        Err(e) => {
-            eprintln!("lks-bench: error: {e:#}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    println!();
-    print_table(&rows, false);
-    let with_target: Vec<&Row> = rows.iter().filter(|r| r.pass.is_some()).collect();
-    let met = with_target.iter().filter(|r| r.pass == Some(true)).count();
-    let missed: Vec<&str> = with_target
-        .iter()
-        .filter(|r| r.pass == Some(false))
-        .map(|r| r.measure.as_str())
-        .collect();
-    println!();
-    let missed = if missed.is_empty() {
-        String::new()
-    } else {
-        format!(" (MISS: {})", missed.join("; "))
-    };
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    println!(
-        "summary: {met}/{} targets met{missed}; {} files / {} MB, {} edits, {} MiB delta file, {profile} build",
-        with_target.len(),
-        cfg.files,
-        cfg.mb,
-        cfg.edits,
-        cfg.big_mib,
-    );
-    println!();
-    print_table(&rows, true);
-    println!();
-    for n in NOTES {
-        println!("{n}");
-    }
-    std::process::ExitCode::SUCCESS
+    lks_e2e::bench::main("lks-bench", Config::parse, run, details, &NOTES)
 }
