@@ -280,10 +280,6 @@ impl Runtime for DockerRuntime {
         "docker"
     }
 
-    fn host_of(&self, service: &str) -> String {
-        service.to_string()
-    }
-
     async fn start(
         &self,
         service: &Service,

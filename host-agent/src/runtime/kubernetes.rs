@@ -284,12 +284,6 @@ impl Runtime for KubeRuntime {
         "kube"
     }
 
-    /// Services reach each other through their Kubernetes Services, named
-    /// after them by convention.
-    fn host_of(&self, service: &str) -> String {
-        service.to_string()
-    }
-
     async fn start(
         &self,
         service: &Service,

@@ -123,8 +123,11 @@ pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// The address under which the service `name` is reached by the others
-    /// (what `${host:NAME}` in `env` becomes).
-    fn host_of(&self, name: &str) -> String;
+    /// (what `${host:NAME}` in `env` becomes): by default its name, as on a
+    /// container network or through a Kubernetes Service named after it.
+    fn host_of(&self, name: &str) -> String {
+        name.to_string()
+    }
 
     /// Starts the service's agent (and, where the files are already there,
     /// the app). `fresh` asks for a clean slate (a rebuild): nothing left from
