@@ -1,5 +1,6 @@
-//! `lks`: the developer's side of lks. Today: `lks sync`, which keeps a running
-//! `lks-agent`'s root equal to a local directory.
+//! `lks`: the developer's side of lks: `lks up` (services on the local, docker
+//! or kube runtime, live updated), `lks sync`, the registry, the kind cluster,
+//! `lks render`, `lks down`. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
 mod agent_image;
@@ -59,12 +60,13 @@ enum Command {
         lks up --runtime docker web\n\n\
         Ctrl-C (or SIGTERM) stops everything lks started.")]
     Up(UpArgs),
-    /// Remove every container, network and volume lks created for this workspace.
+    /// Remove everything lks created for this workspace (containers, networks, volumes; objects in its cluster).
     #[command(after_help = "Examples:\n  \
         lks down                  # what `lks up --runtime docker` left for this workspace\n  \
         lks down --all            # for every workspace\n\n\
-        Found by their labels (dev.lks.managed, dev.lks.workspace); the registry and anything\n\
-        lks did not create are left alone.")]
+        Found by their labels (dev.lks.managed, dev.lks.workspace; in the cluster lks.dev/managed,\n\
+        lks.dev/workspace), in the cluster when the current context is the workspace's kind\n\
+        cluster (or with --kube); the registry and anything lks did not create are left alone.")]
     Down {
         /// The workspace file (default: lks.yaml here or in the nearest parent).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
