@@ -182,3 +182,25 @@ fn a_k8s_glob_that_matches_nothing_is_a_config_error_with_its_position() {
         "{err}"
     );
 }
+
+#[test]
+fn up_on_the_kube_runtime_without_a_cluster_says_how_to_make_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    workspace(tmp.path(), DEPLOYMENT);
+    let started = std::time::Instant::now();
+    let out = Command::new(bin("lks"))
+        .args(["up", "--runtime", "kube", "-f"])
+        .arg(tmp.path().join("lks.yaml"))
+        .env("KUBECONFIG", tmp.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no Kubernetes cluster to talk to") && err.contains("lks cluster create"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

@@ -53,9 +53,12 @@ impl KubeRuntime {
         local: BTreeSet<String>,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> anyhow::Result<KubeRuntime> {
-        let client = kube::Client::try_default().await.context(
-            "no Kubernetes cluster to talk to (kubeconfig); create the local one with `lks cluster create`",
-        )?;
+        // kube's error repeats its causes in its own message: show it once.
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!(
+                "no Kubernetes cluster to talk to ({e}); create the local one with `lks cluster create`"
+            )
+        })?;
         let namespace = client.default_namespace().to_string();
         let docker = docker::connect().await?;
         crate::registry::ensure_running(&docker, &registry, None, progress).await?;
