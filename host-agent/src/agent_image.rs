@@ -14,6 +14,12 @@ const DOCKERFILE: &str = include_str!("../../images/agent/Dockerfile");
 /// The repository name under the registry.
 pub const REPOSITORY: &str = "lks-agent";
 
+/// The agent image as a kind cluster pulls it from `registry`, at `tag`
+/// (the release `VERSION`, or a digest tag).
+pub fn in_cluster(registry: &Registry, tag: &str) -> String {
+    format!("{}/{REPOSITORY}:{tag}", registry.in_cluster())
+}
+
 /// Builds (and with `push`, pushes) the agent image; prints its references.
 pub async fn command(registry: &Registry, push: bool) -> anyhow::Result<()> {
     let docker = docker::connect().await?;

@@ -53,6 +53,16 @@ impl Registry {
         })
     }
 
+    /// How a kind cluster names this registry: `localhost:PORT` for a local
+    /// one (each node's containerd maps it to the registry container), else
+    /// its own address.
+    pub fn in_cluster(&self) -> String {
+        match self.local_port {
+            Some(port) => format!("localhost:{port}"),
+            None => self.address.clone(),
+        }
+    }
+
     /// The container that runs this registry.
     pub fn container(&self) -> Option<String> {
         self.local_port.map(|p| format!("lks-registry-{p}"))

@@ -128,15 +128,7 @@ impl Settings {
     /// the registry container on every node) for the local registry, else
     /// the registry's own address.
     pub fn agent_image(&self) -> String {
-        let host = match self.registry.local_port {
-            Some(port) => format!("localhost:{port}"),
-            None => self.registry.address.clone(),
-        };
-        format!(
-            "{host}/{}:{}",
-            crate::agent_image::REPOSITORY,
-            env!("CARGO_PKG_VERSION")
-        )
+        crate::agent_image::in_cluster(&self.registry, env!("CARGO_PKG_VERSION"))
     }
 }
 

@@ -199,10 +199,7 @@ pub async fn command(
             .as_deref()
             .unwrap_or(crate::registry::DEFAULT_ADDRESS),
     )?;
-    let cluster_registry = match registry.local_port {
-        Some(p) => format!("localhost:{p}"),
-        None => registry.address.clone(),
-    };
+    let cluster_registry = registry.in_cluster();
     let names: Vec<String> = if services.is_empty() {
         ws.services
             .values()
@@ -228,11 +225,7 @@ pub async fn command(
     // Image configs come from the engine when it has the images (else a
     // container without `command` cannot be wrapped, and says so).
     let docker = crate::docker::connect().await.ok();
-    let agent_image = format!(
-        "{cluster_registry}/{}:{}",
-        crate::agent_image::REPOSITORY,
-        env!("CARGO_PKG_VERSION")
-    );
+    let agent_image = crate::agent_image::in_cluster(&registry, env!("CARGO_PKG_VERSION"));
     let workspace = workspace_label(&ws.root);
     let mut out = String::new();
     for name in &names {

@@ -62,19 +62,12 @@ impl KubeRuntime {
         let namespace = client.default_namespace().to_string();
         let docker = docker::connect().await?;
         crate::registry::ensure_running(&docker, &registry, None, progress).await?;
-        let cluster_registry = match registry.local_port {
-            Some(port) => format!("localhost:{port}"),
-            None => registry.address.clone(),
-        };
+        let cluster_registry = registry.in_cluster();
         let agent_image = if local.is_empty() {
             String::new()
         } else {
             let tags = crate::agent_image::build(&docker, &registry, true, progress).await?;
-            format!(
-                "{cluster_registry}/{}:{}",
-                crate::agent_image::REPOSITORY,
-                tags[0]
-            )
+            crate::agent_image::in_cluster(&registry, &tags[0])
         };
         Ok(KubeRuntime {
             client,
