@@ -59,10 +59,13 @@ fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
     let dir = ws.join(&name);
     go_server(&dir, port);
     write(&dir, "content/message.txt", "one\n");
+    write(&dir, "content/old.txt", "deleted later\n");
+    // What the image's build made in /app and the host never had.
+    write(&dir, "built/generated.txt", "made by the build\n");
     write(
         &dir,
         "Dockerfile",
-        "FROM scratch\nCOPY server /server\nCOPY content/ /app/\nCMD [\"/server\"]\n",
+        "FROM scratch\nCOPY server /server\nCOPY built/ /app/\nCOPY content/ /app/\nCMD [\"/server\"]\n",
     );
     write(&dir, ".dockerignore", "src\n");
     write(
@@ -80,6 +83,24 @@ fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
     let container = up.container_of(&name);
     let sh = docker_unchecked(&["exec", &container, "sh", "-c", "true"]);
     assert!(!sh.status.success(), "the image was meant to have no shell");
+    // The first sync left the image's own files alone...
+    let in_container = |p: &str| {
+        docker_unchecked(&["cp", &format!("{container}:/app/{p}"), "-"])
+            .status
+            .success()
+    };
+    assert!(
+        in_container("generated.txt"),
+        "the first sync deleted a file only the image had"
+    );
+    // ...while a deletion on the host is mirrored.
+    assert!(in_container("old.txt"));
+    std::fs::remove_file(dir.join("content/old.txt")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || !in_container("old.txt")),
+        "a file deleted on the host stayed in the container"
+    );
+    assert!(in_container("generated.txt"));
     let t = Instant::now();
     write(&dir, "content/message.txt", "two\n");
     assert!(
