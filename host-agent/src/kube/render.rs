@@ -137,6 +137,20 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
     Ok(objects)
 }
 
+/// The ENTRYPOINT and CMD of `image` as the Docker engine has it (the
+/// service's own image, built or pulled by lks): what a container without
+/// `command` runs. None without an engine or the image.
+pub async fn engine_image_config(
+    docker: Option<&bollard::Docker>,
+    image: &str,
+) -> Option<ImageConfig> {
+    let config = docker?.inspect_image(image).await.ok()?.config?;
+    Some(ImageConfig {
+        entrypoint: config.entrypoint.unwrap_or_default(),
+        cmd: config.cmd.unwrap_or_default(),
+    })
+}
+
 /// `Kind namespace/name`, for messages.
 pub fn describe(o: &Value) -> String {
     let kind = o.get("kind").and_then(Value::as_str).unwrap_or("?");
@@ -245,14 +259,7 @@ pub async fn command(
         };
         let host_ref = format!("{}/{name}:{tag}", registry.address);
         let cluster_ref = format!("{cluster_registry}/{name}:{tag}");
-        let own = match &docker {
-            Some(d) => d.inspect_image(&host_ref).await.ok().and_then(|i| i.config),
-            None => None,
-        }
-        .map(|c| ImageConfig {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-        });
+        let own = engine_image_config(docker.as_ref(), &host_ref).await;
         let image_config = |image: &str| -> Option<ImageConfig> {
             (image == cluster_ref).then(|| own.clone()).flatten()
         };

@@ -116,18 +116,7 @@ impl KubeRuntime {
             Some(rest) => format!("{}{rest}", self.cluster_registry),
             None => host_ref.clone(),
         };
-        // The service's own image is known to the engine: its ENTRYPOINT and
-        // CMD are what a container without `command` runs.
-        let own = self
-            .docker
-            .inspect_image(&host_ref)
-            .await
-            .ok()
-            .and_then(|i| i.config);
-        let own = own.map(|c| ImageConfig {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-        });
+        let own = render::engine_image_config(Some(&self.docker), &host_ref).await;
         let image_config = |image: &str| -> Option<ImageConfig> {
             (image == cluster_ref).then(|| own.clone()).flatten()
         };
