@@ -20,6 +20,33 @@ pub fn in_cluster(registry: &Registry, tag: &str) -> String {
     format!("{}/{REPOSITORY}:{tag}", registry.in_cluster())
 }
 
+/// The agent image's build context in a temporary directory: its
+/// Dockerfile and the static agent lks finds (also returned).
+fn context() -> anyhow::Result<(tempfile::TempDir, Build, std::path::PathBuf)> {
+    let agent = crate::runtime::docker::find_static_agent()?;
+    let dir = tempfile::tempdir().context("creating a temporary build context")?;
+    std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE)?;
+    std::fs::copy(&agent, dir.path().join("lks-agent"))
+        .with_context(|| format!("copying {}", agent.display()))?;
+    let build = Build {
+        context: dir.path().to_path_buf(),
+        dockerfile: dir.path().join("Dockerfile"),
+        args: Default::default(),
+        target: None,
+        local: vec![],
+        exclude: vec![],
+    };
+    Ok((dir, build, agent))
+}
+
+/// The agent image's content tag (`dev-DIGEST`), without building it: what
+/// `build` tags it. Pods name it so, never a tag that a later push moves.
+pub fn content_tag() -> anyhow::Result<String> {
+    let (_dir, build, _) = context()?;
+    let ctx = crate::docker::context::pack(&build)?;
+    Ok(image::digest_tag(&ctx.digest))
+}
+
 /// Builds (and with `push`, pushes) the agent image; prints its references.
 pub async fn command(registry: &Registry, push: bool) -> anyhow::Result<()> {
     let docker = docker::connect().await?;
@@ -44,18 +71,7 @@ pub async fn build(
     push: bool,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<Vec<String>> {
-    let agent = crate::runtime::docker::find_static_agent()?;
-    let dir = tempfile::tempdir().context("creating a temporary build context")?;
-    std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE)?;
-    std::fs::copy(&agent, dir.path().join("lks-agent"))
-        .with_context(|| format!("copying {}", agent.display()))?;
-    let build = Build {
-        context: dir.path().to_path_buf(),
-        dockerfile: dir.path().join("Dockerfile"),
-        args: Default::default(),
-        target: None,
-        local: vec![],
-    };
+    let (dir, build, agent) = context()?;
     let repo = image::repository(&registry.address, REPOSITORY);
     progress(&format!("the agent image, from {}", agent.display()));
     let built = image::build(docker, &repo, &build, progress).await?;
@@ -69,6 +85,7 @@ pub async fn build(
         .map(|(_, t)| t.to_string())
         .unwrap_or_default();
     let tags = vec![digest_tag, version.to_string(), "latest".to_string()];
+    drop(dir);
     if push {
         crate::registry::ensure_running(docker, registry, None, progress).await?;
         for tag in &tags {

@@ -4,6 +4,7 @@
 
 use crate::config;
 use crate::docker::{self, EngineError, LABEL_MANAGED, LABEL_SERVICE, LABEL_WORKSPACE};
+use crate::kube::target::{self, Selection};
 use bollard::query_parameters::{
     ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
     RemoveVolumeOptions,
@@ -12,9 +13,17 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Runs `lks down` for the workspace of `file` (or every workspace: `all`):
-/// in the Docker engine, and in the cluster when the current kubeconfig
-/// context is the workspace's kind cluster (or `kube` asks for it).
-pub async fn down(file: Option<&Path>, all: bool, kube: bool) -> anyhow::Result<()> {
+/// in the cluster, then in the Docker engine. The cluster is the one
+/// `--context` names (else `kube.context`, else the current context's); it
+/// is cleaned when asked (`kube`, a context or namespace named) or when it
+/// is a local one lks may change (then an unreachable cluster is only
+/// mentioned). With a namespace, only there.
+pub async fn down(
+    file: Option<&Path>,
+    all: bool,
+    kube: bool,
+    sel: &Selection,
+) -> anyhow::Result<()> {
     let mut label = vec![format!("{LABEL_MANAGED}=true")];
     let ws = if all { None } else { Some(config::load(file)?) };
     let scope = match &ws {
@@ -24,16 +33,29 @@ pub async fn down(file: Option<&Path>, all: bool, kube: bool) -> anyhow::Result<
             ws.root.display().to_string()
         }
     };
-    let cluster = ws
-        .as_ref()
-        .and_then(|w| w.cluster.as_ref())
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|| "lks".into());
-    let current = ::kube::config::Kubeconfig::read()
-        .ok()
-        .and_then(|k| k.current_context);
-    if kube || current.as_deref() == Some(&format!("kind-{cluster}")) {
-        down_in_cluster(ws.as_ref()).await?;
+    let settings = ws.as_ref().map(|w| w.kube.clone()).unwrap_or_default();
+    let asked = kube || sel.is_set();
+    let chosen = target::choose(&settings, sel);
+    let local = chosen.as_ref().is_ok_and(|(_, context, server)| {
+        target::looks_local(context, server) || settings.allow_contexts.contains(context)
+    });
+    if asked {
+        let t = target::connect(&settings, sel, true).await?;
+        down_in_cluster(
+            ws.as_ref(),
+            &t,
+            sel.namespace.is_some() || settings.namespace.is_some(),
+        )
+        .await?;
+    } else if local {
+        match target::connect(&settings, sel, true).await {
+            Ok(t) => {
+                if let Err(e) = down_in_cluster(ws.as_ref(), &t, false).await {
+                    println!("skipped the cluster of context {:?}: {e:#}", t.context);
+                }
+            }
+            Err(e) => println!("skipped the cluster: {e:#}"),
+        }
     }
     let filters = HashMap::from([("label".to_string(), label)]);
     let docker = docker::connect().await?;
@@ -107,13 +129,17 @@ pub async fn down(file: Option<&Path>, all: bool, kube: bool) -> anyhow::Result<
     Ok(())
 }
 
-/// The cluster half of `lks down`: every object labelled by lks for this
-/// workspace (or, without one, by lks at all).
-async fn down_in_cluster(ws: Option<&config::Workspace>) -> anyhow::Result<()> {
+/// The cluster half of `lks down`: every object lks applied for this
+/// workspace (or, without one, for any), in the target's namespace only when
+/// `in_namespace`.
+async fn down_in_cluster(
+    ws: Option<&config::Workspace>,
+    target: &target::Target,
+    in_namespace: bool,
+) -> anyhow::Result<()> {
     use crate::kube::render::{LABEL_MANAGED as MANAGED, LABEL_WORKSPACE as WORKSPACE};
-    let client = ::kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the cluster of the current kubeconfig context: {e}")
-    })?;
+    let client = &target.client;
+    let namespace = in_namespace.then_some(target.namespace.as_str());
     let mut selector = format!("{MANAGED}=true");
     if let Some(ws) = ws {
         selector.push_str(&format!(
@@ -121,12 +147,18 @@ async fn down_in_cluster(ws: Option<&config::Workspace>) -> anyhow::Result<()> {
             crate::kube::render::workspace_label(&ws.root)
         ));
     }
-    let deleted = crate::kube::apply::delete_labelled(&client, &selector).await?;
+    let deleted = crate::kube::apply::delete_labelled(client, &selector, namespace).await?;
     for d in &deleted {
         println!("deleted {d}");
     }
+    let place = match namespace {
+        Some(ns) => format!("namespace {ns} of context {:?}", target.context),
+        None => format!("the cluster of context {:?}", target.context),
+    };
     if deleted.is_empty() {
-        println!("nothing of lks in the cluster ({selector})");
+        println!("nothing lks applied is left in {place}");
+    } else {
+        println!("deleted {} object(s) lks applied in {place}", deleted.len());
     }
     Ok(())
 }

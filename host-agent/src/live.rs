@@ -5,6 +5,7 @@
 use crate::config::{Service, SyncMapping};
 use crate::console::{Console, Status};
 use crate::ignores::Ignores;
+use crate::kube::pods::Pods;
 use crate::plan::{Op, plan};
 use crate::readiness;
 use crate::rules::{Decision, decide};
@@ -66,9 +67,10 @@ pub async fn run<R: Runtime>(
         reuse = false;
         let err = match once.await {
             Ok(Rebuild) => {
-                // A rebuild is a fresh start: new agent, fresh root.
+                // A rebuild is a fresh start: new agent, fresh root (in a
+                // cluster: applied again, a rolling update).
                 if let Some(instance) = slot.lock().await.take() {
-                    let _ = runtime.stop(&service, instance).await;
+                    let _ = runtime.retire(&service, instance).await;
                 }
                 rebuilding = true;
                 continue;
@@ -96,7 +98,7 @@ pub async fn run<R: Runtime>(
         console.status(&service.name, Status::Error(msg.clone()));
         let _ = state.send(State::Failed(msg));
         if let Some(instance) = slot.lock().await.take() {
-            let _ = runtime.stop(&service, instance).await;
+            let _ = runtime.retire(&service, instance).await;
         }
         console.line(
             &service.name,
@@ -123,6 +125,7 @@ impl Mapping {
         service: &Service,
         dialer: &Dialer,
         token: &str,
+        patience: Patience<'_>,
     ) -> anyhow::Result<Vec<Mapping>> {
         let specs = &service.live_update.sync;
         if specs.is_empty() {
@@ -153,10 +156,10 @@ impl Mapping {
         }
         let mut out = Vec::with_capacity(specs.len());
         for (spec, prefix) in specs.iter().zip(prefixes) {
-            let mut session = connect(dialer, token).await?;
+            let mut session = connect(dialer, token, patience).await?;
             session.set_prefix(prefix);
             out.push(Mapping {
-                source: Source::new(&spec.local, &service.live_update.ignore),
+                source: Source::new(&spec.local, &sync_excludes(service, spec)),
                 spec: spec.clone(),
                 session,
             });
@@ -166,14 +169,19 @@ impl Mapping {
 
     /// A session to a service that is not synced (for readiness checks
     /// through its agent), with an empty tree.
-    async fn unsynced(service: &Service, dialer: &Dialer, token: &str) -> anyhow::Result<Mapping> {
+    async fn unsynced(
+        service: &Service,
+        dialer: &Dialer,
+        token: &str,
+        patience: Patience<'_>,
+    ) -> anyhow::Result<Mapping> {
         Ok(Mapping {
             spec: SyncMapping {
                 local: service.dir.clone(),
                 remote: String::new(),
             },
             source: Source::new(&service.dir, &[]),
-            session: connect(dialer, token).await?,
+            session: connect(dialer, token, patience).await?,
         })
     }
 
@@ -220,11 +228,15 @@ struct Reach {
     seeded: bool,
     rebuild_on: Vec<PathBuf>,
     has_agent: bool,
+    reconnectable: bool,
+    pods: Option<Pods>,
 }
 
 impl Reach {
     fn of(i: &Instance) -> Reach {
         Reach {
+            reconnectable: i.reconnectable,
+            pods: i.pods.clone(),
             dialer: i.dialer.clone(),
             token: i.token.clone(),
             first_batch_starts_app: i.start_with_first_batch,
@@ -287,6 +299,8 @@ async fn run_once<R: Runtime>(
         seeded,
         rebuild_on,
         has_agent,
+        reconnectable,
+        pods,
     } = reach;
     if !has_agent {
         // Runs as its manifests say, without an agent: readiness only.
@@ -295,11 +309,31 @@ async fn run_once<R: Runtime>(
         std::future::pending::<()>().await;
     }
 
-    let mut mappings = if live {
-        Mapping::connect_all(service, &dialer, &token).await?
+    // A pod's troubles (image pulls, crash loops, probes), as the cluster
+    // tells them, while the loop waits for it or works with it.
+    let _pods_report = pods
+        .clone()
+        .map(|p| AbortOnDrop(tokio::spawn(report_pods(name.clone(), console.clone(), p))));
+    let say = |l: &str| console.line(name, l);
+    let patience = if reconnectable {
+        Patience::Always(&say)
     } else {
-        vec![Mapping::unsynced(service, &dialer, &token).await?]
+        Patience::Brief
     };
+    let mut mappings = if live {
+        Mapping::connect_all(service, &dialer, &token, patience).await?
+    } else {
+        vec![Mapping::unsynced(service, &dialer, &token, patience).await?]
+    };
+    // The pod it talks to is no longer the one that runs (a rollout's new
+    // pod runs): as if the agent went away.
+    let moved = async {
+        match &pods {
+            Some(p) => p.moved().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(moved);
     let events = mappings[0].session.events().await?;
     let (gone_tx, mut agent_gone) = tokio::sync::oneshot::channel();
     let (printer_name, printer_console) = (name.clone(), console.clone());
@@ -313,7 +347,10 @@ async fn run_once<R: Runtime>(
         // and its agent only.
         console.line(name, "not live updated (not named --local)");
         wait_ready(service, &mut mappings[0], console, state).await;
-        let _ = agent_gone.await;
+        tokio::select! {
+            _ = agent_gone => {}
+            () = &mut moved => {}
+        }
         return Err(AgentGone.into());
     }
 
@@ -367,6 +404,10 @@ async fn run_once<R: Runtime>(
             _ = ready_check => unreachable!("pending"),
             c = watcher.next() => c,
             _ = &mut agent_gone => return Err(AgentGone.into()),
+            () = &mut moved => {
+                console.line(name, "a new pod runs; moving to it");
+                return Err(AgentGone.into());
+            }
         };
         // An interrupted check runs again after this batch.
         check_readiness = *state.borrow() != State::Ready;
@@ -418,13 +459,21 @@ async fn run_once<R: Runtime>(
             planned.push(ops);
         }
         let touched_refs: Vec<&Path> = touched.iter().map(|p| p.as_path()).collect();
-        if let Some(p) = touched.iter().find(|p| rebuild_on.contains(p)) {
+        // Ignored or not (a manifest is never synced).
+        if let Some(p) = changes
+            .paths
+            .iter()
+            .map(|rel| service.dir.join(rel.as_str()))
+            .find(|p| rebuild_on.contains(p))
+        {
+            let why = if service.k8s.contains(&p) {
+                "it is applied to the cluster"
+            } else {
+                "the image is built from it"
+            };
             console.line(
                 name,
-                &format!(
-                    "rebuilding: {} changed (the image is built from it)",
-                    p.display()
-                ),
+                &format!("rebuilding: {} changed ({why})", p.display()),
             );
             console.status(name, Status::Building);
             return Ok(Rebuild);
@@ -445,6 +494,7 @@ async fn run_once<R: Runtime>(
                         .collect(),
                     restart,
                     label: "",
+                    sync_point: false,
                 };
                 let report = apply_all(&mut mappings, planned, followup).await?;
                 let ms = changes
@@ -467,17 +517,55 @@ async fn run_once<R: Runtime>(
     }
 }
 
-async fn connect(dialer: &Dialer, token: &str) -> anyhow::Result<Session> {
+/// How long to keep trying to reach an agent.
+#[derive(Clone, Copy)]
+enum Patience<'a> {
+    /// A few seconds: the agent was just started and should answer.
+    Brief,
+    /// Until it answers: the agent is in a pod that comes and goes (a
+    /// rollout, a scale to 0 and back, an API server that went away); each
+    /// new reason it cannot be reached is reported once.
+    Always(&'a (dyn Fn(&str) + Send + Sync)),
+}
+
+async fn connect(dialer: &Dialer, token: &str, patience: Patience<'_>) -> anyhow::Result<Session> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut said = String::new();
+    let mut delay = Duration::from_millis(100);
     loop {
         match Session::open_with(dialer, token).await {
             Ok(s) => return Ok(s),
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) if e.is_retryable() => match patience {
+                Patience::Brief if Instant::now() < deadline => {}
+                Patience::Brief => return Err(e.into()),
+                Patience::Always(report) => {
+                    let why = e.to_string();
+                    if why != said {
+                        report(&format!("cannot reach the agent yet: {why}"));
+                        said = why;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            },
             Err(e) => return Err(e.into()),
         }
+        tokio::time::sleep(delay).await;
     }
+}
+
+/// A mapping's gitignore-style excludes: the service's `ignore`, plus what
+/// lks reads itself (the service's file, its manifests) when inside the
+/// mapping: they are not the app's, and an image does not hold them.
+fn sync_excludes(service: &Service, spec: &SyncMapping) -> Vec<String> {
+    let mut out = service.live_update.ignore.clone();
+    for f in service.own_files() {
+        if let Some(rel) = f.strip_prefix(&spec.local).ok().and_then(|r| r.to_str())
+            && !rel.is_empty()
+        {
+            out.push(format!("/{rel}"));
+        }
+    }
+    out
 }
 
 fn remote_prefix(m: &SyncMapping) -> anyhow::Result<Option<RelPath>> {
@@ -555,6 +643,7 @@ async fn full_sync(
         steps,
         restart: start_app || seeded_changed,
         label: "",
+        sync_point: true,
     };
     apply_all(mappings, planned, followup).await
 }
@@ -708,6 +797,7 @@ async fn wait_ready(
                 }],
                 restart: false,
                 label: "quiet-",
+                sync_point: false,
             };
             let mut s = session.lock().await;
             let report = s
@@ -847,6 +937,57 @@ async fn print_events(
             }
             EventKind::Warning(w) => console.line(&name, &format!("agent warning: {}", w.message)),
             _ => {}
+        }
+    }
+}
+
+/// Reports what stands in the way of a service's pods, in the cluster's
+/// words, each time it changes: at once for what will not pass by itself
+/// (an image that cannot be pulled, a crash loop, an unschedulable pod, an API
+/// server that went away), after a few seconds for what usually does (a
+/// container being created, a pod not ready yet).
+async fn report_pods(name: String, console: Console, pods: Pods) {
+    const PATIENCE: Duration = Duration::from_secs(5);
+    let mut rx = pods.subscribe();
+    let mut said: Option<String> = None;
+    let mut since = Instant::now();
+    let mut last: Option<String> = None;
+    loop {
+        let view = rx.borrow_and_update().clone();
+        let (text, urgent) = match (&view.unreachable, &view.problem) {
+            (Some(e), _) => (Some(format!("cannot watch the pods: {e}")), true),
+            (None, Some(p)) => (Some(p.text.clone()), !p.transient),
+            (None, None) => (None, true),
+        };
+        if text != last {
+            since = Instant::now();
+            last = text.clone();
+        }
+        let due = urgent || since.elapsed() >= PATIENCE;
+        if due && text != said {
+            match &text {
+                Some(t) => {
+                    console.line(&name, t);
+                    if urgent {
+                        console.status(&name, Status::Error(t.clone()));
+                    }
+                }
+                None if said.is_some() => {
+                    if let Some(pod) = &view.current {
+                        console.line(&name, &format!("pod {pod} runs"));
+                    }
+                }
+                None => {}
+            }
+            said = text.clone();
+        }
+        let wait = if due || text.is_none() {
+            Duration::from_secs(3600)
+        } else {
+            PATIENCE.saturating_sub(since.elapsed())
+        };
+        if let Ok(Err(_)) = tokio::time::timeout(wait, rx.changed()).await {
+            return;
         }
     }
 }

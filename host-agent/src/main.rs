@@ -57,16 +57,24 @@ enum Command {
         lks up appliances price --local bank\n  \
         lks up appliances price -- --local bank     # the Tilt-style spelling\n\n  \
         # in containers: web built from the working tree and live updated, its deps from `latest`\n  \
-        lks up --runtime docker web\n\n\
+        lks up --runtime docker web\n\n  \
+        # in a cluster: a branch environment of its own (the namespace is created when missing)\n  \
+        lks up --context kind-lks --namespace pr-42 web\n\n\
+        The kube runtime applies only to local clusters (kind-*, k3d-*, minikube, docker-desktop,\n\
+        a server on this machine) and to contexts listed in lks.yaml under kube.allow_contexts.\n\
         Ctrl-C (or SIGTERM) stops everything lks started.")]
     Up(UpArgs),
     /// Remove everything lks created for this workspace (containers, networks, volumes; objects in its cluster).
     #[command(after_help = "Examples:\n  \
         lks down                  # what `lks up --runtime docker` left for this workspace\n  \
-        lks down --all            # for every workspace\n\n\
+        lks down --all            # for every workspace\n  \
+        lks down --namespace pr-42    # only what lks applied in that namespace\n  \
+        lks down --context kind-lks   # in that context's cluster\n\n\
         Found by their labels (dev.lks.managed, dev.lks.workspace; in the cluster lks.dev/managed,\n\
-        lks.dev/workspace), in the cluster when the current context is the workspace's kind\n\
-        cluster (or with --kube); the registry and anything lks did not create are left alone.")]
+        lks.dev/workspace, and applied by lks). The cluster is cleaned when the context is a local\n\
+        one (kind-*, k3d-*, minikube, docker-desktop, a server on this machine, or kube.allow_contexts)\n\
+        or when --kube, --context or --namespace ask; the registry, namespaces and anything lks did\n\
+        not apply are left alone.")]
     Down {
         /// The workspace file (default: lks.yaml here or in the nearest parent).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -74,10 +82,12 @@ enum Command {
         /// Everything lks created, for every workspace.
         #[arg(long)]
         all: bool,
-        /// Also in the cluster of the current kubeconfig context (the default
-        /// when it is the workspace's kind cluster).
+        /// Also in the cluster, required to work (the default: a local cluster
+        /// of the kubeconfig context, when it can be reached).
         #[arg(long)]
         kube: bool,
+        #[command(flatten)]
+        target: kube::target::Selection,
     },
     /// Run, stop or check the local image registry.
     #[command(after_help = "Examples:\n  \
@@ -124,6 +134,8 @@ enum Command {
         /// The workspace file (default: lks.yaml here or in the nearest parent).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
+        #[command(flatten)]
+        target: kube::target::Selection,
     },
     /// Create, check or delete the local kind cluster (with ingress and the registry).
     Cluster {
@@ -159,10 +171,12 @@ struct UpArgs {
     /// The workspace file (default: lks.yaml here or in the nearest parent).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
-    /// Where services run [default: kube when the current kubeconfig context is
-    /// the workspace's kind cluster, else local].
+    /// Where services run [default: kube with --context or --namespace, or when
+    /// the kubeconfig context is the workspace's kind cluster; else local].
     #[arg(long, value_enum)]
     runtime: Option<up::RuntimeKind>,
+    #[command(flatten)]
+    target: kube::target::Selection,
     /// Tilt-style arguments after `--` (e.g. `-- --local bank`).
     #[arg(last = true, value_name = "ARGS")]
     rest: Vec<String>,
@@ -193,6 +207,7 @@ impl UpArgs {
             targets: self.targets,
             local,
             runtime: self.runtime,
+            kube: self.target,
         })
     }
 }
@@ -270,7 +285,12 @@ fn main() -> std::process::ExitCode {
                 }
             }
             Command::Up(args) => up::up(args.options()?).await,
-            Command::Down { file, all, kube } => down::down(file.as_deref(), all, kube).await,
+            Command::Down {
+                file,
+                all,
+                kube,
+                target,
+            } => down::down(file.as_deref(), all, kube, &target).await,
             Command::Registry { command, file } => {
                 let address = registry_address(file.as_deref())?;
                 registry::command(&registry::Registry::parse(&address)?, command).await
@@ -283,7 +303,8 @@ fn main() -> std::process::ExitCode {
                 services,
                 local,
                 file,
-            } => kube::render::command(file.as_deref(), &services, &local).await,
+                target,
+            } => kube::render::command(file.as_deref(), &services, &local, &target).await,
             Command::Cluster { command, file } => {
                 kube::cluster::command(file.as_deref(), command).await
             }

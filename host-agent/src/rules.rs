@@ -119,6 +119,7 @@ mod tests {
                 args: Default::default(),
                 target: None,
                 local: vec![],
+                exclude: vec![],
             },
             command: vec!["python3".into(), "app.py".into()],
             env: Default::default(),

@@ -96,6 +96,9 @@ pub struct Followup {
     /// Label for the batch id (events of batches whose id starts with
     /// `quiet-` are not echoed: readiness probes).
     pub label: &'static str,
+    /// Commit even with nothing to do: the end of a full sync, which an app
+    /// held for it (`supervise --wait-for-sync`) waits for.
+    pub sync_point: bool,
 }
 
 impl Report {
@@ -116,7 +119,7 @@ impl Report {
 
 impl Followup {
     fn is_empty(&self) -> bool {
-        self.steps.is_empty() && !self.restart
+        self.steps.is_empty() && !self.restart && !self.sync_point
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::config::{self, Workspace};
 use crate::console::{Console, Status};
+use crate::kube::target::{self, Selection};
 use crate::live::{self, Slot, State};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
@@ -24,9 +25,11 @@ pub struct UpOptions {
     pub targets: Vec<String>,
     /// Services built from the working tree and live updated.
     pub local: Vec<String>,
-    /// Which runtime (None: kube when the current kubeconfig context is the
-    /// workspace's cluster, else local).
+    /// Which runtime (None: kube when a context or namespace is chosen, or
+    /// the kubeconfig context is the workspace's kind cluster; else local).
     pub runtime: Option<RuntimeKind>,
+    /// The kubeconfig context and namespace (kube runtime).
+    pub kube: Selection,
 }
 
 /// The runtimes `lks up` knows.
@@ -41,23 +44,25 @@ pub enum RuntimeKind {
     Kube,
 }
 
-/// The runtime when none is named: kube when the current kubeconfig context
-/// is the workspace's cluster (`kind-NAME`, as `lks cluster create` makes it),
-/// else local.
-fn default_runtime(ws: &Workspace) -> RuntimeKind {
+/// The runtime when none is named: kube when `--context` or `--namespace`
+/// chose a cluster, or the kubeconfig context is the workspace's own cluster
+/// (`kind-NAME`, as `lks cluster create` makes it); else local.
+fn default_runtime(ws: &Workspace, sel: &Selection) -> RuntimeKind {
+    if sel.is_set() || is_workspace_cluster(ws, sel) {
+        RuntimeKind::Kube
+    } else {
+        RuntimeKind::Local
+    }
+}
+
+/// Whether the chosen kubeconfig context is the workspace's kind cluster.
+pub fn is_workspace_cluster(ws: &Workspace, sel: &Selection) -> bool {
     let cluster = ws
         .cluster
         .as_ref()
         .map(|c| c.name.as_str())
         .unwrap_or("lks");
-    let context = ::kube::config::Kubeconfig::read()
-        .ok()
-        .and_then(|k| k.current_context);
-    if context.as_deref() == Some(&format!("kind-{cluster}")) {
-        RuntimeKind::Kube
-    } else {
-        RuntimeKind::Local
-    }
+    target::choose(&ws.kube, sel).is_ok_and(|(_, context, _)| context == format!("kind-{cluster}"))
 }
 
 /// Runs `lks up` until a signal.
@@ -95,14 +100,18 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         opts.local.iter().cloned().collect()
     };
     let say = |l: &str| eprintln!("lks: {l}");
-    match opts.runtime.unwrap_or_else(|| default_runtime(&ws)) {
+    match opts
+        .runtime
+        .unwrap_or_else(|| default_runtime(&ws, &opts.kube))
+    {
         RuntimeKind::Local => run(&ws, &order, Local::new(&work, &token)?).await,
         RuntimeKind::Docker => {
             let r = DockerRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
             run(&ws, &order, r).await
         }
         RuntimeKind::Kube => {
-            let r = KubeRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
+            let target = target::connect(&ws.kube, &opts.kube, true).await?;
+            let r = KubeRuntime::new(&ws.root, target, registry()?, &token, live, &say).await?;
             run(&ws, &order, r).await
         }
     }

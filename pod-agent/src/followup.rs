@@ -47,19 +47,23 @@ impl Followup {
                 break;
             }
         }
-        if !commit.restart {
-            return outcome;
+        if commit.restart {
+            match (failed, &self.app) {
+                (Some(why), _) => outcome.restart_skipped = why,
+                (None, None) => {
+                    outcome.restart_skipped = "no app is supervised (lks-agent serve)".into()
+                }
+                (None, Some(app)) => match app.restart().await {
+                    Ok(_) => outcome.restarted = true,
+                    Err(e) => outcome.restart_skipped = e.to_string(),
+                },
+            }
         }
-        if let Some(why) = failed {
-            outcome.restart_skipped = why;
-            return outcome;
-        }
-        match &self.app {
-            None => outcome.restart_skipped = "no app is supervised (lks-agent serve)".into(),
-            Some(app) => match app.restart().await {
-                Ok(_) => outcome.restarted = true,
-                Err(e) => outcome.restart_skipped = e.to_string(),
-            },
+        // An app held for the first sync starts with whatever came.
+        if !outcome.restarted
+            && let Some(app) = &self.app
+        {
+            app.synced().await;
         }
         outcome
     }

@@ -77,8 +77,13 @@ struct SuperviseArgs {
     grace_period: f64,
     /// Do not start the app until a batch asks for a restart (after its steps,
     /// which may build the app).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wait_for_sync")]
     no_start: bool,
+    /// Start the app with the first batch (whatever it asks), so it never
+    /// serves the image's files before lks synced them; start it anyway when
+    /// no lks connects within SECS (or a connected one sends nothing for 60 s).
+    #[arg(long, value_name = "SECS")]
+    wait_for_sync: Option<f64>,
     /// The app's working directory (default: the root). A relative path is
     /// taken from the agent's own, so `.` keeps the container's WORKDIR.
     #[arg(long, value_name = "DIR")]
@@ -146,17 +151,60 @@ fn app_spec(args: &SuperviseArgs) -> anyhow::Result<supervise::AppSpec> {
                 args.grace_period
             )
         })?;
+    let start = match args.wait_for_sync {
+        _ if args.no_start => supervise::Start::OnRestart,
+        None => supervise::Start::Now,
+        Some(secs) => supervise::Start::AfterSync {
+            wait: Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|w| *w <= Duration::from_secs(3600))
+                .with_context(|| {
+                    format!("--wait-for-sync {secs} is not a number of seconds between 0 and 3600")
+                })?,
+        },
+    };
     Ok(supervise::AppSpec {
         argv: args.command.clone(),
         cwd: args.workdir.clone().unwrap_or_default(),
         grace,
-        start_now: !args.no_start,
+        start,
     })
+}
+
+/// `supervise` without a token (an injected pod whose namespace has no
+/// `lks-agent-token` Secret: no `lks up` runs there): nothing can connect, so
+/// the agent serves nothing and only runs the app, at once, restarting it
+/// when it crashes, until SIGTERM.
+async fn supervise_only(
+    mut spec: supervise::AppSpec,
+    root: &std::path::Path,
+    why: auth::TokenError,
+) -> anyhow::Result<()> {
+    tracing::info!("{why}: not serving lks, only supervising the app");
+    let shutdown = shutdown_signal()?;
+    let children = children::Children::start().context("cannot watch for SIGCHLD")?;
+    adopt_orphans();
+    if spec.cwd.as_os_str().is_empty() {
+        spec.cwd = root.to_path_buf();
+    }
+    spec.start = supervise::Start::Now;
+    let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+    let app = supervise::App::start(spec, children, events, output::Console::start());
+    shutdown.await;
+    app.stop().await;
+    Ok(())
 }
 
 /// Serves the protocol until SIGTERM or SIGINT; with `app`, also supervises it.
 async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Result<()> {
-    let token = auth::Token::load(args.token_file.as_deref())?;
+    let token = match (auth::Token::load(args.token_file.as_deref()), app) {
+        (Ok(token), app) => (token, app),
+        (Err(why @ (auth::TokenError::Missing | auth::TokenError::Empty(_))), Some(spec)) => {
+            return supervise_only(spec, &args.root, why).await;
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let (token, app) = token;
     let root = root::Root::open(&args.root)
         .with_context(|| format!("cannot open the root {}", args.root.display()))?;
     let stale = root.remove_stale_staging();

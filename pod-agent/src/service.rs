@@ -76,6 +76,9 @@ impl Agent for AgentService {
                 env!("CARGO_PKG_VERSION")
             )));
         }
+        if let Some(app) = &self.followup.app {
+            app.connected();
+        }
         Ok(Response::new(HelloResponse {
             protocol_version: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").into(),

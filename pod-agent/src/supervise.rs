@@ -24,6 +24,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// An app that stayed up this long had a fresh start: its crash count resets.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// Under [`Start::AfterSync`], how long the app waits for a connected client's
+/// first batch (a cold sync of a large tree) before it starts anyway.
+const FIRST_BATCH_WAIT: Duration = Duration::from_secs(60);
 
 /// What to run and how to stop it.
 pub struct AppSpec {
@@ -33,9 +36,25 @@ pub struct AppSpec {
     pub cwd: PathBuf,
     /// How long it gets between SIGTERM and SIGKILL.
     pub grace: Duration,
-    /// Start it at once; otherwise only when a batch asks for a restart (the
-    /// first batch's steps may build it).
-    pub start_now: bool,
+    /// When it first starts.
+    pub start: Start,
+}
+
+/// When the app first starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At once.
+    Now,
+    /// Only when a batch asks for a restart (the first batch's steps may build it).
+    OnRestart,
+    /// With the first batch, whatever it asks, so the app never serves the
+    /// image's stale files before lks synced them (a new pod). Bounded: when
+    /// no client connects within `wait`, or a connected one sends no batch
+    /// within [`FIRST_BATCH_WAIT`], the app starts anyway.
+    AfterSync {
+        /// How long to wait for a client to connect.
+        wait: Duration,
+    },
 }
 
 /// A handle on the supervised app.
@@ -52,6 +71,10 @@ enum Control {
     },
     /// Stop the app for good; replies once it is gone.
     Stop { reply: oneshot::Sender<()> },
+    /// A batch was applied: an app held for the first sync starts now.
+    Synced,
+    /// A client connected: an app held for the first sync waits for its batch.
+    Connected,
 }
 
 /// Why a restart did not happen.
@@ -83,6 +106,7 @@ impl App {
             starts: 0,
             crashes: 0,
             retry_at: None,
+            held: false,
         };
         tokio::spawn(supervisor.run(rx));
         App { control }
@@ -99,6 +123,17 @@ impl App {
         rx.await
             .map_err(|_| RestartError::Stopped)?
             .map_err(RestartError::NotStarted)
+    }
+
+    /// Tells the supervisor a batch was applied (see [`Start::AfterSync`]).
+    pub async fn synced(&self) {
+        let _ = self.control.send(Control::Synced).await;
+    }
+
+    /// Tells the supervisor a client connected (see [`Start::AfterSync`]).
+    pub fn connected(&self) {
+        // Best effort: a full queue means the supervisor is busy anyway.
+        let _ = self.control.try_send(Control::Connected);
     }
 
     /// Stops the app for good; returns once it is gone.
@@ -135,16 +170,30 @@ struct Supervisor {
     starts: u32,
     /// Crashes in a row.
     crashes: u32,
-    /// When to start the app again after a crash.
+    /// When to start the app again after a crash, or (held for the first
+    /// sync) at the latest.
     retry_at: Option<Instant>,
+    /// The app waits for the first sync (see [`Start::AfterSync`]).
+    held: bool,
 }
 
 impl Supervisor {
     async fn run(mut self, mut control: mpsc::Receiver<Control>) {
-        if self.spec.start_now {
-            let _ = self.start_app();
-        } else {
-            tracing::info!("the app starts with the first batch that asks for a restart");
+        match self.spec.start {
+            Start::Now => {
+                let _ = self.start_app();
+            }
+            Start::OnRestart => {
+                tracing::info!("the app starts with the first batch that asks for a restart")
+            }
+            Start::AfterSync { wait } => {
+                tracing::info!(
+                    "the app starts with the first batch (or in {:.1}s if no lks connects)",
+                    wait.as_secs_f64()
+                );
+                self.held = true;
+                self.retry_at = Some(Instant::now() + wait);
+            }
         }
         loop {
             let wake = tokio::select! {
@@ -161,6 +210,8 @@ impl Supervisor {
                     let _ = reply.send(());
                     return;
                 }
+                Wake::Control(Some(Control::Synced)) => self.on_synced(),
+                Wake::Control(Some(Control::Connected)) => self.on_connected(),
                 Wake::Control(None) => {
                     self.on_stop().await;
                     return;
@@ -177,6 +228,22 @@ impl Supervisor {
         self.crashes = 0;
         self.stop_current().await;
         self.start_app()
+    }
+
+    /// A batch was applied: an app held for it starts.
+    fn on_synced(&mut self) {
+        if self.held {
+            self.retry_at = None;
+            let _ = self.start_app();
+        }
+    }
+
+    /// A client connected: an app held for the first sync gives its batch
+    /// time to arrive.
+    fn on_connected(&mut self) {
+        if self.held {
+            self.retry_at = Some(Instant::now() + FIRST_BATCH_WAIT);
+        }
     }
 
     /// The agent is shutting down.
@@ -221,6 +288,9 @@ impl Supervisor {
 
     fn on_retry_due(&mut self) {
         self.retry_at = None;
+        if self.held {
+            tracing::warn!("no batch from lks in time: starting the app with the files it has");
+        }
         let _ = self.start_app();
     }
 
@@ -251,6 +321,7 @@ impl Supervisor {
 
     /// Starts the app; on failure, schedules another try as after a crash.
     fn start_app(&mut self) -> Result<u32, String> {
+        self.held = false;
         let mut cmd = children::command(&self.spec.argv, &self.spec.cwd, []);
         match self.children.spawn(&mut cmd) {
             Ok(spawned) => {

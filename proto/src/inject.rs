@@ -18,6 +18,11 @@ pub const ANNOTATION_AGENT: &str = "lks.dev/agent";
 pub const ANNOTATION_CONTAINER: &str = "lks.dev/container";
 /// Annotation giving the agent's root in the container (default [`DEFAULT_ROOT`]).
 pub const ANNOTATION_ROOT: &str = "lks.dev/root";
+/// Annotation: the app starts with lks's first sync, waiting for it at most
+/// this many seconds when no lks connects (`lks up` sets it on the pod
+/// templates it live-updates, so a new pod never serves the image's stale
+/// files). Absent: the app starts at once.
+pub const ANNOTATION_WAIT_FOR_SYNC: &str = "lks.dev/wait-for-sync";
 /// Annotation set by [`inject`] (value: the agent image); its presence means "already injected".
 pub const ANNOTATION_INJECTED: &str = "lks.dev/injected";
 /// Where the agent's `emptyDir` is mounted in the app container (read-only).
@@ -119,6 +124,16 @@ pub enum InjectError {
         object: String,
         /// The annotation's value.
         root: String,
+    },
+    /// [`ANNOTATION_WAIT_FOR_SYNC`] is not a whole number of seconds.
+    #[error(
+        "{object}: annotation {ANNOTATION_WAIT_FOR_SYNC} must be a whole number of seconds (at most 3600), not {value:?}"
+    )]
+    BadWaitForSync {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The annotation's value.
+        value: String,
     },
     /// The container has no `command` and no image to learn its entrypoint from.
     #[error("{object}: container {container:?} has neither `command` nor `image`")]
@@ -237,6 +252,7 @@ pub fn inject(
     let injected = cx.annotation(annotations, ANNOTATION_INJECTED)?;
     let container = cx.annotation(annotations, ANNOTATION_CONTAINER)?;
     let root = cx.annotation(annotations, ANNOTATION_ROOT)?;
+    let wait = cx.annotation(annotations, ANNOTATION_WAIT_FOR_SYNC)?;
     if agent.as_deref() != Some("true") {
         return Ok(Outcome::NotAnnotated);
     }
@@ -251,11 +267,39 @@ pub fn inject(
         });
     }
 
+    let wait = match wait {
+        None => None,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(secs) if secs <= 3600 => Some(secs),
+            _ => {
+                return Err(InjectError::BadWaitForSync {
+                    object: cx.object,
+                    value: v,
+                });
+            }
+        },
+    };
+
     // Work on a copy: an error half-way leaves the object untouched.
     let mut t = template.clone();
-    cx.mutate(&mut t, opts, container.as_deref(), &root, image_config)?;
+    let how = How {
+        container: container.as_deref(),
+        root: &root,
+        wait_for_sync: wait,
+    };
+    cx.mutate(&mut t, opts, &how, image_config)?;
     *template = t;
     Ok(Outcome::Injected)
+}
+
+/// What the annotations ask of the injection.
+struct How<'a> {
+    /// The container to wrap (default: the first).
+    container: Option<&'a str>,
+    /// The agent's root.
+    root: &'a str,
+    /// `--wait-for-sync`, seconds.
+    wait_for_sync: Option<u32>,
 }
 
 /// Where we are, for error messages.
@@ -357,10 +401,10 @@ impl Cx {
         &self,
         template: &mut Value,
         opts: &InjectOptions,
-        container: Option<&str>,
-        root: &str,
+        how: &How,
         image_config: &dyn Fn(&str) -> Option<ImageConfig>,
     ) -> Result<(), InjectError> {
+        let (container, root) = (how.container, how.root);
         let template = template
             .as_object_mut()
             .ok_or_else(|| self.malformed("", "an object"))?;
@@ -415,9 +459,11 @@ impl Cx {
         if Self::has_named(env, "name", TOKEN_ENV) {
             return Err(self.conflict(format!("the variable {TOKEN_ENV} in container {name:?}")));
         }
+        // Optional: without the Secret (no `lks up` in this namespace) the pod
+        // still starts, and the agent only supervises the app.
         env.push(json!({
             "name": TOKEN_ENV,
-            "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": TOKEN_KEY}},
+            "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": TOKEN_KEY, "optional": true}},
         }));
         let mut command: Vec<String> = [
             AGENT_BIN,
@@ -429,11 +475,14 @@ impl Cx {
             // The app keeps the container's working directory.
             "--workdir",
             ".",
-            "--",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(secs) = how.wait_for_sync {
+            command.extend(["--wait-for-sync".to_string(), secs.to_string()]);
+        }
+        command.push("--".into());
         command.extend(argv);
         c.insert("command".into(), json!(command));
         c.remove("args");
@@ -695,9 +744,36 @@ mod tests {
         );
         assert_eq!(
             c["env"],
-            json!([{"name": "LKS_TOKEN", "valueFrom": {"secretKeyRef": {"name": "lks-agent-token", "key": "token"}}}])
+            json!([{"name": "LKS_TOKEN", "valueFrom": {"secretKeyRef": {"name": "lks-agent-token", "key": "token", "optional": true}}}]),
+            "the pod starts without the Secret (no lks up in its namespace)"
         );
         assert_eq!(c["image"], "web:1");
+    }
+
+    #[test]
+    fn wait_for_sync_is_passed_to_the_supervisor_and_checked() {
+        let mut d = web(json!({"lks.dev/agent": "true", "lks.dev/wait-for-sync": "10"}));
+        assert_eq!(inject(&mut d, &opts(), &no_image), Ok(Outcome::Injected));
+        let command = template(&mut d)["spec"]["containers"][0]["command"].clone();
+        let argv: Vec<&str> = command
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let at = argv.iter().position(|a| *a == "--wait-for-sync").unwrap();
+        assert_eq!(argv[at + 1], "10");
+        assert!(at < argv.iter().position(|a| *a == "--").unwrap());
+        for bad in ["soon", "-1", "3601", "1.5"] {
+            let mut d = web(json!({"lks.dev/agent": "true", "lks.dev/wait-for-sync": bad}));
+            let before = d.clone();
+            let e = inject(&mut d, &opts(), &no_image).unwrap_err();
+            assert!(
+                matches!(e, InjectError::BadWaitForSync { .. }),
+                "{bad}: {e}"
+            );
+            assert_eq!(d, before, "untouched on error");
+        }
     }
 
     #[test]

@@ -92,6 +92,21 @@ pub struct Workspace {
     pub registry: Option<String>,
     /// Local cluster settings, for the kube runtime.
     pub cluster: Option<Cluster>,
+    /// Which Kubernetes context and namespace the kube runtime uses, and
+    /// which non-local contexts it may apply to.
+    pub kube: Kube,
+}
+
+/// The `kube:` settings of `lks.yaml`; every field may be overridden on the
+/// command line.
+#[derive(Debug, Clone, Default)]
+pub struct Kube {
+    /// The kubeconfig context (default: the current one).
+    pub context: Option<String>,
+    /// The namespace for objects that name none (default: the context's).
+    pub namespace: Option<String>,
+    /// Contexts lks may apply to although they do not look local.
+    pub allow_contexts: Vec<String>,
 }
 
 /// The local cluster lks creates.
@@ -110,7 +125,6 @@ pub struct Service {
     /// Unique name (`[a-z0-9-]+`).
     pub name: String,
     /// The file that defines it.
-    #[allow(dead_code)] // for messages of the runtimes, still to come
     pub file: PathBuf,
     /// The service's directory (absolute): where its file is, unless overridden.
     pub dir: PathBuf,
@@ -133,6 +147,17 @@ pub struct Service {
     pub k8s: Vec<PathBuf>,
 }
 
+impl Service {
+    /// The files lks reads itself: the service's file and its manifests.
+    /// They are neither built into its image nor synced: a change to one
+    /// re-applies (kube) instead of rebuilding.
+    pub fn own_files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.file.clone())
+            .chain(self.k8s.iter().cloned())
+            .collect()
+    }
+}
+
 /// How a service is built.
 #[derive(Debug, Clone)]
 pub struct Build {
@@ -148,6 +173,9 @@ pub struct Build {
     /// work root, in order, before the app starts and on every rebuild
     /// (e.g. `npm install`).
     pub local: Vec<Vec<String>>,
+    /// Files of the context that never go into the image (what lks reads
+    /// itself: the service's manifests and its file; see `Service::own_files`).
+    pub exclude: Vec<PathBuf>,
 }
 
 /// A readiness check, run until it passes.

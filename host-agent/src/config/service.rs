@@ -212,6 +212,7 @@ fn default_build(dir: &Path) -> Build {
         args: Default::default(),
         target: None,
         local: vec![],
+        exclude: vec![],
     }
 }
 

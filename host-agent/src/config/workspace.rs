@@ -6,15 +6,16 @@ use super::graph::{self, AliasDef};
 use super::service::{self, Parsed};
 use super::values::{self, name_problem};
 use super::yaml::{self, Doc, get};
-use super::{Cluster, Workspace};
+use super::{Cluster, Kube, Workspace};
 use marked_yaml::Node;
 use std::path::{Path, PathBuf};
 
 /// The workspace file's name.
 pub const FILE_NAME: &str = "lks.yaml";
 
-const KEYS: &[&str] = &["services", "aliases", "registry", "cluster"];
+const KEYS: &[&str] = &["services", "aliases", "registry", "cluster", "kube"];
 const CLUSTER_KEYS: &[&str] = &["name", "kubernetes_version"];
+const KUBE_KEYS: &[&str] = &["context", "namespace", "allow_contexts"];
 
 /// `lks.yaml` in `dir` or its nearest parent that has one.
 pub(super) fn find(dir: &Path) -> Result<PathBuf, ConfigError> {
@@ -54,12 +55,16 @@ pub(super) fn load(file: &Path, base: &Path) -> Result<Workspace, ConfigErrors> 
         aliases: Default::default(),
         registry: None,
         cluster: None,
+        kube: Kube::default(),
     };
     if let Some((_, v)) = get(map, "registry") {
         ws.registry = registry(&mut doc, v);
     }
     if let Some((_, v)) = get(map, "cluster") {
         ws.cluster = cluster(&mut doc, v);
+    }
+    if let Some((_, v)) = get(map, "kube") {
+        ws.kube = kube(&mut doc, v);
     }
     let aliases = match get(map, "aliases") {
         Some((_, v)) => aliases(&mut doc, v),
@@ -294,6 +299,30 @@ fn cluster(doc: &mut Doc, node: &Node) -> Option<Cluster> {
         name: name?,
         kubernetes_version: version,
     })
+}
+
+fn kube(doc: &mut Doc, node: &Node) -> Kube {
+    let mut kube = Kube::default();
+    let Some(map) = doc.mapping(node, "kube", "kube", KUBE_KEYS) else {
+        return kube;
+    };
+    kube.context = get(map, "context").and_then(|(_, v)| doc.nonempty(v, "kube.context"));
+    kube.namespace = get(map, "namespace").and_then(|(_, v)| {
+        let ns = doc.nonempty(v, "kube.namespace")?;
+        match name_problem(&ns) {
+            Some(p) => {
+                doc.invalid(v, "kube.namespace", p);
+                None
+            }
+            None => Some(ns),
+        }
+    });
+    if let Some((_, v)) = get(map, "allow_contexts")
+        && let Some(list) = doc.strings(v, "kube.allow_contexts")
+    {
+        kube.allow_contexts = list.into_iter().map(|(s, _)| s).collect();
+    }
+    kube
 }
 
 fn aliases(doc: &mut Doc, node: &Node) -> Vec<AliasDef> {

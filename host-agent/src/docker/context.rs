@@ -66,7 +66,20 @@ pub fn pack(build: &Build) -> anyhow::Result<BuildContext> {
     .into_iter()
     .flatten()
     .collect();
-    walk(dir, None, &rules, &always, &mut tar, &mut hasher, &mut out)?;
+    // What lks itself reads (the service's manifests and file) is not the
+    // image's: an edit of a manifest re-applies without a rebuild.
+    let skip: Vec<String> = build
+        .exclude
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok()?.to_str().map(str::to_string))
+        .filter(|p| !always.contains(&p.as_str()))
+        .collect();
+    let filter = Filter {
+        rules: &rules,
+        always: &always,
+        skip: &skip,
+    };
+    walk(dir, None, &filter, &mut tar, &mut hasher, &mut out)?;
     out.dockerfile = match dockerfile_inside {
         Some(p) => p,
         None => {
@@ -92,11 +105,20 @@ pub fn pack(build: &Build) -> anyhow::Result<BuildContext> {
     Ok(out)
 }
 
+/// Which entries of the context go.
+struct Filter<'a> {
+    /// `.dockerignore`.
+    rules: &'a ContextRules,
+    /// Paths that go whatever it says (the Dockerfile, `.dockerignore`).
+    always: &'a [&'a str],
+    /// Files that never go (what lks reads itself).
+    skip: &'a [String],
+}
+
 fn walk(
     root: &Path,
     rel: Option<&RelPath>,
-    rules: &ContextRules,
-    always: &[&str],
+    filter: &Filter,
     tar: &mut tar::Builder<Vec<u8>>,
     hasher: &mut blake3::Hasher,
     out: &mut BuildContext,
@@ -128,7 +150,9 @@ fn walk(
         let meta = entry
             .metadata()
             .with_context(|| format!("reading {}", entry.path().display()))?;
-        let excluded = rules.excludes(&path) && !always.contains(&path.as_str());
+        let (rules, always) = (filter.rules, filter.always);
+        let excluded = (rules.excludes(&path) && !always.contains(&path.as_str()))
+            || (!meta.is_dir() && filter.skip.iter().any(|s| s == path.as_str()));
         let ft = meta.file_type();
         if ft.is_dir() {
             if excluded && !rules.may_reinclude_beneath() {
@@ -142,7 +166,7 @@ fn walk(
                 tar.append_data(&mut h, path.as_str(), std::io::empty())?;
                 hasher.update(format!("\0dir\0{}\0{:o}", path.as_str(), mode(&meta)).as_bytes());
             }
-            walk(root, Some(&path), rules, always, tar, hasher, out)?;
+            walk(root, Some(&path), filter, tar, hasher, out)?;
             continue;
         }
         if excluded {
@@ -216,6 +240,7 @@ mod tests {
             args: BTreeMap::new(),
             target: None,
             local: vec![],
+            exclude: vec![],
         }
     }
 

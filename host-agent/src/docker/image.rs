@@ -245,7 +245,11 @@ pub async fn for_service(
             "{repo}:latest is not in the registry; building it from the working tree"
         ));
     }
-    let built = build(docker, &repo, &service.build, progress).await?;
+    let spec = crate::config::Build {
+        exclude: service.own_files(),
+        ..service.build.clone()
+    };
+    let built = build(docker, &repo, &spec, progress).await?;
     if built.built {
         progress(&format!("built {}", built.reference));
     } else {

@@ -3,7 +3,6 @@
 //! and deleting what lks applied.
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -83,14 +82,27 @@ pub async fn apply(client: &Client, namespace: &str, o: &Value) -> anyhow::Resul
         object: Value::Null,
     };
     let api = applied.api(client);
-    let result = api
+    let result = match api
         .patch(
             &applied.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(o),
         )
         .await
-        .with_context(|| format!("applying {}", applied.describe()))?;
+    {
+        Ok(r) => r,
+        Err(kube::Error::Api(e)) if e.code == 404 && namespaced => bail!(
+            "applying {}: namespace {} does not exist (create it: `kubectl create namespace {}`, or leave \
+             metadata.namespace out and pass --namespace)",
+            applied.describe(),
+            applied.namespace,
+            applied.namespace
+        ),
+        Err(e) => {
+            return Err(super::explain(e))
+                .with_context(|| format!("applying {}", applied.describe()));
+        }
+    };
     applied.object = serde_json::to_value(result)?;
     Ok(applied)
 }
@@ -152,44 +164,56 @@ pub fn rollout_done(o: &Value) -> Option<Result<bool, String>> {
 }
 
 /// Waits until `a`'s rollout is complete (polling its status), reporting
-/// progress; gives up after `timeout`.
+/// progress and, from `pods`, what keeps its pods from running (each new
+/// reason once, in the cluster's words). It does not give up: a pod that
+/// cannot pull its image may get it later; a stalled rollout
+/// (`ProgressDeadlineExceeded`) is an error.
 pub async fn wait_rollout(
     client: &Client,
     a: &Applied,
-    timeout: Duration,
+    pods: Option<&super::pods::Pods>,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<()> {
+    /// How long an ordinary wait (a container being created) goes unsaid.
+    const PATIENCE: Duration = Duration::from_secs(5);
     if rollout_done(&a.object).is_none() {
         return Ok(());
     }
     let api = a.api(client);
-    let deadline = Instant::now() + timeout;
-    let mut said = false;
+    let started = Instant::now();
+    let mut said_waiting = false;
+    let mut said = String::new();
     loop {
-        let o = serde_json::to_value(
-            api.get(&a.name)
-                .await
-                .with_context(|| format!("reading {}", a.describe()))?,
-        )?;
+        let o = match api.get(&a.name).await {
+            Ok(o) => serde_json::to_value(o)?,
+            Err(e) => {
+                // The API server went away: say so and keep waiting.
+                let why = format!("reading {}: {:#}", a.describe(), super::explain(e));
+                if why != said {
+                    progress(&why);
+                    said = why;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         match rollout_done(&o) {
             Some(Ok(true)) | None => return Ok(()),
             Some(Err(why)) => bail!("{}: {why}", a.describe()),
             Some(Ok(false)) => {}
         }
-        if !said {
+        if !said_waiting {
             progress(&format!("waiting for the rollout of {}", a.describe()));
-            said = true;
+            said_waiting = true;
         }
-        if Instant::now() > deadline {
-            bail!(
-                "{} did not roll out within {}s (see `kubectl describe {} -n {}`)",
-                a.describe(),
-                timeout.as_secs(),
-                a.resource.kind.to_lowercase(),
-                a.namespace
-            );
+        if let Some(problem) = pods.and_then(|p| p.view().problem)
+            && (!problem.transient || started.elapsed() > PATIENCE)
+            && problem.text != said
+        {
+            progress(&problem.text);
+            said = problem.text;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -213,56 +237,30 @@ pub fn pod_selector(o: &Value) -> Option<String> {
     (!pairs.is_empty()).then(|| pairs.join(","))
 }
 
-/// The pod that serves now among `pods`: running, ready, not being deleted;
-/// the newest if several.
-pub fn current_pod(pods: &[Pod]) -> Option<&Pod> {
-    pods.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let status = p.status.as_ref();
-            status.and_then(|s| s.phase.as_deref()) == Some("Running")
-                && status
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// Whether lks applied `o`: its labels say lks, and its managed fields say
+/// lks applied it (the Endpoints a controller made for lks's Service carry
+/// the Service's labels, but were not applied by lks).
+pub fn applied_by_lks(o: &DynamicObject) -> bool {
+    o.metadata.managed_fields.as_ref().is_some_and(|fields| {
+        fields.iter().any(|f| {
+            f.manager.as_deref() == Some(FIELD_MANAGER) && f.operation.as_deref() == Some("Apply")
         })
-        .max_by_key(|p| p.metadata.creation_timestamp.clone())
+    })
 }
 
-/// Finds the pod a workload runs now (see [`current_pod`]), waiting up to
-/// `timeout` for one.
-pub async fn find_pod(
+/// Deletes every object lks applied that carries the labels of `selector`
+/// ([`applied_by_lks`]), of every kind the cluster serves, in `namespace`
+/// only when given (`lks down`); returns what it deleted, `Kind ns/name`.
+pub async fn delete_labelled(
     client: &Client,
-    namespace: &str,
     selector: &str,
-    timeout: Duration,
-) -> anyhow::Result<String> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let pods = api
-            .list(&ListParams::default().labels(selector))
-            .await
-            .with_context(|| format!("listing pods {selector} in {namespace}"))?;
-        if let Some(name) = current_pod(&pods.items).and_then(|p| p.metadata.name.clone()) {
-            return Ok(name);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "no running, ready pod matches {selector} in {namespace} after {}s",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Deletes every object carrying the labels of `selector`, of every kind the
-/// cluster serves (`lks down`); returns what it deleted, `Kind ns/name`.
-pub async fn delete_labelled(client: &Client, selector: &str) -> anyhow::Result<Vec<String>> {
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     use kube::discovery::{Discovery, verbs};
     let discovery = Discovery::new(client.clone())
         .run()
         .await
+        .map_err(super::explain)
         .context("discovering the cluster's resources")?;
     let mut deleted = vec![];
     for group in discovery.groups() {
@@ -270,19 +268,23 @@ pub async fn delete_labelled(client: &Client, selector: &str) -> anyhow::Result<
             if !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::DELETE) {
                 continue;
             }
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let namespaced = caps.scope == Scope::Namespaced;
+            let api: Api<DynamicObject> = match namespace {
+                Some(ns) if namespaced => Api::namespaced_with(client.clone(), ns, &resource),
+                Some(_) => continue,
+                None => Api::all_with(client.clone(), &resource),
+            };
             let Ok(list) = api.list(&ListParams::default().labels(selector)).await else {
                 continue;
             };
-            for o in list.items {
+            for o in list.items.iter().filter(|o| applied_by_lks(o)) {
                 let Some(name) = o.metadata.name.clone() else {
                     continue;
                 };
-                let ns = o.metadata.namespace.clone().unwrap_or_default();
                 let a = Applied {
                     resource: resource.clone(),
-                    namespaced: caps.scope == Scope::Namespaced,
-                    namespace: ns,
+                    namespaced,
+                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
                     name,
                     object: Value::Null,
                 };

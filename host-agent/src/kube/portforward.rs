@@ -1,42 +1,28 @@
 //! The tunnel into pods: kube's pod port-forward (the API server's
-//! WebSocket), one fresh stream per connection, to whichever pod runs the
-//! workload at that moment. So gRPC to the agent and the service's own ports
-//! on 127.0.0.1 follow a pod that restarts or is replaced (kubefwd binds one
-//! pod and breaks when it goes).
+//! WebSocket), one fresh stream per connection, to the pod that runs the
+//! workload at that moment ([`Pods`]). So gRPC to the agent and the service's
+//! own ports on 127.0.0.1 follow a pod that restarts or is replaced (kubefwd
+//! binds one pod and breaks when it goes).
 
-use super::apply::find_pod;
+use super::pods::Pods;
 use crate::tunnel::{DialFuture, Dialer, Stream};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
 use kube::api::Api;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a dial waits for a ready pod (a rollout in progress).
-const FIND_POD: Duration = Duration::from_secs(60);
+/// How long a connection to a service port waits for a pod that runs.
+const WAIT_FOR_POD: Duration = Duration::from_secs(30);
 
-/// Where a workload's pods are.
-#[derive(Clone)]
-pub struct Target {
-    /// The client.
-    pub client: Client,
-    /// The namespace.
-    pub namespace: String,
-    /// The pods' label selector.
-    pub selector: String,
-}
-
-impl Target {
-    /// Opens a stream to `port` of the workload's current pod.
-    pub async fn open(&self, port: u16) -> std::io::Result<Box<dyn Stream>> {
-        let pod = find_pod(&self.client, &self.namespace, &self.selector, FIND_POD)
-            .await
-            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut pf = api.portforward(&pod, &[port]).await.map_err(|e| {
+impl Pods {
+    /// Opens a stream to `port` of `pod`.
+    pub async fn open_to(&self, pod: &str, port: u16) -> std::io::Result<Box<dyn Stream>> {
+        let api: Api<Pod> = Api::namespaced(self.client().clone(), &self.namespace);
+        let mut pf = api.portforward(pod, &[port]).await.map_err(|e| {
             std::io::Error::other(format!(
-                "port-forward to {}/{pod}:{port}: {e}",
-                self.namespace
+                "port-forward to {}/{pod}:{port}: {:#}",
+                self.namespace,
+                crate::kube::explain(e)
             ))
         })?;
         let stream = pf.take_stream(port).ok_or_else(|| {
@@ -46,25 +32,31 @@ impl Target {
         Ok(Box::new(stream))
     }
 
-    /// A dialer for the agent's gRPC on `port` of the current pod.
+    /// A dialer for the agent's gRPC on `port` of the pod that runs now:
+    /// each dial waits for one and records which it reached.
     pub fn dialer(&self, port: u16) -> Dialer {
-        let target = self.clone();
+        let pods = self.clone();
         Dialer::Custom {
             name: format!(
                 "pods {} in {} (port-forward :{port})",
                 self.selector, self.namespace
             ),
             dial: Arc::new(move || -> DialFuture {
-                let target = target.clone();
-                Box::pin(async move { target.open(port).await })
+                let pods = pods.clone();
+                Box::pin(async move {
+                    let pod = pods.running().await;
+                    let stream = pods.open_to(&pod, port).await?;
+                    pods.dialed(&pod);
+                    Ok(stream)
+                })
             }),
         }
     }
 }
 
 /// Serves 127.0.0.1:`port` (the service's declared port) by forwarding each
-/// connection to the same port of the current pod. Runs until aborted.
-pub async fn serve_port(target: Target, port: u16, report: Arc<dyn Fn(String) + Send + Sync>) {
+/// connection to the same port of the pod that runs now. Runs until aborted.
+pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send + Sync>) {
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -78,10 +70,18 @@ pub async fn serve_port(target: Target, port: u16, report: Arc<dyn Fn(String) + 
         let Ok((mut local, _)) = listener.accept().await else {
             continue;
         };
-        let target = target.clone();
+        let _ = local.set_nodelay(true);
+        let pods = pods.clone();
         let report = report.clone();
         tokio::spawn(async move {
-            match target.open(port).await {
+            let Ok(pod) = tokio::time::timeout(WAIT_FOR_POD, pods.running()).await else {
+                report(format!(
+                    "forwarding 127.0.0.1:{port}: no pod runs after {}s",
+                    WAIT_FOR_POD.as_secs()
+                ));
+                return;
+            };
+            match pods.open_to(&pod, port).await {
                 Ok(mut remote) => {
                     let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
                 }

@@ -18,6 +18,10 @@ pub const LABEL_WORKSPACE: &str = "lks.dev/workspace";
 /// Label: the service an object belongs to.
 pub const LABEL_SERVICE: &str = "lks.dev/service";
 
+/// How long the app of a live pod waits for lks's first sync when no lks
+/// connects (`lks.dev/wait-for-sync`).
+pub const WAIT_FOR_SYNC_SECS: u32 = 10;
+
 /// What `render` needs besides the service.
 pub struct RenderOptions<'a> {
     /// The image the service's containers run (as the cluster pulls it), or
@@ -113,6 +117,20 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
                 a.insert(inject::ANNOTATION_AGENT.into(), "true".into());
             }
         }
+        // lks syncs these pods as soon as they run: their apps wait for it
+        // (bounded), so a new pod never serves the image's stale files.
+        for t in objects.iter_mut().filter_map(inject::pod_template_mut) {
+            let Some(ann) = t
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            if ann.get(inject::ANNOTATION_AGENT).and_then(Value::as_str) == Some("true") {
+                ann.entry(inject::ANNOTATION_WAIT_FOR_SYNC)
+                    .or_insert_with(|| WAIT_FOR_SYNC_SECS.to_string().into());
+            }
+        }
         let inject_opts = InjectOptions {
             agent_image: opts.agent_image.to_string(),
         };
@@ -206,6 +224,7 @@ pub async fn command(
     file: Option<&Path>,
     services: &[String],
     local: &[String],
+    sel: &super::target::Selection,
 ) -> anyhow::Result<()> {
     let ws = crate::config::load(file)?;
     let registry = crate::registry::Registry::parse(
@@ -213,7 +232,22 @@ pub async fn command(
             .as_deref()
             .unwrap_or(crate::registry::DEFAULT_ADDRESS),
     )?;
-    let cluster_registry = registry.in_cluster();
+    // With a context named, images are named as that cluster pulls them
+    // (its KEP-1755 ConfigMap); otherwise no cluster is asked.
+    let (registry, namespace) = if sel.is_set() {
+        let t = super::target::connect(&ws.kube, sel, false).await?;
+        (t.registry(registry).await?, Some(t.namespace))
+    } else {
+        let pull = registry.in_cluster();
+        (
+            super::target::ClusterRegistry {
+                push: registry,
+                pull,
+                from: "lks.yaml".into(),
+            },
+            ws.kube.namespace.clone(),
+        )
+    };
     let names: Vec<String> = if services.is_empty() {
         ws.services
             .values()
@@ -239,7 +273,14 @@ pub async fn command(
     // Image configs come from the engine when it has the images (else a
     // container without `command` cannot be wrapped, and says so).
     let docker = crate::docker::connect().await.ok();
-    let agent_image = crate::agent_image::in_cluster(&registry, env!("CARGO_PKG_VERSION"));
+    // Named by its content when the static agent is at hand (as `lks up`
+    // names it), else by lks's version.
+    let agent_tag =
+        crate::agent_image::content_tag().unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string());
+    let agent_image = registry.pulled_as(&format!(
+        "{}:{agent_tag}",
+        crate::docker::image::repository(&registry.push.address, crate::agent_image::REPOSITORY)
+    ));
     let workspace = workspace_label(&ws.root);
     let mut out = String::new();
     for name in &names {
@@ -249,7 +290,10 @@ pub async fn command(
         }
         let is_live = live.contains(&name);
         let tag = if is_live {
-            let b = service.build.clone();
+            let b = crate::config::Build {
+                exclude: service.own_files(),
+                ..service.build.clone()
+            };
             match tokio::task::spawn_blocking(move || crate::docker::context::pack(&b)).await? {
                 Ok(ctx) => crate::docker::image::digest_tag(&ctx.digest),
                 Err(_) => "latest".to_string(),
@@ -257,8 +301,8 @@ pub async fn command(
         } else {
             "latest".to_string()
         };
-        let host_ref = format!("{}/{name}:{tag}", registry.address);
-        let cluster_ref = format!("{cluster_registry}/{name}:{tag}");
+        let host_ref = format!("{}/{name}:{tag}", registry.push.address);
+        let cluster_ref = registry.pulled_as(&host_ref);
         let own = engine_image_config(docker.as_ref(), &host_ref).await;
         let image_config = |image: &str| -> Option<ImageConfig> {
             (image == cluster_ref).then(|| own.clone()).flatten()
@@ -273,13 +317,45 @@ pub async fn command(
                 image_config: &image_config,
             },
         )?;
-        for o in objects {
+        for mut o in objects {
+            if let Some(ns) = &namespace {
+                set_namespace(&mut o, ns);
+            }
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&o)?);
         }
     }
     print!("{out}");
     Ok(())
+}
+
+/// Kinds that live outside namespaces (the common ones; for `lks render`,
+/// which asks no cluster).
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "StorageClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "APIService",
+];
+
+/// Puts a namespaced object that names no namespace into `ns`.
+fn set_namespace(o: &mut Value, ns: &str) {
+    let kind = o["kind"].as_str().unwrap_or_default();
+    if CLUSTER_SCOPED.contains(&kind) {
+        return;
+    }
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.entry("namespace").or_insert_with(|| ns.into());
+    }
 }
 
 #[cfg(test)]

@@ -248,6 +248,7 @@ impl DockerRuntime {
             has_agent: true,
             reconnectable: false,
             guards: vec![],
+            pods: None,
         })
     }
 

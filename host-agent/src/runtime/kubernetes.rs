@@ -1,99 +1,145 @@
-//! The `kube` runtime: each service's `k8s:` manifests applied to the
-//! cluster of the current kubeconfig context (server-side apply, field
-//! manager `lks`), its image built and pushed to the registry the cluster
-//! pulls from, and for a live service the agent injected into the pod
-//! template that opts in. The tunnel to the agent is the pod port-forward,
-//! opened afresh on every connection to whichever pod runs now, so a
-//! restarted or replaced pod is followed and resynced; the service's declared
-//! ports are forwarded from 127.0.0.1 the same way.
+//! The `kube` runtime: each service's `k8s:` manifests applied to the chosen
+//! cluster and namespace ([`Target`]: server-side apply, field manager
+//! `lks`), its image built and pushed to the registry the cluster pulls from
+//! (the cluster's KEP-1755 ConfigMap, else `lks.yaml`'s), and for a live
+//! service the agent injected into the pod template that opts in.
+//!
+//! A service's pods are followed ([`Pods`]): the tunnel to the agent is a pod
+//! port-forward opened afresh on every connection to the pod that runs now,
+//! so a deleted pod, a restarted container, a rollout or a scale to 0 and
+//! back are followed and resynced, and the service's declared ports are
+//! forwarded from 127.0.0.1 the same way. A new start of a service (a
+//! rebuild, a manifest edit, a retry) applies again, a rolling update;
+//! objects are deleted only when the run ends, and then everything the run
+//! applied is, also what was applied while its rollout was still going.
 
 use super::{Instance, Runtime, RuntimeError};
 use crate::config::Service;
 use crate::docker::{self, image};
 use crate::kube::apply::{self, Applied};
-use crate::kube::portforward::{self, Target};
+use crate::kube::pods::Pods;
+use crate::kube::portforward;
 use crate::kube::render::{self, RenderOptions};
+use crate::kube::target::{ClusterRegistry, Target};
 use crate::registry::Registry;
 use anyhow::{Context, bail};
 use bollard::Docker;
 use lks_proto::inject::{self, ImageConfig};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The kube runtime of one `lks up`.
 pub struct KubeRuntime {
-    client: kube::Client,
+    target: Target,
     docker: Docker,
-    registry: Registry,
-    /// How the cluster names the registry (`localhost:PORT` on kind).
-    cluster_registry: String,
-    namespace: String,
+    registry: ClusterRegistry,
+    /// The token for namespaces whose Secret lks makes now.
     token: String,
     local: BTreeSet<String>,
     workspace: String,
     /// The agent image as the cluster pulls it (when any service is live).
     agent_image: String,
-    /// What was applied, per service.
-    applied: Mutex<HashMap<String, Vec<Applied>>>,
-    /// Namespaces that have the token Secret.
-    secrets: tokio::sync::Mutex<BTreeSet<String>>,
+    /// What this run applied, per service, as it was applied.
+    applied: Mutex<BTreeMap<String, Vec<Applied>>>,
+    /// The agents' token per namespace (its Secret applied, or found).
+    secrets: tokio::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl KubeRuntime {
-    /// Connects to the cluster of the current context and the Docker engine,
-    /// makes sure the registry answers, and pushes the agent image when a
-    /// service is live.
+    /// Connects to the cluster and the Docker engine, creates the namespace
+    /// if missing, makes sure the registry answers, and pushes the agent
+    /// image when a service is live.
     pub async fn new(
         workspace: &Path,
+        target: Target,
         registry: Registry,
         token: &str,
         local: BTreeSet<String>,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> anyhow::Result<KubeRuntime> {
-        // kube's error repeats its causes in its own message: show it once.
-        let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!(
-                "no Kubernetes cluster to talk to ({e}); create the local one with `lks cluster create`"
-            )
-        })?;
-        let namespace = client.default_namespace().to_string();
+        progress(&format!("cluster: {}", target.describe()));
+        let registry = target.registry(registry).await?;
+        if registry.from != "lks.yaml" {
+            progress(&format!(
+                "registry from {}: push to {}, pods pull from {}",
+                registry.from, registry.push.address, registry.pull
+            ));
+        }
+        if target.ensure_namespace().await? {
+            progress(&format!("created namespace {}", target.namespace));
+        }
         let docker = docker::connect().await?;
-        crate::registry::ensure_running(&docker, &registry, None, progress).await?;
-        let cluster_registry = registry.in_cluster();
+        crate::registry::ensure_running(&docker, &registry.push, None, progress).await?;
         let agent_image = if local.is_empty() {
             String::new()
         } else {
-            let tags = crate::agent_image::build(&docker, &registry, true, progress).await?;
-            crate::agent_image::in_cluster(&registry, &tags[0])
+            let tags = crate::agent_image::build(&docker, &registry.push, true, progress).await?;
+            let pushed = format!(
+                "{}:{}",
+                image::repository(&registry.push.address, crate::agent_image::REPOSITORY),
+                tags[0]
+            );
+            registry.pulled_as(&pushed)
         };
         Ok(KubeRuntime {
-            client,
+            target,
             docker,
-            cluster_registry,
             registry,
-            namespace,
             token: token.to_string(),
             local,
             workspace: render::workspace_label(workspace),
             agent_image,
-            applied: Mutex::new(HashMap::new()),
-            secrets: tokio::sync::Mutex::new(BTreeSet::new()),
+            applied: Mutex::new(BTreeMap::new()),
+            secrets: tokio::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// The token Secret in `namespace`, applied once per run.
-    async fn ensure_secret(&self, namespace: &str) -> anyhow::Result<()> {
-        let mut done = self.secrets.lock().await;
-        if done.contains(namespace) {
-            return Ok(());
+    fn client(&self) -> &kube::Client {
+        &self.target.client
+    }
+
+    /// The agents' token in `namespace`: the one its Secret holds when an
+    /// earlier run of this workspace left it (pods that still run have it),
+    /// else this run's, applied.
+    async fn ensure_secret(&self, namespace: &str) -> anyhow::Result<String> {
+        let mut known = self.secrets.lock().await;
+        if let Some(t) = known.get(namespace) {
+            return Ok(t.clone());
         }
-        let secret = token_secret(namespace, &self.token, &self.workspace);
-        apply::apply(&self.client, namespace, &secret).await?;
-        done.insert(namespace.to_string());
-        Ok(())
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(self.client().clone(), namespace);
+        let existing = api
+            .get_opt(inject::TOKEN_SECRET)
+            .await
+            .map_err(crate::kube::explain)
+            .with_context(|| format!("reading Secret {namespace}/{}", inject::TOKEN_SECRET))?
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(render::LABEL_WORKSPACE))
+                    == Some(&self.workspace)
+            })
+            .and_then(|s| s.data?.get(inject::TOKEN_KEY).cloned())
+            .and_then(|b| String::from_utf8(b.0).ok())
+            .filter(|t| !t.trim().is_empty());
+        let token = existing.unwrap_or_else(|| self.token.clone());
+        let secret = token_secret(namespace, &token, &self.workspace);
+        let a = apply::apply(self.client(), namespace, &secret).await?;
+        self.record("", a);
+        known.insert(namespace.to_string(), token.clone());
+        Ok(token)
+    }
+
+    /// Remembers what was applied for `service` ("" for the run's own), at
+    /// once: a run stopped half-way deletes it too.
+    fn record(&self, service: &str, a: Applied) {
+        let mut applied = self.applied.lock().unwrap();
+        let list = applied.entry(service.to_string()).or_default();
+        list.retain(|b| !same_object(b, &a));
+        list.push(a);
     }
 
     async fn start_service(
@@ -109,13 +155,16 @@ impl KubeRuntime {
             );
         }
         let live = self.local.contains(&service.name);
-        let host_ref =
-            image::for_service(&self.docker, &self.registry, service, live, fresh, progress)
-                .await?;
-        let cluster_ref = match host_ref.strip_prefix(&self.registry.address) {
-            Some(rest) => format!("{}{rest}", self.cluster_registry),
-            None => host_ref.clone(),
-        };
+        let host_ref = image::for_service(
+            &self.docker,
+            &self.registry.push,
+            service,
+            live,
+            fresh,
+            progress,
+        )
+        .await?;
+        let cluster_ref = self.registry.pulled_as(&host_ref);
         let own = render::engine_image_config(Some(&self.docker), &host_ref).await;
         let image_config = |image: &str| -> Option<ImageConfig> {
             (image == cluster_ref).then(|| own.clone()).flatten()
@@ -131,31 +180,46 @@ impl KubeRuntime {
             },
         )?;
         let agent_workload = objects.iter().find(|o| injected(o)).cloned();
-        if live {
-            let ns = agent_workload
-                .as_ref()
-                .and_then(|o| o["metadata"]["namespace"].as_str())
-                .unwrap_or(&self.namespace)
-                .to_string();
-            self.ensure_secret(&ns).await?;
-        }
-        let mut applied = Vec::with_capacity(objects.len());
-        for o in &objects {
-            let a = apply::apply(&self.client, &self.namespace, o).await?;
-            progress(&format!("applied {}", a.describe()));
-            applied.push(a);
-        }
-        self.applied
+        let namespace_of = |o: &Value| {
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(&self.target.namespace)
+                .to_string()
+        };
+        let token = match (&agent_workload, live) {
+            (Some(w), true) => self.ensure_secret(&namespace_of(w)).await?,
+            _ => self.token.clone(),
+        };
+        let before: Vec<Applied> = self
+            .applied
             .lock()
             .unwrap()
-            .insert(service.name.clone(), applied.clone());
-        let timeout = service
-            .readiness
-            .as_ref()
-            .map(|r| r.timeout)
-            .unwrap_or(Duration::from_secs(300));
-        for a in &applied {
-            apply::wait_rollout(&self.client, a, timeout, progress).await?;
+            .get(&service.name)
+            .cloned()
+            .unwrap_or_default();
+        let mut now = Vec::with_capacity(objects.len());
+        for o in &objects {
+            let a = apply::apply(self.client(), &self.target.namespace, o).await?;
+            progress(&format!("applied {}", a.describe()));
+            self.record(&service.name, a.clone());
+            now.push(a);
+        }
+        // What an edited manifest no longer has goes.
+        for gone in before
+            .iter()
+            .filter(|b| !now.iter().any(|a| same_object(a, b)))
+        {
+            apply::delete(self.client(), gone).await?;
+            progress(&format!(
+                "deleted {} (no longer in the manifests)",
+                gone.describe()
+            ));
+            self.applied
+                .lock()
+                .unwrap()
+                .entry(service.name.clone())
+                .or_default()
+                .retain(|a| !same_object(a, gone));
         }
         // The workload whose pods carry the agent (or, for a service that is
         // not live, the first with pods: its ports are forwarded).
@@ -173,29 +237,33 @@ impl KubeRuntime {
         };
         let selector = apply::pod_selector(&workload)
             .with_context(|| format!("{} has no pod selector", render::describe(&workload)))?;
-        let target = Target {
-            client: self.client.clone(),
-            namespace: workload["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or(&self.namespace)
-                .to_string(),
-            selector,
-        };
+        let pods = Pods::watch(
+            self.client().clone(),
+            &namespace_of(&workload),
+            &selector,
+            wrapped_container(&workload),
+        );
+        if !live {
+            // A dependency: ready when its rollout is (and its readiness check).
+            for a in now.iter() {
+                apply::wait_rollout(self.client(), a, Some(&pods), progress).await?;
+            }
+        }
         let mut guards = Vec::new();
         for &port in &service.ports {
             let name = service.name.clone();
             let report: Arc<dyn Fn(String) + Send + Sync> =
                 Arc::new(move |l| eprintln!("lks: {name}: {l}"));
             guards.push(tokio::spawn(portforward::serve_port(
-                target.clone(),
+                pods.clone(),
                 port,
                 report,
             )));
         }
         let root = injected_root(&workload).unwrap_or_else(|| service.live_update.root.clone());
         Ok(Instance {
-            dialer: target.dialer(inject_port()),
-            token: self.token.clone(),
+            dialer: pods.dialer(inject_port()),
+            token,
             pid: None,
             start_with_first_batch: false,
             build_steps: vec![],
@@ -220,8 +288,27 @@ impl KubeRuntime {
             has_agent: live,
             reconnectable: true,
             guards,
+            pods: Some(pods),
         })
     }
+
+    /// Deletes what was applied for `key` (a service, or "" for the run's own).
+    async fn delete_applied(&self, key: &str) {
+        let applied = self.applied.lock().unwrap().remove(key);
+        for a in applied.unwrap_or_default().iter().rev() {
+            if let Err(e) = apply::delete(self.client(), a).await {
+                eprintln!("lks: {}: {e:#}", if key.is_empty() { "lks" } else { key });
+            }
+        }
+    }
+}
+
+/// Whether two applied objects are the same object.
+fn same_object(a: &Applied, b: &Applied) -> bool {
+    a.resource.group == b.resource.group
+        && a.resource.kind == b.resource.kind
+        && a.namespace == b.namespace
+        && a.name == b.name
 }
 
 /// The agent's port in the pod.
@@ -244,6 +331,18 @@ fn injected_root(o: &Value) -> Option<String> {
             .unwrap_or(inject::DEFAULT_ROOT)
             .to_string(),
     )
+}
+
+/// The container the agent wraps: the one `lks.dev/container` names, else
+/// the first.
+fn wrapped_container(o: &Value) -> Option<String> {
+    let t = inject::pod_template(o)?;
+    if let Some(c) = t["metadata"]["annotations"][inject::ANNOTATION_CONTAINER].as_str() {
+        return Some(c.to_string());
+    }
+    t["spec"]["containers"][0]["name"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The Secret that hands the run's token to the agents in `namespace`.
@@ -280,26 +379,28 @@ impl Runtime for KubeRuntime {
             .map_err(|e| RuntimeError::failed(service, e))
     }
 
-    async fn stop(&self, service: &Service, instance: Instance) -> Result<(), RuntimeError> {
+    async fn retire(&self, _service: &Service, instance: Instance) -> Result<(), RuntimeError> {
+        // What runs stays: the next start applies over it.
         for g in &instance.guards {
             g.abort();
-        }
-        let applied = self.applied.lock().unwrap().remove(&service.name);
-        for a in applied.unwrap_or_default().iter().rev() {
-            if let Err(e) = apply::delete(&self.client, a).await {
-                eprintln!("lks: {}: {e:#}", service.name);
-            }
         }
         Ok(())
     }
 
-    async fn shutdown(&self) {
-        let namespaces: Vec<String> = self.secrets.lock().await.iter().cloned().collect();
-        for ns in namespaces {
-            let secret = token_secret(&ns, "", &self.workspace);
-            if let Ok(a) = apply::apply(&self.client, &ns, &secret).await {
-                let _ = apply::delete(&self.client, &a).await;
-            }
+    async fn stop(&self, service: &Service, instance: Instance) -> Result<(), RuntimeError> {
+        for g in &instance.guards {
+            g.abort();
         }
+        self.delete_applied(&service.name).await;
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        // Services stopped half-way (a rollout still going), then the Secrets.
+        let keys: Vec<String> = self.applied.lock().unwrap().keys().cloned().collect();
+        for key in keys.iter().filter(|k| !k.is_empty()) {
+            self.delete_applied(key).await;
+        }
+        self.delete_applied("").await;
     }
 }

@@ -192,6 +192,7 @@ impl Runtime for Local {
             has_agent: true,
             reconnectable: false,
             guards: vec![],
+            pods: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Runtimes: where a service runs and how its agent is reached. One trait;
 //! `local` runs the agent as a child process with its root in a work dir,
-//! `docker` runs each service in a container of its image (kube comes next).
+//! `docker` runs each service in a container of its image, `kube` applies its
+//! manifests to a cluster.
 
 pub mod docker;
 pub mod kubernetes;
@@ -52,6 +53,9 @@ pub struct Instance {
     /// Tasks the runtime runs for the instance (port forwards); aborted when
     /// it stops.
     pub(crate) guards: Vec<tokio::task::JoinHandle<()>>,
+    /// The pods the agent runs in (kube): followed as they come and go, and
+    /// what keeps them from running, as the cluster says it.
+    pub pods: Option<crate::kube::pods::Pods>,
 }
 
 /// The environment of a service with each `${host:NAME}` replaced by the
@@ -145,6 +149,18 @@ pub trait Runtime: Send + Sync {
         service: &Service,
         instance: Instance,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Lets go of an instance that a fresh start of the same service is
+    /// about to replace (a rebuild, a retry after a failure). By default it
+    /// is stopped; a runtime that replaces in place (kube: applied again, a
+    /// rolling update) keeps what runs.
+    fn retire(
+        &self,
+        service: &Service,
+        instance: Instance,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        self.stop(service, instance)
+    }
 
     /// Removes what the runtime created for the whole run (after every
     /// service stopped).
