@@ -47,6 +47,23 @@ pub fn content_tag() -> anyhow::Result<String> {
     Ok(image::digest_tag(&ctx.digest))
 }
 
+/// Builds the agent image (unless built already), pushes it, and returns
+/// it as the cluster pulls it, named by its content: a node never runs an
+/// agent older than this lks's.
+pub async fn publish(
+    docker: &bollard::Docker,
+    registry: &crate::kube::target::ClusterRegistry,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<String> {
+    let tags = build(docker, &registry.push, true, progress).await?;
+    let pushed = format!(
+        "{}:{}",
+        image::repository(&registry.push.address, REPOSITORY),
+        tags[0]
+    );
+    Ok(registry.pulled_as(&pushed))
+}
+
 /// Builds (and with `push`, pushes) the agent image; prints its references.
 pub async fn command(registry: &Registry, push: bool) -> anyhow::Result<()> {
     let docker = docker::connect().await?;

@@ -37,7 +37,7 @@ pub async fn down(
     let asked = kube || sel.is_set();
     let chosen = target::choose(&settings, sel);
     let local = chosen.as_ref().is_ok_and(|(_, context, server)| {
-        target::looks_local(context, server) || settings.allow_contexts.contains(context)
+        target::permitted(context, server, &settings.allow_contexts).is_ok()
     });
     if asked {
         let t = target::connect(&settings, sel, true).await?;

@@ -145,6 +145,24 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
         file: Option<PathBuf>,
     },
+    /// Install, remove or check the admission webhook that injects the agent, in any cluster.
+    #[command(after_help = "Examples:\n  \
+        lks webhook install                    # in the current context's cluster\n  \
+        lks webhook install --context kind-lks\n  \
+        lks webhook status\n  \
+        lks webhook uninstall\n\n\
+        Pods annotated lks.dev/agent: \"true\" then get the agent however they are applied (kubectl,\n\
+        Helm, Argo). The webhook never blocks a pod (failurePolicy: Ignore). Install and uninstall\n\
+        only change local clusters or contexts listed in lks.yaml under kube.allow_contexts.")]
+    Webhook {
+        #[command(subcommand)]
+        command: kube::webhook_install::WebhookCommand,
+        /// The workspace file, for its registry and kube settings (default: lks.yaml here or above, if any).
+        #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        target: kube::target::Selection,
+    },
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -308,6 +326,11 @@ fn main() -> std::process::ExitCode {
             Command::Cluster { command, file } => {
                 kube::cluster::command(file.as_deref(), command).await
             }
+            Command::Webhook {
+                command,
+                file,
+                target,
+            } => kube::webhook_install::command(file.as_deref(), &target, command).await,
             Command::Config(ConfigCommand::Check { file }) => {
                 config::check_command(file.as_deref())
             }

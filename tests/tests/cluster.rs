@@ -87,10 +87,13 @@ const GENERATED: &[&str] = &[
     "lks.dev/tls-cert: ",
 ];
 
-/// The output with generated values replaced by `<generated>`.
+/// The output with generated values replaced by `<generated>`, and the
+/// agent image's content tag (it changes with every build of the agent) by
+/// `dev-<content>`.
 fn mask(output: &str) -> String {
     let mut out = String::new();
     for line in output.lines() {
+        let line = &mask_content_tag(line);
         match GENERATED
             .iter()
             .find_map(|k| line.find(k).map(|i| i + k.len()))
@@ -104,6 +107,22 @@ fn mask(output: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `line` with `lks-agent:dev-DIGEST` written `lks-agent:dev-<content>`.
+fn mask_content_tag(line: &str) -> String {
+    const TAG: &str = "lks-agent:dev-";
+    match line.find(TAG) {
+        Some(i) => {
+            let end = (i + TAG.len() + 16).min(line.len());
+            format!(
+                "{}{TAG}<content>{}",
+                &line[..i],
+                mask_content_tag(&line[end..])
+            )
+        }
+        None => line.to_string(),
+    }
 }
 
 /// The kind configuration (the document of kind `Cluster`).
@@ -671,9 +690,8 @@ fn create_and_status_with_a_fake_kind_and_api_server() {
     if created_network {
         docker(&["network", "create", "kind"]);
     }
-    let agent_image = format!("127.0.0.1:{port}/lks-agent:{}", env!("CARGO_PKG_VERSION"));
     let _cleanup = DockerCleanup(DockerObjects {
-        images: vec![agent_image.clone()],
+        repos: vec![format!("127.0.0.1:{port}/lks-agent")],
         containers: vec![node.clone(), registry.clone()],
         volumes: vec![format!("{registry}-data")],
         networks: created_network
@@ -851,7 +869,7 @@ fn create_and_status_with_a_fake_kind_and_api_server() {
         format!("127.0.0.1:{port} answers"),
         format!("local-registry-hosting present (host localhost:{port})"),
         "ready (ingress-nginx/ingress-nginx-controller)".to_string(),
-        "not installed (`lks cluster create --webhook`".to_string(),
+        "not installed (`lks webhook install`, or `lks cluster create --webhook`".to_string(),
     ] {
         assert!(stdout.contains(&expected), "{expected:?} in:\n{stdout}");
     }
@@ -872,22 +890,9 @@ fn create_and_status_with_a_fake_kind_and_api_server() {
         "{stderr}"
     );
 
-    // 5. --webhook without the agent image in the registry.
-    let (ok, _, stderr) = run(&[
-        "cluster",
-        "create",
-        "--webhook",
-        "--ingress-manifest",
-        manifest_arg,
-    ]);
-    assert!(!ok);
-    assert!(stderr.contains("lks agent-image --push"), "{stderr}");
-
-    // 6. With an image under the agent's name in the registry (any image:
-    // nothing runs it here), the webhook is installed; a second run keeps
-    // its certificate.
-    docker(&["tag", "lks/registry:2", &agent_image]);
-    docker(&["push", &agent_image]);
+    // 5. --webhook builds and pushes the agent image, named by its content,
+    // and installs the webhook running it; a second run keeps its
+    // certificate.
     api.seen.lock().unwrap().clear();
     let webhook = [
         "cluster",
@@ -902,6 +907,12 @@ fn create_and_status_with_a_fake_kind_and_api_server() {
         stdout.contains("making its CA and serving certificate"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(&format!("running localhost:{port}/lks-agent:dev-")),
+        "{stdout}"
+    );
+    let tags = tags_in_registry(port, "lks-agent");
+    assert!(tags.iter().any(|t| t.starts_with("dev-")), "{tags:?}");
     let applied = patched(&api.seen.lock().unwrap());
     for path in [
         "/api/v1/namespaces/lks-system",
@@ -957,10 +968,22 @@ fn real_cluster_create_status_delete() {
         "1/1 Ready".to_string(),
         "local-registry-hosting present (host localhost:5000)".to_string(),
         "ready (ingress-nginx/ingress-nginx-controller)".to_string(),
-        "not installed (`lks cluster create --webhook`".to_string(),
+        "not installed (`lks webhook install`, or `lks cluster create --webhook`".to_string(),
     ] {
         assert!(stdout.contains(&expected), "{expected:?} in {stdout}");
     }
     assert!(run(&["cluster", "delete"]).status.success());
     assert!(!run(&["cluster", "status"]).status.success());
+}
+
+/// The tags of `repo` in the registry on 127.0.0.1:`port`.
+fn tags_in_registry(port: u16, repo: &str) -> Vec<String> {
+    let body = lks_e2e::http_get(port, &format!("/v2/{repo}/tags/list")).unwrap_or_default();
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["tags"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect()
 }

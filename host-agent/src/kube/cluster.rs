@@ -24,11 +24,11 @@ use ::kube::api::Api;
 use anyhow::{Context, bail};
 use bollard::Docker;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The cluster's name when `lks.yaml` names none.
 pub const DEFAULT_NAME: &str = "lks";
@@ -61,8 +61,6 @@ const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
 const API_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long one `status` check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Webhook certificates that expire within this are replaced by `create`.
-const CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The `lks cluster` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -128,7 +126,11 @@ impl Settings {
     /// the registry container on every node) for the local registry, else
     /// the registry's own address.
     pub fn agent_image(&self) -> String {
-        crate::agent_image::in_cluster(&self.registry, env!("CARGO_PKG_VERSION"))
+        // Named by its content (as `create` pushes it) when the static agent
+        // is at hand, else by lks's version.
+        let tag = crate::agent_image::content_tag()
+            .unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string());
+        crate::agent_image::in_cluster(&self.registry, &tag)
     }
 }
 
@@ -338,12 +340,12 @@ pub fn dry_run(
 }
 
 /// A step's line.
-fn step(text: &str) {
+pub(super) fn step(text: &str) {
     println!("==> {text}");
 }
 
 /// A detail under a step.
-fn detail(text: &str) {
+pub(super) fn detail(text: &str) {
     println!("    {text}");
 }
 
@@ -586,33 +588,20 @@ async fn create(settings: &Settings, webhook: bool, ingress_manifest: &str) -> a
         }
     }
 
-    // 4. The webhook.
+    // 4. The webhook, running the agent image named by its content.
     if webhook {
-        let image = settings.agent_image();
+        let registry = super::target::ClusterRegistry {
+            push: settings.registry.clone(),
+            pull: settings.registry.in_cluster(),
+            from: "lks.yaml".into(),
+        };
+        let image = crate::agent_image::publish(&docker, &registry, &|_| {}).await?;
         step(&format!(
             "the agent's admission webhook ({}/{}), running {image}",
             webhook_install::NAMESPACE,
             webhook_install::NAME
         ));
-        check_agent_image(&settings.registry).await?;
-        let (ca, cert, key) = match existing_certs(&client).await {
-            Some(certs) => {
-                detail("keeping its serving certificate (valid for more than 30 days)");
-                certs
-            }
-            None => {
-                detail("making its CA and serving certificate (valid for a year)");
-                webhook_install::webhook_certs()?
-            }
-        };
-        apply(
-            &client,
-            &webhook_install::webhook_objects(&image, &ca, &cert, &key),
-        )
-        .await?;
-        if let Err(e) =
-            wait_for_deployment(&client, webhook_install::NAMESPACE, webhook_install::NAME).await
-        {
+        if let Err(e) = webhook_install::install(&client, &image).await {
             problems.push(format!(
                 "the webhook is not ready: {e:#}; see `kubectl --context {} -n {} get pods` \
                  (until it is, pods are created without the agent)",
@@ -852,7 +841,11 @@ fn rolled_out(d: &Deployment) -> Result<(), String> {
 }
 
 /// Waits until the Deployment `ns/name` has rolled out.
-async fn wait_for_deployment(client: &::kube::Client, ns: &str, name: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_for_deployment(
+    client: &::kube::Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + ROLLOUT_TIMEOUT;
     let mut last = String::new();
@@ -880,46 +873,6 @@ async fn wait_for_deployment(client: &::kube::Client, ns: &str, name: &str) -> a
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-}
-
-/// Fails, saying how to push it, when the local registry lacks the agent image.
-async fn check_agent_image(registry: &Registry) -> anyhow::Result<()> {
-    if registry.local_port.is_none() {
-        return Ok(());
-    }
-    let version = env!("CARGO_PKG_VERSION");
-    let repo = crate::agent_image::REPOSITORY;
-    let url = format!("http://{}/v2/{repo}/tags/list", registry.address);
-    let has = match crate::readiness::http_get(&url).await {
-        Ok((200, body)) => serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v["tags"].as_array().map(|t| t.iter().any(|t| t == version)))
-            .unwrap_or(false),
-        _ => false,
-    };
-    if !has {
-        bail!(
-            "the registry {} has no {repo}:{version}, the image the webhook runs: \
-             push it with `lks agent-image --push`, then run `lks cluster create --webhook` again",
-            registry.address
-        );
-    }
-    Ok(())
-}
-
-/// The webhook's certificates from its Secret, when they are still good for
-/// a while.
-async fn existing_certs(client: &::kube::Client) -> Option<(String, String, String)> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), webhook_install::NAMESPACE);
-    let secret = api.get_opt(webhook_install::TLS_SECRET).await.ok()??;
-    let data = secret.data?;
-    let text = |k: &str| {
-        data.get(k)
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-    };
-    let (ca, cert, key) = (text("ca.crt")?, text("tls.crt")?, text("tls.key")?);
-    webhook_install::certs_valid_at(&ca, &cert, SystemTime::now() + CERT_RENEW_BEFORE)
-        .then_some((ca, cert, key))
 }
 
 /// `lks cluster delete`.
@@ -1154,47 +1107,51 @@ impl Checks<'_> {
 
     /// The webhook's configuration and Deployment.
     async fn webhook(&self, line: &dyn Fn(&str, &str)) {
-        use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let text = match tokio::time::timeout(
-            CHECK_TIMEOUT,
-            api.get_opt(webhook_install::CONFIGURATION),
-        )
-        .await
-        {
-            Ok(Ok(None)) => {
-                "not installed (`lks cluster create --webhook` installs it)".to_string()
-            }
-            Ok(Ok(Some(_))) => match self
-                .deployment(webhook_install::NAMESPACE, webhook_install::NAME)
-                .await
-            {
-                Ok(Some(d)) => match rolled_out(&d) {
-                    Ok(()) => format!(
-                        "installed and ready ({})",
-                        d.spec
-                            .template
-                            .spec
-                            .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
-                            .unwrap_or_default()
-                    ),
-                    Err(why) => format!(
-                        "installed, not ready: {why} (pods are created without the agent meanwhile)"
-                    ),
-                },
-                Ok(None) => format!(
-                    "configured but its Deployment {}/{} is missing (`lks cluster create --webhook`)",
-                    webhook_install::NAMESPACE,
-                    webhook_install::NAME
-                ),
-                Err(e) => e,
-            },
-            Ok(Err(e)) => format!("unreadable: {e}"),
-            Err(_) => "no answer".into(),
-        };
-        line("webhook", &text);
+        line("webhook", &webhook_status(self.client).await);
     }
+}
 
+/// Whether the webhook is installed and serving, one line.
+pub(super) async fn webhook_status(client: &::kube::Client) -> String {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let configured =
+        tokio::time::timeout(CHECK_TIMEOUT, api.get_opt(webhook_install::CONFIGURATION)).await;
+    match configured {
+        Ok(Ok(None)) => {
+            "not installed (`lks webhook install`, or `lks cluster create --webhook`, installs it)"
+                .to_string()
+        }
+        Ok(Ok(Some(_))) => match (Checks { client })
+            .deployment(webhook_install::NAMESPACE, webhook_install::NAME)
+            .await
+        {
+            Ok(Some(d)) => match rolled_out(&d) {
+                Ok(()) => format!(
+                    "installed and ready ({})",
+                    d.spec
+                        .template
+                        .spec
+                        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+                        .unwrap_or_default()
+                ),
+                Err(why) => format!(
+                    "installed, not ready: {why} (pods are created without the agent meanwhile)"
+                ),
+            },
+            Ok(None) => format!(
+                "configured but its Deployment {}/{} is missing (`lks webhook install`)",
+                webhook_install::NAMESPACE,
+                webhook_install::NAME
+            ),
+            Err(e) => e,
+        },
+        Ok(Err(e)) => format!("unreadable: {e}"),
+        Err(_) => "no answer".into(),
+    }
+}
+
+impl Checks<'_> {
     async fn deployment(&self, ns: &str, name: &str) -> Result<Option<Deployment>, String> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         match tokio::time::timeout(CHECK_TIMEOUT, api.get_opt(name)).await {

@@ -32,6 +32,10 @@ pub struct View {
     pub current: Option<String>,
     /// Whether it is ready.
     pub ready: bool,
+    /// Where the service's ports go: the newest ready pod, else the pod that
+    /// runs now (during a rollout the old pod serves until the new one is
+    /// ready; a replaced pod's successor serves once it runs).
+    pub serving: Option<String>,
     /// What stands in the way, in the cluster's words; None when the newest
     /// pod runs and is ready.
     pub problem: Option<Problem>,
@@ -118,9 +122,19 @@ impl Pods {
 
     /// The pod that runs now, waiting (without bound) until one does.
     pub async fn running(&self) -> String {
+        self.first(|v| v.current.clone()).await
+    }
+
+    /// The pod the service's ports go to ([`View::serving`]), waiting
+    /// (without bound) until there is one.
+    pub async fn serving(&self) -> String {
+        self.first(|v| v.serving.clone()).await
+    }
+
+    async fn first(&self, pick: impl Fn(&View) -> Option<String>) -> String {
         let mut rx = self.view.clone();
         loop {
-            if let Some(pod) = rx.borrow_and_update().current.clone() {
+            if let Some(pod) = pick(&rx.borrow_and_update()) {
                 return pod;
             }
             if rx.changed().await.is_err() {
@@ -316,8 +330,18 @@ pub fn judge(pods: &[Pod], container: Option<&str>) -> View {
         }),
         Some(p) => problem(p, container),
     };
+    let serving = live
+        .iter()
+        .filter(|p| running(p, container) && ready(p))
+        .max_by(|a, b| {
+            (&a.metadata.creation_timestamp, &a.metadata.name)
+                .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
+        })
+        .copied()
+        .or(current);
     View {
         current: current.and_then(|p| p.metadata.name.clone()),
+        serving: serving.and_then(|p| p.metadata.name.clone()),
         ready: current.is_some_and(ready),
         problem,
         unreachable: None,
@@ -453,6 +477,11 @@ mod tests {
         let v = judge(&[pod(old.clone()), pod(new)], Some("web"));
         assert_eq!(v.current.as_deref(), Some("web-new"));
         assert!(!v.ready);
+        assert_eq!(
+            v.serving.as_deref(),
+            Some("web-old"),
+            "the ready one serves meanwhile"
+        );
         assert!(v.problem.unwrap().transient);
         // A pod being deleted never runs now.
         old["metadata"]["deletionTimestamp"] = "2026-11-26T10:00:01Z".into();
@@ -460,6 +489,7 @@ mod tests {
             "status": {"phase": "Pending"}});
         let v = judge(&[pod(old), pod(pending)], Some("web"));
         assert_eq!(v.current, None);
+        assert_eq!(v.serving, None);
     }
 
     #[test]

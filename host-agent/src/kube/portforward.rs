@@ -55,7 +55,8 @@ impl Pods {
 }
 
 /// Serves 127.0.0.1:`port` (the service's declared port) by forwarding each
-/// connection to the same port of the pod that runs now. Runs until aborted.
+/// connection to the same port of the pod that serves now
+/// ([`super::pods::View::serving`]). Runs until aborted.
 pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send + Sync>) {
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
@@ -74,7 +75,7 @@ pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send
         let pods = pods.clone();
         let report = report.clone();
         tokio::spawn(async move {
-            let Ok(pod) = tokio::time::timeout(WAIT_FOR_POD, pods.running()).await else {
+            let Ok(pod) = tokio::time::timeout(WAIT_FOR_POD, pods.serving()).await else {
                 report(format!(
                     "forwarding 127.0.0.1:{port}: no pod runs after {}s",
                     WAIT_FOR_POD.as_secs()

@@ -144,12 +144,25 @@ pub fn choose(
     Ok((kubeconfig, name, server))
 }
 
+/// Whether lks may change the cluster of `context`: it looks local, or
+/// `lks.yaml` allows it.
+pub fn permitted(context: &str, server: &str, allowed: &[String]) -> Result<(), TargetError> {
+    if looks_local(context, server) || allowed.iter().any(|a| a == context) {
+        return Ok(());
+    }
+    Err(TargetError::NotLocal {
+        context: context.to_string(),
+        server: server.to_string(),
+    })
+}
+
 /// Connects to the chosen context. With `change`, refuses a context that is
-/// not local and not allowed (lks is about to apply or delete there).
+/// not [`permitted`] (lks is about to apply or delete there), before any
+/// connection.
 pub async fn connect(ws: &config::Kube, sel: &Selection, change: bool) -> anyhow::Result<Target> {
     let (kubeconfig, context, server) = choose(ws, sel)?;
-    if change && !looks_local(&context, &server) && !ws.allow_contexts.contains(&context) {
-        return Err(TargetError::NotLocal { context, server }.into());
+    if change {
+        permitted(&context, &server, &ws.allow_contexts)?;
     }
     let options = KubeConfigOptions {
         context: Some(context.clone()),
@@ -340,6 +353,17 @@ mod tests {
         ] {
             assert!(!looks_local(ctx, server), "{ctx} {server}");
         }
+    }
+
+    #[test]
+    fn a_context_that_is_not_local_is_refused_unless_lks_yaml_allows_it() {
+        let server = "https://api.staging.example.com:6443";
+        let e = permitted("staging", server, &[]).unwrap_err().to_string();
+        assert!(e.contains("\"staging\"") && e.contains(server), "{e}");
+        assert!(e.contains("allow_contexts: [staging]"), "says how: {e}");
+        assert!(permitted("staging", server, &["staging".into()]).is_ok());
+        assert!(permitted("staging", server, &["stage".into()]).is_err());
+        assert!(permitted("kind-lks", server, &[]).is_ok());
     }
 
     #[test]

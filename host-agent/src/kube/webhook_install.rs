@@ -189,6 +189,150 @@ pub fn webhook_objects(
     vec![namespace, secret, deployment, service, configuration]
 }
 
+/// Webhook certificates that expire within this are replaced by [`install`].
+const CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Installs the webhook in the cluster of `client`, or updates it (its
+/// certificates are kept while they are good for another 30 days), and
+/// waits until it serves. `agent_image` must be pullable by the nodes: the
+/// webhook runs it, and injected pods copy the agent from it.
+pub async fn install(client: &kube::Client, agent_image: &str) -> anyhow::Result<()> {
+    let (ca, cert, key) = match existing_certs(client).await {
+        Some(certs) => {
+            super::cluster::detail("keeping its serving certificate (valid for more than 30 days)");
+            certs
+        }
+        None => {
+            super::cluster::detail("making its CA and serving certificate (valid for a year)");
+            webhook_certs()?
+        }
+    };
+    super::cluster::apply(client, &webhook_objects(agent_image, &ca, &cert, &key)).await?;
+    super::cluster::wait_for_deployment(client, NAMESPACE, NAME).await
+}
+
+/// Removes the webhook: its configuration first (the API server stops
+/// calling it), then its namespace. Returns what it deleted.
+pub async fn uninstall(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Namespace;
+    let mut deleted = vec![];
+    let configs: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    if configs
+        .delete(CONFIGURATION, &Default::default())
+        .await
+        .map(|_| true)
+        .or_else(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => Ok(false),
+            e => Err(super::explain(e)),
+        })?
+    {
+        deleted.push(format!("MutatingWebhookConfiguration {CONFIGURATION}"));
+    }
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    if namespaces
+        .delete(NAMESPACE, &Default::default())
+        .await
+        .map(|_| true)
+        .or_else(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => Ok(false),
+            e => Err(super::explain(e)),
+        })?
+    {
+        deleted.push(format!(
+            "Namespace {NAMESPACE} (its Deployment, Service and Secret)"
+        ));
+    }
+    Ok(deleted)
+}
+
+/// The webhook's certificates from its Secret, when they are still good for
+/// a while.
+async fn existing_certs(client: &kube::Client) -> Option<(String, String, String)> {
+    use k8s_openapi::api::core::v1::Secret;
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    let secret = api.get_opt(TLS_SECRET).await.ok()??;
+    let data = secret.data?;
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    let (ca, cert, key) = (text("ca.crt")?, text("tls.crt")?, text("tls.key")?);
+    certs_valid_at(&ca, &cert, SystemTime::now() + CERT_RENEW_BEFORE).then_some((ca, cert, key))
+}
+
+/// `lks webhook` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum WebhookCommand {
+    /// Build and push the agent image, then install (or update) the webhook
+    /// in the cluster and wait until it serves.
+    Install,
+    /// Remove the webhook (pods created from then on get no agent; running
+    /// ones keep theirs).
+    Uninstall,
+    /// Whether the webhook is installed and serving.
+    Status,
+}
+
+/// Runs `lks webhook ...` on the chosen cluster (any cluster lks may change).
+pub async fn command(
+    file: Option<&std::path::Path>,
+    sel: &super::target::Selection,
+    cmd: WebhookCommand,
+) -> anyhow::Result<()> {
+    let ws = match file {
+        Some(f) => Some(crate::config::load(Some(f))?),
+        None => crate::config::load(None).ok(),
+    };
+    let settings = ws.as_ref().map(|w| w.kube.clone()).unwrap_or_default();
+    let change = !matches!(cmd, WebhookCommand::Status);
+    let target = super::target::connect(&settings, sel, change).await?;
+    let client = &target.client;
+    match cmd {
+        WebhookCommand::Install => {
+            let registry = crate::registry::Registry::parse(
+                ws.as_ref()
+                    .and_then(|w| w.registry.as_deref())
+                    .unwrap_or(crate::registry::DEFAULT_ADDRESS),
+            )?;
+            let registry = target.registry(registry).await?;
+            super::cluster::step(&format!(
+                "the agent image, pushed to {}",
+                registry.push.address
+            ));
+            let docker = crate::docker::connect().await?;
+            let progress = |l: &str| super::cluster::detail(l);
+            crate::registry::ensure_running(&docker, &registry.push, None, &progress).await?;
+            let image = crate::agent_image::publish(&docker, &registry, &|_| {}).await?;
+            super::cluster::step(&format!(
+                "the webhook {NAMESPACE}/{NAME} in context {:?}, running {image}",
+                target.context
+            ));
+            install(client, &image).await?;
+            println!(
+                "installed: pods annotated lks.dev/agent: \"true\" get the agent (outside {})",
+                EXCLUDED_NAMESPACES.join(", ")
+            );
+        }
+        WebhookCommand::Uninstall => {
+            let deleted = uninstall(client).await?;
+            for d in &deleted {
+                println!("deleted {d}");
+            }
+            if deleted.is_empty() {
+                println!(
+                    "the webhook is not installed in context {:?}",
+                    target.context
+                );
+            }
+        }
+        WebhookCommand::Status => {
+            println!("webhook: {}", super::cluster::webhook_status(client).await);
+        }
+    }
+    Ok(())
+}
+
 /// A short stable digest of a PEM (the pod template's annotation).
 fn fingerprint(pem: &str) -> String {
     blake3::hash(pem.as_bytes()).to_hex()[..16].to_string()

@@ -75,13 +75,7 @@ impl KubeRuntime {
         let agent_image = if local.is_empty() {
             String::new()
         } else {
-            let tags = crate::agent_image::build(&docker, &registry.push, true, progress).await?;
-            let pushed = format!(
-                "{}:{}",
-                image::repository(&registry.push.address, crate::agent_image::REPOSITORY),
-                tags[0]
-            );
-            registry.pulled_as(&pushed)
+            crate::agent_image::publish(&docker, &registry, progress).await?
         };
         Ok(KubeRuntime {
             target,
