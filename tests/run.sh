@@ -78,6 +78,41 @@ stop_packaged_registry
 images/registry/build.sh
 images/base/build.sh
 
+# The real-cluster tier: a single-node Kubernetes (v1.36) from
+# ../shared/k8s/up.sh, which installs its own prerequisites; stopped at the
+# end, also on failure (when this script started it). Elsewhere the tier
+# uses LKS_TEST_KUBECONFIG; without either it says loudly that it did not
+# run, and in CI (CI=true) that is a failure.
+install_missing kubectl kubernetes-client
+shared_k8s="$(cd .. && pwd)/shared/k8s"
+if [ -n "${LKS_TEST_KUBECONFIG:-}" ]; then
+    echo "tests/run.sh: the real-cluster tests use LKS_TEST_KUBECONFIG=$LKS_TEST_KUBECONFIG"
+elif [ -f "$shared_k8s/up.sh" ]; then
+    k8s_dir="${LKS_K8S_DIR:-/tmp/lks-k8s}"
+    started_here=1
+    if [ -f "$k8s_dir/kube-apiserver.pid" ] && kill -0 "$(cat "$k8s_dir/kube-apiserver.pid")" 2>/dev/null; then
+        started_here=
+    fi
+    echo "tests/run.sh: starting the test cluster ($shared_k8s/up.sh, log: target/k8s-up.log)"
+    mkdir -p target
+    if ! bash "$shared_k8s/up.sh" >target/k8s-up.log 2>&1; then
+        echo "tests/run.sh: the test cluster did not start; the end of target/k8s-up.log:" >&2
+        tail -30 target/k8s-up.log >&2
+        exit 1
+    fi
+    if [ -n "$started_here" ]; then
+        trap 'echo "tests/run.sh: stopping the test cluster"; bash "$shared_k8s/down.sh" >/dev/null 2>&1 || true' EXIT
+    fi
+    LKS_TEST_KUBECONFIG="$(tail -1 target/k8s-up.log)"
+    export LKS_TEST_KUBECONFIG
+else
+    if [ "${CI:-}" = true ]; then
+        echo "tests/run.sh: CI=true but there is no cluster for the real-cluster tests: no $shared_k8s/up.sh and no LKS_TEST_KUBECONFIG" >&2
+        exit 1
+    fi
+    echo "tests/run.sh: *** the real-cluster tests will NOT run: no $shared_k8s/up.sh here; set LKS_TEST_KUBECONFIG to the kubeconfig of a local cluster (kind, k3d, minikube) to run them ***" >&2
+fi
+
 # The end-to-end tests run the real binaries: build them first, and the
 # static agent that FROM-scratch images get (glibc, statically linked: this
 # toolchain has no musl target).

@@ -4,6 +4,7 @@
 //! The benchmarks' shared statistics and result table are in [`bench`].
 
 pub mod bench;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -696,7 +697,12 @@ pub fn up_command(ws: &Path, args: &[&str]) -> Command {
 impl Up {
     /// Starts `lks up -f WS/lks.yaml ARGS...` in `ws`.
     pub fn start(ws: &Path, args: &[&str]) -> Up {
-        let mut child = up_command(ws, args).spawn().unwrap();
+        Up::spawn(up_command(ws, args))
+    }
+
+    /// Starts `cmd` (an [`up_command`], perhaps with more environment).
+    pub fn spawn(mut cmd: Command) -> Up {
+        let mut child = cmd.spawn().unwrap();
         let out = lines(child.stdout.take().unwrap());
         let err = lines(child.stderr.take().unwrap());
         Up {
@@ -730,6 +736,41 @@ impl Up {
                     let err: Vec<String> = self.err.try_iter().collect();
                     panic!(
                         "no line with {needles:?} within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                        self.seen.join("\n"),
+                        err.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Where the output is now: [`Up::wait_since`] looks only at what comes
+    /// after.
+    pub fn mark(&mut self) -> usize {
+        self.drain().len()
+    }
+
+    /// Waits for a line after `mark` containing all of `needles`; returns it.
+    pub fn wait_since(&mut self, mark: usize, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        self.drain();
+        let matches = |l: &String| needles.iter().all(|n| l.contains(n));
+        if let Some(l) = self.seen.iter().skip(mark).find(|l| matches(l)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let err: Vec<String> = self.err.try_iter().collect();
+                    panic!(
+                        "no line with {needles:?} within {timeout:?} after line {mark}\nstdout:\n{}\nstderr:\n{}",
                         self.seen.join("\n"),
                         err.join("\n")
                     );
