@@ -302,6 +302,11 @@ async fn run_once<R: Runtime>(
         reconnectable,
         pods,
     } = reach;
+    // A pod's troubles (image pulls, crash loops, probes), as the cluster
+    // tells them, while the loop waits for it or works with it.
+    let _pods_report = pods
+        .clone()
+        .map(|p| AbortOnDrop(tokio::spawn(report_pods(name.clone(), console.clone(), p))));
     if !has_agent {
         // Runs as its manifests say, without an agent: readiness only.
         console.line(name, "not live updated (not named --local)");
@@ -309,11 +314,6 @@ async fn run_once<R: Runtime>(
         std::future::pending::<()>().await;
     }
 
-    // A pod's troubles (image pulls, crash loops, probes), as the cluster
-    // tells them, while the loop waits for it or works with it.
-    let _pods_report = pods
-        .clone()
-        .map(|p| AbortOnDrop(tokio::spawn(report_pods(name.clone(), console.clone(), p))));
     let say = |l: &str| console.line(name, l);
     let patience = if reconnectable {
         Patience::Always(&say)
@@ -954,10 +954,11 @@ async fn report_pods(name: String, console: Console, pods: Pods) {
     let mut last: Option<String> = None;
     loop {
         let view = rx.borrow_and_update().clone();
-        let (text, urgent) = match (&view.unreachable, &view.problem) {
-            (Some(e), _) => (Some(format!("cannot watch the pods: {e}")), true),
-            (None, Some(p)) => (Some(p.text.clone()), !p.transient),
-            (None, None) => (None, true),
+        let (text, urgent) = match (&view.unreachable, &view.tunnel, &view.problem) {
+            (Some(e), _, _) => (Some(format!("cannot watch the pods: {e}")), true),
+            (None, Some(e), _) => (Some(e.clone()), true),
+            (None, None, Some(p)) => (Some(p.text.clone()), !p.transient),
+            (None, None, None) => (None, true),
         };
         if text != last {
             since = Instant::now();

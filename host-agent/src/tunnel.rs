@@ -60,14 +60,14 @@ pub enum TunnelError {
     #[error("the token contains characters that cannot be sent in a header")]
     BadToken,
     /// Nothing answered.
-    #[error(
-        "cannot reach the agent at {url}: {reason}. Is `lks-agent serve` running and listening there?"
-    )]
+    #[error("cannot reach the agent at {url}: {reason}{hint}")]
     Unreachable {
         /// The URL.
         url: String,
         /// Why.
         reason: String,
+        /// What to check (for a TCP address: is an agent listening there).
+        hint: &'static str,
     },
 }
 
@@ -174,6 +174,10 @@ pub async fn connect_with(
         .map_err(|e| TunnelError::Unreachable {
             url: dialer.to_string(),
             reason: source_chain(&e),
+            hint: match dialer {
+                Dialer::Tcp(_) => ". Is `lks-agent serve` running and listening there?",
+                Dialer::Custom { .. } => "",
+            },
         })?;
     let client = AgentClient::with_interceptor(channel, Bearer(header))
         .max_decoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES)

@@ -403,3 +403,17 @@ pub fn kubeconfig_via(kubeconfig: &Path, port: u16, path: &Path) {
     );
     std::fs::write(path, out.join("\n") + "\n").unwrap();
 }
+
+/// The API server's address when the kubeconfig names one on 127.0.0.1.
+pub fn loopback_server(kubeconfig: &Path) -> Option<std::net::SocketAddr> {
+    let text = std::fs::read_to_string(kubeconfig).ok()?;
+    let i = text.find("https://127.0.0.1:")?;
+    let rest = &text[i + "https://127.0.0.1:".len()..];
+    let port: u16 = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}

@@ -25,6 +25,16 @@ pub fn explain(e: kube::Error) -> anyhow::Error {
             s.message
         ),
         kube::Error::Api(s) => anyhow::anyhow!("{}", s.message),
+        // Only port-forwards upgrade the connection here.
+        kube::Error::UpgradeConnection(kube::client::UpgradeConnectionError::ProtocolSwitch(
+            code,
+        )) if code.as_u16() == 403 => anyhow::anyhow!(
+            "forbidden: the context's user may not open a port-forward to the pod (RBAC: it needs \
+             `create` on pods/portforward in the namespace; ask for it in a Role, or use another context)"
+        ),
+        kube::Error::UpgradeConnection(u) => {
+            anyhow::anyhow!("the API server refused the connection into the pod: {u}")
+        }
         kube::Error::HyperError(_) | kube::Error::Service(_) => anyhow::anyhow!(
             "the API server is not reachable: {}",
             crate::tunnel::source_chain(&e)

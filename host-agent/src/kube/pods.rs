@@ -41,6 +41,9 @@ pub struct View {
     pub problem: Option<Problem>,
     /// The watch failed (the API server went away): its error.
     pub unreachable: Option<String>,
+    /// The last port-forward into the pod failed (RBAC, a pod going away):
+    /// why; cleared by the next that works.
+    pub tunnel: Option<String>,
     /// Whether the watch has listed the pods at least once.
     pub listed: bool,
 }
@@ -64,6 +67,8 @@ pub struct Pods {
     /// Their label selector, `k=v,k=v`.
     pub selector: String,
     view: watch::Receiver<View>,
+    /// The view's sender, shared with the watch (port-forward failures).
+    tx: Arc<watch::Sender<View>>,
     /// The pod the tunnel last reached.
     dialed: Arc<Mutex<Option<String>>>,
     _watch: Arc<AbortOnDrop>,
@@ -88,18 +93,20 @@ impl Pods {
         container: Option<String>,
     ) -> Pods {
         let (tx, rx) = watch::channel(View::default());
+        let tx = Arc::new(tx);
         let task = tokio::spawn(follow(
             client.clone(),
             namespace.to_string(),
             selector.to_string(),
             container,
-            tx,
+            tx.clone(),
         ));
         Pods {
             client,
             namespace: namespace.to_string(),
             selector: selector.to_string(),
             view: rx,
+            tx,
             dialed: Arc::new(Mutex::new(None)),
             _watch: Arc::new(AbortOnDrop(task)),
         }
@@ -147,6 +154,16 @@ impl Pods {
     /// Records that the tunnel reached `pod`.
     pub fn dialed(&self, pod: &str) {
         *self.dialed.lock().unwrap() = Some(pod.to_string());
+        self.forwarded(None);
+    }
+
+    /// Records how the last port-forward went: `Some(why)` it failed.
+    pub fn forwarded(&self, failure: Option<String>) {
+        self.tx.send_if_modified(|v| {
+            let changed = v.tunnel != failure;
+            v.tunnel = failure;
+            changed
+        });
     }
 
     /// Resolves when the pod that runs now is another than the one the
@@ -174,7 +191,7 @@ async fn follow(
     namespace: String,
     selector: String,
     container: Option<String>,
-    tx: watch::Sender<View>,
+    tx: Arc<watch::Sender<View>>,
 ) {
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let events: Api<Event> = Api::namespaced(client, &namespace);
@@ -227,12 +244,10 @@ async fn follow(
             }
         }
         tx.send_if_modified(|v| {
-            if *v == view {
-                false
-            } else {
-                *v = view;
-                true
-            }
+            view.tunnel = v.tunnel.take();
+            let changed = *v != view;
+            *v = view;
+            changed
         });
     }
 }
@@ -345,6 +360,7 @@ pub fn judge(pods: &[Pod], container: Option<&str>) -> View {
         ready: current.is_some_and(ready),
         problem,
         unreachable: None,
+        tunnel: None,
         listed: false,
     }
 }

@@ -45,9 +45,16 @@ impl Pods {
                 let pods = pods.clone();
                 Box::pin(async move {
                     let pod = pods.running().await;
-                    let stream = pods.open_to(&pod, port).await?;
-                    pods.dialed(&pod);
-                    Ok(stream)
+                    match pods.open_to(&pod, port).await {
+                        Ok(stream) => {
+                            pods.dialed(&pod);
+                            Ok(stream)
+                        }
+                        Err(e) => {
+                            pods.forwarded(Some(e.to_string()));
+                            Err(e)
+                        }
+                    }
                 })
             }),
         }
@@ -56,7 +63,8 @@ impl Pods {
 
 /// Serves 127.0.0.1:`port` (the service's declared port) by forwarding each
 /// connection to the same port of the pod that serves now
-/// ([`super::pods::View::serving`]). Runs until aborted.
+/// ([`super::pods::View::serving`]); a failure is recorded in the pods'
+/// view ([`Pods::forwarded`]), said once. Runs until aborted.
 pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send + Sync>) {
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
@@ -84,9 +92,10 @@ pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send
             };
             match pods.open_to(&pod, port).await {
                 Ok(mut remote) => {
+                    pods.forwarded(None);
                     let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
                 }
-                Err(e) => report(format!("forwarding 127.0.0.1:{port}: {e}")),
+                Err(e) => pods.forwarded(Some(format!("forwarding 127.0.0.1:{port}: {e}"))),
             }
         });
     }

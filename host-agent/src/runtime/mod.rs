@@ -91,8 +91,8 @@ pub enum RuntimeError {
         /// Where lks looked.
         looked: String,
     },
-    /// The agent did not start.
-    #[error("the agent for {service} did not start: {reason}")]
+    /// The service (its agent, container or objects) did not start.
+    #[error("{service} did not start: {reason}")]
     AgentFailed {
         /// The service.
         service: String,
