@@ -45,10 +45,12 @@ pub enum RuntimeKind {
 }
 
 /// The runtime when none is named: kube when `--context` or `--namespace`
-/// chose a cluster, or the kubeconfig context is the workspace's own cluster
-/// (`kind-NAME`, as `lks cluster create` makes it); else local.
+/// (or `kube.context`/`kube.namespace` in `lks.yaml`) chose a cluster, or the
+/// kubeconfig context is the workspace's own cluster (`kind-NAME`, as `lks
+/// cluster create` makes it); else local.
 fn default_runtime(ws: &Workspace, sel: &Selection) -> RuntimeKind {
-    if sel.is_set() || is_workspace_cluster(ws, sel) {
+    let chosen = sel.is_set() || ws.kube.context.is_some() || ws.kube.namespace.is_some();
+    if chosen || is_workspace_cluster(ws, sel) {
         RuntimeKind::Kube
     } else {
         RuntimeKind::Local

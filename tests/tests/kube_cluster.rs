@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 const START: Duration = Duration::from_secs(300);
 
 fn greeting_is(port: u16, text: &str) -> bool {
-    http_get(port, "/").is_some_and(|b| b.starts_with(text))
+    http11_get(port, "/").is_some_and(|b| b.starts_with(text))
 }
 
 /// Waits until web answers `text` on `port`; how long it took.
@@ -50,7 +50,7 @@ fn the_examples_live_in_pods_edits_steps_and_a_dockerfile_change_roll_out() {
     up.wait(&["api", "[ready]"], START);
     up.wait(&["web", "[ready]"], START);
     assert!(greeting_is(web, "hello from web; api says: "));
-    assert_eq!(http_get(api, "/").as_deref(), Some("hello from api\n"));
+    assert_eq!(http11_get(api, "/").as_deref(), Some("hello from api\n"));
 
     // Injected as the design says: the agent image (named by its content)
     // copied in by the init container, the command wrapped, the app held
@@ -97,7 +97,7 @@ fn the_examples_live_in_pods_edits_steps_and_a_dockerfile_change_roll_out() {
     )
     .unwrap();
     k.eventually("api answers anew", Duration::from_secs(30), || {
-        http_get(api, "/").as_deref() == Some("hello from the api pod\n")
+        http11_get(api, "/").as_deref() == Some("hello from the api pod\n")
     });
 
     // A Dockerfile change builds a new image and rolls it out; lks follows
@@ -245,7 +245,7 @@ fn a_new_pod_does_not_serve_the_images_stale_files_before_its_first_sync() {
         std::thread::spawn(move || {
             let mut bodies = vec![];
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Some(b) = http_get(web, "/") {
+                if let Some(b) = http11_get(web, "/") {
                     bodies.push(b);
                 }
                 std::thread::sleep(Duration::from_millis(10));

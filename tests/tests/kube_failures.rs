@@ -173,7 +173,7 @@ fn an_app_that_exits_is_named_with_its_exit_code_and_a_live_one_recovers_with_th
     let m = up.mark();
     std::fs::write(&server, &good).unwrap();
     up.wait_since(m, &["web", "[ready]"], Duration::from_secs(60));
-    assert!(http_get(web, "/").is_some_and(|b| b.starts_with("hello from web")));
+    assert!(http11_get(web, "/").is_some_and(|b| b.starts_with("hello from web")));
     up.terminate();
 }
 
@@ -285,7 +285,7 @@ fn a_port_forward_that_rbac_denies_is_named_and_lks_connects_once_it_is_granted(
     )
     .unwrap();
     k.eventually("the edit arrives", Duration::from_secs(30), || {
-        http_get(api, "/").as_deref() == Some("hello, now allowed\n")
+        http11_get(api, "/").as_deref() == Some("hello, now allowed\n")
     });
     up.terminate();
 }
@@ -326,7 +326,7 @@ fn the_api_server_going_away_mid_session_is_named_and_lks_resyncs_when_it_is_bac
     k.eventually(
         "the edit made meanwhile arrives",
         Duration::from_secs(60),
-        || http_get(web, "/").is_some_and(|b| b.starts_with("hello after the outage")),
+        || http11_get(web, "/").is_some_and(|b| b.starts_with("hello after the outage")),
     );
     up.terminate();
 }

@@ -63,9 +63,15 @@ impl Pods {
 
 /// Serves 127.0.0.1:`port` (the service's declared port) by forwarding each
 /// connection to the same port of the pod that serves now
-/// ([`super::pods::View::serving`]); a failure is recorded in the pods'
-/// view ([`Pods::forwarded`]), said once. Runs until aborted.
-pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send + Sync>) {
+/// ([`super::pods::View::serving`]) among the pods `pods` holds at that
+/// moment (a new start of the service hands over its new [`Pods`] without
+/// closing the port); a failure is recorded in the pods' view
+/// ([`Pods::forwarded`]). Runs until aborted.
+pub async fn serve_port(
+    pods: tokio::sync::watch::Receiver<Pods>,
+    port: u16,
+    report: Arc<dyn Fn(String) + Send + Sync>,
+) {
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -80,14 +86,13 @@ pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send
             continue;
         };
         let _ = local.set_nodelay(true);
-        let pods = pods.clone();
-        let report = report.clone();
+        let pods = pods.borrow().clone();
         tokio::spawn(async move {
             let Ok(pod) = tokio::time::timeout(WAIT_FOR_POD, pods.serving()).await else {
-                report(format!(
+                pods.forwarded(Some(format!(
                     "forwarding 127.0.0.1:{port}: no pod runs after {}s",
                     WAIT_FOR_POD.as_secs()
-                ));
+                )));
                 return;
             };
             match pods.open_to(&pod, port).await {
@@ -98,5 +103,38 @@ pub async fn serve_port(pods: Pods, port: u16, report: Arc<dyn Fn(String) + Send
                 Err(e) => pods.forwarded(Some(format!("forwarding 127.0.0.1:{port}: {e}"))),
             }
         });
+    }
+}
+
+/// A service's ports forwarded from 127.0.0.1, kept across new starts of
+/// the service (a rebuild, a manifest edit): only the pods they lead to
+/// change, so the ports never close.
+pub struct Forwards {
+    pods: tokio::sync::watch::Sender<Pods>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Forwards {
+    /// Starts forwarding `ports` to `pods`.
+    pub fn start(pods: Pods, ports: &[u16], report: Arc<dyn Fn(String) + Send + Sync>) -> Forwards {
+        let (tx, rx) = tokio::sync::watch::channel(pods);
+        let tasks = ports
+            .iter()
+            .map(|&port| tokio::spawn(serve_port(rx.clone(), port, report.clone())))
+            .collect();
+        Forwards { pods: tx, tasks }
+    }
+
+    /// From now on, connections go to `pods`.
+    pub fn retarget(&self, pods: Pods) {
+        self.pods.send_replace(pods);
+    }
+}
+
+impl Drop for Forwards {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }

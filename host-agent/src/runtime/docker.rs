@@ -247,7 +247,6 @@ impl DockerRuntime {
             rebuild_on: vec![dockerfile],
             has_agent: true,
             reconnectable: false,
-            guards: vec![],
             pods: None,
         })
     }

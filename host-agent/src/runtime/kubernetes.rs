@@ -45,6 +45,8 @@ pub struct KubeRuntime {
     applied: Mutex<BTreeMap<String, Vec<Applied>>>,
     /// The agents' token per namespace (its Secret applied, or found).
     secrets: tokio::sync::Mutex<BTreeMap<String, String>>,
+    /// Each service's forwarded ports, kept across its new starts.
+    forwards: Mutex<BTreeMap<String, portforward::Forwards>>,
 }
 
 impl KubeRuntime {
@@ -87,6 +89,7 @@ impl KubeRuntime {
             agent_image,
             applied: Mutex::new(BTreeMap::new()),
             secrets: tokio::sync::Mutex::new(BTreeMap::new()),
+            forwards: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -243,16 +246,20 @@ impl KubeRuntime {
                 apply::wait_rollout(self.client(), a, Some(&pods), progress).await?;
             }
         }
-        let mut guards = Vec::new();
-        for &port in &service.ports {
-            let name = service.name.clone();
-            let report: Arc<dyn Fn(String) + Send + Sync> =
-                Arc::new(move |l| eprintln!("lks: {name}: {l}"));
-            guards.push(tokio::spawn(portforward::serve_port(
-                pods.clone(),
-                port,
-                report,
-            )));
+        {
+            let mut forwards = self.forwards.lock().unwrap();
+            match forwards.get(&service.name) {
+                Some(f) => f.retarget(pods.clone()),
+                None => {
+                    let name = service.name.clone();
+                    let report: Arc<dyn Fn(String) + Send + Sync> =
+                        Arc::new(move |l| eprintln!("lks: {name}: {l}"));
+                    forwards.insert(
+                        service.name.clone(),
+                        portforward::Forwards::start(pods.clone(), &service.ports, report),
+                    );
+                }
+            }
         }
         let root = injected_root(&workload).unwrap_or_else(|| service.live_update.root.clone());
         Ok(Instance {
@@ -281,7 +288,6 @@ impl KubeRuntime {
                 .collect(),
             has_agent: live,
             reconnectable: true,
-            guards,
             pods: Some(pods),
         })
     }
@@ -373,23 +379,19 @@ impl Runtime for KubeRuntime {
             .map_err(|e| RuntimeError::failed(service, e))
     }
 
-    async fn retire(&self, _service: &Service, instance: Instance) -> Result<(), RuntimeError> {
-        // What runs stays: the next start applies over it.
-        for g in &instance.guards {
-            g.abort();
-        }
+    async fn retire(&self, _service: &Service, _instance: Instance) -> Result<(), RuntimeError> {
+        // What runs stays, its ports stay open: the next start applies over it.
         Ok(())
     }
 
-    async fn stop(&self, service: &Service, instance: Instance) -> Result<(), RuntimeError> {
-        for g in &instance.guards {
-            g.abort();
-        }
+    async fn stop(&self, service: &Service, _instance: Instance) -> Result<(), RuntimeError> {
+        self.forwards.lock().unwrap().remove(&service.name);
         self.delete_applied(&service.name).await;
         Ok(())
     }
 
     async fn shutdown(&self) {
+        self.forwards.lock().unwrap().clear();
         // Services stopped half-way (a rollout still going), then the Secrets.
         let keys: Vec<String> = self.applied.lock().unwrap().keys().cloned().collect();
         for key in keys.iter().filter(|k| !k.is_empty()) {

@@ -191,7 +191,6 @@ impl Runtime for Local {
             rebuild_on: vec![],
             has_agent: true,
             reconnectable: false,
-            guards: vec![],
             pods: None,
         })
     }

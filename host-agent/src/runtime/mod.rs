@@ -50,9 +50,6 @@ pub struct Instance {
     /// When the agent goes away, reconnect through the same dialer instead
     /// of starting the service again (a replaced pod is found by the dialer).
     pub reconnectable: bool,
-    /// Tasks the runtime runs for the instance (port forwards); aborted when
-    /// it stops.
-    pub(crate) guards: Vec<tokio::task::JoinHandle<()>>,
     /// The pods the agent runs in (kube): followed as they come and go, and
     /// what keeps them from running, as the cluster says it.
     pub pods: Option<crate::kube::pods::Pods>,
