@@ -119,6 +119,56 @@ fn a_live_service_renders_with_its_image_labels_and_the_agent_injected() {
 }
 
 #[test]
+fn a_live_pod_waits_for_the_first_sync_and_gets_its_token_from_an_optional_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    workspace(tmp.path(), DEPLOYMENT);
+    let out = render(tmp.path(), &["web"]);
+    assert_success(&out);
+    let docs = documents(&out);
+    let pod = &docs[0]["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["annotations"]["lks.dev/wait-for-sync"],
+        "10"
+    );
+    let c = &pod["spec"]["containers"][0];
+    let argv: Vec<&str> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = argv.iter().position(|a| *a == "--wait-for-sync").unwrap();
+    assert_eq!(argv[at + 1], "10");
+    assert_eq!(
+        c["env"][0]["valueFrom"]["secretKeyRef"]["optional"], true,
+        "the pod starts without lks's Secret"
+    );
+}
+
+#[test]
+fn with_a_namespace_namespaced_objects_that_name_none_go_there_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n\
+                 ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: pinned, namespace: other}\n";
+    workspace(tmp.path(), &format!("{DEPLOYMENT}{extra}"));
+    // No cluster is asked: KUBECONFIG names nothing.
+    let out = Command::new(bin("lks"))
+        .arg("render")
+        .args(["-f", tmp.path().join("lks.yaml").to_str().unwrap()])
+        .args(["web", "--namespace", "pr-42"])
+        .env("KUBECONFIG", tmp.path().join("none"))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let docs = documents(&out);
+    let ns: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(ns, ["pr-42", "pr-42", "-", "other"], "{docs:#?}");
+}
+
+#[test]
 fn a_service_that_is_not_live_keeps_its_pods_as_written() {
     let tmp = tempfile::tempdir().unwrap();
     workspace(tmp.path(), DEPLOYMENT);

@@ -297,6 +297,101 @@ async fn sigterm_to_the_agent_stops_the_app_and_exits_zero_leaving_no_process_be
 }
 
 // ---------------------------------------------------------------------------
+// --wait-for-sync: a new pod's app waits for lks's first batch (bounded)
+// ---------------------------------------------------------------------------
+
+/// Says hello as lks does first when it connects.
+async fn hello(url: &str) {
+    client(url)
+        .await
+        .hello(authorized(HelloRequest {
+            protocol_version: lks_proto::PROTOCOL_VERSION,
+            client_version: "test".into(),
+        }))
+        .await
+        .expect("Hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_for_sync_the_app_starts_with_the_first_batch_even_an_empty_one_not_before() {
+    let (_tmp, root) = root_with_app("echo $$ > app.pid\nexec sleep 1000\n");
+    let agent = SupervisedAgent::spawn(supervise_app(&root, &["--wait-for-sync", "30"]));
+    let mut events = Events::subscribe(&agent.url).await;
+    hello(&agent.url).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !root.join("app.pid").exists(),
+        "the app started before the first batch"
+    );
+    // The end of a full sync with nothing to send: an empty commit.
+    let r = commit(&agent.url, "first", vec![], false).await;
+    assert!(!r.restarted, "{r:?}");
+    let started = events.app_started().await;
+    assert_eq!(pid_in(&root, "app.pid", None), started.pid);
+    assert_eq!(started.restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_for_sync_and_no_lks_connecting_the_app_starts_after_the_wait() {
+    let (_tmp, root) = root_with_app("echo $$ > app.pid\nexec sleep 1000\n");
+    let t0 = Instant::now();
+    let agent = SupervisedAgent::spawn(supervise_app(&root, &["--wait-for-sync", "1"]));
+    let mut events = Events::subscribe(&agent.url).await;
+    events.app_started().await;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "started after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_for_sync_a_connected_lks_keeps_the_app_waiting_for_its_batch_past_the_wait() {
+    let (_tmp, root) = root_with_app("echo $$ > app.pid\nexec sleep 1000\n");
+    let agent = SupervisedAgent::spawn(supervise_app(&root, &["--wait-for-sync", "1"]));
+    let mut events = Events::subscribe(&agent.url).await;
+    hello(&agent.url).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !root.join("app.pid").exists(),
+        "the app did not wait for the connected client's batch"
+    );
+    let r = commit(&agent.url, "first", vec![], true).await;
+    assert!(r.restarted, "a restart starts the held app: {r:?}");
+    events.app_started().await;
+}
+
+#[test]
+fn supervise_without_a_token_runs_the_app_serves_nothing_and_stops_on_sigterm() {
+    let (_tmp, root) = root_with_app("echo started\necho $$ > app.pid\nexec sleep 1000\n");
+    let mut cmd = Command::new(bin("lks-agent"));
+    cmd.args(supervise_args(
+        &root,
+        &["--wait-for-sync", "30"],
+        &["sh", "app.sh"],
+    ))
+    .env_remove("LKS_TOKEN")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    // At once (no lks can connect: nothing to wait for), and nothing listens.
+    let first = out.recv_timeout(SOON).expect("the app's output");
+    assert_eq!(first, "started");
+    let app = pid_in(&root, "app.pid", None);
+    let log: Vec<String> = err.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("not serving lks, only supervising")),
+        "{log:?}"
+    );
+    let status = terminate(&mut child, "lks-agent supervise", Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    assert!(!process_alive(app), "the app outlived the agent");
+}
+
+// ---------------------------------------------------------------------------
 // Crashes
 // ---------------------------------------------------------------------------
 

@@ -234,7 +234,7 @@ pub async fn command(
     )?;
     // With a context named, images are named as that cluster pulls them
     // (its KEP-1755 ConfigMap); otherwise no cluster is asked.
-    let (registry, namespace) = if sel.is_set() {
+    let (registry, namespace) = if sel.context.is_some() {
         let t = super::target::connect(&ws.kube, sel, false).await?;
         (t.registry(registry).await?, Some(t.namespace))
     } else {
@@ -245,7 +245,7 @@ pub async fn command(
                 pull,
                 from: "lks.yaml".into(),
             },
-            ws.kube.namespace.clone(),
+            sel.namespace.clone().or_else(|| ws.kube.namespace.clone()),
         )
     };
     let names: Vec<String> = if services.is_empty() {
