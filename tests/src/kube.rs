@@ -417,3 +417,46 @@ pub fn loopback_server(kubeconfig: &Path) -> Option<std::net::SocketAddr> {
         .ok()?;
     Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }
+
+/// `lks up --namespace NS frontend` on a copy of the examples (web live,
+/// api from `latest`), once web is ready. Fields drop in order: `lks up`
+/// stops (deleting what it applied) before the namespace goes.
+pub struct Frontend {
+    /// The running `lks up`.
+    pub up: Up,
+    /// Its namespace.
+    pub ns: Namespace,
+    /// The cluster.
+    pub cluster: Cluster,
+    /// web's and api's forwarded ports.
+    pub web: u16,
+    /// api's forwarded port.
+    pub api: u16,
+    /// The workspace (a temporary copy of the examples).
+    pub dir: tempfile::TempDir,
+}
+
+impl Frontend {
+    /// Starts it; None (said loudly) without a cluster outside CI.
+    pub fn start(test: &str) -> Option<Frontend> {
+        let cluster = cluster(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let (web, api) = examples_on_free_ports(dir.path());
+        let ns = cluster.namespace();
+        let mut up = cluster.up(dir.path(), &["--namespace", &ns.name, "frontend"]);
+        up.wait(&["web", "[ready]"], Duration::from_secs(300));
+        Some(Frontend {
+            up,
+            ns,
+            cluster,
+            web,
+            api,
+            dir,
+        })
+    }
+
+    /// The workspace directory.
+    pub fn ws(&self) -> &Path {
+        self.dir.path()
+    }
+}

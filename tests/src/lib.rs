@@ -765,35 +765,10 @@ impl Up {
         }
     }
 
-    /// Waits for a line containing all of `needles`; returns it.
+    /// Waits for a line containing all of `needles` (seen already or to
+    /// come); returns it.
     pub fn wait(&mut self, needles: &[&str], timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        if let Some(l) = self
-            .seen
-            .iter()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return l.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.out.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return line;
-                    }
-                }
-                Err(_) => {
-                    let err: Vec<String> = self.err.try_iter().collect();
-                    panic!(
-                        "no line with {needles:?} within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                        self.seen.join("\n"),
-                        err.join("\n")
-                    );
-                }
-            }
-        }
+        self.wait_since(0, needles, timeout)
     }
 
     /// Where the output is now: [`Up::wait_since`] looks only at what comes

@@ -9,7 +9,7 @@
 //! `../shared/k8s/up.sh` and sets it); without one these tests say so and
 //! pass, except in CI. Each works in a namespace of its own.
 
-use lks_e2e::kube::{Cluster, cluster, examples_on_free_ports, set_greeting};
+use lks_e2e::kube::{Cluster, Frontend, cluster, examples_on_free_ports, set_greeting};
 use lks_e2e::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -149,16 +149,16 @@ fn the_examples_live_in_pods_edits_steps_and_a_dockerfile_change_roll_out() {
 
 #[test]
 fn lks_follows_a_deleted_pod_a_killed_container_and_a_scale_to_zero_and_back() {
-    let Some(k) = cluster("lks_follows_a_deleted_pod") else {
+    let Some(mut f) = Frontend::start("lks_follows_a_deleted_pod") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path();
-    let (web, _) = examples_on_free_ports(ws);
-    let ns = k.namespace();
-    let mut up = k.up(ws, &["--namespace", &ns.name, "frontend"]);
-    up.wait(&["web", "[ready]"], START);
-    let n = &ns.name;
+    let (k, ws, web, n) = (
+        f.cluster.clone(),
+        f.ws().to_path_buf(),
+        f.web,
+        f.ns.name.clone(),
+    );
+    let (ws, n, up) = (ws.as_path(), n.as_str(), &mut f.up);
 
     // 1. The pod is deleted; an edit made meanwhile arrives in its successor.
     let before = k.pods(n, "app=web");
@@ -226,15 +226,16 @@ fn lks_follows_a_deleted_pod_a_killed_container_and_a_scale_to_zero_and_back() {
 /// tree moved on: its app waits for lks's first sync.
 #[test]
 fn a_new_pod_does_not_serve_the_images_stale_files_before_its_first_sync() {
-    let Some(k) = cluster("a_new_pod_does_not_serve_stale_files") else {
+    let Some(mut f) = Frontend::start("a_new_pod_does_not_serve_stale_files") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path();
-    let (web, _) = examples_on_free_ports(ws);
-    let ns = k.namespace();
-    let mut up = k.up(ws, &["--namespace", &ns.name, "frontend"]);
-    up.wait(&["web", "[ready]"], START);
+    let (k, ws, web, n) = (
+        f.cluster.clone(),
+        f.ws().to_path_buf(),
+        f.web,
+        f.ns.name.clone(),
+    );
+    let (ws, n, up) = (ws.as_path(), n.as_str(), &mut f.up);
     // The image says "hello from web"; the tree now says otherwise.
     set_greeting(ws, "hello, synced");
     wait_for_greeting(&k, web, "hello, synced", Duration::from_secs(30));
@@ -253,24 +254,16 @@ fn a_new_pod_does_not_serve_the_images_stale_files_before_its_first_sync() {
             bodies
         })
     };
-    let before = k.pods(&ns.name, "app=web");
-    k.kubectl_ok(&[
-        "delete",
-        "pod",
-        "-n",
-        &ns.name,
-        "-l",
-        "app=web",
-        "--wait=false",
-    ]);
+    let before = k.pods(n, "app=web");
+    k.kubectl_ok(&["delete", "pod", "-n", n, "-l", "app=web", "--wait=false"]);
     k.eventually(
         "the new pod is ready and alone",
         Duration::from_secs(120),
         || {
-            let pods = k.pods(&ns.name, "app=web");
+            let pods = k.pods(n, "app=web");
             pods.len() == 1
                 && pods != before
-                && k.jsonpath(&ns.name, "deploy/web", "{.status.readyReplicas}") == "1"
+                && k.jsonpath(n, "deploy/web", "{.status.readyReplicas}") == "1"
         },
     );
     let answered_before = {

@@ -216,29 +216,21 @@ pub async fn install(client: &kube::Client, agent_image: &str) -> anyhow::Result
 pub async fn uninstall(client: &kube::Client) -> anyhow::Result<Vec<String>> {
     use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
     use k8s_openapi::api::core::v1::Namespace;
+    // Whether it was there.
+    fn existed<T>(r: Result<T, kube::Error>) -> anyhow::Result<bool> {
+        match r {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(super::explain(e)),
+        }
+    }
     let mut deleted = vec![];
     let configs: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
-    if configs
-        .delete(CONFIGURATION, &Default::default())
-        .await
-        .map(|_| true)
-        .or_else(|e| match e {
-            kube::Error::Api(s) if s.code == 404 => Ok(false),
-            e => Err(super::explain(e)),
-        })?
-    {
+    if existed(configs.delete(CONFIGURATION, &Default::default()).await)? {
         deleted.push(format!("MutatingWebhookConfiguration {CONFIGURATION}"));
     }
     let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
-    if namespaces
-        .delete(NAMESPACE, &Default::default())
-        .await
-        .map(|_| true)
-        .or_else(|e| match e {
-            kube::Error::Api(s) if s.code == 404 => Ok(false),
-            e => Err(super::explain(e)),
-        })?
-    {
+    if existed(namespaces.delete(NAMESPACE, &Default::default()).await)? {
         deleted.push(format!(
             "Namespace {NAMESPACE} (its Deployment, Service and Secret)"
         ));
