@@ -452,3 +452,29 @@ fn host_references_are_substituted_per_runtime() {
     assert_eq!(sub("broken ${host:api"), "broken ${host:api");
     assert_eq!(crate::config::host_refs("${host:a}${host:b}"), ["a", "b"]);
 }
+
+#[test]
+fn kube_settings_are_checked_with_their_positions() {
+    let f = Fixture::new();
+    f.file(
+        "lks.yaml",
+        &[
+            "services: []",
+            "kube:",
+            "  namespace: Pr_42",
+            "  allow_context: [staging]",
+            "  context: ''",
+        ],
+    );
+    let errors = f.errors();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("lks.yaml:3:14: ") && errors[0].contains("lowercase"),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[1],
+        r#"lks.yaml:4:3: unknown key "allow_context" in kube; did you mean "allow_contexts"?"#
+    );
+    assert!(errors[2].starts_with("lks.yaml:5:12: "), "{errors:#?}");
+}

@@ -27,6 +27,10 @@ fn full() -> Fixture {
             "cluster:",
             "  name: lks",
             "  kubernetes_version: 1.31.0",
+            "kube:",
+            "  context: kind-lks",
+            "  namespace: pr-42",
+            "  allow_contexts: [staging, qa]",
         ],
     );
     f.file(
@@ -94,6 +98,9 @@ fn a_full_workspace_loads_with_every_field() {
         (cluster.name.as_str(), cluster.kubernetes_version.as_deref()),
         ("lks", Some("1.31.0"))
     );
+    assert_eq!(ws.kube.context.as_deref(), Some("kind-lks"));
+    assert_eq!(ws.kube.namespace.as_deref(), Some("pr-42"));
+    assert_eq!(ws.kube.allow_contexts, ["staging", "qa"]);
 
     let bank = &ws.services["bank"];
     let dir = f.path("services/bank");
