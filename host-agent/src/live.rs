@@ -84,11 +84,8 @@ pub async fn run<R: Runtime>(
         // A pod that restarted or was replaced: the instance's dialer finds
         // the new one; reconnect and resync without starting anew.
         let reconnectable = slot.lock().await.as_ref().is_some_and(|i| i.reconnectable);
-        if reconnectable && err.downcast_ref::<AgentGone>().is_some() {
-            console.line(
-                &service.name,
-                "the agent went away (its pod restarted or was replaced?); reconnecting",
-            );
+        if reconnectable && let Some(gone) = err.downcast_ref::<AgentGone>() {
+            console.line(&service.name, &format!("{gone}; reconnecting"));
             let _ = state.send(State::Pending);
             reuse = true;
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -204,14 +201,24 @@ impl Mapping {
 /// The watch loop ended because the service must be rebuilt.
 struct Rebuild;
 
-/// The agent's event stream ended: the agent (its process, container or pod)
-/// went away.
+/// The agent is not reachable where the loop talked to it any more.
 #[derive(Debug)]
-struct AgentGone;
+enum AgentGone {
+    /// Its event stream ended: the agent (its process, container or pod)
+    /// went away.
+    Stopped,
+    /// Another pod runs now (a rollout's new pod).
+    Moved,
+}
 
 impl std::fmt::Display for AgentGone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the agent stopped (its event stream ended)")
+        f.write_str(match self {
+            AgentGone::Stopped => {
+                "the agent went away (its process, container or pod stopped or was replaced)"
+            }
+            AgentGone::Moved => "a new pod runs",
+        })
     }
 }
 
@@ -347,11 +354,11 @@ async fn run_once<R: Runtime>(
         // and its agent only.
         console.line(name, "not live updated (not named --local)");
         wait_ready(service, &mut mappings[0], console, state).await;
-        tokio::select! {
-            _ = agent_gone => {}
-            () = &mut moved => {}
-        }
-        return Err(AgentGone.into());
+        let gone = tokio::select! {
+            _ = agent_gone => AgentGone::Stopped,
+            () = &mut moved => AgentGone::Moved,
+        };
+        return Err(gone.into());
     }
 
     // Watch before the first scan so nothing that happens meanwhile is lost.
@@ -403,11 +410,8 @@ async fn run_once<R: Runtime>(
         let next = tokio::select! {
             _ = ready_check => unreachable!("pending"),
             c = watcher.next() => c,
-            _ = &mut agent_gone => return Err(AgentGone.into()),
-            () = &mut moved => {
-                console.line(name, "a new pod runs; moving to it");
-                return Err(AgentGone.into());
-            }
+            _ = &mut agent_gone => return Err(AgentGone::Stopped.into()),
+            () = &mut moved => return Err(AgentGone::Moved.into()),
         };
         // An interrupted check runs again after this batch.
         check_readiness = *state.borrow() != State::Ready;
