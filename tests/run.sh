@@ -84,10 +84,15 @@ images/base/build.sh
 # uses LKS_TEST_KUBECONFIG; without either it says loudly that it did not
 # run, and in CI (CI=true) that is a failure.
 install_missing kubectl kubernetes-client
-shared_k8s="$(cd .. && pwd)/shared/k8s"
+# ../shared beside the checkout, else the machines' own copy.
+shared_k8s=""
+for d in "${LKS_SHARED_DIR:-}" "$(cd .. && pwd)/shared" /work/shared; do
+    if [ -n "$d" ] && [ -f "$d/k8s/up.sh" ]; then shared_k8s="$d/k8s"; break; fi
+done
+cluster_tier_missing=
 if [ -n "${LKS_TEST_KUBECONFIG:-}" ]; then
     echo "tests/run.sh: the real-cluster tests use LKS_TEST_KUBECONFIG=$LKS_TEST_KUBECONFIG"
-elif [ -f "$shared_k8s/up.sh" ]; then
+elif [ -n "$shared_k8s" ]; then
     k8s_dir="${LKS_K8S_DIR:-/tmp/lks-k8s}"
     started_here=1
     if [ -f "$k8s_dir/kube-apiserver.pid" ] && kill -0 "$(cat "$k8s_dir/kube-apiserver.pid")" 2>/dev/null; then
@@ -107,10 +112,11 @@ elif [ -f "$shared_k8s/up.sh" ]; then
     export LKS_TEST_KUBECONFIG
 else
     if [ "${CI:-}" = true ]; then
-        echo "tests/run.sh: CI=true but there is no cluster for the real-cluster tests: no $shared_k8s/up.sh and no LKS_TEST_KUBECONFIG" >&2
+        echo "tests/run.sh: CI=true but there is no cluster for the real-cluster tests: no shared/k8s/up.sh (../shared, /work/shared, \$LKS_SHARED_DIR) and no LKS_TEST_KUBECONFIG" >&2
         exit 1
     fi
-    echo "tests/run.sh: *** the real-cluster tests will NOT run: no $shared_k8s/up.sh here; set LKS_TEST_KUBECONFIG to the kubeconfig of a local cluster (kind, k3d, minikube) to run them ***" >&2
+    cluster_tier_missing="tests/run.sh: *** the real-cluster tests did NOT run: no shared/k8s/up.sh (looked in ../shared, /work/shared, \$LKS_SHARED_DIR); set LKS_TEST_KUBECONFIG to the kubeconfig of a local cluster (kind, k3d, minikube) to run them ***"
+    echo "$cluster_tier_missing" >&2
 fi
 
 # The end-to-end tests run the real binaries: build them first, and the
@@ -123,3 +129,4 @@ cargo test --workspace --locked -- --test-threads=2
 cargo run -p lks-e2e --bin lks-bench --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-up --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-docker --locked -- --smoke
+if [ -n "$cluster_tier_missing" ]; then echo "$cluster_tier_missing" >&2; fi
