@@ -148,7 +148,7 @@ fn the_examples_live_in_pods_edits_steps_and_a_dockerfile_change_roll_out() {
 }
 
 #[test]
-fn lks_follows_a_deleted_pod_a_killed_container_and_a_scale_to_zero_and_back() {
+fn lks_follows_a_deleted_pod_a_killed_container_a_scale_to_zero_and_back_and_a_rollout() {
     let Some(mut f) = Frontend::start("lks_follows_a_deleted_pod") else {
         return;
     };
@@ -219,6 +219,24 @@ fn lks_follows_a_deleted_pod_a_killed_container_and_a_scale_to_zero_and_back() {
         "1",
         "lks did not re-apply over the user's scale"
     );
+
+    // 4. A rollout someone else makes (kubectl): lks moves to the new pod.
+    let before = k.pods(n, "app=web");
+    let m = up.mark();
+    k.kubectl_ok(&["rollout", "restart", "-n", n, "deploy/web"]);
+    up.wait_since(m, &["web", "a new pod runs"], Duration::from_secs(120));
+    set_greeting(ws, "hello after kubectl's rollout");
+    wait_for_greeting(
+        &k,
+        web,
+        "hello after kubectl's rollout",
+        Duration::from_secs(60),
+    );
+    k.eventually("the old pod is gone", Duration::from_secs(60), || {
+        let now = k.pods(n, "app=web");
+        now.len() == 1 && now != before
+    });
+    assert!(greeting_is(web, "hello after kubectl's rollout"));
     assert!(up.terminate().success());
 }
 
