@@ -743,7 +743,7 @@ async fn kube_client(context: &str) -> anyhow::Result<::kube::Client> {
         .with_context(|| {
             format!("reading the kube context {context} ($KUBECONFIG, else ~/.kube/config)")
         })?;
-    ::kube::Client::try_from(config)
+    super::target::client(config)
         .with_context(|| format!("making a client for the kube context {context}"))
 }
 

@@ -176,7 +176,7 @@ pub async fn connect(ws: &config::Kube, sel: &Selection, change: bool) -> anyhow
         .clone()
         .or_else(|| ws.namespace.clone())
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config)
+    let client = client(config)
         .map_err(|e| TargetError::NoKubeconfig(format!("context {context:?}: {e}")))?;
     Ok(Target {
         client,
@@ -184,6 +184,30 @@ pub async fn connect(ws: &config::Kube, sel: &Selection, change: bool) -> anyhow
         server,
         namespace,
     })
+}
+
+/// A client for `config`, as kube's own but with TCP_NODELAY on its
+/// connections to the API server: kube's builder leaves Nagle's algorithm
+/// on, which with delayed ACKs stalls every small exchange through a pod
+/// port-forward by ~40 ms (a one-file sync took 51 ms instead of 10).
+pub fn client(config: kube::Config) -> Result<Client, kube::Error> {
+    use kube::client::ConfigExt;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(|e: hyper_util::client::legacy::Error| -> Box<dyn std::error::Error + Send + Sync> {
+            Box::new(e)
+        })
+        .service(hyper);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 impl Target {
