@@ -38,7 +38,11 @@ async fn http(url: &str) -> Result<(), String> {
     }
 }
 
-/// A plain HTTP/1.0 GET: the status code and the body (at most 64 KiB).
+/// A plain HTTP/1.1 GET (`Connection: close`): the status code and the
+/// body (at most 64 KiB). The answer is read by its length (Content-Length,
+/// chunks), not until the server closes: through a pod port-forward a close
+/// arrives only about a second later. Reading the whole answer before
+/// closing keeps the server from seeing a reset.
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     let rest = url
         .strip_prefix("http://")
@@ -53,21 +57,25 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
         format!("{authority}:80")
     };
     let mut stream = tcp(&address).await?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: lks\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: lks\r\nConnection: close\r\n\r\n"
+    );
     stream
         .write_all(req.as_bytes())
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    // Read the whole (HTTP/1.0, so connection-closing) answer: closing with
-    // unread data would reset the connection, and servers log that as an error.
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         let mut chunk = [0u8; 4096];
         loop {
             match stream.read(&mut chunk).await {
                 Ok(0) => return Ok(()),
-                Ok(n) if buf.len() < 64 * 1024 => buf.extend_from_slice(&chunk[..n]),
-                Ok(_) => return Ok(()),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.len() >= 64 * 1024 || answer_complete(&buf) {
+                        return Ok(());
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -76,18 +84,66 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
         .await
         .map_err(|_| format!("{url}: no complete answer within 5 s"))?
         .map_err(|e| format!("{url}: {e}"))?;
-    let n = buf.len();
-    let head = String::from_utf8_lossy(&buf[..n]);
+    let head = String::from_utf8_lossy(&buf);
     let code: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{url}: not an HTTP answer: {head:?}"))?;
     let body = match head.find("\r\n\r\n") {
+        Some(i)
+            if head[..i]
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked") =>
+        {
+            dechunk(&head[i + 4..])
+        }
         Some(i) => head[i + 4..].to_string(),
         None => String::new(),
     };
     Ok((code, body))
+}
+
+/// A chunked body's content.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+    out
+}
+
+/// Whether `raw` holds a whole HTTP answer: its head, and a body as long as
+/// its Content-Length, or chunks up to the last, or none (204, 304, 1xx).
+fn answer_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    let code = head.split_whitespace().nth(1).unwrap_or("");
+    if code.starts_with('1') || code == "204" || code == "304" {
+        return true;
+    }
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    // Neither: the answer ends when the server closes.
+    false
 }
 
 /// Probes until ready or `readiness.timeout` passes; returns the last reason
@@ -121,6 +177,33 @@ mod tests {
 
     async fn no_exec(_: Vec<String>) -> Result<(), String> {
         Err("no exec here".into())
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_by_its_length_not_until_the_server_closes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answer in [
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n1\r\n!\r\n0\r\n\r\n",
+            ] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf).await;
+                s.write_all(answer.as_bytes()).await.unwrap();
+                // Like a pod port-forward: the close comes much later.
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    drop(s);
+                });
+            }
+        });
+        let url = format!("http://{addr}/");
+        let t = Instant::now();
+        assert_eq!(http_get(&url).await.unwrap(), (200, "ok\n".to_string()));
+        assert_eq!(http_get(&url).await.unwrap(), (200, "ok!".to_string()));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! What the benchmarks (`lks-bench`, `lks-bench-docker`, `lks-bench-up`)
+//! What the benchmarks (`lks-bench`, `lks-bench-docker`, `lks-bench-kube`, `lks-bench-up`)
 //! share: their statistics (median, nearest-rank percentiles), the way they
 //! print figures, the result table (plain and Markdown) with its summary, and
 //! the steps every run takes (a generated source tree, a scratch directory,
