@@ -404,3 +404,34 @@ pub fn print_report(rows: &[Row], details: &str, notes: &[&str]) {
         println!("{n}");
     }
 }
+
+/// From now on, on SIGINT, SIGTERM or SIGHUP: says `NAME: interrupted`,
+/// runs `clean_up` (Drop guards do not run on a signal), and exits with 130.
+pub fn on_signals(
+    name: &'static str,
+    clean_up: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a runtime for the signal handler")?;
+    let mut signals = Vec::new();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
+        let _enter = rt.enter();
+        signals.push(signal(kind).context("install a signal handler")?);
+    }
+    std::thread::spawn(move || {
+        rt.block_on(futures::future::select_all(
+            signals.iter_mut().map(|s| Box::pin(s.recv())),
+        ));
+        eprintln!("{name}: interrupted; removing what it started");
+        clean_up();
+        std::process::exit(130);
+    });
+    Ok(())
+}

@@ -146,26 +146,7 @@ fn cleanup_list() -> std::sync::MutexGuard<'static, Cleanup> {
 /// On SIGINT, SIGTERM or SIGHUP: stops the `lks up` runs, removes the
 /// containers, and exits with 130 (Drop guards do not run on a signal).
 fn clean_up_on_signals() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("a runtime for the signal handler")?;
-    let mut signals = Vec::new();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ] {
-        let _enter = rt.enter();
-        signals.push(signal(kind).context("install a signal handler")?);
-    }
-    std::thread::spawn(move || {
-        rt.block_on(futures::future::select_all(
-            signals.iter_mut().map(|s| Box::pin(s.recv())),
-        ));
-        eprintln!("lks-bench-docker: interrupted; removing what it started");
-        // Held until the exit.
+    lks_e2e::bench::on_signals("lks-bench-docker", || {
         let c = cleanup_list();
         for (pid, ws_file) in &c.ups {
             stop_lks_up(*pid, ws_file);
@@ -176,9 +157,9 @@ fn clean_up_on_signals() -> anyhow::Result<()> {
         for dir in &c.dirs {
             let _ = std::fs::remove_dir_all(dir);
         }
-        std::process::exit(130);
-    });
-    Ok(())
+        // Held until the exit: nothing starts behind the clean-up's back.
+        std::mem::forget(c);
+    })
 }
 
 /// SIGTERM to `lks up` (it removes its containers), up to 20 s for it to

@@ -182,26 +182,7 @@ fn terminate_pid(pid: u32, grace: Duration) {
 /// they applied) and the port-forwards, deletes the namespaces and image
 /// tags, and exits with 130 (Drop guards do not run on a signal).
 fn clean_up_on_signals() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("a runtime for the signal handler")?;
-    let mut signals = Vec::new();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ] {
-        let _enter = rt.enter();
-        signals.push(signal(kind).context("install a signal handler")?);
-    }
-    std::thread::spawn(move || {
-        rt.block_on(futures::future::select_all(
-            signals.iter_mut().map(|s| Box::pin(s.recv())),
-        ));
-        eprintln!("lks-bench-kube: interrupted; removing what it started");
-        // Held until the exit.
+    lks_e2e::bench::on_signals("lks-bench-kube", || {
         let c = cleanup_list();
         for pid in &c.forwards {
             terminate_pid(*pid, Duration::from_secs(5));
@@ -216,9 +197,9 @@ fn clean_up_on_signals() -> anyhow::Result<()> {
         for dir in &c.dirs {
             let _ = std::fs::remove_dir_all(dir);
         }
-        std::process::exit(130);
-    });
-    Ok(())
+        // Held until the exit: nothing starts behind the clean-up's back.
+        std::mem::forget(c);
+    })
 }
 
 /// Untags `refs`, then removes the images they named that no tag names any
