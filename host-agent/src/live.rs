@@ -116,8 +116,8 @@ struct Mapping {
 }
 
 impl Mapping {
-    /// Connects one session per sync mapping. Remote directories may not
-    /// nest: one mapping's mirror would delete the other's files.
+    /// Connects one session per sync mapping (their remote directories do
+    /// not nest: `config` checks it).
     async fn connect_all(
         service: &Service,
         dialer: &Dialer,
@@ -131,26 +131,11 @@ impl Mapping {
                 service.name
             );
         }
+        // Mappings whose remotes nest were refused with the configuration.
         let prefixes: Vec<Option<RelPath>> = specs
             .iter()
             .map(remote_prefix)
             .collect::<anyhow::Result<_>>()?;
-        for (i, a) in prefixes.iter().enumerate() {
-            for (j, b) in prefixes.iter().enumerate().skip(i + 1) {
-                let nested = match (a, b) {
-                    (None, _) | (_, None) => true,
-                    (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
-                };
-                if nested {
-                    bail!(
-                        "{}: sync mappings {:?} and {:?} overlap on the agent; give each its own remote directory",
-                        service.name,
-                        specs[i].remote,
-                        specs[j].remote
-                    );
-                }
-            }
-        }
         let mut out = Vec::with_capacity(specs.len());
         for (spec, prefix) in specs.iter().zip(prefixes) {
             let mut session = connect(dialer, token, patience).await?;

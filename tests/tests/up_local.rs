@@ -457,9 +457,24 @@ fn sync_mappings_that_overlap_on_the_agent_are_refused_with_a_clear_error() {
          live_update:\n  sync:\n    - { local: ., remote: . }\n    - { local: sub, remote: sub }\n",
     );
     write(ws, "svc/sub/x", "x");
-    let mut up = Up::start(ws, &[]);
-    up.wait(&["svc", "overlap on the agent"], Duration::from_secs(30));
-    assert!(up.terminate().success());
+    // Refused before anything starts, by `lks up` and `lks config check` alike.
+    for args in [&["up"][..], &["config", "check"][..]] {
+        let out = std::process::Command::new(bin("lks"))
+            .args(args)
+            .arg("-f")
+            .arg(ws.join("lks.yaml"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "lks {args:?} accepted overlapping mappings"
+        );
+        assert!(
+            err.contains("svc/lks.service.yaml:6:7: ") && err.contains("overlap on the agent"),
+            "lks {args:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use super::error::ConfigError;
 use super::service::existing;
 use super::values;
-use super::yaml::{Doc, get, sub};
+use super::yaml::{Doc, get, index, sub};
 use super::{LiveUpdate, Restart, RunStep, SyncMapping};
 use globset::GlobSet;
 use marked_yaml::Node;
@@ -62,6 +62,11 @@ pub(super) fn live_update(
                 sync(d, n, w, dir, &root)
             })
             .unwrap_or_default();
+        if let Node::Sequence(seq) = v
+            && seq.len() == lu.sync.len()
+        {
+            overlaps(doc, seq, &lu.sync, &w);
+        }
     }
     if let Some((_, v)) = get(map, "ignore") {
         let w = sub(what, "ignore");
@@ -104,6 +109,42 @@ pub(super) fn live_update(
         lu.fall_back_matcher = set;
     }
     (doc.errors.len() == errors_before).then_some(lu)
+}
+
+/// Sync mappings whose remote directories nest: one mirror would delete
+/// the other's files. Reported at the later of the two.
+fn overlaps(doc: &mut Doc, nodes: &[Node], sync: &[SyncMapping], what: &str) {
+    let parts = |r: &str| -> Vec<String> {
+        r.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    for (j, b) in sync.iter().enumerate() {
+        let pb = parts(&b.remote);
+        if let Some((i, a)) = sync[..j].iter().enumerate().find(|(_, a)| {
+            let pa = parts(&a.remote);
+            pa.starts_with(&pb) || pb.starts_with(&pa)
+        }) {
+            let shown = |r: &str| {
+                if r.is_empty() {
+                    ".".to_string()
+                } else {
+                    r.to_string()
+                }
+            };
+            doc.invalid(
+                &nodes[j],
+                &index(what, j),
+                format!(
+                    "its remote {:?} and the remote {:?} of mapping {i} overlap on the agent; give \
+                     each mapping its own remote directory (one mirror would delete the other's files)",
+                    shown(&b.remote),
+                    shown(&a.remote)
+                ),
+            );
+        }
+    }
 }
 
 fn sync(doc: &mut Doc, node: &Node, what: &str, dir: &Path, root: &str) -> Option<SyncMapping> {

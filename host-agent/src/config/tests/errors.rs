@@ -478,3 +478,21 @@ fn kube_settings_are_checked_with_their_positions() {
     );
     assert!(errors[2].starts_with("lks.yaml:5:12: "), "{errors:#?}");
 }
+
+#[test]
+fn sync_mappings_whose_remotes_nest_are_refused_at_the_later_one() {
+    let f = web(&[
+        "name: web",
+        "live_update:",
+        "  sync:",
+        "    - {local: ., remote: app}",
+        "    - {local: ., remote: other}",
+        "    - {local: ., remote: /app/app/static}",
+    ]);
+    assert_eq!(
+        f.errors(),
+        [
+            r#"services/web/lks.service.yaml:6:7: live_update.sync[2] of service "web": its remote "app/static" and the remote "app" of mapping 0 overlap on the agent; give each mapping its own remote directory (one mirror would delete the other's files)"#
+        ]
+    );
+}
