@@ -2,7 +2,6 @@
 
 use crate::config::{Check, Readiness};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One attempt: `Ok` when the service is ready, else why not. `exec` checks
@@ -28,7 +27,7 @@ async fn tcp(address: &str) -> Result<TcpStream, String> {
     }
 }
 
-/// A plain HTTP/1.0 GET; 2xx and 3xx mean ready.
+/// An HTTP GET; 2xx and 3xx mean ready.
 async fn http(url: &str) -> Result<(), String> {
     let (code, _) = http_get(url).await?;
     if (200..400).contains(&code) {
@@ -38,112 +37,43 @@ async fn http(url: &str) -> Result<(), String> {
     }
 }
 
-/// A plain HTTP/1.1 GET (`Connection: close`): the status code and the
-/// body (at most 64 KiB). The answer is read by its length (Content-Length,
-/// chunks), not until the server closes: through a pod port-forward a close
-/// arrives only about a second later. Reading the whole answer before
-/// closing keeps the server from seeing a reset.
+/// An HTTP GET (hyper's client): the status code and the body (at most 64
+/// KiB). The answer is read by its length, not until the server closes
+/// (through a pod port-forward a close arrives only about a second later).
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// readiness URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let address = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let mut stream = tcp(&address).await?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: lks\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(req.as_bytes())
-        .await
+    use http_body_util::BodyExt;
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url}: only http:// URLs are supported"));
+    }
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    let request = hyper::Request::get(uri)
+        .header(hyper::header::USER_AGENT, "lks")
+        .header(hyper::header::CONNECTION, "close")
+        .body(http_body_util::Empty::new())
         .map_err(|e| format!("{url}: {e}"))?;
-    let mut buf = Vec::with_capacity(1024);
-    let read = async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) => return Ok(()),
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    if buf.len() >= 64 * 1024 || answer_complete(&buf) {
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(e),
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| {
+            let why = crate::tunnel::source_chain(&e);
+            if e.is_connect() {
+                format!("cannot connect to {authority}: {why}")
+            } else {
+                format!("{url}: {why}")
             }
-        }
+        })?;
+        let code = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(Duration::from_secs(5), read)
+    tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .map_err(|_| format!("{url}: no complete answer within 5 s"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    let head = String::from_utf8_lossy(&buf);
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{url}: not an HTTP answer: {head:?}"))?;
-    let body = match head.find("\r\n\r\n") {
-        Some(i)
-            if head[..i]
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked") =>
-        {
-            dechunk(&head[i + 4..])
-        }
-        Some(i) => head[i + 4..].to_string(),
-        None => String::new(),
-    };
-    Ok((code, body))
-}
-
-/// A chunked body's content.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
-    }
-    out
-}
-
-/// Whether `raw` holds a whole HTTP answer: its head, and a body as long as
-/// its Content-Length, or chunks up to the last, or none (204, 304, 1xx).
-fn answer_complete(raw: &[u8]) -> bool {
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let body = &raw[end + 4..];
-    let code = head.split_whitespace().nth(1).unwrap_or("");
-    if code.starts_with('1') || code == "204" || code == "304" {
-        return true;
-    }
-    if let Some(len) = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        return body.len() >= len;
-    }
-    if head.contains("transfer-encoding: chunked") {
-        return body.ends_with(b"0\r\n\r\n");
-    }
-    // Neither: the answer ends when the server closes.
-    false
 }
 
 /// Probes until ready or `readiness.timeout` passes; returns the last reason
@@ -174,6 +104,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn no_exec(_: Vec<String>) -> Result<(), String> {
         Err("no exec here".into())
