@@ -820,24 +820,16 @@ pub async fn apply(client: &::kube::Client, objects: &[Value]) -> anyhow::Result
     Ok(())
 }
 
-/// Whether a Deployment has rolled out: its current generation observed and
-/// every replica updated and available. `Err` says why not.
+/// Whether a Deployment has rolled out ([`super::apply::rollout`]). `Err`
+/// says why not.
 fn rolled_out(d: &Deployment) -> Result<(), String> {
-    let want = d.spec.replicas.unwrap_or(1);
-    let Some(status) = &d.status else {
-        return Err("no status yet".into());
-    };
-    if status.observed_generation < d.metadata.generation {
-        return Err("its new version is not picked up yet".into());
+    use super::apply::{Rollout, rollout};
+    let mut o = serde_json::to_value(d).map_err(|e| e.to_string())?;
+    o["kind"] = "Deployment".into();
+    match rollout(&o) {
+        Some(Rollout::Done) | None => Ok(()),
+        Some(Rollout::Waiting(why)) | Some(Rollout::Stalled(why)) => Err(why),
     }
-    let available = status.available_replicas.unwrap_or(0);
-    let updated = status.updated_replicas.unwrap_or(0);
-    if available < want || updated < want {
-        return Err(format!(
-            "{available}/{want} available, {updated}/{want} up to date"
-        ));
-    }
-    Ok(())
 }
 
 /// Waits until the Deployment `ns/name` has rolled out.
