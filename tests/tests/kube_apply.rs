@@ -394,3 +394,60 @@ fn the_registry_the_cluster_announces_kep_1755_is_where_lks_pushes_and_how_pods_
     );
     up.terminate();
 }
+
+#[test]
+fn lks_render_shows_what_the_kube_runtime_applies() {
+    let Some(k) = cluster("lks_render_shows_what_the_kube_runtime_applies") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    examples_on_free_ports(ws);
+    let ns = k.namespace();
+    let mut up = k.up(ws, &["--namespace", &ns.name, "frontend"]);
+    up.wait(&["web", "[ready]"], START);
+    let file = ws.join("lks.yaml");
+    let out = k.lks(
+        ws,
+        &["render", "-f", file.to_str().unwrap(), "web", "api", "--local", "web", "--namespace", &ns.name],
+    );
+    assert!(out.status.success(), "{}", text_of(&out));
+    let rendered: Vec<serde_json::Value> =
+        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+    for name in ["web", "api"] {
+        let r = rendered
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Deployment {name} rendered"));
+        let applied: serde_json::Value =
+            serde_json::from_str(&k.kubectl_ok(&["get", "deploy", name, "-n", &ns.name, "-o", "json"])).unwrap();
+        let (r, a) = (&r["spec"]["template"], &applied["spec"]["template"]);
+        for path in [
+            "/metadata/annotations",
+            "/metadata/labels",
+            "/spec/containers/0/image",
+            "/spec/containers/0/command",
+            "/spec/containers/0/env",
+            "/spec/initContainers/0/image",
+            "/spec/initContainers/0/command",
+            "/spec/volumes/0/name",
+        ] {
+            assert_eq!(
+                r.pointer(path),
+                a.pointer(path),
+                "{name}{path}: lks render and what lks up applied differ"
+            );
+        }
+        assert_eq!(r["metadata"]["namespace"], serde_json::Value::Null);
+        assert_eq!(
+            rendered
+                .iter()
+                .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+                .unwrap()["metadata"]["namespace"],
+            ns.name.as_str()
+        );
+    }
+    up.terminate();
+}
