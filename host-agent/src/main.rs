@@ -269,9 +269,7 @@ fn registry_address(file: Option<&std::path::Path>) -> anyhow::Result<String> {
         Some(f) => Some(config::load(Some(f))?),
         None => config::load(None).ok(),
     };
-    Ok(ws
-        .and_then(|w| w.registry)
-        .unwrap_or_else(|| registry::DEFAULT_ADDRESS.to_string()))
+    Ok(registry::Registry::of(ws.as_ref())?.address)
 }
 
 fn main() -> std::process::ExitCode {

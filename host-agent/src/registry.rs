@@ -36,6 +36,15 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The registry of `ws` (`registry:` in `lks.yaml`), else the default
+    /// ([`DEFAULT_ADDRESS`]).
+    pub fn of(ws: Option<&crate::config::Workspace>) -> anyhow::Result<Registry> {
+        Registry::parse(
+            ws.and_then(|w| w.registry.as_deref())
+                .unwrap_or(DEFAULT_ADDRESS),
+        )
+    }
+
     /// Parses `HOST:PORT` (or `HOST`, port 5000).
     pub fn parse(address: &str) -> anyhow::Result<Registry> {
         let (host, port) = match address.rsplit_once(':') {

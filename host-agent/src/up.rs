@@ -12,7 +12,7 @@ use crate::runtime::docker::DockerRuntime;
 use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::local::Local;
 use anyhow::{Context, bail};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
@@ -83,24 +83,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let order = ws.resolve(&targets)?;
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(".lks");
-    let registry = || {
-        Registry::parse(
-            ws.registry
-                .as_deref()
-                .unwrap_or(crate::registry::DEFAULT_ADDRESS),
-        )
-    };
-    // Built from the working tree and live updated (containers and pods):
-    // the --local services, or without any, the targets named (aliases
-    // expanded), or with no target, every service. The others run the
-    // registry's `latest`.
-    let live: BTreeSet<String> = if opts.local.is_empty() && opts.targets.is_empty() {
-        order.iter().cloned().collect()
-    } else if opts.local.is_empty() {
-        ws.expand_targets(&opts.targets).into_iter().collect()
-    } else {
-        opts.local.iter().cloned().collect()
-    };
+    let registry = || Registry::of(Some(&ws));
+    let live = ws.live(&opts.targets, &opts.local);
     let say = |l: &str| eprintln!("lks: {l}");
     match opts
         .runtime

@@ -229,6 +229,20 @@ impl Workspace {
         Ok(order)
     }
 
+    /// The services built from the working tree and live updated (in
+    /// containers and pods; the others run the registry's `latest`): the
+    /// `--local` ones, or without any, the targets named (aliases
+    /// expanded), or with no target, every service.
+    pub fn live(&self, targets: &[String], local: &[String]) -> BTreeSet<String> {
+        if !local.is_empty() {
+            local.iter().cloned().collect()
+        } else if !targets.is_empty() {
+            self.expand_targets(targets).into_iter().collect()
+        } else {
+            self.services.keys().cloned().collect()
+        }
+    }
+
     /// The targets with aliases expanded, without their dependencies
     /// (unknown names are left out; `resolve` reports them).
     pub fn expand_targets(&self, targets: &[String]) -> Vec<String> {

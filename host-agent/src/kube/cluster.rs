@@ -159,13 +159,10 @@ pub fn settings(file: Option<&Path>) -> anyhow::Result<Settings> {
         .and_then(|c| c.kubernetes_version)
         .unwrap_or_else(|| DEFAULT_KUBERNETES_VERSION.to_string());
     let version = version.strip_prefix('v').unwrap_or(&version).to_string();
-    let address = ws
-        .and_then(|w| w.registry)
-        .unwrap_or_else(|| registry::DEFAULT_ADDRESS.to_string());
     Ok(Settings {
         name,
         kubernetes_version: version,
-        registry: Registry::parse(&address)?,
+        registry: Registry::of(ws.as_ref())?,
     })
 }
 

@@ -227,11 +227,7 @@ pub async fn command(
     sel: &super::target::Selection,
 ) -> anyhow::Result<()> {
     let ws = crate::config::load(file)?;
-    let registry = crate::registry::Registry::parse(
-        ws.registry
-            .as_deref()
-            .unwrap_or(crate::registry::DEFAULT_ADDRESS),
-    )?;
+    let registry = crate::registry::Registry::of(Some(&ws))?;
     // With a context named, images are named as that cluster pulls them
     // (its KEP-1755 ConfigMap); otherwise no cluster is asked.
     let (registry, namespace) = if sel.context.is_some() {
@@ -265,11 +261,7 @@ pub async fn command(
     if names.is_empty() {
         bail!("no service of {} has `k8s:` manifests", ws.file.display());
     }
-    let live: Vec<&String> = if local.is_empty() {
-        names.iter().collect()
-    } else {
-        local.iter().collect()
-    };
+    let live = ws.live(services, local);
     // Image configs come from the engine when it has the images (else a
     // container without `command` cannot be wrapped, and says so).
     let docker = crate::docker::connect().await.ok();
@@ -288,7 +280,7 @@ pub async fn command(
         if service.k8s.is_empty() {
             bail!("{name} has no `k8s:` manifests");
         }
-        let is_live = live.contains(&name);
+        let is_live = live.contains(name);
         let tag = if is_live {
             let b = crate::config::Build {
                 exclude: service.own_files(),

@@ -282,11 +282,7 @@ pub async fn command(
     let client = &target.client;
     match cmd {
         WebhookCommand::Install => {
-            let registry = crate::registry::Registry::parse(
-                ws.as_ref()
-                    .and_then(|w| w.registry.as_deref())
-                    .unwrap_or(crate::registry::DEFAULT_ADDRESS),
-            )?;
+            let registry = crate::registry::Registry::of(ws.as_ref())?;
             let registry = target.registry(registry).await?;
             super::cluster::step(&format!(
                 "the agent image, pushed to {}",

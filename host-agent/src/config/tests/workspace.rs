@@ -287,3 +287,17 @@ fn the_check_summary_names_services_and_counts_aliases() {
         "ok: 4 services (bank, kafka, postgres, price), 2 aliases"
     );
 }
+
+#[test]
+fn the_live_services_are_the_local_ones_else_the_targets_else_all() {
+    let ws = full().load().unwrap();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let live = |targets: &[&str], local: &[&str]| {
+        ws.live(&names(targets), &names(local))
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(live(&["everything"], &["bank"]), ["bank"]);
+    assert_eq!(live(&["appliances"], &[]), ["kafka", "postgres"]);
+    assert_eq!(live(&[], &[]), ["bank", "kafka", "postgres", "price"]);
+}
