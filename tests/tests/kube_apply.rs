@@ -409,7 +409,17 @@ fn lks_render_shows_what_the_kube_runtime_applies() {
     let file = ws.join("lks.yaml");
     let out = k.lks(
         ws,
-        &["render", "-f", file.to_str().unwrap(), "web", "api", "--local", "web", "--namespace", &ns.name],
+        &[
+            "render",
+            "-f",
+            file.to_str().unwrap(),
+            "web",
+            "api",
+            "--local",
+            "web",
+            "--namespace",
+            &ns.name,
+        ],
     );
     assert!(out.status.success(), "{}", text_of(&out));
     let rendered: Vec<serde_json::Value> =
@@ -421,8 +431,10 @@ fn lks_render_shows_what_the_kube_runtime_applies() {
             .iter()
             .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("no Deployment {name} rendered"));
-        let applied: serde_json::Value =
-            serde_json::from_str(&k.kubectl_ok(&["get", "deploy", name, "-n", &ns.name, "-o", "json"])).unwrap();
+        let applied: serde_json::Value = serde_json::from_str(
+            &k.kubectl_ok(&["get", "deploy", name, "-n", &ns.name, "-o", "json"]),
+        )
+        .unwrap();
         let (r, a) = (&r["spec"]["template"], &applied["spec"]["template"]);
         for path in [
             "/metadata/annotations",

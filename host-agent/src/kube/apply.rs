@@ -264,15 +264,13 @@ pub async fn wait_rollout(
 /// The label selector of a workload's pods (`spec.selector.matchLabels`,
 /// or for a bare Pod, its own labels), as `k=v,k=v`.
 pub fn pod_selector(o: &Value) -> Option<String> {
-    let labels = match o["kind"].as_str()? {
-        "Pod" => o["metadata"]["labels"].as_object()?,
-        "CronJob" => {
-            o["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"].as_object()?
-        }
-        _ => o["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .or_else(|| o["spec"]["template"]["metadata"]["labels"].as_object())?,
-    };
+    // The kinds with pods are the ones with a pod template (one table, in
+    // `inject`); a Pod is its own template.
+    let template = lks_proto::inject::pod_template(o)?;
+    let labels = o["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .filter(|_| o["kind"] != "Pod")
+        .or_else(|| template["metadata"]["labels"].as_object())?;
     let mut pairs: Vec<String> = labels
         .iter()
         .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
