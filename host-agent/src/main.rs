@@ -252,7 +252,7 @@ fn load_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     let raw = match file {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", p.display()))?,
-        None => std::env::var("LKS_TOKEN").map_err(|_| {
+        None => std::env::var(lks_proto::launch::TOKEN_ENV).map_err(|_| {
             anyhow::anyhow!("no token: set LKS_TOKEN or pass --token-file FILE (the agent's token)")
         })?,
     };

@@ -43,8 +43,8 @@ impl Token {
                 p.display().to_string(),
             ),
             None => (
-                std::env::var("LKS_TOKEN").map_err(|_| TokenError::Missing)?,
-                "LKS_TOKEN".into(),
+                std::env::var(lks_proto::launch::TOKEN_ENV).map_err(|_| TokenError::Missing)?,
+                lks_proto::launch::TOKEN_ENV.into(),
             ),
         };
         let token = raw.trim();

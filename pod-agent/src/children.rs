@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// The variable that carries the agent's token; never passed on to a child.
-pub const TOKEN_ENV: &str = "LKS_TOKEN";
+pub use lks_proto::launch::TOKEN_ENV;
 
 /// How often the reaper looks for exited children even without a SIGCHLD
 /// (signals coalesce, and one may arrive before the handler exists).

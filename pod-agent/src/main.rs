@@ -223,7 +223,7 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tracing::info!(root = %root.path().display(), "serving");
     // The first line on stdout, before the app can write anything there.
-    println!("listening on {addr}");
+    println!("{}{addr}", lks_proto::launch::LISTENING);
     std::io::stdout().flush()?;
     let app = app.map(|mut spec| {
         if spec.cwd.as_os_str().is_empty() {
@@ -324,4 +324,73 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         }
         tracing::info!("shutting down");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lks_proto::launch::{Start, Supervise};
+
+    /// What the runtimes and the injection launch is what this agent parses.
+    #[test]
+    fn the_launch_spec_round_trips_through_the_agents_own_parser() {
+        for start in [Start::Now, Start::OnRestart, Start::AfterSync(10)] {
+            let spec = Supervise {
+                root: "/app".into(),
+                listen: "0.0.0.0:7690".into(),
+                grace_period: Some(3),
+                workdir: Some(".".into()),
+                start,
+                app: vec!["node".into(), "--inspect".into(), "server.js".into()],
+            };
+            let cli =
+                Cli::try_parse_from(std::iter::once("lks-agent".to_string()).chain(spec.args()))
+                    .unwrap_or_else(|e| panic!("{start:?}: {e}"));
+            let Command::Supervise(args) = cli.command else {
+                panic!("not supervise")
+            };
+            assert_eq!(args.serve.root, PathBuf::from("/app"));
+            assert_eq!(
+                args.serve.listen,
+                "0.0.0.0:7690".parse::<SocketAddr>().unwrap()
+            );
+            assert_eq!(args.grace_period, 3.0);
+            assert_eq!(args.workdir, Some(PathBuf::from(".")));
+            assert_eq!(args.command, spec.app, "the app's own flags stay the app's");
+            let app = app_spec(&args).unwrap();
+            assert_eq!(
+                app.start,
+                match start {
+                    Start::Now => supervise::Start::Now,
+                    Start::OnRestart => supervise::Start::OnRestart,
+                    Start::AfterSync(s) => supervise::Start::AfterSync {
+                        wait: Duration::from_secs(s.into())
+                    },
+                }
+            );
+        }
+        // Without the optional parts, the agent's defaults.
+        let spec = Supervise {
+            root: "r".into(),
+            listen: lks_proto::DEFAULT_LISTEN.into(),
+            grace_period: None,
+            workdir: None,
+            start: Start::Now,
+            app: vec!["app".into()],
+        };
+        let cli = Cli::try_parse_from(std::iter::once("lks-agent".to_string()).chain(spec.args()))
+            .unwrap();
+        let Command::Supervise(args) = cli.command else {
+            panic!("not supervise")
+        };
+        assert_eq!(args.workdir, None);
+        assert!(!args.no_start && args.wait_for_sync.is_none());
+        assert_eq!(
+            lks_proto::launch::listening_address(&format!(
+                "{}127.0.0.1:1",
+                lks_proto::launch::LISTENING
+            )),
+            Some("127.0.0.1:1")
+        );
+    }
 }

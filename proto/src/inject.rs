@@ -40,7 +40,7 @@ pub const TOKEN_SECRET: &str = "lks-agent-token";
 /// Key of the token in [`TOKEN_SECRET`].
 pub const TOKEN_KEY: &str = "token";
 /// Environment variable the agent reads its token from.
-pub const TOKEN_ENV: &str = "LKS_TOKEN";
+pub use crate::launch::TOKEN_ENV;
 /// The agent's root when [`ANNOTATION_ROOT`] is absent.
 pub const DEFAULT_ROOT: &str = "/app";
 /// User the init container runs as (it only writes to the world-writable `emptyDir`).
@@ -465,25 +465,21 @@ impl Cx {
             "name": TOKEN_ENV,
             "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": TOKEN_KEY, "optional": true}},
         }));
-        let mut command: Vec<String> = [
-            AGENT_BIN,
-            "supervise",
-            "--root",
-            &literal(root),
-            "--listen",
-            crate::DEFAULT_LISTEN,
+        let supervise = crate::launch::Supervise {
+            root: literal(root),
+            listen: crate::DEFAULT_LISTEN.into(),
+            grace_period: None,
             // The app keeps the container's working directory.
-            "--workdir",
-            ".",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(secs) = how.wait_for_sync {
-            command.extend(["--wait-for-sync".to_string(), secs.to_string()]);
-        }
-        command.push("--".into());
-        command.extend(argv);
+            workdir: Some(".".into()),
+            start: match how.wait_for_sync {
+                Some(secs) => crate::launch::Start::AfterSync(secs),
+                None => crate::launch::Start::Now,
+            },
+            app: argv,
+        };
+        let command: Vec<String> = std::iter::once(AGENT_BIN.to_string())
+            .chain(supervise.args())
+            .collect();
         c.insert("command".into(), json!(command));
         c.remove("args");
 
@@ -548,17 +544,14 @@ impl Cx {
             container: name.to_string(),
             image: image.to_string(),
         })?;
-        // `ENTRYPOINT [""]` is Docker's way of saying "no entrypoint".
-        let mut argv: Vec<String> = if config.entrypoint == [""] {
-            Vec::new()
+        // The image's own strings were never expanded: escaped for Kubernetes.
+        let escape = |v: &[String]| -> Vec<String> { v.iter().map(|s| literal(s)).collect() };
+        let entrypoint = if config.entrypoint == [""] {
+            config.entrypoint.clone()
         } else {
-            config.entrypoint.iter().map(|s| literal(s)).collect()
+            escape(&config.entrypoint)
         };
-        if args.is_empty() {
-            argv.extend(config.cmd.iter().map(|s| literal(s)));
-        } else {
-            argv.extend(args);
-        }
+        let argv = crate::launch::image_argv(&entrypoint, &escape(&config.cmd), Some(&args));
         if argv.is_empty() {
             return Err(InjectError::NothingToRun {
                 object: self.object.clone(),

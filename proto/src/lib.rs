@@ -10,6 +10,7 @@
 
 pub mod chunk;
 pub mod inject;
+pub mod launch;
 pub mod limits;
 mod relpath;
 

@@ -128,8 +128,11 @@ impl DockerRuntime {
             .await
             .map_err(EngineError::api(format!("inspecting {reference}")))?;
         let config = inspect.config.unwrap_or_default();
-        let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
-        argv.extend(config.cmd.clone().unwrap_or_default());
+        let mut argv = lks_proto::launch::image_argv(
+            &config.entrypoint.clone().unwrap_or_default(),
+            &config.cmd.clone().unwrap_or_default(),
+            None,
+        );
         if argv.is_empty() {
             argv = service.command.clone();
         }
@@ -139,32 +142,26 @@ impl DockerRuntime {
             );
         }
         let root = service.live_update.root.clone();
-        let mut cmd: Vec<String> = [
-            "supervise",
-            "--root",
-            &root,
-            "--listen",
-            &format!("0.0.0.0:{AGENT_PORT}"),
-            "--grace-period",
-            "3",
+        let cmd = lks_proto::launch::Supervise {
+            root: root.clone(),
+            listen: format!("0.0.0.0:{AGENT_PORT}"),
+            grace_period: Some(3),
             // The app runs where the image says (WORKDIR), not in the root.
-            "--workdir",
-            ".",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if live {
-            cmd.push("--no-start".into());
+            workdir: Some(".".into()),
+            start: if live {
+                lks_proto::launch::Start::OnRestart
+            } else {
+                lks_proto::launch::Start::Now
+            },
+            app: argv,
         }
-        cmd.push("--".into());
-        cmd.extend(argv);
+        .args();
 
         let mut env: Vec<String> = expand_env(&service.env, |dep| dep.to_string())
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        env.push(format!("LKS_TOKEN={}", self.token));
+        env.push(format!("{}={}", lks_proto::launch::TOKEN_ENV, self.token));
         let mut labels = self.labels.clone();
         labels.insert(LABEL_SERVICE.into(), service.name.clone());
         let loopback = |port: Option<u16>| {

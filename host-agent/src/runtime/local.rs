@@ -117,21 +117,19 @@ impl Runtime for Local {
                 reason: "the local runtime needs a `command` to start the app".into(),
             });
         }
+        let spec = lks_proto::launch::Supervise {
+            root: root.display().to_string(),
+            listen: "127.0.0.1:0".into(),
+            grace_period: Some(3),
+            workdir: None,
+            // The first batch's build steps may make the app.
+            start: lks_proto::launch::Start::OnRestart,
+            app: service.command.clone(),
+        };
         let mut cmd = Command::new(&self.agent);
-        cmd.arg("supervise")
-            .arg("--root")
-            .arg(&root)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--grace-period",
-                "3",
-                "--no-start",
-                "--",
-            ])
-            .args(&service.command)
+        cmd.args(spec.args())
             .envs(super::expand_env(&service.env, |n| self.host_of(n)))
-            .env("LKS_TOKEN", &self.token)
+            .env(lks_proto::launch::TOKEN_ENV, &self.token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -142,8 +140,10 @@ impl Runtime for Local {
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
         let addr = match first {
-            Ok(Ok(Some(line))) if line.starts_with("listening on ") => {
-                line["listening on ".len()..].to_string()
+            Ok(Ok(Some(line))) if lks_proto::launch::listening_address(&line).is_some() => {
+                lks_proto::launch::listening_address(&line)
+                    .unwrap_or_default()
+                    .to_string()
             }
             other => {
                 let mut err = String::new();
