@@ -23,7 +23,7 @@ pub fn in_cluster(registry: &Registry, tag: &str) -> String {
 /// The agent image's build context in a temporary directory: its
 /// Dockerfile and the static agent lks finds (also returned).
 fn context() -> anyhow::Result<(tempfile::TempDir, Build, std::path::PathBuf)> {
-    let agent = crate::runtime::docker::find_static_agent()?;
+    let agent = crate::runtime::agent_binary::find(crate::runtime::agent_binary::Linkage::Static)?;
     let dir = tempfile::tempdir().context("creating a temporary build context")?;
     std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE)?;
     std::fs::copy(&agent, dir.path().join("lks-agent"))

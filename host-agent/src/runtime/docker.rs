@@ -58,7 +58,7 @@ impl DockerRuntime {
         local: BTreeSet<String>,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> anyhow::Result<DockerRuntime> {
-        let agent = find_static_agent()?;
+        let agent = super::agent_binary::find(super::agent_binary::Linkage::Static)?;
         let docker = docker::connect().await?;
         crate::registry::ensure_running(&docker, &registry, None, progress).await?;
         warn_leftovers(&docker, workspace, progress).await;
@@ -379,46 +379,4 @@ async fn warn_leftovers(
             names.join(", ")
         ));
     }
-}
-
-/// The static `lks-agent` (containers may have no libc): `LKS_AGENT_BIN`,
-/// else `lks-agent` next to `lks`, else the one Cargo builds for
-/// `--target x86_64-unknown-linux-gnu` beside this target dir. Each must be
-/// statically linked.
-pub fn find_static_agent() -> Result<PathBuf, RuntimeError> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("LKS_AGENT_BIN") {
-        candidates.push(p.into());
-    }
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        candidates.push(dir.join("lks-agent"));
-        if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
-            candidates.push(
-                target
-                    .join("x86_64-unknown-linux-gnu")
-                    .join(profile)
-                    .join("lks-agent"),
-            );
-        }
-    }
-    let mut looked = Vec::new();
-    for c in &candidates {
-        match is_static(c) {
-            Some(true) => return Ok(c.clone()),
-            Some(false) => looked.push(format!("{} (dynamically linked)", c.display())),
-            None => looked.push(c.display().to_string()),
-        }
-    }
-    Err(RuntimeError::StaticAgentNotFound {
-        looked: looked.join(", "),
-    })
-}
-
-/// Whether an ELF file has no program interpreter (None: not a readable ELF).
-fn is_static(path: &Path) -> Option<bool> {
-    let bytes = std::fs::read(path).ok()?;
-    let elf = goblin::elf::Elf::parse(&bytes).ok()?;
-    Some(elf.interpreter.is_none())
 }

@@ -27,7 +27,7 @@ impl Local {
         Ok(Local {
             work: work.to_path_buf(),
             token: token.to_string(),
-            agent: find_agent()?,
+            agent: super::agent_binary::find(super::agent_binary::Linkage::Any)?,
         })
     }
 
@@ -35,39 +35,6 @@ impl Local {
     pub fn root_of(&self, service: &str) -> PathBuf {
         self.work.join(service).join("root")
     }
-}
-
-/// `LKS_AGENT_BIN`, else `lks-agent` next to `lks`, else on PATH.
-pub fn find_agent() -> Result<PathBuf, RuntimeError> {
-    let mut looked = Vec::new();
-    if let Some(p) = std::env::var_os("LKS_AGENT_BIN") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
-        }
-        looked.push(p.display().to_string());
-    }
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        let p = dir.join("lks-agent");
-        if p.is_file() {
-            return Ok(p);
-        }
-        looked.push(p.display().to_string());
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("lks-agent");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-        looked.push("$PATH".into());
-    }
-    Err(RuntimeError::AgentNotFound {
-        looked: looked.join(", "),
-    })
 }
 
 impl Runtime for Local {

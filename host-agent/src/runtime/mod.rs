@@ -3,6 +3,7 @@
 //! `docker` runs each service in a container of its image, `kube` applies its
 //! manifests to a cluster.
 
+pub mod agent_binary;
 pub mod docker;
 pub mod kubernetes;
 pub mod local;
