@@ -435,3 +435,32 @@ pub fn on_signals(
     });
     Ok(())
 }
+
+/// Runs `cmd` with `input` on its stdin (an exec'd `tar -x`, say), from the
+/// spawn to its exit; fails, with its stderr, unless it succeeds.
+pub fn timed_with_input(cmd: &mut Command, input: &[u8], what: &str) -> anyhow::Result<Duration> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {what}"))?;
+    child
+        .stdin
+        .take()
+        .with_context(|| format!("{what}'s stdin"))?
+        .write_all(input)?;
+    let out = child.wait_with_output()?;
+    let took = t0.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}

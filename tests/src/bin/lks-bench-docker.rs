@@ -36,11 +36,10 @@
 use anyhow::{Context, bail};
 use lks_e2e::bench::{
     Args, Row, cpus, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
-    percentile, profile, scratch_dir, settle, spread, timed_sh,
+    percentile, profile, scratch_dir, settle, spread, timed_sh, timed_with_input,
 };
 use lks_e2e::{Rng, Watch, bin, http_get, process_alive, wait_until};
 use notify::{RecursiveMode, Watcher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, mpsc};
@@ -691,28 +690,11 @@ fn measure_edits(cfg: &Config, src: &Path, file: &Path, c: &Container) -> anyhow
         if !archive.status.success() {
             bail!("tar -c {rel}: {}", String::from_utf8_lossy(&archive.stderr));
         }
-        let t0 = Instant::now();
-        let mut child = Command::new("docker")
-            .args(["exec", "-i", &c.name, "tar", "-xf", "-", "-C", "/data2"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawn docker exec")?;
-        child
-            .stdin
-            .take()
-            .context("docker exec's stdin")?
-            .write_all(&archive.stdout)?;
-        let out = child.wait_with_output()?;
-        let took = t0.elapsed();
-        if !out.status.success() {
-            bail!(
-                "docker exec tar -x failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let took = timed_with_input(
+            Command::new("docker").args(["exec", "-i", &c.name, "tar", "-xf", "-", "-C", "/data2"]),
+            &archive.stdout,
+            "docker exec tar -x",
+        )?;
         r.tar.push(ms(took));
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -55,11 +55,12 @@
 //! (`images/base/build.sh`).
 
 use anyhow::{Context, bail};
-use lks_e2e::bench::{Args, Row, cpus, fmt_ms, median, ms, percentile, profile, spread};
+use lks_e2e::bench::{
+    Args, Row, cpus, fmt_ms, median, ms, percentile, profile, spread, timed_with_input,
+};
 use lks_e2e::kube::{examples_on_free_ports, set_greeting};
 use lks_e2e::{Rng, bin, free_port, http11_get, process_alive, stop_child, unique, wait_until};
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -920,27 +921,11 @@ fn measure_edits(cfg: &Config, base: &Path) -> anyhow::Result<Edits> {
         if !archive.status.success() {
             bail!("tar -c: {}", String::from_utf8_lossy(&archive.stderr));
         }
-        let t0 = Instant::now();
-        let mut child = kubectl_command(&extract)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawn kubectl exec")?;
-        child
-            .stdin
-            .take()
-            .context("kubectl exec's stdin")?
-            .write_all(&archive.stdout)?;
-        let out = child.wait_with_output()?;
-        let took = t0.elapsed();
-        if !out.status.success() {
-            bail!(
-                "kubectl exec tar -x failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let took = timed_with_input(
+            &mut kubectl_command(&extract),
+            &archive.stdout,
+            "kubectl exec tar -x",
+        )?;
         r.tar.push(ms(took));
         last_tar = data;
         std::thread::sleep(Duration::from_millis(30));
