@@ -100,11 +100,32 @@ elif [ -n "$shared_k8s" ]; then
     fi
     echo "tests/run.sh: starting the test cluster ($shared_k8s/up.sh, log: target/k8s-up.log)"
     mkdir -p target
-    if ! bash "$shared_k8s/up.sh" >target/k8s-up.log 2>&1; then
-        echo "tests/run.sh: the test cluster did not start; the end of target/k8s-up.log:" >&2
-        tail -30 target/k8s-up.log >&2
-        exit 1
-    fi
+    # The kubelet answers its healthz on 127.0.0.1:10248. On a restart up.sh
+    # can report a node that is still Ready from before while the kubelet
+    # already exited (it started before containerd's CRI was up): then the
+    # cluster is started again, once.
+    kubelet_up() {
+        for _ in $(seq 40); do
+            curl -fsS --max-time 2 http://127.0.0.1:10248/healthz >/dev/null 2>&1 && return 0
+            sleep 0.5
+        done
+        return 1
+    }
+    for attempt in 1 2; do
+        if ! bash "$shared_k8s/up.sh" >target/k8s-up.log 2>&1; then
+            echo "tests/run.sh: the test cluster did not start; the end of target/k8s-up.log:" >&2
+            tail -30 target/k8s-up.log >&2
+            exit 1
+        fi
+        kubelet_up && break
+        if [ "$attempt" = 2 ]; then
+            echo "tests/run.sh: the test cluster's kubelet does not answer on 127.0.0.1:10248; the end of its log:" >&2
+            tail -20 "$k8s_dir/logs/kubelet.log" >&2 || true
+            exit 1
+        fi
+        echo "tests/run.sh: the kubelet is not up (see $k8s_dir/logs/kubelet.log); starting the cluster again"
+        bash "$shared_k8s/down.sh" >>target/k8s-up.log 2>&1 || true
+    done
     if [ -n "$started_here" ]; then
         trap 'echo "tests/run.sh: stopping the test cluster"; bash "$shared_k8s/down.sh" >/dev/null 2>&1 || true' EXIT
     fi
