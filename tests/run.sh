@@ -94,42 +94,43 @@ if [ -n "${LKS_TEST_KUBECONFIG:-}" ]; then
     echo "tests/run.sh: the real-cluster tests use LKS_TEST_KUBECONFIG=$LKS_TEST_KUBECONFIG"
 elif [ -n "$shared_k8s" ]; then
     k8s_dir="${LKS_K8S_DIR:-/tmp/lks-k8s}"
-    started_here=1
-    if [ -f "$k8s_dir/kube-apiserver.pid" ] && kill -0 "$(cat "$k8s_dir/kube-apiserver.pid")" 2>/dev/null; then
-        started_here=
-    fi
-    echo "tests/run.sh: starting the test cluster ($shared_k8s/up.sh, log: target/k8s-up.log)"
-    mkdir -p target
-    # The kubelet answers its healthz on 127.0.0.1:10248. On a restart up.sh
-    # can report a node that is still Ready from before while the kubelet
-    # already exited (it started before containerd's CRI was up): then the
-    # cluster is started again, once.
+    # The kubelet answers its healthz on 127.0.0.1:10248.
     kubelet_up() {
-        for _ in $(seq 40); do
+        for _ in $(seq "${1:-40}"); do
             curl -fsS --max-time 2 http://127.0.0.1:10248/healthz >/dev/null 2>&1 && return 0
             sleep 0.5
         done
         return 1
     }
-    for attempt in 1 2; do
-        if ! bash "$shared_k8s/up.sh" >target/k8s-up.log 2>&1; then
-            echo "tests/run.sh: the test cluster did not start; the end of target/k8s-up.log:" >&2
-            tail -30 target/k8s-up.log >&2
-            exit 1
-        fi
-        kubelet_up && break
-        if [ "$attempt" = 2 ]; then
-            echo "tests/run.sh: the test cluster's kubelet does not answer on 127.0.0.1:10248; the end of its log:" >&2
-            tail -20 "$k8s_dir/logs/kubelet.log" >&2 || true
-            exit 1
-        fi
-        echo "tests/run.sh: the kubelet is not up (see $k8s_dir/logs/kubelet.log); starting the cluster again"
-        bash "$shared_k8s/down.sh" >>target/k8s-up.log 2>&1 || true
-    done
+    mkdir -p target
+    started_here=
+    if [ -f "$k8s_dir/kube-apiserver.pid" ] && kill -0 "$(cat "$k8s_dir/kube-apiserver.pid")" 2>/dev/null \
+        && kubelet_up 1; then
+        echo "tests/run.sh: using the test cluster that runs already ($k8s_dir)"
+    else
+        # A fresh cluster each time this script starts one: restarting an old
+        # $k8s_dir can start the kubelet before containerd's CRI is up, and
+        # nothing earlier runs can leave (namespaces, images) gets in the way.
+        started_here=1
+        for attempt in 1 2; do
+            echo "tests/run.sh: starting a fresh test cluster ($shared_k8s/up.sh, log: target/k8s-up.log)"
+            bash "$shared_k8s/down.sh" >/dev/null 2>&1 || true
+            rm -rf "$k8s_dir" 2>/dev/null || true
+            if bash "$shared_k8s/up.sh" >target/k8s-up.log 2>&1 && kubelet_up; then
+                break
+            fi
+            if [ "$attempt" = 2 ]; then
+                echo "tests/run.sh: the test cluster did not start; the end of target/k8s-up.log:" >&2
+                tail -30 target/k8s-up.log >&2
+                exit 1
+            fi
+            echo "tests/run.sh: the test cluster did not come up; once more"
+        done
+    fi
     if [ -n "$started_here" ]; then
         trap 'echo "tests/run.sh: stopping the test cluster"; bash "$shared_k8s/down.sh" >/dev/null 2>&1 || true' EXIT
     fi
-    LKS_TEST_KUBECONFIG="$(tail -1 target/k8s-up.log)"
+    LKS_TEST_KUBECONFIG="$k8s_dir/kubeconfig"
     export LKS_TEST_KUBECONFIG
 else
     if [ "${CI:-}" = true ]; then
