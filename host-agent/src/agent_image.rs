@@ -6,6 +6,7 @@
 
 use crate::config::Build;
 use crate::docker::{self, image};
+use crate::events::Progress;
 use crate::registry::Registry;
 use anyhow::Context;
 
@@ -53,7 +54,7 @@ pub fn content_tag() -> anyhow::Result<String> {
 pub async fn publish(
     docker: &bollard::Docker,
     registry: &crate::kube::target::ClusterRegistry,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> anyhow::Result<String> {
     let tags = build(docker, &registry.push, true, progress).await?;
     let pushed = format!(
@@ -86,11 +87,11 @@ pub async fn build(
     docker: &bollard::Docker,
     registry: &Registry,
     push: bool,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> anyhow::Result<Vec<String>> {
     let (dir, build, agent) = context()?;
     let repo = image::repository(&registry.address, REPOSITORY);
-    progress(&format!("the agent image, from {}", agent.display()));
+    progress.say(&format!("the agent image, from {}", agent.display()));
     let built = image::build(docker, &repo, &build, progress).await?;
     let version = env!("CARGO_PKG_VERSION");
     for tag in [version, "latest"] {

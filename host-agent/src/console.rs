@@ -1,73 +1,24 @@
-//! What `lks up` shows: one line per event, prefixed with the service's name in
-//! its own color, a status per service (building, syncing, running step,
-//! restarting, ready, error), and a spinner for long work when stderr is a
-//! terminal.
+//! What `lks up` shows: it consumes the [events](crate::events) of every
+//! service and prints one line per event, prefixed with the service's name in
+//! its own color, a status line per change of status, and a spinner for long
+//! work when stderr is a terminal.
 
+use crate::events::{Event, Feed, Item, Status, SyncKind};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Where a service is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// Waiting for its dependencies.
-    Waiting(String),
-    /// Starting its agent (or container).
-    Starting,
-    /// Building (local build commands, an image).
-    Building,
-    /// Syncing files.
-    Syncing,
-    /// Running a live-update step.
-    RunningStep(String),
-    /// Restarting the app.
-    Restarting,
-    /// Waiting for the readiness check.
-    CheckingReadiness,
-    /// Ready.
-    Ready,
-    /// Something failed; the service keeps its previous version if it has one.
-    Error(String),
-    /// Stopped.
-    Stopped,
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Status::Waiting(on) => write!(f, "waiting for {on}"),
-            Status::Starting => f.write_str("starting"),
-            Status::Building => f.write_str("building"),
-            Status::Syncing => f.write_str("syncing"),
-            Status::RunningStep(s) => write!(f, "running step `{s}`"),
-            Status::Restarting => f.write_str("restarting"),
-            Status::CheckingReadiness => f.write_str("checking readiness"),
-            Status::Ready => f.write_str("ready"),
-            Status::Error(e) => write!(f, "error: {e}"),
-            Status::Stopped => f.write_str("stopped"),
-        }
-    }
-}
 
 const COLORS: [&str; 6] = ["36", "35", "33", "32", "34", "31"];
 
-/// The shared console.
-#[derive(Clone)]
+/// The console of one `lks up`.
 pub struct Console {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     width: usize,
     color: bool,
     multi: MultiProgress,
-    bars: Mutex<BTreeMap<String, ProgressBar>>,
+    bars: BTreeMap<String, ProgressBar>,
     colors: BTreeMap<String, &'static str>,
-    statuses: Mutex<BTreeMap<String, Status>>,
-    /// Set once lks is shutting down: agents going away is expected then.
-    stopping: std::sync::atomic::AtomicBool,
+    statuses: BTreeMap<String, Status>,
 }
 
 impl Console {
@@ -85,85 +36,122 @@ impl Console {
             .map(|(i, s)| (s.clone(), COLORS[i % COLORS.len()]))
             .collect();
         Console {
-            inner: Arc::new(Inner {
-                width: services.iter().map(|s| s.len()).max().unwrap_or(0),
-                color,
-                multi: MultiProgress::with_draw_target(target),
-                bars: Mutex::new(BTreeMap::new()),
-                colors,
-                statuses: Mutex::new(BTreeMap::new()),
-                stopping: Default::default(),
-            }),
+            width: services.iter().map(|s| s.len()).max().unwrap_or(0),
+            color,
+            multi: MultiProgress::with_draw_target(target),
+            bars: BTreeMap::new(),
+            colors,
+            statuses: BTreeMap::new(),
         }
     }
 
+    /// Renders the feed until every sender is gone.
+    pub async fn run(mut self, mut feed: Feed) {
+        while let Some(item) = feed.next().await {
+            match item {
+                Item::Note(text) => self.print(format!("lks: {text}")),
+                Item::Service(service, event) => {
+                    self.show(&service, event, feed.is_stopping());
+                }
+            }
+        }
+    }
+
+    fn show(&mut self, service: &str, event: Event, stopping: bool) {
+        let text = match event {
+            Event::Status(status) => return self.status(service, status, stopping),
+            Event::Progress(line)
+            | Event::Held(line)
+            | Event::AppOutput(line)
+            | Event::PodProblem(line) => line,
+            Event::AgentStarted { pid, at, location } => {
+                let pid = pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+                format!("agent{pid} at {at} ({location})")
+            }
+            Event::NotLive => "not live updated (not named --local)".into(),
+            Event::Unreachable(why) => format!("cannot reach the agent yet: {why}"),
+            Event::Reconnecting(gone) => format!("{gone}; reconnecting"),
+            Event::Retrying(delay) => format!("starting again in {:.1}s", delay.as_secs_f64()),
+            Event::Synced { kind, summary, ms } => {
+                let what = match kind {
+                    SyncKind::First | SyncKind::Batch => "synced",
+                    SyncKind::Rebuilt => "rebuilt:",
+                };
+                format!("{what} {summary} in {ms} ms")
+            }
+            Event::Warning(w) => format!("warning: {w}"),
+            Event::Rebuilding(why) => format!("rebuilding: {why}"),
+            Event::SyncError(e) => format!("sync error: {e}"),
+            Event::StepFailed {
+                cmd,
+                failure,
+                output_tail,
+            } => {
+                self.line(
+                    service,
+                    &format!(
+                        "step `{cmd}` failed ({failure}); the app keeps running the previous version"
+                    ),
+                );
+                for line in output_tail.lines() {
+                    self.line(service, &format!("  {line}"));
+                }
+                return;
+            }
+            Event::StepOutput(line) => format!("  > {line}"),
+            Event::AppStarted { pid, restarts } => {
+                format!("app started (pid {pid}, restart {restarts})")
+            }
+            Event::AppExited {
+                how,
+                crashes_in_a_row,
+                restart_in_ms,
+            } => format!(
+                "app exited with {how} ({crashes_in_a_row} crash(es) in a row); restarting in {restart_in_ms} ms"
+            ),
+            Event::AgentWarning(w) => format!("agent warning: {w}"),
+            Event::PodRuns(pod) => format!("pod {pod} runs"),
+            Event::StopFailed(e) => format!("stopping: {e}"),
+        };
+        self.line(service, &text);
+    }
+
     fn prefix(&self, service: &str) -> String {
-        let padded = format!("{service:<w$}", w = self.inner.width);
-        match (self.inner.color, self.inner.colors.get(service)) {
+        let padded = format!("{service:<w$}", w = self.width);
+        match (self.color, self.colors.get(service)) {
             (true, Some(c)) => format!("\x1b[{c}m{padded} |\x1b[0m"),
             _ => format!("{padded} |"),
         }
     }
 
+    fn print(&self, line: String) {
+        if self.multi.is_hidden() {
+            use std::io::Write;
+            // A reader that went away (`lks up | head`) is not worth a panic.
+            let _ = writeln!(std::io::stdout(), "{line}");
+        } else {
+            let _ = self.multi.println(line);
+        }
+    }
+
     /// Prints one line for `service`.
-    pub fn line(&self, service: &str, text: &str) {
-        let line = format!("{} {text}", self.prefix(service));
-        if self.inner.multi.is_hidden() {
-            println!("{line}");
-        } else {
-            let _ = self.inner.multi.println(line);
-        }
-    }
-
-    /// Prints a line from lks itself (not a service).
-    pub fn note(&self, text: &str) {
-        if self.inner.multi.is_hidden() {
-            println!("lks: {text}");
-        } else {
-            let _ = self.inner.multi.println(format!("lks: {text}"));
-        }
-    }
-
-    /// Marks the start of the shutdown (Ctrl-C): errors from agents that the
-    /// terminal's signal reached first are no longer reported.
-    pub fn set_stopping(&self) {
-        self.inner
-            .stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether lks is shutting down.
-    pub fn is_stopping(&self) -> bool {
-        self.inner
-            .stopping
-            .load(std::sync::atomic::Ordering::SeqCst)
+    fn line(&self, service: &str, text: &str) {
+        self.print(format!("{} {text}", self.prefix(service)));
     }
 
     /// Records and shows a new status; long-running ones get a spinner.
-    pub fn status(&self, service: &str, status: Status) {
-        if self.is_stopping() && matches!(status, Status::Error(_)) {
+    fn status(&mut self, service: &str, status: Status, stopping: bool) {
+        if stopping && matches!(status, Status::Error(_)) {
             return;
         }
-        {
-            let mut st = self.inner.statuses.lock().unwrap();
-            if st.get(service) == Some(&status) {
-                return;
-            }
-            st.insert(service.to_string(), status.clone());
+        if self.statuses.get(service) == Some(&status) {
+            return;
         }
+        self.statuses.insert(service.to_string(), status.clone());
         self.line(service, &format!("[{status}]"));
-        let long = matches!(
-            status,
-            Status::Starting
-                | Status::Building
-                | Status::Syncing
-                | Status::RunningStep(_)
-                | Status::CheckingReadiness
-        );
-        let mut bars = self.inner.bars.lock().unwrap();
-        if long {
-            let bar = bars.entry(service.to_string()).or_insert_with(|| {
-                let b = self.inner.multi.add(ProgressBar::new_spinner());
+        if status.is_long() {
+            let bar = self.bars.entry(service.to_string()).or_insert_with(|| {
+                let b = self.multi.add(ProgressBar::new_spinner());
                 b.set_style(
                     ProgressStyle::with_template("{spinner} {prefix} {msg} {elapsed}")
                         .expect("template"),
@@ -173,9 +161,9 @@ impl Console {
                 b
             });
             bar.set_message(status.to_string());
-        } else if let Some(bar) = bars.remove(service) {
+        } else if let Some(bar) = self.bars.remove(service) {
             bar.finish_and_clear();
-            self.inner.multi.remove(&bar);
+            self.multi.remove(&bar);
         }
     }
 }

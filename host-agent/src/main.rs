@@ -4,18 +4,21 @@
 #![forbid(unsafe_code)]
 
 mod agent_image;
+mod backoff;
 mod config;
 mod console;
 mod docker;
 mod down;
+mod events;
 mod ignores;
 mod kube;
-mod live;
+mod mirror;
 mod plan;
 mod readiness;
 mod registry;
 mod rules;
 mod runtime;
+mod service;
 mod session;
 mod source;
 mod sync;

@@ -8,6 +8,7 @@
 //! Debian's docker-registry) is used when present.
 
 use crate::docker::{self, EngineError, LABEL_REGISTRY, is_not_found};
+use crate::events::Progress;
 use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::models::{
@@ -115,7 +116,10 @@ pub async fn command(registry: &Registry, cmd: RegistryCommand) -> anyhow::Resul
     match cmd {
         RegistryCommand::Start { image } => {
             let docker = docker::connect().await?;
-            ensure_running(&docker, registry, image.as_deref(), &|l| println!("{l}")).await?;
+            ensure_running(&docker, registry, image.as_deref(), &|l: &str| {
+                println!("{l}")
+            })
+            .await?;
             println!("registry ready at {}", registry.address);
             Ok(())
         }
@@ -133,7 +137,7 @@ pub async fn ensure_running(
     docker: &Docker,
     registry: &Registry,
     image: Option<&str>,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     if registry.answers().await {
         return Ok(());
@@ -155,7 +159,7 @@ pub async fn ensure_running(
     {
         Ok(c) => {
             if c.state.and_then(|s| s.running) != Some(true) {
-                progress(&format!("starting the registry container {name}"));
+                progress.say(&format!("starting the registry container {name}"));
                 docker
                     .start_container(
                         &name,
@@ -167,7 +171,7 @@ pub async fn ensure_running(
         }
         Err(e) if is_not_found(&e) => {
             let image = choose_image(docker, image, progress).await?;
-            progress(&format!(
+            progress.say(&format!(
                 "creating the registry container {name} from {image} on {}",
                 registry.address
             ));
@@ -249,7 +253,7 @@ pub async fn ensure_running(
 async fn choose_image(
     docker: &Docker,
     wanted: Option<&str>,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> anyhow::Result<String> {
     let candidates: Vec<&str> = match wanted {
         Some(w) => vec![w],
@@ -262,7 +266,7 @@ async fn choose_image(
     }
     let first = candidates[0];
     let (repo, tag) = first.rsplit_once(':').unwrap_or((first, "latest"));
-    progress(&format!("pulling {first}"));
+    progress.say(&format!("pulling {first}"));
     match docker::image::pull(docker, repo, tag, progress).await {
         Ok(true) => Ok(first.to_string()),
         Ok(false) => bail!("{}", no_image(first, "it does not exist")),

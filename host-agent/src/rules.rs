@@ -1,5 +1,7 @@
 //! Live-update rules: what a batch of changes means for a running service.
 //!
+//! - a file the runtime rebuilds from (a Dockerfile, a manifest applied to a
+//!   cluster) -> rebuild, ignored or not;
 //! - a path matching `fall_back_on` -> rebuild (each runtime decides what that
 //!   means);
 //! - a path covered by no sync mapping (and not ignored) -> rebuild, reported
@@ -8,7 +10,7 @@
 //!   triggers runs on every batch), then restart if the policy says so.
 
 use crate::config::{Restart, Service};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What to do with one batch of changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +41,38 @@ pub fn mapped(service: &Service, path: &Path) -> bool {
         .any(|m| path.starts_with(&m.local))
 }
 
-/// Decides what a batch means.
-///
-/// `touched` are the absolute paths the watcher reported (ignored ones already
-/// removed); `changed` are the paths, relative to the service directory, whose
-/// content really differs from what the agent has (from the plan).
-pub fn decide(service: &Service, touched: &[&Path], changed: &[String]) -> Decision {
+/// One batch of changes, as the rules see it.
+pub struct Batch<'a> {
+    /// Every absolute path the watcher reported, ignored ones too.
+    pub reported: &'a [PathBuf],
+    /// The absolute paths that matter (ignored ones removed).
+    pub touched: &'a [&'a Path],
+    /// The paths, relative to the service directory, whose content really
+    /// differs from what the agent has (from the plan).
+    pub changed: &'a [String],
+}
+
+/// Decides what a batch means. `rebuild_on` are the files whose change needs
+/// a rebuild whatever the rules say (the runtime's: a Dockerfile, manifests).
+pub fn decide(service: &Service, rebuild_on: &[PathBuf], batch: &Batch) -> Decision {
+    if let Some(p) = batch.reported.iter().find(|p| rebuild_on.contains(p)) {
+        let why = if service.k8s.contains(p) {
+            "it is applied to the cluster"
+        } else {
+            "the image is built from it"
+        };
+        return Decision::Rebuild {
+            reason: format!("{} changed ({why})", p.display()),
+        };
+    }
+    by_rules(service, batch.touched, batch.changed)
+}
+
+/// What the service's own rules say of a batch: `touched` are the absolute
+/// paths the watcher reported (ignored ones already removed); `changed` are
+/// the paths, relative to the service directory, whose content really
+/// differs from what the agent has.
+fn by_rules(service: &Service, touched: &[&Path], changed: &[String]) -> Decision {
     let lu = &service.live_update;
     for p in touched {
         let rel = p.strip_prefix(&service.dir).unwrap_or(p);
@@ -86,6 +114,33 @@ pub fn decide(service: &Service, touched: &[&Path], changed: &[String]) -> Decis
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decide(service: &Service, touched: &[&Path], changed: &[String]) -> Decision {
+        let batch = Batch {
+            reported: &[],
+            touched,
+            changed,
+        };
+        super::decide(service, &[], &batch)
+    }
+
+    #[test]
+    fn a_file_the_runtime_rebuilds_from_rebuilds_even_when_ignored() {
+        let s = service(Restart::OnChange);
+        let dockerfile = PathBuf::from("/ws/api/Dockerfile");
+        let batch = Batch {
+            reported: std::slice::from_ref(&dockerfile),
+            touched: &[],
+            changed: &[],
+        };
+        assert_eq!(
+            super::decide(&s, std::slice::from_ref(&dockerfile), &batch),
+            Decision::Rebuild {
+                reason: "/ws/api/Dockerfile changed (the image is built from it)".into()
+            }
+        );
+        assert_eq!(super::decide(&s, &[], &batch), Decision::Nothing);
+    }
     use crate::config::{Build, LiveUpdate, RunStep, SyncMapping};
     use globset::{Glob, GlobSet, GlobSetBuilder};
     use std::path::PathBuf;

@@ -93,9 +93,6 @@ pub struct Followup {
     pub steps: Vec<v1::Step>,
     /// Restart the app if every step succeeded.
     pub restart: bool,
-    /// Label for the batch id (events of batches whose id starts with
-    /// `quiet-` are not echoed: readiness probes).
-    pub label: &'static str,
     /// Commit even with nothing to do: the end of a full sync, which an app
     /// held for it (`supervise --wait-for-sync`) waits for.
     pub sync_point: bool,
@@ -152,7 +149,10 @@ pub struct Session {
     /// Changes when the agent process restarts.
     pub boot_id: String,
     /// The agent's tree as last confirmed (ignored paths left out).
-    pub remote: Tree,
+    remote: Tree,
+    /// The batch ids of the probes sent (readiness checks): the events of
+    /// their steps are the loop's own business, not the user's.
+    probes: Probes,
     chunks: HashMap<[u8; 32], Arc<Vec<Chunk>>>,
     /// The directory beneath the agent's root this session syncs (None: the
     /// whole root). Paths in `remote` and in ops are relative to it.
@@ -185,6 +185,7 @@ impl Session {
             wire,
             boot_id: hello.boot_id,
             remote: Tree::new(),
+            probes: Probes::default(),
             chunks: HashMap::new(),
             prefix: None,
             prefix_exists: true,
@@ -192,14 +193,52 @@ impl Session {
     }
 
     /// The agent's event stream (step output, app output, restarts).
-    pub async fn events(&mut self) -> Result<tonic::Streaming<v1::Event>, SessionError> {
+    pub async fn events(&mut self) -> Result<AgentEvents, SessionError> {
         let url = self.url.clone();
-        Ok(self
+        let stream = self
             .client
             .events(v1::EventsRequest {})
             .await
             .map_err(|s| SessionError::from_status(&url, s))?
-            .into_inner())
+            .into_inner();
+        Ok(AgentEvents {
+            stream,
+            probes: self.probes.clone(),
+        })
+    }
+
+    /// The agent's tree as last confirmed (ignored paths left out).
+    pub fn remote(&self) -> &Tree {
+        &self.remote
+    }
+
+    /// Forgets what the agent has beyond `keep`: those paths are left alone
+    /// (in a root seeded from an image, what its build made).
+    pub fn keep_only(&mut self, keep: impl Fn(&RelPath) -> bool) -> usize {
+        let before = self.remote.len();
+        self.remote.retain(|p, _| keep(p));
+        before - self.remote.len()
+    }
+
+    /// Runs `step` on the agent as a probe (a readiness check): its events
+    /// are marked as such, nothing is synced.
+    pub async fn probe(&mut self, step: v1::Step) -> Result<Option<v1::StepResult>, SessionError> {
+        let followup = Followup {
+            steps: vec![step],
+            ..Followup::default()
+        };
+        let mut report = Report::default();
+        let id = batch_id();
+        self.probes.add(&id);
+        self.apply_batch(
+            &LocalTree::new(std::path::Path::new("/")),
+            vec![],
+            &followup,
+            id,
+            &mut report,
+        )
+        .await?;
+        Ok(report.steps.into_iter().next())
     }
 
     /// Restricts the session to `prefix` beneath the agent's root (a sync
@@ -292,6 +331,7 @@ impl Session {
                     local,
                     std::mem::take(&mut batch),
                     &Followup::default(),
+                    batch_id(),
                     &mut report,
                 )
                 .await?;
@@ -299,7 +339,7 @@ impl Session {
             }
         }
         if !batch.is_empty() || !followup.is_empty() || self.missing_prefix().is_some() {
-            self.apply_batch(local, batch, &followup, &mut report)
+            self.apply_batch(local, batch, &followup, batch_id(), &mut report)
                 .await?;
         }
         report.wire_bytes = self.wire.sent() - start_wire;
@@ -311,6 +351,7 @@ impl Session {
         local: &LocalTree,
         ops: Vec<Op>,
         followup: &Followup,
+        batch_id: String,
         report: &mut Report,
     ) -> Result<(), SessionError> {
         let url = self.url.clone();
@@ -333,7 +374,7 @@ impl Session {
         let root = local.abs_root();
         let producer_ops = ops.clone();
         let commit = v1::Commit {
-            batch_id: format!("{}{:08x}", followup.label, rand_id()),
+            batch_id,
             steps: followup.steps.clone(),
             restart: followup.restart,
         };
@@ -444,6 +485,66 @@ impl Session {
         let chunks = Arc::new(chunks);
         self.chunks.insert(*base, chunks.clone());
         Some(chunks)
+    }
+}
+
+fn batch_id() -> String {
+    format!("{:08x}", rand_id())
+}
+
+/// The ids of the last probes a session sent.
+#[derive(Clone, Default)]
+struct Probes(Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl Probes {
+    /// Enough for the probes whose events may still be on their way.
+    const KEPT: usize = 64;
+
+    fn add(&self, id: &str) {
+        let mut ids = self.0.lock().unwrap();
+        if ids.len() == Self::KEPT {
+            ids.pop_front();
+        }
+        ids.push_back(id.to_string());
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|p| p == id)
+    }
+}
+
+/// One event of the agent, and whether it comes from a probe of the loop
+/// (a readiness check) rather than from the user's steps and app.
+pub struct AgentEvent {
+    /// What happened.
+    pub kind: v1::event::Kind,
+    /// Whether a probe caused it.
+    pub probe: bool,
+}
+
+/// The agent's event stream.
+pub struct AgentEvents {
+    stream: tonic::Streaming<v1::Event>,
+    probes: Probes,
+}
+
+impl AgentEvents {
+    /// The next event; `None` when the stream ended (the agent went away).
+    pub async fn next(&mut self) -> Option<AgentEvent> {
+        use v1::event::Kind;
+        loop {
+            let Some(kind) = self.stream.next().await?.ok()?.kind else {
+                continue;
+            };
+            let batch = match &kind {
+                Kind::Output(o) if o.source == v1::OutputSource::Step as i32 => Some(&o.batch_id),
+                Kind::StepStarted(s) => Some(&s.batch_id),
+                Kind::StepFinished(s) => Some(&s.batch_id),
+                _ => None,
+            };
+            let probe = batch.is_some_and(|b| self.probes.contains(b));
+            return Some(AgentEvent { kind, probe });
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! `lks sync`: keep an agent's root equal to a local directory.
 
+use crate::backoff::Backoff;
 use crate::ignores::Ignores;
+use crate::mirror::{Mirror, Part, Pending};
 use crate::plan::plan;
-use crate::session::{Report, Session, SessionError};
+use crate::session::{Followup, Report, Session, SessionError};
 use crate::source::Source;
-use crate::watch::{Changes, TreeWatcher};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,10 +39,6 @@ fn warn(warnings: Vec<String>) {
     }
 }
 
-fn apply_changes(local: &mut Source, changes: &Changes) {
-    warn(local.apply(changes.rescan, changes.paths.iter().map(Some)));
-}
-
 fn summary(r: &Report, ms: f64) -> String {
     format!(
         "{} files, {} deleted, {} other, {} bytes sent, {:.1} ms",
@@ -68,10 +65,10 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "scanned and fetched the manifest"
     );
-    if let Some(why) = local.safety_stop(&session.remote) {
+    if let Some(why) = local.safety_stop(session.remote()) {
         bail!("{why}");
     }
-    let (ops, problems) = plan(&mut local.tree, &session.remote);
+    let (ops, problems) = plan(&mut local.tree, session.remote());
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         ops = ops.len(),
@@ -86,7 +83,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
         // Check rather than trust: the agent's tree must now match.
         session.fetch_manifest(&local.ignores).await?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "verified");
-        let (left, _) = plan(&mut local.tree, &session.remote);
+        let (left, _) = plan(&mut local.tree, session.remote());
         if !left.is_empty() && failures.is_empty() {
             let sample: Vec<String> = left.iter().take(5).map(|o| o.path().to_string()).collect();
             failures.push(format!(
@@ -116,26 +113,24 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
 /// Watch mode: sync, then apply each change as it happens, reconnecting with
 /// backoff whenever the agent goes away. Returns on SIGINT/SIGTERM.
 pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
-    let mut local = open(&opts.local, &opts.excludes)?;
-    // Watch before the first scan, so nothing that happens during it is missed.
-    let mut watcher = TreeWatcher::start(&local.root)
-        .with_context(|| format!("cannot watch {}", local.root.display()))?;
+    let root = open(&opts.local, &opts.excludes)?.root;
     let mut shutdown = std::pin::pin!(shutdown_signal());
-    let mut backoff = Backoff::new();
+    // Between reconnection attempts: 100 ms doubling to 5 s.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut mirror: Option<Mirror> = None;
     let mut batch_no = 0u64;
-    let mut scanned = false;
     let mut last_boot: Option<String> = None;
     loop {
         let session = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             s = Session::open(&opts.url, &opts.token) => s,
         };
-        let mut session = match session {
+        let session = match session {
             Ok(s) => s,
             // A refused token is retried too: the agent may be restarted
             // with the right one (the message says what is wrong each time).
             Err(e) if e.is_retryable() || matches!(e, SessionError::Unauthenticated { .. }) => {
-                let wait = backoff.next();
+                let wait = backoff.next_delay();
                 eprintln!("lks: {e}; retrying in {:.1}s", wait.as_secs_f64());
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
@@ -150,16 +145,18 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             None => {}
         }
         last_boot = Some(session.boot_id.clone());
+        let mirror = match &mut mirror {
+            Some(m) => {
+                m.reattach(vec![session]);
+                m
+            }
+            None => mirror.insert(Mirror::watch(
+                &root,
+                vec![Part::new(&root, &opts.excludes, session)],
+            )?),
+        };
         let started = Instant::now();
-        let mut changes = Changes::default();
-        watcher.drain_into(&mut changes);
-        if !scanned || changes.rescan {
-            warn(local.rescan());
-            scanned = true;
-        } else {
-            apply_changes(&mut local, &changes);
-        }
-        match full_sync(&mut session, &mut local).await {
+        match full_sync(mirror).await {
             Ok(report) => {
                 println!(
                     "initial sync: {}",
@@ -175,75 +172,49 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
         // Apply changes as they come.
+        let mut was_gone = false;
         loop {
-            let mut changes = tokio::select! {
+            let changes = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                c = watcher.next() => match c {
+                c = mirror.changes() => match c {
                     Some(c) => c,
                     None => bail!("the file watcher stopped"),
                 },
             };
-            watcher.drain_into(&mut changes);
-            apply_changes(&mut local, &changes);
-            // Deletions wait a moment: if they are the start of the whole
-            // root going away (`rm -rf`), the safety stop below sees it.
-            if local.safety_stop(&session.remote).is_none()
-                && local.deletes_pending(&session.remote)
-            {
-                let mut more = Changes::default();
-                watcher.settle_deletions(&mut more).await;
-                if more.first_event.is_some() {
-                    apply_changes(&mut local, &more);
-                }
+            if std::mem::take(&mut was_gone) {
+                eprintln!("lks: {} is back; resyncing", mirror.dir().display());
             }
-            if let Some(why) = local.safety_stop(&session.remote) {
-                eprintln!("lks: {why}");
-                if !local.root.is_dir() {
-                    // The watch died with the directory: wait for it, then start over.
-                    tokio::select! {
-                        _ = &mut shutdown => return Ok(()),
-                        _ = wait_for_dir(&local.root) => {}
-                    }
-                    watcher = TreeWatcher::start(&local.root)
-                        .with_context(|| format!("cannot watch {}", local.root.display()))?;
-                    warn(local.rescan());
-                    eprintln!("lks: {} is back; resyncing", local.root.display());
-                    let (ops, _) = plan(&mut local.tree, &session.remote);
-                    if !ops.is_empty() && local.safety_stop(&session.remote).is_none() {
-                        match session.apply(&local.tree, ops).await {
-                            Ok(report) => print_errors(&report),
-                            Err(e) => {
-                                eprintln!("lks: {e}; reconnecting");
-                                break;
-                            }
-                        }
-                    }
+            let pending = mirror.take(changes).await;
+            warn(mirror.take_warnings());
+            let plan = match pending {
+                Pending::Planned(plan) => plan,
+                Pending::Held(why) => {
+                    eprintln!("lks: {why}");
+                    continue;
                 }
-                continue;
-            }
-            let (ops, problems) = plan(&mut local.tree, &session.remote);
-            for p in problems {
+                Pending::Gone(why) => {
+                    // The watch died with the directory: the mirror waits
+                    // for it to come back.
+                    eprintln!("lks: {why}");
+                    was_gone = true;
+                    continue;
+                }
+            };
+            for p in &plan.problems {
                 eprintln!("lks: warning: {p}");
             }
-            if ops.is_empty() {
+            if plan.is_empty() {
                 continue;
             }
             batch_no += 1;
-            match session.apply(&local.tree, ops).await {
+            let first_event = plan.changes.first_event;
+            match mirror.apply(plan, Followup::default()).await {
                 Ok(report) => {
-                    let ms = changes
-                        .first_event
+                    let ms = first_event
                         .map(|t| t.elapsed().as_secs_f64() * 1000.0)
                         .unwrap_or(0.0);
                     println!("batch {batch_no}: {}", summary(&report, ms));
-                    if !report.errors.is_empty() {
-                        print_errors(&report);
-                        // Learn what the agent really has before planning again.
-                        if let Err(e) = session.fetch_manifest(&local.ignores).await {
-                            eprintln!("lks: {e}; reconnecting");
-                            break;
-                        }
-                    }
+                    print_errors(&report);
                 }
                 Err(e) if e.is_retryable() => {
                     eprintln!("lks: {e}; reconnecting");
@@ -255,51 +226,25 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_dir(dir: &Path) {
-    while !dir.is_dir() {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn full_sync(session: &mut Session, local: &mut Source) -> Result<Report, SessionError> {
-    for w in session.fetch_manifest(&local.ignores).await? {
-        eprintln!("lks: warning: {w}");
-    }
-    if let Some(why) = local.safety_stop(&session.remote) {
-        eprintln!("lks: {why}");
-        return Ok(Report::default());
-    }
-    let (ops, problems) = plan(&mut local.tree, &session.remote);
-    for p in problems {
+async fn full_sync(mirror: &mut Mirror) -> Result<Report, SessionError> {
+    let pending = mirror.resync(false).await?;
+    warn(mirror.take_warnings());
+    let plan = match pending {
+        Pending::Planned(plan) => plan,
+        Pending::Held(why) | Pending::Gone(why) => {
+            eprintln!("lks: {why}");
+            return Ok(Report::default());
+        }
+    };
+    for p in &plan.problems {
         eprintln!("lks: warning: {p}");
     }
-    session.apply(&local.tree, ops).await
+    mirror.apply(plan, Followup::default()).await
 }
 
 fn print_errors(report: &Report) {
     for e in &report.errors {
         eprintln!("lks: error: {e}");
-    }
-}
-
-/// Exponential backoff between reconnection attempts: 100 ms doubling to 5 s.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            next: Duration::from_millis(100),
-        }
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(5));
-        d
-    }
-    fn reset(&mut self) {
-        *self = Backoff::new();
     }
 }
 

@@ -3,14 +3,15 @@
 //! updated until Ctrl-C / SIGTERM, then stop everything lks started.
 
 use crate::config::{self, Workspace};
-use crate::console::{Console, Status};
+use crate::console::Console;
+use crate::events::{self, Event, Status};
 use crate::kube::target::{self, Selection};
-use crate::live::{self, Slot, State};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::local::Local;
+use crate::service::{self, Slot, State};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,14 +121,15 @@ async fn launch<R: Runtime + 'static>(
     order: &[String],
     runtime: Arc<R>,
 ) -> anyhow::Result<()> {
-    let console = Console::new(order);
-    console.note(&format!(
+    let (hub, feed) = events::channel();
+    let console = tokio::spawn(Console::new(order).run(feed));
+    hub.note(format!(
         "launching {} on the {} runtime (Ctrl-C stops everything)",
         order.join(", "),
         runtime.name()
     ));
     let mut states: BTreeMap<String, watch::Receiver<State>> = BTreeMap::new();
-    let mut slots: Vec<(String, Slot)> = Vec::new();
+    let mut slots: Vec<(String, Slot<R::Handle>)> = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for name in order {
         let service = ws
@@ -142,31 +144,35 @@ async fn launch<R: Runtime + 'static>(
             .collect();
         let (tx, rx) = watch::channel(State::Pending);
         states.insert(name.clone(), rx);
-        let slot: Slot = Arc::new(Mutex::new(None));
+        let slot: Slot<R::Handle> = Arc::new(Mutex::new(None));
         slots.push((name.clone(), slot.clone()));
-        tasks.spawn(live::run(
+        tasks.spawn(service::run(
             service,
             runtime.clone(),
-            console.clone(),
+            hub.service(name),
             deps,
             tx,
             slot,
         ));
     }
     crate::sync::shutdown_signal().await;
-    console.set_stopping();
-    console.note("stopping");
+    hub.set_stopping();
+    hub.note("stopping");
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     // Dependents first.
     for (name, slot) in slots.iter().rev() {
+        let to = hub.service(name);
         if let Some(instance) = slot.lock().await.take() {
             let service = &ws.services[name];
             if let Err(e) = runtime.stop(service, instance).await {
-                console.line(name, &format!("stopping: {e}"));
+                to.send(Event::StopFailed(e.to_string()));
             }
         }
-        console.status(name, Status::Stopped);
+        to.status(Status::Stopped);
     }
+    hub.flush().await;
+    drop(hub);
+    let _ = console.await;
     Ok(())
 }

@@ -6,6 +6,7 @@ use super::context::{self, BuildContext};
 use super::{EngineError, is_not_found};
 use crate::config::Build;
 use crate::config::Service;
+use crate::events::Progress;
 use crate::registry::Registry;
 use bollard::Docker;
 use bollard::query_parameters::{
@@ -49,12 +50,12 @@ pub async fn build(
     docker: &Docker,
     repository: &str,
     build: &Build,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> anyhow::Result<Built> {
     let b = build.clone();
     let ctx: BuildContext = tokio::task::spawn_blocking(move || context::pack(&b)).await??;
     for w in &ctx.warnings {
-        progress(&format!("warning: {w}"));
+        progress.say(&format!("warning: {w}"));
     }
     let reference = format!("{repository}:{}", digest_tag(&ctx.digest));
     if local_id(docker, &reference).await?.is_some() {
@@ -63,7 +64,7 @@ pub async fn build(
             built: false,
         });
     }
-    progress(&format!(
+    progress.building(&format!(
         "building {reference} ({} files, {} KiB context)",
         ctx.files,
         ctx.tar.len() / 1024
@@ -90,7 +91,7 @@ pub async fn build(
                     || t.starts_with("Removing intermediate container")
                     || t.starts_with("Running in "))
                 {
-                    progress(line.trim_end());
+                    progress.say(line.trim_end());
                 }
                 last_lines.push(line.to_string());
                 if last_lines.len() > 20 {
@@ -147,7 +148,7 @@ pub async fn push(
     docker: &Docker,
     repository: &str,
     tag: &str,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     let doing = format!("pushing {repository}:{tag}");
     let mut stream = docker.push_image(
@@ -171,7 +172,7 @@ pub async fn push(
             && s != last
             && !s.starts_with("Pushing")
         {
-            progress(&s);
+            progress.say(&s);
             last = s;
         }
     }
@@ -183,7 +184,7 @@ pub async fn pull(
     docker: &Docker,
     repository: &str,
     tag: &str,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
     let doing = format!("pulling {repository}:{tag}");
     let mut stream = docker.create_image(
@@ -213,7 +214,7 @@ pub async fn pull(
         if let Some(s) = info.status
             && (s.starts_with("Status") || s.starts_with("Digest"))
         {
-            progress(&s);
+            progress.say(&s);
         }
     }
     Ok(true)
@@ -233,15 +234,15 @@ pub async fn for_service(
     service: &Service,
     live: bool,
     fresh: bool,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> anyhow::Result<String> {
     let repo = repository(&registry.address, &service.name);
     if !live && !fresh {
-        progress(&format!("pulling {repo}:latest"));
+        progress.say(&format!("pulling {repo}:latest"));
         if pull(docker, &repo, "latest", progress).await? {
             return Ok(format!("{repo}:latest"));
         }
-        progress(&format!(
+        progress.say(&format!(
             "{repo}:latest is not in the registry; building it from the working tree"
         ));
     }
@@ -251,9 +252,9 @@ pub async fn for_service(
     };
     let built = build(docker, &repo, &spec, progress).await?;
     if built.built {
-        progress(&format!("built {}", built.reference));
+        progress.say(&format!("built {}", built.reference));
     } else {
-        progress(&format!("{} is built already", built.reference));
+        progress.say(&format!("{} is built already", built.reference));
     }
     // Publish it: the digest tag, and `latest` for the next runs that do
     // not name this service --local.
@@ -264,8 +265,8 @@ pub async fn for_service(
         .unwrap_or("latest");
     tag(docker, &built.reference, &repo, "latest").await?;
     for tag in [digest_tag, "latest"] {
-        if let Err(e) = push(docker, &repo, tag, &|_| {}).await {
-            progress(&format!("warning: not pushed: {e}"));
+        if let Err(e) = push(docker, &repo, tag, &|_: &str| {}).await {
+            progress.say(&format!("warning: not pushed: {e}"));
             break;
         }
     }

@@ -2,6 +2,7 @@
 //! manager `lks`), rollout waits, finding the pod that runs a workload now,
 //! and deleting what lks applied.
 
+use crate::events::Progress;
 use anyhow::{Context, bail};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -216,7 +217,7 @@ pub async fn wait_rollout(
     client: &Client,
     a: &Applied,
     pods: Option<&super::pods::Pods>,
-    progress: &(dyn Fn(&str) + Send + Sync),
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     /// How long an ordinary wait (a container being created) goes unsaid.
     const PATIENCE: Duration = Duration::from_secs(5);
@@ -234,7 +235,7 @@ pub async fn wait_rollout(
                 // The API server went away: say so and keep waiting.
                 let why = format!("reading {}: {:#}", a.describe(), super::explain(e));
                 if why != said {
-                    progress(&why);
+                    progress.say(&why);
                     said = why;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -247,14 +248,14 @@ pub async fn wait_rollout(
             Some(Rollout::Waiting(_)) => {}
         }
         if !said_waiting {
-            progress(&format!("waiting for the rollout of {}", a.describe()));
+            progress.say(&format!("waiting for the rollout of {}", a.describe()));
             said_waiting = true;
         }
         if let Some(problem) = pods.and_then(|p| p.view().problem)
             && (!problem.transient || started.elapsed() > PATIENCE)
             && problem.text != said
         {
-            progress(&problem.text);
+            progress.say(&problem.text);
             said = problem.text;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;

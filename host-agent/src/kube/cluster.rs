@@ -532,7 +532,8 @@ async fn create(settings: &Settings, webhook: bool, ingress_manifest: &str) -> a
                 "the registry {container} at {}",
                 settings.registry.address
             ));
-            registry::ensure_running(&docker, &settings.registry, None, &|l| detail(l)).await?;
+            registry::ensure_running(&docker, &settings.registry, None, &|l: &str| detail(l))
+                .await?;
             connect_to_kind_network(&docker, &container).await?;
             let content = registry_hosts_toml(&container, port);
             for node in &nodes {
@@ -592,7 +593,7 @@ async fn create(settings: &Settings, webhook: bool, ingress_manifest: &str) -> a
             pull: settings.registry.in_cluster(),
             from: "lks.yaml".into(),
         };
-        let image = crate::agent_image::publish(&docker, &registry, &|_| {}).await?;
+        let image = crate::agent_image::publish(&docker, &registry, &|_: &str| {}).await?;
         step(&format!(
             "the agent's admission webhook ({}/{}), running {image}",
             webhook_install::NAMESPACE,

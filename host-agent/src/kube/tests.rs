@@ -148,7 +148,7 @@ async fn the_rollout_is_waited_for_until_the_new_generation_is_ready() {
     let (client, mut server) = client();
     let task =
         tokio::spawn(
-            async move { apply::wait_rollout(&client, &applied_web(), None, &|_| {}).await },
+            async move { apply::wait_rollout(&client, &applied_web(), None, &|_: &str| {}).await },
         );
     // Not observed yet; then observed but the new pod not ready; then done.
     let statuses = [
@@ -178,7 +178,7 @@ async fn a_stalled_rollout_says_why() {
     let (client, mut server) = client();
     let task =
         tokio::spawn(
-            async move { apply::wait_rollout(&client, &applied_web(), None, &|_| {}).await },
+            async move { apply::wait_rollout(&client, &applied_web(), None, &|_: &str| {}).await },
         );
     let status = json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0,
         "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
@@ -289,7 +289,7 @@ async fn grpc_to_the_agent_runs_over_a_stream_that_is_not_tcp() {
     let mut source = crate::source::Source::new(local.path(), &[]);
     source.rescan();
     session.fetch_manifest(&source.ignores).await.unwrap();
-    let (ops, problems) = crate::plan::plan(&mut source.tree, &session.remote);
+    let (ops, problems) = crate::plan::plan(&mut source.tree, session.remote());
     assert!(problems.is_empty(), "{problems:?}");
     let report = session.apply(&source.tree, ops).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);

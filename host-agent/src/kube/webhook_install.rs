@@ -291,7 +291,7 @@ pub async fn command(
             let docker = crate::docker::connect().await?;
             let progress = |l: &str| super::cluster::detail(l);
             crate::registry::ensure_running(&docker, &registry.push, None, &progress).await?;
-            let image = crate::agent_image::publish(&docker, &registry, &|_| {}).await?;
+            let image = crate::agent_image::publish(&docker, &registry, &|_: &str| {}).await?;
             super::cluster::step(&format!(
                 "the webhook {NAMESPACE}/{NAME} in context {:?}, running {image}",
                 target.context

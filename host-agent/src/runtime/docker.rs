@@ -13,11 +13,12 @@
 //! - Live services start their app after the first sync (which compares
 //!   with the files already in the image); the others start it at once.
 
-use super::{Instance, Runtime, RuntimeError, expand_env};
+use super::{Instance, Live, Mode, Runtime, RuntimeError, Tunnel, expand_env};
 use crate::config::Service;
 use crate::docker::{
     self, EngineError, LABEL_MANAGED, LABEL_RUN, LABEL_SERVICE, LABEL_WORKSPACE, image,
 };
+use crate::events::Progress;
 use crate::registry::Registry;
 use bollard::Docker;
 use bollard::models::{
@@ -56,7 +57,7 @@ impl DockerRuntime {
         registry: Registry,
         token: &str,
         local: BTreeSet<String>,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: &dyn Progress,
     ) -> anyhow::Result<DockerRuntime> {
         let agent = super::agent_binary::find(super::agent_binary::Linkage::Static)?;
         let docker = docker::connect().await?;
@@ -117,8 +118,8 @@ impl DockerRuntime {
         service: &Service,
         live: bool,
         fresh: bool,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> anyhow::Result<Instance> {
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Instance<String>> {
         let reference =
             image::for_service(&self.docker, &self.registry, service, live, fresh, progress)
                 .await?;
@@ -229,22 +230,28 @@ impl DockerRuntime {
         }
         let port = self.agent_port(&name).await?;
         let dockerfile = service.build.dockerfile.clone();
+        let mode = if live {
+            // The image's files: the first batch makes them equal and starts
+            // the app.
+            Mode::Live(Live {
+                seeded: true,
+                first_batch: Some(vec![]),
+                rebuild_on: vec![dockerfile],
+            })
+        } else {
+            Mode::Watched
+        };
         Ok(Instance {
-            dialer: crate::tunnel::Dialer::Tcp(format!("http://127.0.0.1:{port}")),
-            token: self.token.clone(),
+            tunnel: Tunnel {
+                dialer: crate::tunnel::Dialer::Tcp(format!("http://127.0.0.1:{port}")),
+                token: self.token.clone(),
+            },
+            mode,
             pid: None,
-            start_with_first_batch: live,
-            build_steps: vec![],
             location: format!("container {name}, image {reference}, root {root}"),
-            child: None,
             app_pid: Default::default(),
-            container: Some(name),
-            seeded: true,
-            live,
-            rebuild_on: vec![dockerfile],
-            has_agent: true,
-            reconnectable: false,
             pods: None,
+            handle: name,
         })
     }
 
@@ -273,6 +280,9 @@ impl DockerRuntime {
 }
 
 impl Runtime for DockerRuntime {
+    /// The container's name.
+    type Handle = String;
+
     fn name(&self) -> &'static str {
         "docker"
     }
@@ -281,18 +291,20 @@ impl Runtime for DockerRuntime {
         &self,
         service: &Service,
         fresh: bool,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<Instance, RuntimeError> {
+        progress: &dyn Progress,
+    ) -> Result<Instance<Self::Handle>, RuntimeError> {
         let live = self.local.contains(&service.name);
         self.start_container(service, live, fresh, progress)
             .await
             .map_err(|e| RuntimeError::failed(service, e))
     }
 
-    async fn stop(&self, _service: &Service, instance: Instance) -> Result<(), RuntimeError> {
-        let Some(name) = instance.container else {
-            return Ok(());
-        };
+    async fn stop(
+        &self,
+        _service: &Service,
+        instance: Instance<Self::Handle>,
+    ) -> Result<(), RuntimeError> {
+        let name = instance.handle;
         // The agent (PID 1) passes SIGTERM to the app and waits for it.
         let _ = self
             .docker
@@ -344,11 +356,7 @@ impl Runtime for DockerRuntime {
 
 /// Says so when an earlier `lks up` of this workspace left containers (it was
 /// killed): they may hold the ports this run needs.
-async fn warn_leftovers(
-    docker: &Docker,
-    workspace: &Path,
-    progress: &(dyn Fn(&str) + Send + Sync),
-) {
+async fn warn_leftovers(docker: &Docker, workspace: &Path, progress: &dyn Progress) {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![
@@ -372,7 +380,7 @@ async fn warn_leftovers(
             .filter_map(|c| c.names.as_ref()?.first().cloned())
             .map(|n| n.trim_start_matches('/').to_string())
             .collect();
-        progress(&format!(
+        progress.say(&format!(
             "warning: {} container(s) of an earlier lks up of this workspace are still there ({}); \
              if that run is over, `lks down` removes them",
             left.len(),

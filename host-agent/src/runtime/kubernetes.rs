@@ -13,9 +13,10 @@
 //! objects are deleted only when the run ends, and then everything the run
 //! applied is, also what was applied while its rollout was still going.
 
-use super::{Instance, Runtime, RuntimeError};
+use super::{Instance, Live, Mode, Runtime, RuntimeError, Tunnel};
 use crate::config::Service;
 use crate::docker::{self, image};
+use crate::events::Progress;
 use crate::kube::apply::{self, Applied};
 use crate::kube::pods::Pods;
 use crate::kube::portforward;
@@ -59,18 +60,18 @@ impl KubeRuntime {
         registry: Registry,
         token: &str,
         local: BTreeSet<String>,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: &dyn Progress,
     ) -> anyhow::Result<KubeRuntime> {
-        progress(&format!("cluster: {}", target.describe()));
+        progress.say(&format!("cluster: {}", target.describe()));
         let registry = target.registry(registry).await?;
         if registry.from != "lks.yaml" {
-            progress(&format!(
+            progress.say(&format!(
                 "registry from {}: push to {}, pods pull from {}",
                 registry.from, registry.push.address, registry.pull
             ));
         }
         if target.ensure_namespace().await? {
-            progress(&format!("created namespace {}", target.namespace));
+            progress.say(&format!("created namespace {}", target.namespace));
         }
         let docker = docker::connect().await?;
         crate::registry::ensure_running(&docker, &registry.push, None, progress).await?;
@@ -143,8 +144,8 @@ impl KubeRuntime {
         &self,
         service: &Service,
         fresh: bool,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> anyhow::Result<Instance> {
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Instance<()>> {
         if service.k8s.is_empty() {
             bail!(
                 "{} has no `k8s:` manifests; the kube runtime applies them (list its Deployment and Service files)",
@@ -197,7 +198,7 @@ impl KubeRuntime {
         let mut now = Vec::with_capacity(objects.len());
         for o in &objects {
             let a = apply::apply(self.client(), &self.target.namespace, o).await?;
-            progress(&format!("applied {}", a.describe()));
+            progress.say(&format!("applied {}", a.describe()));
             self.record(&service.name, a.clone());
             now.push(a);
         }
@@ -207,7 +208,7 @@ impl KubeRuntime {
             .filter(|b| !now.iter().any(|a| same_object(a, b)))
         {
             apply::delete(self.client(), gone).await?;
-            progress(&format!(
+            progress.say(&format!(
                 "deleted {} (no longer in the manifests)",
                 gone.describe()
             ));
@@ -262,12 +263,27 @@ impl KubeRuntime {
             }
         }
         let root = injected_root(&workload).unwrap_or_else(|| service.live_update.root.clone());
+        let mode = if live {
+            // The image's files; the app is held until the first sync.
+            Mode::Live(Live {
+                seeded: true,
+                first_batch: None,
+                // The image, and what is applied: a changed manifest is
+                // applied anew.
+                rebuild_on: std::iter::once(service.build.dockerfile.clone())
+                    .chain(service.k8s.iter().cloned())
+                    .collect(),
+            })
+        } else {
+            Mode::Unmanaged
+        };
         Ok(Instance {
-            dialer: pods.dialer(inject_port()),
-            token,
+            tunnel: Tunnel {
+                dialer: pods.dialer(inject_port()),
+                token,
+            },
+            mode,
             pid: None,
-            start_with_first_batch: false,
-            build_steps: vec![],
             location: format!(
                 "{}, image {cluster_ref}{}",
                 render::describe(&workload),
@@ -277,18 +293,9 @@ impl KubeRuntime {
                     String::new()
                 }
             ),
-            child: None,
             app_pid: Default::default(),
-            container: None,
-            seeded: true,
-            live,
-            // The image, and what is applied: a changed manifest is applied anew.
-            rebuild_on: std::iter::once(service.build.dockerfile.clone())
-                .chain(service.k8s.iter().cloned())
-                .collect(),
-            has_agent: live,
-            reconnectable: true,
             pods: Some(pods),
+            handle: (),
         })
     }
 
@@ -364,6 +371,9 @@ pub fn token_secret(namespace: &str, token: &str, workspace: &str) -> Value {
 }
 
 impl Runtime for KubeRuntime {
+    /// Nothing: what was applied is recorded per service.
+    type Handle = ();
+
     fn name(&self) -> &'static str {
         "kube"
     }
@@ -372,19 +382,23 @@ impl Runtime for KubeRuntime {
         &self,
         service: &Service,
         fresh: bool,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<Instance, RuntimeError> {
+        progress: &dyn Progress,
+    ) -> Result<Instance<()>, RuntimeError> {
         self.start_service(service, fresh, progress)
             .await
             .map_err(|e| RuntimeError::failed(service, e))
     }
 
-    async fn retire(&self, _service: &Service, _instance: Instance) -> Result<(), RuntimeError> {
+    async fn retire(
+        &self,
+        _service: &Service,
+        _instance: Instance<()>,
+    ) -> Result<(), RuntimeError> {
         // What runs stays, its ports stay open: the next start applies over it.
         Ok(())
     }
 
-    async fn stop(&self, service: &Service, _instance: Instance) -> Result<(), RuntimeError> {
+    async fn stop(&self, service: &Service, _instance: Instance<()>) -> Result<(), RuntimeError> {
         self.forwards.lock().unwrap().remove(&service.name);
         self.delete_applied(&service.name).await;
         Ok(())

@@ -6,8 +6,9 @@
 //! `build.local` commands run in it as steps, then the app starts. A rebuild
 //! does the same again, from an empty root.
 
-use super::{Instance, Runtime, RuntimeError};
+use super::{Instance, Live, Mode, Runtime, RuntimeError, Tunnel};
 use crate::config::Service;
+use crate::events::Progress;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -38,6 +39,9 @@ impl Local {
 }
 
 impl Runtime for Local {
+    /// The agent's process.
+    type Handle = tokio::process::Child;
+
     fn name(&self) -> &'static str {
         "local"
     }
@@ -50,8 +54,8 @@ impl Runtime for Local {
         &self,
         service: &Service,
         fresh: bool,
-        _progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<Instance, RuntimeError> {
+        _progress: &dyn Progress,
+    ) -> Result<Instance<Self::Handle>, RuntimeError> {
         let io = |context: &str| {
             let service = service.name.clone();
             let context = context.to_string();
@@ -144,28 +148,30 @@ impl Runtime for Local {
             }
         });
         Ok(Instance {
-            dialer: crate::tunnel::Dialer::Tcp(format!("http://{addr}")),
-            token: self.token.clone(),
+            tunnel: Tunnel {
+                dialer: crate::tunnel::Dialer::Tcp(format!("http://{addr}")),
+                token: self.token.clone(),
+            },
+            // An empty root: the first batch fills it, builds, starts the app.
+            mode: Mode::Live(Live {
+                seeded: false,
+                first_batch: Some(service.build.local.clone()),
+                rebuild_on: vec![],
+            }),
             pid: child.id(),
-            start_with_first_batch: true,
-            build_steps: service.build.local.clone(),
             location: format!("root {}", root.display()),
-            child: Some(child),
             app_pid: Default::default(),
-            container: None,
-            seeded: false,
-            live: true,
-            rebuild_on: vec![],
-            has_agent: true,
-            reconnectable: false,
             pods: None,
+            handle: child,
         })
     }
 
-    async fn stop(&self, _service: &Service, mut instance: Instance) -> Result<(), RuntimeError> {
-        let Some(mut child) = instance.child.take() else {
-            return Ok(());
-        };
+    async fn stop(
+        &self,
+        _service: &Service,
+        instance: Instance<Self::Handle>,
+    ) -> Result<(), RuntimeError> {
+        let mut child = instance.handle;
         if let Some(pid) = child.id()
             && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
         {

@@ -9,51 +9,73 @@ pub mod kubernetes;
 pub mod local;
 
 use crate::config::Service;
+use crate::events::Progress;
 use std::future::Future;
 
-/// A started service: how to reach its agent, and what it needs first.
-pub struct Instance {
-    /// How to reach the agent (a local TCP URL, or a port-forward).
+/// How to reach an agent.
+#[derive(Clone)]
+pub struct Tunnel {
+    /// A local TCP URL, or a port-forward.
     pub dialer: crate::tunnel::Dialer,
     /// The bearer token the agent expects.
     pub token: String,
-    /// The agent's process id, when lks started it as a process.
-    pub pid: Option<u32>,
-    /// Whether the app waits for a first batch (with `restart`) to start,
-    /// because its root had to be filled first.
-    pub start_with_first_batch: bool,
-    /// Steps the first batch (and a rebuild) runs before the app starts: the
-    /// runtime's notion of "build" (local: `build.local`).
-    pub build_steps: Vec<Vec<String>>,
-    /// Where the service's files live, for messages.
-    pub location: String,
-    /// Process handle, for runtimes that own one.
-    pub(crate) child: Option<tokio::process::Child>,
-    /// The app's process id as last reported by the agent (0: none yet). The
-    /// app leads its own process group, so a runtime whose agent died can
-    /// still stop what it left behind.
-    pub app_pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
-    /// The container, for runtimes that run one.
-    pub(crate) container: Option<String>,
+}
+
+/// What lks does with a started service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// It has no agent (a kube service that is not live runs its manifests
+    /// untouched): readiness checks over the network only.
+    Unmanaged,
+    /// It has an agent but is not synced: it runs its image as it is,
+    /// watched for readiness and its app's events.
+    Watched,
+    /// It is live updated: synced, its steps run, restarted.
+    Live(Live),
+}
+
+/// How a live service's root is filled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Live {
     /// The root already holds files lks did not put there (an image's): the
     /// first sync leaves the paths only the agent has (build outputs such as
-    /// `node_modules`) alone rather than deleting them.
+    /// `node_modules`) alone rather than deleting them, and an app that
+    /// started with them restarts when the sync changed anything.
     pub seeded: bool,
-    /// Whether the service is live updated (synced, its steps run). A
-    /// service that is not just runs, and is watched for readiness only.
-    pub live: bool,
+    /// The app waits for the first batch to start, after these steps (the
+    /// runtime's notion of "build", local: `build.local`); `None`: it starts
+    /// by itself (held by its supervisor until the first sync).
+    pub first_batch: Option<Vec<Vec<String>>>,
     /// Local files whose change needs a rebuild whatever the rules say (the
-    /// Dockerfile of an image-based runtime).
+    /// Dockerfile of an image, the manifests applied to a cluster).
     pub rebuild_on: Vec<std::path::PathBuf>,
-    /// Whether the service has an agent at all (a kube service that is not
-    /// live runs its manifests untouched).
-    pub has_agent: bool,
-    /// When the agent goes away, reconnect through the same dialer instead
-    /// of starting the service again (a replaced pod is found by the dialer).
-    pub reconnectable: bool,
+}
+
+/// The app's process id as last reported by its agent (0: none yet). The app
+/// leads its own process group, so a runtime whose agent died can still stop
+/// what it left behind.
+pub type AppPid = std::sync::Arc<std::sync::atomic::AtomicU32>;
+
+/// A started service: how to reach its agent, what lks does with it, and the
+/// runtime's own handle on it.
+pub struct Instance<H> {
+    /// How to reach the agent.
+    pub tunnel: Tunnel,
+    /// What lks does with it.
+    pub mode: Mode,
+    /// The agent's process id, when it is a local process (for messages).
+    pub pid: Option<u32>,
+    /// Where the service's files live, for messages.
+    pub location: String,
+    /// The app's process id, as its agent reports it.
+    pub app_pid: AppPid,
     /// The pods the agent runs in (kube): followed as they come and go, and
-    /// what keeps them from running, as the cluster says it.
+    /// what keeps them from running, as the cluster says it. An agent in a
+    /// pod that went away is reached again through the same tunnel rather
+    /// than started anew.
     pub pods: Option<crate::kube::pods::Pods>,
+    /// What the runtime keeps for itself (a child process, a container).
+    pub handle: H,
 }
 
 /// The environment of a service with each `${host:NAME}` replaced by the
@@ -121,6 +143,9 @@ impl RuntimeError {
 
 /// Where and how services run.
 pub trait Runtime: Send + Sync {
+    /// What the runtime keeps of a started service.
+    type Handle: Send + Sync + 'static;
+
     /// The runtime's name, for messages.
     fn name(&self) -> &'static str;
 
@@ -138,14 +163,14 @@ pub trait Runtime: Send + Sync {
         &self,
         service: &Service,
         fresh: bool,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> impl Future<Output = Result<Instance, RuntimeError>> + Send;
+        progress: &dyn Progress,
+    ) -> impl Future<Output = Result<Instance<Self::Handle>, RuntimeError>> + Send;
 
     /// Stops everything the runtime started for the service.
     fn stop(
         &self,
         service: &Service,
-        instance: Instance,
+        instance: Instance<Self::Handle>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Lets go of an instance that a fresh start of the same service is
@@ -155,7 +180,7 @@ pub trait Runtime: Send + Sync {
     fn retire(
         &self,
         service: &Service,
-        instance: Instance,
+        instance: Instance<Self::Handle>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         self.stop(service, instance)
     }

@@ -1,0 +1,328 @@
+//! The life of a live service: one mirror per life (a session per sync
+//! mapping), a first full sync that builds and starts the app, then every
+//! batch of changes turned into a sync (with steps and a restart) or a
+//! rebuild, while readiness is checked between batches.
+
+use super::start::{self, Reach};
+use super::{Cx, End, Lived, State, readiness};
+use crate::config::{Service, SyncMapping};
+use crate::events::{Event, Status, Summary, SyncKind};
+use crate::ignores::Ignores;
+use crate::mirror::{Mirror, Part, Pending, Plan};
+use crate::rules::{Batch, Decision, decide};
+use crate::runtime::{Live, Mode, Runtime, Tunnel};
+use crate::session::{Followup, Report};
+use crate::watch::Changes;
+use anyhow::{anyhow, bail};
+use lks_proto::RelPath;
+use lks_proto::v1;
+use std::time::Instant;
+
+/// What a batch left to do.
+enum After {
+    /// Nothing more.
+    Done,
+    /// The app restarted (or is not ready yet): check readiness again.
+    Recheck,
+    /// The service must be rebuilt.
+    Rebuild,
+}
+
+/// Runs a live service until it must be rebuilt or its agent is gone.
+pub(super) async fn live<R: Runtime>(cx: &Cx<R>, reach: Reach, rebuilding: bool) -> Lived {
+    let Mode::Live(live) = &reach.mode else {
+        bail!("{} is not live updated", cx.service.name);
+    };
+    let service = &cx.service;
+    let parts = connect_parts(service, &reach.tunnel, start::patience(cx, &reach)).await?;
+    // Watched before the first scan, so nothing that happens meanwhile is lost.
+    let mut mirror = Mirror::watch(&service.dir, parts)?;
+    let mut gone = start::follow_agent(&cx.to, mirror.agent(), &reach).await?;
+    let outside = Ignores::load(&service.dir, &service.live_update.ignore);
+
+    let build_steps = live.first_batch.as_deref().unwrap_or_default();
+    cx.to.status(if build_steps.is_empty() {
+        Status::Syncing
+    } else {
+        Status::Building
+    });
+    let started = Instant::now();
+    let report = first_sync(&mut mirror, service, live).await?;
+    cx.to.send(Event::Synced {
+        kind: if rebuilding {
+            SyncKind::Rebuilt
+        } else {
+            SyncKind::First
+        },
+        summary: Summary::from(&report),
+        ms: started.elapsed().as_millis(),
+    });
+    check_report(&report)?;
+    let mut check_readiness = true;
+
+    loop {
+        let (changed, session) = mirror.split();
+        // Readiness is checked while watching: a change that arrives first
+        // is handled at once (the check starts over after it).
+        let ready_check = async {
+            if check_readiness {
+                readiness::through_agent(service, session, &cx.to, &cx.state).await;
+            }
+            std::future::pending::<()>().await
+        };
+        let next = tokio::select! {
+            _ = ready_check => unreachable!("pending"),
+            c = changed.next() => c,
+            g = gone.wait() => return Ok(End::Gone(g)),
+        };
+        // An interrupted check runs again after this batch.
+        check_readiness = *cx.state.borrow() != State::Ready;
+        let Some(changes) = next else {
+            bail!("the file watcher stopped")
+        };
+        match on_changes(cx, &mut mirror, live, &outside, changes).await? {
+            After::Done => {}
+            After::Recheck => check_readiness = true,
+            After::Rebuild => return Ok(End::Rebuild),
+        }
+    }
+}
+
+/// One batch of changes: planned, decided, synced.
+async fn on_changes<R: Runtime>(
+    cx: &Cx<R>,
+    mirror: &mut Mirror,
+    live: &Live,
+    outside: &Ignores,
+    changes: Changes,
+) -> anyhow::Result<After> {
+    let service = &cx.service;
+    let pending = mirror.take(changes).await;
+    warn(service, mirror.take_warnings());
+    let plan = match pending {
+        Pending::Planned(plan) => plan,
+        Pending::Held(why) | Pending::Gone(why) => {
+            // Gone: the mirror waits for the directory to come back.
+            cx.to.send(Event::Held(why));
+            cx.to.status(Status::Error("not synced: see above".into()));
+            return Ok(After::Done);
+        }
+    };
+    for p in &plan.problems {
+        cx.to.send(Event::Warning(p.clone()));
+    }
+    let touched = mirror.touched(&plan.changes, outside);
+    let touched: Vec<&std::path::Path> = touched.iter().map(|p| p.as_path()).collect();
+    let reported: Vec<std::path::PathBuf> = plan
+        .changes
+        .paths
+        .iter()
+        .map(|rel| service.dir.join(rel.as_str()))
+        .collect();
+    let batch = Batch {
+        reported: &reported,
+        touched: &touched,
+        changed: &plan.changed,
+    };
+    let (steps, restart) = match decide(service, &live.rebuild_on, &batch) {
+        Decision::Nothing => return Ok(After::Done),
+        Decision::Rebuild { reason } => {
+            cx.to.send(Event::Rebuilding(reason));
+            cx.to.status(Status::Building);
+            return Ok(After::Rebuild);
+        }
+        Decision::Sync { steps, restart } => (steps, restart),
+    };
+    cx.to.status(Status::Syncing);
+    let followup = Followup {
+        steps: steps
+            .iter()
+            .map(|i| step(service, &service.live_update.run[*i].argv))
+            .collect(),
+        restart,
+        sync_point: false,
+    };
+    let first_event = plan.changes.first_event;
+    let report = mirror.apply(plan, followup).await?;
+    warn(service, mirror.take_warnings());
+    let ms = first_event.map(|t| t.elapsed().as_millis()).unwrap_or(0);
+    cx.to.send(Event::Synced {
+        kind: SyncKind::Batch,
+        summary: Summary::from(&report),
+        ms,
+    });
+    if report_failed(cx, &report) {
+        return Ok(After::Done);
+    }
+    if report.restarted || *cx.state.borrow() != State::Ready {
+        // A restarted app is not ready until its check passes again.
+        cx.state.send_replace(State::Pending);
+        Ok(After::Recheck)
+    } else {
+        cx.to.status(Status::Ready);
+        Ok(After::Done)
+    }
+}
+
+fn warn(service: &Service, warnings: Vec<String>) {
+    for w in warnings {
+        tracing::warn!(service = %service.name, "{w}");
+    }
+}
+
+/// One session per sync mapping, each restricted to its remote directory
+/// (they do not nest: `config` checks it); they share the agent.
+async fn connect_parts(
+    service: &Service,
+    tunnel: &Tunnel,
+    patience: start::Patience<'_>,
+) -> anyhow::Result<Vec<Part>> {
+    let specs = &service.live_update.sync;
+    if specs.is_empty() {
+        bail!(
+            "{}: live_update.sync is empty: nothing to sync",
+            service.name
+        );
+    }
+    let prefixes: Vec<Option<RelPath>> = specs
+        .iter()
+        .map(remote_prefix)
+        .collect::<anyhow::Result<_>>()?;
+    let mut parts = Vec::with_capacity(specs.len());
+    for (spec, prefix) in specs.iter().zip(prefixes) {
+        let mut session = start::connect(tunnel, patience).await?;
+        session.set_prefix(prefix);
+        parts.push(Part::new(
+            &spec.local,
+            &sync_excludes(service, spec),
+            session,
+        ));
+    }
+    Ok(parts)
+}
+
+/// A mapping's gitignore-style excludes: the service's `ignore`, plus what
+/// lks reads itself (the service's file, its manifests) when inside the
+/// mapping: they are not the app's, and an image does not hold them.
+fn sync_excludes(service: &Service, spec: &SyncMapping) -> Vec<String> {
+    let mut out = service.live_update.ignore.clone();
+    for f in service.own_files() {
+        if let Some(rel) = f.strip_prefix(&spec.local).ok().and_then(|r| r.to_str())
+            && !rel.is_empty()
+        {
+            out.push(format!("/{rel}"));
+        }
+    }
+    out
+}
+
+fn remote_prefix(m: &SyncMapping) -> anyhow::Result<Option<RelPath>> {
+    let r = m.remote.trim_matches('/');
+    if r.is_empty() || r == "." {
+        return Ok(None);
+    }
+    RelPath::new(r)
+        .map(Some)
+        .map_err(|e| anyhow!("sync remote {:?}: {e}", m.remote))
+}
+
+fn step(service: &Service, argv: &[String]) -> v1::Step {
+    v1::Step {
+        argv: argv.to_vec(),
+        workdir: String::new(),
+        env: service.env.clone().into_iter().collect(),
+    }
+}
+
+/// A full sync: make every mapped directory on the agent equal, then run the
+/// build steps and start (or restart) the app as the root's filling asks.
+///
+/// In a `seeded` root (an image's files) the paths only the agent has are
+/// left alone: they are what the image's build made (`node_modules`, a
+/// compiled binary), not files the developer deleted. The run steps whose
+/// triggers match what the sync changed run too (a requirements file newer
+/// than the image).
+async fn first_sync(mirror: &mut Mirror, service: &Service, live: &Live) -> anyhow::Result<Report> {
+    let plan: Plan = match mirror.resync(live.seeded).await? {
+        Pending::Planned(plan) => plan,
+        Pending::Held(why) | Pending::Gone(why) => bail!("{why}"),
+    };
+    warn(service, mirror.take_warnings());
+    for p in &plan.problems {
+        tracing::warn!(service = %service.name, "{p}");
+    }
+    let mut steps: Vec<v1::Step> = Vec::new();
+    let start_app = live.first_batch.is_some();
+    if let Some(build) = &live.first_batch {
+        steps.extend(build.iter().map(|argv| step(service, argv)));
+    }
+    // A seeded root that differed from the tree: the triggered steps run, and
+    // an app that already runs (it started with the image's files) restarts.
+    let seeded_changed = live.seeded && !plan.changed.is_empty();
+    let batch = Batch {
+        reported: &[],
+        touched: &[],
+        changed: &plan.changed,
+    };
+    if seeded_changed
+        && let Decision::Sync {
+            steps: triggered, ..
+        } = decide(service, &[], &batch)
+    {
+        steps.extend(
+            triggered
+                .iter()
+                .map(|i| step(service, &service.live_update.run[*i].argv)),
+        );
+    }
+    let followup = Followup {
+        steps,
+        restart: start_app || seeded_changed,
+        sync_point: true,
+    };
+    Ok(mirror.apply(plan, followup).await?)
+}
+
+fn check_report(report: &Report) -> anyhow::Result<()> {
+    if let Some(e) = report.errors.first() {
+        bail!("the sync failed: {e}");
+    }
+    if let Some(s) = report.steps.iter().find(|s| !s.success) {
+        bail!("build step {} failed: {}", s.index + 1, step_failure(s));
+    }
+    Ok(())
+}
+
+/// Why a step failed: its error, or its exit code.
+pub(super) fn step_failure(s: &v1::StepResult) -> String {
+    if !s.error.is_empty() {
+        s.error.clone()
+    } else {
+        format!("exit code {}", s.exit_code)
+    }
+}
+
+/// Reports sync errors and failed steps; true if the batch failed.
+fn report_failed<R: Runtime>(cx: &Cx<R>, report: &Report) -> bool {
+    for e in &report.errors {
+        cx.to.send(Event::SyncError(e.clone()));
+    }
+    let failed = report.steps.iter().find(|s| !s.success);
+    if let Some(s) = failed {
+        let cmd = cx
+            .service
+            .live_update
+            .run
+            .iter()
+            .map(|r| r.cmd.as_str())
+            .nth(s.index as usize)
+            .unwrap_or("step");
+        cx.to.send(Event::StepFailed {
+            cmd: cmd.to_string(),
+            failure: step_failure(s),
+            output_tail: s.output_tail.clone(),
+        });
+        cx.to.status(Status::Error(format!("step `{cmd}` failed")));
+    }
+    !report.errors.is_empty() || failed.is_some()
+}
