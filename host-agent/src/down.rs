@@ -137,7 +137,7 @@ async fn down_in_cluster(
     target: &target::Target,
     in_namespace: bool,
 ) -> anyhow::Result<()> {
-    use crate::kube::render::{LABEL_MANAGED as MANAGED, LABEL_WORKSPACE as WORKSPACE};
+    use lks_k8s::labels::{MANAGED, WORKSPACE};
     let client = &target.client;
     let namespace = in_namespace.then_some(target.namespace.as_str());
     let mut selector = format!("{MANAGED}=true");

@@ -1,6 +1,6 @@
 //! `lks-agent webhook`: a mutating admission webhook (HTTPS, HTTP/1.1) that
 //! injects the agent into pods annotated `lks.dev/agent: "true"` as they are
-//! created, with [`lks_proto::inject::inject`].
+//! created, with [`lks_k8s::inject::inject`].
 //!
 //! `POST /mutate` takes an `AdmissionReview` (`admission.k8s.io/v1`) and answers
 //! one with the same `uid`, always `allowed: true` (a webhook of a dev tool
@@ -14,7 +14,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use lks_proto::inject::{self, InjectOptions, Outcome};
+use lks_k8s::inject::{self, InjectOptions, Outcome};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::io::Write;

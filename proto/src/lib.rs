@@ -9,7 +9,6 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
-pub mod inject;
 pub mod launch;
 pub mod limits;
 mod relpath;

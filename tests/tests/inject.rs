@@ -1,4 +1,4 @@
-//! Injecting the agent into realistic workloads through `lks_proto::inject`: the
+//! Injecting the agent into realistic workloads through `lks_k8s::inject`: the
 //! injected objects are compared with reviewed snapshots
 //! (`tests/snapshots/inject/*.yaml`; `LKS_UPDATE_SNAPSHOTS=1` writes them),
 //! validated against the Kubernetes API schemas with `kubernetes-validate
@@ -6,7 +6,7 @@
 //! the agent is left byte for byte as it was.
 
 use lks_e2e::{K8S_VERSION, check_snapshot, kubernetes_validate, snapshot_file};
-use lks_proto::inject::{self, ImageConfig, InjectError, InjectOptions, Outcome};
+use lks_k8s::inject::{self, ImageConfig, InjectError, InjectOptions, Outcome};
 use serde_json::Value;
 use std::cell::RefCell;
 

@@ -1,11 +1,11 @@
 //! `lks-agent webhook`, the real binary over real TLS: a CA and a server
 //! certificate made with rcgen, AdmissionReviews sent by a rustls client that
 //! trusts only that CA. The patch it answers, applied to the pod, must give what
-//! `lks_proto::inject` gives; and `lks-agent install`, which the injected init
+//! `lks_k8s::inject` gives; and `lks-agent install`, which the injected init
 //! container runs.
 
 use lks_e2e::*;
-use lks_proto::inject::{self, InjectOptions, Outcome};
+use lks_k8s::inject::{self, InjectOptions, Outcome};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};

@@ -15,7 +15,6 @@
 //! running `create` again repairs what is missing and changes nothing else.
 //! `--dry-run` prints all of it and touches nothing.
 
-use super::apply::FIELD_MANAGER;
 use super::webhook_install;
 use crate::config;
 use crate::docker::{self, EngineError};
@@ -25,6 +24,7 @@ use anyhow::{Context, bail};
 use bollard::Docker;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use lks_k8s::labels::FIELD_MANAGER;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -818,10 +818,10 @@ pub async fn apply(client: &::kube::Client, objects: &[Value]) -> anyhow::Result
     Ok(())
 }
 
-/// Whether a Deployment has rolled out ([`super::apply::rollout`]). `Err`
+/// Whether a Deployment has rolled out ([`lks_k8s::rollout::rollout`]). `Err`
 /// says why not.
 fn rolled_out(d: &Deployment) -> Result<(), String> {
-    use super::apply::{Rollout, rollout};
+    use lks_k8s::rollout::{Rollout, rollout};
     let mut o = serde_json::to_value(d).map_err(|e| e.to_string())?;
     o["kind"] = "Deployment".into();
     match rollout(&o) {

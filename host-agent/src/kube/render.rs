@@ -5,18 +5,10 @@
 
 use crate::config::Service;
 use anyhow::{Context, bail};
-use lks_proto::inject::{self, ImageConfig, InjectOptions, Outcome};
+use lks_k8s::inject::{self, ImageConfig, InjectOptions, Outcome};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
-
-/// Label on everything lks applies.
-pub const LABEL_MANAGED: &str = "lks.dev/managed";
-/// Label: the workspace (a digest of its directory; label values cannot
-/// hold a path).
-pub const LABEL_WORKSPACE: &str = "lks.dev/workspace";
-/// Label: the service an object belongs to.
-pub const LABEL_SERVICE: &str = "lks.dev/service";
 
 /// How long the app of a live pod waits for lks's first sync when no lks
 /// connects (`lks.dev/wait-for-sync`).
@@ -37,7 +29,7 @@ pub struct RenderOptions<'a> {
     pub image_config: &'a dyn Fn(&str) -> Option<ImageConfig>,
 }
 
-/// The value of [`LABEL_WORKSPACE`] for a workspace directory.
+/// The value of [`lks_k8s::labels::WORKSPACE`] for a workspace directory.
 pub fn workspace_label(root: &Path) -> String {
     let h = blake3::hash(root.display().to_string().as_bytes());
     h.to_hex()[..16].to_string()
@@ -81,9 +73,9 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
             .entry("labels")
             .or_insert_with(|| Value::Object(Default::default()));
         if let Some(l) = labels.as_object_mut() {
-            l.insert(LABEL_MANAGED.into(), "true".into());
-            l.insert(LABEL_WORKSPACE.into(), opts.workspace.into());
-            l.insert(LABEL_SERVICE.into(), service.name.clone().into());
+            l.insert(lks_k8s::labels::MANAGED.into(), "true".into());
+            l.insert(lks_k8s::labels::WORKSPACE.into(), opts.workspace.into());
+            l.insert(lks_k8s::labels::SERVICE.into(), service.name.clone().into());
         }
         if let Some(image) = opts.image {
             replace_images(o, &service.name, image);

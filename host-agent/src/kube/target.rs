@@ -247,7 +247,7 @@ impl Target {
         });
         api.patch(
             &self.namespace,
-            &PatchParams::apply(crate::kube::apply::FIELD_MANAGER),
+            &PatchParams::apply(lks_k8s::labels::FIELD_MANAGER),
             &Patch::Apply(&ns),
         )
         .await

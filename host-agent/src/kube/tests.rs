@@ -146,10 +146,9 @@ fn applied_web() -> Applied {
 #[tokio::test]
 async fn the_rollout_is_waited_for_until_the_new_generation_is_ready() {
     let (client, mut server) = client();
-    let task =
-        tokio::spawn(
-            async move { apply::wait_rollout(&client, &applied_web(), None, &|_: &str| {}).await },
-        );
+    let task = tokio::spawn(async move {
+        apply::wait_rollout(&client, &applied_web(), None, &|_: &str| {}).await
+    });
     // Not observed yet; then observed but the new pod not ready; then done.
     let statuses = [
         json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 0, "readyReplicas": 1}),
@@ -176,10 +175,9 @@ async fn the_rollout_is_waited_for_until_the_new_generation_is_ready() {
 #[tokio::test]
 async fn a_stalled_rollout_says_why() {
     let (client, mut server) = client();
-    let task =
-        tokio::spawn(
-            async move { apply::wait_rollout(&client, &applied_web(), None, &|_: &str| {}).await },
-        );
+    let task = tokio::spawn(async move {
+        apply::wait_rollout(&client, &applied_web(), None, &|_: &str| {}).await
+    });
     let status = json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0,
         "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                         "message": "ReplicaSet \"web-7d9\" has timed out progressing."}]});
@@ -216,13 +214,19 @@ async fn deleting_something_already_gone_is_fine() {
 #[test]
 fn pod_selectors_come_from_the_workload() {
     assert_eq!(
-        apply::pod_selector(&deployment(1, Value::Null)).as_deref(),
+        lks_k8s::labels::pod_selector(&deployment(1, Value::Null)).as_deref(),
         Some("app=web")
     );
     let p = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "p", "labels": {"app": "web"}}});
-    assert_eq!(apply::pod_selector(&p).as_deref(), Some("app=web"));
-    assert_eq!(apply::pod_selector(&json!({"kind": "Service"})), None);
+    assert_eq!(
+        lks_k8s::labels::pod_selector(&p).as_deref(),
+        Some("app=web")
+    );
+    assert_eq!(
+        lks_k8s::labels::pod_selector(&json!({"kind": "Service"})),
+        None
+    );
 }
 
 /// The real `lks-agent` next to this test binary (target/debug).

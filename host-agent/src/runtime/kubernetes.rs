@@ -25,7 +25,7 @@ use crate::kube::target::{ClusterRegistry, Target};
 use crate::registry::Registry;
 use anyhow::{Context, bail};
 use bollard::Docker;
-use lks_proto::inject::{self, ImageConfig};
+use lks_k8s::inject::{self, ImageConfig};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -117,7 +117,7 @@ impl KubeRuntime {
                 s.metadata
                     .labels
                     .as_ref()
-                    .and_then(|l| l.get(render::LABEL_WORKSPACE))
+                    .and_then(|l| l.get(lks_k8s::labels::WORKSPACE))
                     == Some(&self.workspace)
             })
             .and_then(|s| s.data?.get(inject::TOKEN_KEY).cloned())
@@ -224,7 +224,9 @@ impl KubeRuntime {
         let workload = agent_workload.or_else(|| {
             objects
                 .iter()
-                .find(|o| apply::pod_selector(o).is_some() && inject::pod_template(o).is_some())
+                .find(|o| {
+                    lks_k8s::labels::pod_selector(o).is_some() && inject::pod_template(o).is_some()
+                })
                 .cloned()
         });
         let Some(workload) = workload else {
@@ -233,7 +235,7 @@ impl KubeRuntime {
                 service.name
             );
         };
-        let selector = apply::pod_selector(&workload)
+        let selector = lks_k8s::labels::pod_selector(&workload)
             .with_context(|| format!("{} has no pod selector", render::describe(&workload)))?;
         let pods = Pods::watch(
             self.client().clone(),
@@ -361,8 +363,8 @@ pub fn token_secret(namespace: &str, token: &str, workspace: &str) -> Value {
             "name": inject::TOKEN_SECRET,
             "namespace": namespace,
             "labels": {
-                render::LABEL_MANAGED: "true",
-                render::LABEL_WORKSPACE: workspace,
+                lks_k8s::labels::MANAGED: "true",
+                lks_k8s::labels::WORKSPACE: workspace,
             },
         },
         "type": "Opaque",

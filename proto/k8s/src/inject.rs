@@ -40,7 +40,7 @@ pub const TOKEN_SECRET: &str = "lks-agent-token";
 /// Key of the token in [`TOKEN_SECRET`].
 pub const TOKEN_KEY: &str = "token";
 /// Environment variable the agent reads its token from.
-pub use crate::launch::TOKEN_ENV;
+pub use lks_proto::launch::TOKEN_ENV;
 /// The agent's root when [`ANNOTATION_ROOT`] is absent.
 pub const DEFAULT_ROOT: &str = "/app";
 /// User the init container runs as (it only writes to the world-writable `emptyDir`).
@@ -465,15 +465,15 @@ impl Cx {
             "name": TOKEN_ENV,
             "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": TOKEN_KEY, "optional": true}},
         }));
-        let supervise = crate::launch::Supervise {
+        let supervise = lks_proto::launch::Supervise {
             root: literal(root),
-            listen: crate::DEFAULT_LISTEN.into(),
+            listen: lks_proto::DEFAULT_LISTEN.into(),
             grace_period: None,
             // The app keeps the container's working directory.
             workdir: Some(".".into()),
             start: match how.wait_for_sync {
-                Some(secs) => crate::launch::Start::AfterSync(secs),
-                None => crate::launch::Start::Now,
+                Some(secs) => lks_proto::launch::Start::AfterSync(secs),
+                None => lks_proto::launch::Start::Now,
             },
             app: argv,
         };
@@ -551,7 +551,7 @@ impl Cx {
         } else {
             escape(&config.entrypoint)
         };
-        let argv = crate::launch::image_argv(&entrypoint, &escape(&config.cmd), Some(&args));
+        let argv = lks_proto::launch::image_argv(&entrypoint, &escape(&config.cmd), Some(&args));
         if argv.is_empty() {
             return Err(InjectError::NothingToRun {
                 object: self.object.clone(),
