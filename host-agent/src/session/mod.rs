@@ -5,18 +5,21 @@ use crate::ignores::Ignores;
 use crate::plan::{Op, confirm};
 use crate::tree::{Kind, LocalTree, Node, Tree};
 use crate::tunnel::{self, Client, WireCounter};
-use lks_proto::chunk::{self, Chunk, Piece};
-use lks_proto::limits::{DATA_CHUNK_BYTES, HOST_BYTES_PER_BATCH, HOST_FILES_PER_BATCH};
-use lks_proto::v1::{self, ApplyRequest, apply_request::Op as WireOp};
+use lks_proto::chunk::{self, Chunk};
+use lks_proto::limits::{HOST_BYTES_PER_BATCH, HOST_FILES_PER_BATCH};
+use lks_proto::v1::{self, ApplyRequest};
 use lks_proto::{PROTOCOL_VERSION, RelPath};
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+
+mod events;
+mod produce;
+pub use events::AgentEvents;
+use events::Probes;
+use produce::produce;
 use tonic::Code;
 
 /// What went wrong talking to the agent.
@@ -492,275 +495,10 @@ fn batch_id() -> String {
     format!("{:08x}", rand_id())
 }
 
-/// The ids of the last probes a session sent.
-#[derive(Clone, Default)]
-struct Probes(Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
-
-impl Probes {
-    /// Enough for the probes whose events may still be on their way.
-    const KEPT: usize = 64;
-
-    fn add(&self, id: &str) {
-        let mut ids = self.0.lock().unwrap();
-        if ids.len() == Self::KEPT {
-            ids.pop_front();
-        }
-        ids.push_back(id.to_string());
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.0.lock().unwrap().iter().any(|p| p == id)
-    }
-}
-
-/// One event of the agent, and whether it comes from a probe of the loop
-/// (a readiness check) rather than from the user's steps and app.
-pub struct AgentEvent {
-    /// What happened.
-    pub kind: v1::event::Kind,
-    /// Whether a probe caused it.
-    pub probe: bool,
-}
-
-/// The agent's event stream.
-pub struct AgentEvents {
-    stream: tonic::Streaming<v1::Event>,
-    probes: Probes,
-}
-
-impl AgentEvents {
-    /// The next event; `None` when the stream ended (the agent went away).
-    pub async fn next(&mut self) -> Option<AgentEvent> {
-        use v1::event::Kind;
-        loop {
-            let Some(kind) = self.stream.next().await?.ok()?.kind else {
-                continue;
-            };
-            let batch = match &kind {
-                Kind::Output(o) if o.source == v1::OutputSource::Step as i32 => Some(&o.batch_id),
-                Kind::StepStarted(s) => Some(&s.batch_id),
-                Kind::StepFinished(s) => Some(&s.batch_id),
-                _ => None,
-            };
-            let probe = batch.is_some_and(|b| self.probes.contains(b));
-            return Some(AgentEvent { kind, probe });
-        }
-    }
-}
-
 fn rand_id() -> u32 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
-}
-
-/// What the producer thread learned while streaming a batch.
-#[derive(Default)]
-struct Produced {
-    /// Message index at which each operation starts.
-    starts: Vec<u64>,
-    /// Operations that could not be sent (index, message).
-    problems: Vec<(usize, String)>,
-    /// Chunk lists of large files sent, by content hash, for later deltas.
-    new_chunks: Vec<([u8; 32], Vec<Chunk>)>,
-    /// What was really sent for each put: (op index, size, blake3).
-    sent: Vec<(usize, u64, [u8; 32])>,
-}
-
-/// Streams the messages of a batch; runs on a blocking thread so file reads
-/// overlap with the network.
-fn produce(
-    root: &std::path::Path,
-    ops: &[Op],
-    bases: &HashMap<RelPath, Arc<Vec<Chunk>>>,
-    prefix: Option<&RelPath>,
-    ensure_prefix: Option<&RelPath>,
-    commit: v1::Commit,
-    tx: mpsc::Sender<ApplyRequest>,
-) -> Produced {
-    let wire = |p: &RelPath| match prefix {
-        Some(pre) => format!("{pre}/{p}"),
-        None => p.to_string(),
-    };
-    let mut out = Produced::default();
-    let index = std::cell::Cell::new(0u64);
-    let mut send = |op: WireOp| -> bool {
-        index.set(index.get() + 1);
-        tx.blocking_send(ApplyRequest { op: Some(op) }).is_ok()
-    };
-    if let Some(pre) = ensure_prefix
-        && !send(WireOp::Mkdir(v1::Mkdir {
-            path: pre.to_string(),
-            mode: 0o755,
-        }))
-    {
-        return out;
-    }
-    for (i, op) in ops.iter().enumerate() {
-        out.starts.push(index.get());
-        let ok = match op {
-            Op::Delete(p) => send(WireOp::Delete(v1::Delete { path: wire(p) })),
-            Op::Mkdir(p, mode) => send(WireOp::Mkdir(v1::Mkdir {
-                path: wire(p),
-                mode: *mode,
-            })),
-            Op::Symlink(p, t) => send(WireOp::Symlink(v1::Symlink {
-                path: wire(p),
-                target: t.clone(),
-            })),
-            Op::Chmod(p, mode) => send(WireOp::Chmod(v1::Chmod {
-                path: wire(p),
-                mode: *mode,
-            })),
-            Op::Put { path, node, base } => {
-                let abs: PathBuf = root.join(path.as_str());
-                match send_file(
-                    &abs,
-                    &wire(path),
-                    node,
-                    base.as_ref().filter(|_| bases.contains_key(path)),
-                    bases.get(path),
-                    &mut send,
-                ) {
-                    Ok(sent) => {
-                        if let Some((size, hash, chunks)) = sent.file {
-                            out.sent.push((i, size, hash));
-                            if let Some(c) = chunks {
-                                out.new_chunks.push((hash, c));
-                            }
-                        }
-                        sent.open
-                    }
-                    Err(e) => {
-                        out.problems.push((i, format!("cannot read {path}: {e}")));
-                        true
-                    }
-                }
-            }
-        };
-        if !ok {
-            return out;
-        }
-    }
-    send(WireOp::Commit(commit));
-    out
-}
-
-/// The outcome of sending one file.
-struct SentFile {
-    /// Whether the stream is still open.
-    open: bool,
-    /// Size and blake3 of what was sent, and its chunks when it is large.
-    file: Option<(u64, [u8; 32], Option<Vec<Chunk>>)>,
-}
-
-/// Sends one file, as a delta against `base_chunks` when given. The hash and
-/// size announced are those of the bytes actually read, so a file that changes
-/// meanwhile is still sent consistently (its next event brings the rest).
-fn send_file(
-    abs: &std::path::Path,
-    path: &str,
-    node: &Node,
-    base: Option<&[u8; 32]>,
-    base_chunks: Option<&Arc<Vec<Chunk>>>,
-    send: &mut impl FnMut(WireOp) -> bool,
-) -> std::io::Result<SentFile> {
-    let closed = SentFile {
-        open: false,
-        file: None,
-    };
-    let mut f = std::fs::File::open(abs)?;
-    let put = |size: u64, hash: &[u8; 32], base_blake3: Vec<u8>| {
-        WireOp::Put(v1::Put {
-            path: path.to_string(),
-            mode: node.mode,
-            size,
-            blake3: hash.to_vec(),
-            mtime_ns: node.mtime_ns,
-            base_blake3,
-        })
-    };
-    if node.size < chunk::DELTA_MIN_FILE_BYTES {
-        // Small: one read, hashed in memory.
-        let mut data = Vec::with_capacity(node.size as usize);
-        (&mut f)
-            .take(chunk::DELTA_MIN_FILE_BYTES)
-            .read_to_end(&mut data)?;
-        let hash = *blake3::hash(&data).as_bytes();
-        let size = data.len() as u64;
-        if !send(put(size, &hash, Vec::new())) {
-            return Ok(closed);
-        }
-        if !data.is_empty() && !send(WireOp::Data(v1::Data { bytes: data })) {
-            return Ok(closed);
-        }
-        return Ok(SentFile {
-            open: true,
-            file: Some((size, hash, None)),
-        });
-    }
-    // Large: one streaming pass for the hash and the chunks, then the pieces.
-    let size = f.metadata()?.len();
-    let mut hasher = blake3::Hasher::new();
-    let new_chunks = chunk::chunks_of_reader(HashingReader {
-        inner: (&mut f).take(size),
-        hasher: &mut hasher,
-    })?;
-    let hash = *hasher.finalize().as_bytes();
-    let pieces = match (base, base_chunks) {
-        (Some(_), Some(old)) => chunk::recipe(old, &new_chunks),
-        _ => vec![Piece::Literal {
-            offset: 0,
-            length: size,
-        }],
-    };
-    let base_blake3 = if pieces.iter().any(|p| matches!(p, Piece::Copy { .. })) {
-        base.map(|b| b.to_vec()).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    if !send(put(size, &hash, base_blake3)) {
-        return Ok(closed);
-    }
-    for piece in pieces {
-        match piece {
-            Piece::Copy { offset, length } => {
-                if !send(WireOp::Copy(v1::Copy { offset, length })) {
-                    return Ok(closed);
-                }
-            }
-            Piece::Literal { offset, length } => {
-                let mut done = 0;
-                while done < length {
-                    let n = (length - done).min(DATA_CHUNK_BYTES as u64) as usize;
-                    let mut buf = vec![0u8; n];
-                    f.read_exact_at(&mut buf, offset + done)?;
-                    if !send(WireOp::Data(v1::Data { bytes: buf })) {
-                        return Ok(closed);
-                    }
-                    done += n as u64;
-                }
-            }
-        }
-    }
-    Ok(SentFile {
-        open: true,
-        file: Some((size, hash, Some(new_chunks))),
-    })
-}
-
-/// Hashes everything read through it.
-struct HashingReader<'a, R> {
-    inner: R,
-    hasher: &'a mut blake3::Hasher,
-}
-
-impl<R: Read> Read for HashingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
