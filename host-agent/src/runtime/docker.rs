@@ -18,7 +18,7 @@ use crate::config::Service;
 use crate::docker::{
     self, EngineError, LABEL_MANAGED, LABEL_RUN, LABEL_SERVICE, LABEL_WORKSPACE, image,
 };
-use crate::events::Progress;
+use crate::events::{Progress, Reporter};
 use crate::registry::Registry;
 use bollard::Docker;
 use bollard::models::{
@@ -291,7 +291,7 @@ impl Runtime for DockerRuntime {
         &self,
         service: &Service,
         fresh: bool,
-        progress: &dyn Progress,
+        progress: &Reporter,
     ) -> Result<Instance<Self::Handle>, RuntimeError> {
         let live = self.local.contains(&service.name);
         self.start_container(service, live, fresh, progress)

@@ -16,7 +16,7 @@
 use super::{Instance, Live, Mode, Runtime, RuntimeError, Tunnel};
 use crate::config::Service;
 use crate::docker::{self, image};
-use crate::events::Progress;
+use crate::events::{Event, Progress, Reporter};
 use crate::kube::apply::{self, Applied};
 use crate::kube::pods::Pods;
 use crate::kube::portforward;
@@ -144,7 +144,7 @@ impl KubeRuntime {
         &self,
         service: &Service,
         fresh: bool,
-        progress: &dyn Progress,
+        progress: &Reporter,
     ) -> anyhow::Result<Instance<()>> {
         if service.k8s.is_empty() {
             bail!(
@@ -254,9 +254,9 @@ impl KubeRuntime {
             match forwards.get(&service.name) {
                 Some(f) => f.retarget(pods.clone()),
                 None => {
-                    let name = service.name.clone();
+                    let to = progress.clone();
                     let report: Arc<dyn Fn(String) + Send + Sync> =
-                        Arc::new(move |l| eprintln!("lks: {name}: {l}"));
+                        Arc::new(move |l| to.send(Event::Warning(l)));
                     forwards.insert(
                         service.name.clone(),
                         portforward::Forwards::start(pods.clone(), &service.ports, report),
@@ -301,14 +301,17 @@ impl KubeRuntime {
         })
     }
 
-    /// Deletes what was applied for `key` (a service, or "" for the run's own).
-    async fn delete_applied(&self, key: &str) {
+    /// Deletes what was applied for `key` (a service, or "" for the run's
+    /// own); what could not be deleted, and why.
+    async fn delete_applied(&self, key: &str) -> Vec<String> {
         let applied = self.applied.lock().unwrap().remove(key);
+        let mut left = Vec::new();
         for a in applied.unwrap_or_default().iter().rev() {
             if let Err(e) = apply::delete(self.client(), a).await {
-                eprintln!("lks: {}: {e:#}", if key.is_empty() { "lks" } else { key });
+                left.push(format!("{e:#}"));
             }
         }
+        left
     }
 }
 
@@ -384,7 +387,7 @@ impl Runtime for KubeRuntime {
         &self,
         service: &Service,
         fresh: bool,
-        progress: &dyn Progress,
+        progress: &Reporter,
     ) -> Result<Instance<()>, RuntimeError> {
         self.start_service(service, fresh, progress)
             .await
@@ -402,17 +405,28 @@ impl Runtime for KubeRuntime {
 
     async fn stop(&self, service: &Service, _instance: Instance<()>) -> Result<(), RuntimeError> {
         self.forwards.lock().unwrap().remove(&service.name);
-        self.delete_applied(&service.name).await;
-        Ok(())
+        let left = self.delete_applied(&service.name).await;
+        if left.is_empty() {
+            return Ok(());
+        }
+        Err(RuntimeError::NotRemoved {
+            service: service.name.clone(),
+            reason: left.join("; "),
+        })
     }
 
     async fn shutdown(&self) {
         self.forwards.lock().unwrap().clear();
         // Services stopped half-way (a rollout still going), then the Secrets.
         let keys: Vec<String> = self.applied.lock().unwrap().keys().cloned().collect();
+        // The console has stopped: what is left goes to stderr.
         for key in keys.iter().filter(|k| !k.is_empty()) {
-            self.delete_applied(key).await;
+            for e in self.delete_applied(key).await {
+                eprintln!("lks: {key}: {e}");
+            }
         }
-        self.delete_applied("").await;
+        for e in self.delete_applied("").await {
+            eprintln!("lks: {e}");
+        }
     }
 }

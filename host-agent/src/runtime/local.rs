@@ -8,7 +8,7 @@
 
 use super::{Instance, Live, Mode, Runtime, RuntimeError, Tunnel};
 use crate::config::Service;
-use crate::events::Progress;
+use crate::events::Reporter;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -54,7 +54,7 @@ impl Runtime for Local {
         &self,
         service: &Service,
         fresh: bool,
-        _progress: &dyn Progress,
+        _progress: &Reporter,
     ) -> Result<Instance<Self::Handle>, RuntimeError> {
         let io = |context: &str| {
             let service = service.name.clone();

@@ -9,7 +9,7 @@ pub mod kubernetes;
 pub mod local;
 
 use crate::config::Service;
-use crate::events::Progress;
+use crate::events::Reporter;
 use std::future::Future;
 
 /// How to reach an agent.
@@ -119,6 +119,14 @@ pub enum RuntimeError {
         /// What happened.
         reason: String,
     },
+    /// Not everything the runtime made for the service could be removed.
+    #[error("{service}: {reason}")]
+    NotRemoved {
+        /// The service.
+        service: String,
+        /// What is left, and why.
+        reason: String,
+    },
     /// An I/O error preparing the service.
     #[error("{service}: {context}: {source}")]
     Io {
@@ -158,12 +166,13 @@ pub trait Runtime: Send + Sync {
 
     /// Starts the service's agent (and, where the files are already there,
     /// the app). `fresh` asks for a clean slate (a rebuild): nothing left from
-    /// an earlier instance. Long work (image builds) reports to `progress`.
+    /// an earlier instance. Long work (image builds) reports to `to`, and so
+    /// does what the runtime keeps running for the service (port-forwards).
     fn start(
         &self,
         service: &Service,
         fresh: bool,
-        progress: &dyn Progress,
+        to: &Reporter,
     ) -> impl Future<Output = Result<Instance<Self::Handle>, RuntimeError>> + Send;
 
     /// Stops everything the runtime started for the service.
