@@ -97,11 +97,10 @@ pub async fn build(
     for tag in [version, "latest"] {
         image::tag(docker, &built.reference, &repo, tag).await?;
     }
-    let digest_tag = built
-        .reference
-        .rsplit_once(':')
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default();
+    let digest_tag = crate::docker::reference::Reference::parse(&built.reference)
+        .tag
+        .unwrap_or_default()
+        .to_string();
     let tags = vec![digest_tag, version.to_string(), "latest".to_string()];
     drop(dir);
     if push {

@@ -265,7 +265,8 @@ async fn choose_image(
         }
     }
     let first = candidates[0];
-    let (repo, tag) = first.rsplit_once(':').unwrap_or((first, "latest"));
+    let r = docker::reference::Reference::parse(first);
+    let (repo, tag) = (r.repository, r.tag_or_latest());
     progress.say(&format!("pulling {first}"));
     match docker::image::pull(docker, repo, tag, progress).await {
         Ok(true) => Ok(first.to_string()),

@@ -258,11 +258,7 @@ pub async fn for_service(
     }
     // Publish it: the digest tag, and `latest` for the next runs that do
     // not name this service --local.
-    let digest_tag = built
-        .reference
-        .rsplit_once(':')
-        .map(|(_, t)| t)
-        .unwrap_or("latest");
+    let digest_tag = super::reference::Reference::parse(&built.reference).tag_or_latest();
     tag(docker, &built.reference, &repo, "latest").await?;
     for tag in [digest_tag, "latest"] {
         if let Err(e) = push(docker, &repo, tag, &|_: &str| {}).await {

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod image;
+pub mod reference;
 
 use bollard::Docker;
 use std::collections::HashMap;

@@ -200,12 +200,7 @@ fn replace_images(o: &mut Value, service: &str, image: &str) {
 
 /// An image reference without its tag or digest.
 fn repository(image: &str) -> &str {
-    let image = image.split('@').next().unwrap_or(image);
-    // A ':' after the last '/' starts the tag (one before is a registry port).
-    match image.rfind(':') {
-        Some(i) if !image[i..].contains('/') => &image[..i],
-        _ => image,
-    }
+    crate::docker::reference::Reference::parse(image).repository
 }
 
 /// `lks render [SERVICE...]`: prints, as YAML documents, what `lks up

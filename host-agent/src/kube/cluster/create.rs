@@ -24,7 +24,7 @@ pub(crate) async fn create(
         let nodes = node_containers(&docker, name).await?;
         let wanted = format!("kindest/node:v{}", settings.kubernetes_version);
         for node in &nodes {
-            if node.image.split('@').next() != Some(wanted.as_str()) {
+            if crate::docker::reference::Reference::parse(&node.image).without_digest() != wanted {
                 detail(&format!(
                     "note: {} runs {}, lks.yaml pins {wanted}; `lks cluster delete && lks cluster create` changes it",
                     node.name, node.image
