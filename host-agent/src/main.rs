@@ -26,6 +26,7 @@ mod tree;
 mod tunnel;
 mod up;
 mod watch;
+mod yaml;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

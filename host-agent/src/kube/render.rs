@@ -6,7 +6,6 @@
 use crate::config::Service;
 use anyhow::{Context, bail};
 use lks_k8s::inject::{self, ImageConfig, InjectOptions, Outcome};
-use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
@@ -49,8 +48,7 @@ pub fn load(service: &Service) -> anyhow::Result<Vec<Value>> {
 /// The objects of a multi-document YAML manifest (empty documents skipped).
 pub fn parse_manifest(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut objects = vec![];
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(doc).with_context(|| format!("document {}", i + 1))?;
+    for (i, value) in crate::yaml::documents(text)?.into_iter().enumerate() {
         match &value {
             Value::Null => {}
             Value::Object(o) if o.contains_key("apiVersion") && o.contains_key("kind") => {
@@ -301,7 +299,7 @@ pub async fn command(
                 set_namespace(&mut o, ns);
             }
             out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&o)?);
+            out.push_str(&crate::yaml::to_string(&o));
         }
     }
     print!("{out}");

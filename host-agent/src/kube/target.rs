@@ -345,7 +345,7 @@ pub struct Hosting {
 impl Hosting {
     /// Parses the ConfigMap's value (YAML).
     pub fn parse(text: &str) -> anyhow::Result<Hosting> {
-        let h: Hosting = serde_yaml::from_str(text)?;
+        let h: Hosting = crate::yaml::from_str(text)?;
         if h.host.trim().is_empty() {
             bail!("`host` is empty");
         }

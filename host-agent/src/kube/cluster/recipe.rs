@@ -143,7 +143,7 @@ pub fn dry_run(
     }
     for o in &objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(o).context("rendering an object as YAML")?);
+        out.push_str(&crate::yaml::to_string(o));
     }
     Ok(out)
 }

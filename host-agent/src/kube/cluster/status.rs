@@ -187,7 +187,7 @@ impl Checks<'_> {
                     .data
                     .as_ref()
                     .and_then(|d| d.get("localRegistryHosting.v1"))
-                    .and_then(|v| serde_yaml::from_str::<Value>(v).ok())
+                    .and_then(|v| crate::yaml::from_str::<Value>(v).ok())
                     .and_then(|v| v["host"].as_str().map(str::to_string))
                     .unwrap_or_else(|| "?".into());
                 format!("ConfigMap kube-public/local-registry-hosting present (host {host})")

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn kind_config_pins_the_version_and_wires_ingress_and_the_registry() {
     let text = kind_config("dev", "v1.33.2", Some(5001));
-    let v: Value = serde_yaml::from_str(&text).unwrap();
+    let v: Value = crate::yaml::from_str(&text).unwrap();
     assert_eq!(v["kind"], "Cluster");
     assert_eq!(v["apiVersion"], "kind.x-k8s.io/v1alpha4");
     assert_eq!(v["name"], "dev");
@@ -56,7 +56,7 @@ fn configmap_follows_kep_1755() {
     assert_eq!(cm["metadata"]["namespace"], "kube-public");
     assert_eq!(cm["metadata"]["name"], "local-registry-hosting");
     let hosting: Value =
-        serde_yaml::from_str(cm["data"]["localRegistryHosting.v1"].as_str().unwrap()).unwrap();
+        crate::yaml::from_str(cm["data"]["localRegistryHosting.v1"].as_str().unwrap()).unwrap();
     assert_eq!(hosting["host"], "localhost:5001");
     assert_eq!(hosting["help"], LOCAL_REGISTRY_HELP);
 }
