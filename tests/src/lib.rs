@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod kube;
+pub mod raw;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

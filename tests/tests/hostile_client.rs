@@ -6,26 +6,19 @@
 //! `outside` sibling (with a `victim` file), and checks before it ends that nothing
 //! beside the root changed.
 
+use lks_e2e::raw::{Batch, Client, code_name, error_at, expect_error};
 use lks_e2e::*;
-use lks_proto::v1::agent_client::AgentClient;
-use lks_proto::v1::apply_request::Op;
-use lks_proto::v1::{
-    ApplyRequest, ApplyResult, ChunksRequest, Commit, Copy, Data, Delete, EntryKind, ErrorCode,
-    EventsRequest, HelloRequest, ManifestRequest, Mkdir, OpError, Put, Symlink,
-};
+use lks_proto::v1::{ApplyRequest, ApplyResult, EntryKind, ErrorCode};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 const TOKEN: &str = "hostile-client-token";
 const VICTIM: &[u8] = b"the victim's precious content\n";
 const VICTIM_MODE: u32 = 0o640;
-/// Every call gets this long before the test gives up on the agent.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------
 // Fixture
@@ -199,232 +192,6 @@ fn staging_files(root: &Path) -> Vec<String> {
 fn assert_no_staging(root: &Path) {
     let left = staging_files(root);
     assert!(left.is_empty(), "staging files left behind: {left:?}");
-}
-
-// ---------------------------------------------------------------------------
-// A raw client
-// ---------------------------------------------------------------------------
-
-/// The generated client plus the `authorization` value it sends (if any).
-struct Client {
-    inner: AgentClient<Channel>,
-    authorization: Option<String>,
-}
-
-impl Client {
-    async fn connect(url: &str, authorization: Option<String>) -> Client {
-        let channel = lks_e2e::agent_channel(url).await;
-        Client {
-            inner: AgentClient::new(channel),
-            authorization,
-        }
-    }
-
-    fn req<T>(&self, msg: T) -> Request<T> {
-        let mut req = Request::new(msg);
-        if let Some(a) = &self.authorization {
-            req.metadata_mut()
-                .insert(lks_proto::AUTHORIZATION, a.parse().unwrap());
-        }
-        req
-    }
-
-    async fn hello(&mut self) -> Result<lks_proto::v1::HelloResponse, Status> {
-        self.hello_with("hostile-client-test".into()).await
-    }
-
-    async fn hello_with(
-        &mut self,
-        client_version: String,
-    ) -> Result<lks_proto::v1::HelloResponse, Status> {
-        let req = self.req(HelloRequest {
-            protocol_version: lks_proto::PROTOCOL_VERSION,
-            client_version,
-        });
-        let call = self.inner.hello(req);
-        let r = tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .expect("Hello timed out");
-        r.map(|r| r.into_inner())
-    }
-
-    /// Every manifest entry, or the status of the first failure.
-    async fn manifest(&mut self) -> Result<Vec<lks_proto::v1::Entry>, Status> {
-        let req = self.req(ManifestRequest {});
-        let fut = async {
-            let mut stream = self.inner.manifest(req).await?.into_inner();
-            let mut out = Vec::new();
-            while let Some(batch) = stream.message().await? {
-                out.extend(batch.entries);
-            }
-            Ok(out)
-        };
-        tokio::time::timeout(CALL_TIMEOUT, fut)
-            .await
-            .expect("Manifest timed out")
-    }
-
-    async fn chunks(&mut self, path: &str) -> Result<lks_proto::v1::ChunksResponse, Status> {
-        let req = self.req(ChunksRequest { path: path.into() });
-        let call = self.inner.chunks(req);
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .expect("Chunks timed out")
-            .map(|r| r.into_inner())
-    }
-
-    /// Opens the Events stream and returns once the agent accepted or refused it.
-    async fn events(&mut self) -> Result<(), Status> {
-        let req = self.req(EventsRequest {});
-        let call = self.inner.events(req);
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .expect("Events timed out")
-            .map(|_| ())
-    }
-
-    async fn apply(&mut self, ops: Vec<ApplyRequest>) -> Result<ApplyResult, Status> {
-        let req = self.req(tokio_stream::iter(ops));
-        let call = self.inner.apply(req);
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .expect("Apply timed out")
-            .map(|r| r.into_inner())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Building batches
-// ---------------------------------------------------------------------------
-
-/// A batch under construction; every method returns the index of its operation.
-#[derive(Default)]
-struct Batch {
-    ops: Vec<ApplyRequest>,
-}
-
-impl Batch {
-    fn push(&mut self, op: Op) -> u64 {
-        self.ops.push(ApplyRequest { op: Some(op) });
-        (self.ops.len() - 1) as u64
-    }
-
-    fn put_header(&mut self, path: &str, size: u64, hash: &[u8], mode: u32, base: &[u8]) -> u64 {
-        self.push(Op::Put(Put {
-            path: path.into(),
-            mode,
-            size,
-            blake3: hash.to_vec(),
-            mtime_ns: 1_700_000_000_000_000_000,
-            base_blake3: base.to_vec(),
-        }))
-    }
-
-    /// A Put of `data` (announced with its real size and hash) and its Data.
-    fn put(&mut self, path: &str, data: &[u8], mode: u32) -> u64 {
-        let i = self.put_header(
-            path,
-            data.len() as u64,
-            blake3::hash(data).as_bytes(),
-            mode,
-            &[],
-        );
-        if !data.is_empty() {
-            self.data(data);
-        }
-        i
-    }
-
-    fn data(&mut self, bytes: &[u8]) -> u64 {
-        self.push(Op::Data(Data {
-            bytes: bytes.to_vec(),
-        }))
-    }
-
-    fn copy(&mut self, offset: u64, length: u64) -> u64 {
-        self.push(Op::Copy(Copy { offset, length }))
-    }
-
-    fn mkdir(&mut self, path: &str, mode: u32) -> u64 {
-        self.push(Op::Mkdir(Mkdir {
-            path: path.into(),
-            mode,
-        }))
-    }
-
-    fn delete(&mut self, path: &str) -> u64 {
-        self.push(Op::Delete(Delete { path: path.into() }))
-    }
-
-    fn symlink(&mut self, path: &str, target: &str) -> u64 {
-        self.push(Op::Symlink(Symlink {
-            path: path.into(),
-            target: target.into(),
-        }))
-    }
-
-    fn chmod(&mut self, path: &str, mode: u32) -> u64 {
-        self.push(Op::Chmod(lks_proto::v1::Chmod {
-            path: path.into(),
-            mode,
-        }))
-    }
-
-    /// A message with no operation in it.
-    fn empty(&mut self) -> u64 {
-        self.ops.push(ApplyRequest { op: None });
-        (self.ops.len() - 1) as u64
-    }
-
-    /// The operations followed by a Commit.
-    fn commit(mut self) -> Vec<ApplyRequest> {
-        self.push(Op::Commit(Commit {
-            batch_id: "hostile".into(),
-            ..Default::default()
-        }));
-        self.ops
-    }
-
-    /// The operations with no Commit.
-    fn without_commit(self) -> Vec<ApplyRequest> {
-        self.ops
-    }
-}
-
-fn code_name(code: i32) -> String {
-    match ErrorCode::try_from(code) {
-        Ok(c) => format!("{c:?}"),
-        Err(_) => format!("unknown code {code}"),
-    }
-}
-
-/// The one error reported for operation `index`; panics with the whole result otherwise.
-fn error_at(r: &ApplyResult, index: u64) -> &OpError {
-    let found: Vec<&OpError> = r.errors.iter().filter(|e| e.index == index).collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected exactly one error for operation {index}, got {found:?}; all errors: {:#?}",
-        r.errors
-    );
-    found[0]
-}
-
-/// Checks the error of operation `index`: its code and a piece of its message.
-fn expect_error(r: &ApplyResult, index: u64, code: ErrorCode, needle: &str) -> OpError {
-    let e = error_at(r, index);
-    assert_eq!(
-        e.code,
-        code as i32,
-        "operation {index}: expected {code:?}, got {} ({e:?})",
-        code_name(e.code)
-    );
-    assert!(
-        e.message.contains(needle),
-        "operation {index}: the message {:?} does not mention {needle:?}",
-        e.message
-    );
-    e.clone()
 }
 
 // ---------------------------------------------------------------------------

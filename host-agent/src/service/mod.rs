@@ -71,7 +71,8 @@ pub async fn run<R: Runtime>(
         },
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
     };
-    machine.run().await
+    let span = tracing::info_span!("service", name = %machine.cx.service.name);
+    tracing::Instrument::instrument(machine.run(), span).await
 }
 
 /// What every stage of a service works with.

@@ -357,6 +357,22 @@ impl Session {
         batch_id: String,
         report: &mut Report,
     ) -> Result<(), SessionError> {
+        let span = tracing::debug_span!("batch", id = %batch_id);
+        tracing::Instrument::instrument(
+            self.apply_batch_in_span(local, ops, followup, batch_id, report),
+            span,
+        )
+        .await
+    }
+
+    async fn apply_batch_in_span(
+        &mut self,
+        local: &LocalTree,
+        ops: Vec<Op>,
+        followup: &Followup,
+        batch_id: String,
+        report: &mut Report,
+    ) -> Result<(), SessionError> {
         let url = self.url.clone();
         // Deltas need the chunks of what the agent has; fetch the ones we lack.
         let mut bases: HashMap<RelPath, Arc<Vec<Chunk>>> = HashMap::new();

@@ -1,0 +1,244 @@
+//! A raw `lks.agent.v1` client and a builder of `Apply` batches, for tests
+//! that speak the protocol directly (hostile or broken clients): every call
+//! has a timeout, nothing is checked on the client side.
+
+use lks_proto::v1::agent_client::AgentClient;
+use lks_proto::v1::apply_request::Op;
+use lks_proto::v1::{
+    ApplyRequest, ApplyResult, ChunksRequest, Commit, Copy, Data, Delete, ErrorCode, EventsRequest,
+    HelloRequest, ManifestRequest, Mkdir, OpError, Put, Symlink,
+};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// How long a call may take before the test fails.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The generated client plus the `authorization` value it sends (if any).
+pub struct Client {
+    /// The generated client.
+    pub inner: AgentClient<Channel>,
+    /// What it sends as `authorization` (None: nothing).
+    pub authorization: Option<String>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, authorization: Option<String>) -> Client {
+        let channel = crate::agent_channel(url).await;
+        Client {
+            inner: AgentClient::new(channel),
+            authorization,
+        }
+    }
+
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        if let Some(a) = &self.authorization {
+            req.metadata_mut()
+                .insert(lks_proto::AUTHORIZATION, a.parse().unwrap());
+        }
+        req
+    }
+
+    pub async fn hello(&mut self) -> Result<lks_proto::v1::HelloResponse, Status> {
+        self.hello_with("lks-e2e-raw-client".into()).await
+    }
+
+    pub async fn hello_with(
+        &mut self,
+        client_version: String,
+    ) -> Result<lks_proto::v1::HelloResponse, Status> {
+        let req = self.req(HelloRequest {
+            protocol_version: lks_proto::PROTOCOL_VERSION,
+            client_version,
+        });
+        let call = self.inner.hello(req);
+        let r = tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .expect("Hello timed out");
+        r.map(|r| r.into_inner())
+    }
+
+    /// Every manifest entry, or the status of the first failure.
+    pub async fn manifest(&mut self) -> Result<Vec<lks_proto::v1::Entry>, Status> {
+        let req = self.req(ManifestRequest {});
+        let fut = async {
+            let mut stream = self.inner.manifest(req).await?.into_inner();
+            let mut out = Vec::new();
+            while let Some(batch) = stream.message().await? {
+                out.extend(batch.entries);
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .expect("Manifest timed out")
+    }
+
+    pub async fn chunks(&mut self, path: &str) -> Result<lks_proto::v1::ChunksResponse, Status> {
+        let req = self.req(ChunksRequest { path: path.into() });
+        let call = self.inner.chunks(req);
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .expect("Chunks timed out")
+            .map(|r| r.into_inner())
+    }
+
+    /// Opens the Events stream and returns once the agent accepted or refused it.
+    pub async fn events(&mut self) -> Result<(), Status> {
+        let req = self.req(EventsRequest {});
+        let call = self.inner.events(req);
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .expect("Events timed out")
+            .map(|_| ())
+    }
+
+    pub async fn apply(&mut self, ops: Vec<ApplyRequest>) -> Result<ApplyResult, Status> {
+        let req = self.req(tokio_stream::iter(ops));
+        let call = self.inner.apply(req);
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .expect("Apply timed out")
+            .map(|r| r.into_inner())
+    }
+}
+
+/// A batch under construction; every method returns the index of its operation.
+#[derive(Default)]
+pub struct Batch {
+    /// The messages so far.
+    pub ops: Vec<ApplyRequest>,
+}
+
+impl Batch {
+    pub fn push(&mut self, op: Op) -> u64 {
+        self.ops.push(ApplyRequest { op: Some(op) });
+        (self.ops.len() - 1) as u64
+    }
+
+    pub fn put_header(
+        &mut self,
+        path: &str,
+        size: u64,
+        hash: &[u8],
+        mode: u32,
+        base: &[u8],
+    ) -> u64 {
+        self.push(Op::Put(Put {
+            path: path.into(),
+            mode,
+            size,
+            blake3: hash.to_vec(),
+            mtime_ns: 1_700_000_000_000_000_000,
+            base_blake3: base.to_vec(),
+        }))
+    }
+
+    /// A Put of `data` (announced with its real size and hash) and its Data.
+    pub fn put(&mut self, path: &str, data: &[u8], mode: u32) -> u64 {
+        let i = self.put_header(
+            path,
+            data.len() as u64,
+            blake3::hash(data).as_bytes(),
+            mode,
+            &[],
+        );
+        if !data.is_empty() {
+            self.data(data);
+        }
+        i
+    }
+
+    pub fn data(&mut self, bytes: &[u8]) -> u64 {
+        self.push(Op::Data(Data {
+            bytes: bytes.to_vec(),
+        }))
+    }
+
+    pub fn copy(&mut self, offset: u64, length: u64) -> u64 {
+        self.push(Op::Copy(Copy { offset, length }))
+    }
+
+    pub fn mkdir(&mut self, path: &str, mode: u32) -> u64 {
+        self.push(Op::Mkdir(Mkdir {
+            path: path.into(),
+            mode,
+        }))
+    }
+
+    pub fn delete(&mut self, path: &str) -> u64 {
+        self.push(Op::Delete(Delete { path: path.into() }))
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> u64 {
+        self.push(Op::Symlink(Symlink {
+            path: path.into(),
+            target: target.into(),
+        }))
+    }
+
+    pub fn chmod(&mut self, path: &str, mode: u32) -> u64 {
+        self.push(Op::Chmod(lks_proto::v1::Chmod {
+            path: path.into(),
+            mode,
+        }))
+    }
+
+    /// A message with no operation in it.
+    pub fn empty(&mut self) -> u64 {
+        self.ops.push(ApplyRequest { op: None });
+        (self.ops.len() - 1) as u64
+    }
+
+    /// The operations followed by a Commit.
+    pub fn commit(mut self) -> Vec<ApplyRequest> {
+        self.push(Op::Commit(Commit {
+            batch_id: "hostile".into(),
+            ..Default::default()
+        }));
+        self.ops
+    }
+
+    /// The operations with no Commit.
+    pub fn without_commit(self) -> Vec<ApplyRequest> {
+        self.ops
+    }
+}
+
+pub fn code_name(code: i32) -> String {
+    match ErrorCode::try_from(code) {
+        Ok(c) => format!("{c:?}"),
+        Err(_) => format!("unknown code {code}"),
+    }
+}
+
+/// The one error reported for operation `index`; panics with the whole result otherwise.
+pub fn error_at(r: &ApplyResult, index: u64) -> &OpError {
+    let found: Vec<&OpError> = r.errors.iter().filter(|e| e.index == index).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one error for operation {index}, got {found:?}; all errors: {:#?}",
+        r.errors
+    );
+    found[0]
+}
+
+/// Checks the error of operation `index`: its code and a piece of its message.
+pub fn expect_error(r: &ApplyResult, index: u64, code: ErrorCode, needle: &str) -> OpError {
+    let e = error_at(r, index);
+    assert_eq!(
+        e.code,
+        code as i32,
+        "operation {index}: expected {code:?}, got {} ({e:?})",
+        code_name(e.code)
+    );
+    assert!(
+        e.message.contains(needle),
+        "operation {index}: the message {:?} does not mention {needle:?}",
+        e.message
+    );
+    e.clone()
+}
