@@ -1,0 +1,183 @@
+//! Processes: the workspace's binaries, their output as lines, stopping
+//! them, and what `/proc` says of the processes they leave.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary in the same target directory as the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first with `cargo build --workspace --bins` \
+         (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Forwards the lines of a pipe to a channel from a background thread.
+pub fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    forward_lines(r, |line| line)
+}
+
+/// Like [`lines`], each line with the moment it was read.
+pub fn timed_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<(Instant, String)> {
+    forward_lines(r, |line| (Instant::now(), line))
+}
+
+fn forward_lines<T: Send + 'static>(
+    r: impl std::io::Read + Send + 'static,
+    wrap: fn(String) -> T,
+) -> mpsc::Receiver<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(wrap(line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Sends SIGTERM to `child` and waits up to `timeout` for it to exit; panics
+/// (naming `what`) if it does not.
+pub fn terminate(child: &mut Child, what: &str, timeout: Duration) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {timeout:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops `child` whatever it does: SIGTERM if it still runs, up to `grace`
+/// for it to exit, then SIGKILL; reaps it. For Drop guards (never panics).
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(None) = child.try_wait() {
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Output bytes (a command's stdout or stderr) as text.
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Panics (with its stderr) unless a finished `lks` command succeeded.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One process as `/proc/PID/stat` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its state (`R`, `S`, `Z` for a zombie, ...).
+    pub state: char,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+}
+
+/// `/proc/PID/stat` of `pid`, if the process exists (zombies included).
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = raw.find('(')?;
+    let close = raw.rfind(')')?;
+    let comm = raw[open + 1..close].to_string();
+    let mut rest = raw[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Every process on the machine (as far as this pid namespace sees).
+pub fn all_processes() -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_stat)
+        .collect()
+}
+
+/// Whether `pid` is a running process (a zombie, already dead, does not count).
+pub fn process_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// The live (non-zombie) processes of process group `pgid`.
+pub fn live_group_members(pgid: u32) -> Vec<ProcStat> {
+    all_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X')
+        .collect()
+}
+
+/// Reads a pid that a test app wrote (`echo $$ > FILE`), waiting up to `timeout`
+/// for the file to exist and hold a whole line; `not` skips a stale value.
+pub fn read_pid_file(path: &Path, timeout: Duration, not: Option<u32>) -> u32 {
+    let mut pid = None;
+    let found = wait_until(timeout, || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|p| Some(*p) != not);
+        pid.is_some()
+    });
+    assert!(found, "no pid in {} within {timeout:?}", path.display());
+    pid.unwrap()
+}
