@@ -428,7 +428,7 @@ fn what_does_not_ask_for_the_agent_is_untouched() {
         );
         assert!(resolver.asked.borrow().is_empty(), "{name}");
     }
-    assert!(inject::pod_template_mut(&mut parse(SERVICE)).is_none());
+    assert!(lks_k8s::workload::pod_template_mut(&mut parse(SERVICE)).is_none());
 }
 
 #[test]

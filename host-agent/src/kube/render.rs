@@ -83,7 +83,7 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
         // A live service needs the agent: when none of its pod templates opts
         // in, the first one is opted in (its manifests stay as written).
         let annotated = objects.iter().any(|o| {
-            inject::pod_template(o).is_some_and(|t| {
+            lks_k8s::workload::pod_template(o).is_some_and(|t| {
                 t.pointer(&format!(
                     "/metadata/annotations/{}",
                     inject::ANNOTATION_AGENT.replace('/', "~1")
@@ -92,7 +92,11 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
                     == Some("true")
             })
         });
-        if !annotated && let Some(t) = objects.iter_mut().find_map(inject::pod_template_mut) {
+        if !annotated
+            && let Some(t) = objects
+                .iter_mut()
+                .find_map(lks_k8s::workload::pod_template_mut)
+        {
             let meta = t
                 .as_object_mut()
                 .context("a pod template that is not a mapping")?
@@ -109,7 +113,10 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
         }
         // lks syncs these pods as soon as they run: their apps wait for it
         // (bounded), so a new pod never serves the image's stale files.
-        for t in objects.iter_mut().filter_map(inject::pod_template_mut) {
+        for t in objects
+            .iter_mut()
+            .filter_map(lks_k8s::workload::pod_template_mut)
+        {
             let Some(ann) = t
                 .pointer_mut("/metadata/annotations")
                 .and_then(Value::as_object_mut)
@@ -175,7 +182,7 @@ pub fn describe(o: &Value) -> String {
 /// Points every container whose image is the service's (`NAME`, or
 /// `ANY/REGISTRY/PATH/NAME`, with any tag or digest) at `image`.
 fn replace_images(o: &mut Value, service: &str, image: &str) {
-    let Some(t) = inject::pod_template_mut(o) else {
+    let Some(t) = lks_k8s::workload::pod_template_mut(o) else {
         return;
     };
     for list in ["containers", "initContainers"] {

@@ -225,7 +225,8 @@ impl KubeRuntime {
             objects
                 .iter()
                 .find(|o| {
-                    lks_k8s::labels::pod_selector(o).is_some() && inject::pod_template(o).is_some()
+                    lks_k8s::labels::pod_selector(o).is_some()
+                        && lks_k8s::workload::pod_template(o).is_some()
                 })
                 .cloned()
         });
@@ -330,13 +331,13 @@ fn inject_port() -> u16 {
 
 /// Whether `o`'s pod template got the agent.
 fn injected(o: &Value) -> bool {
-    inject::pod_template(o)
+    lks_k8s::workload::pod_template(o)
         .is_some_and(|t| t["metadata"]["annotations"][inject::ANNOTATION_INJECTED].is_string())
 }
 
 /// The agent root the pod template asks for.
 fn injected_root(o: &Value) -> Option<String> {
-    let t = inject::pod_template(o)?;
+    let t = lks_k8s::workload::pod_template(o)?;
     Some(
         t["metadata"]["annotations"][inject::ANNOTATION_ROOT]
             .as_str()
@@ -348,7 +349,7 @@ fn injected_root(o: &Value) -> Option<String> {
 /// The container the agent wraps: the one `lks.dev/container` names, else
 /// the first.
 fn wrapped_container(o: &Value) -> Option<String> {
-    let t = inject::pod_template(o)?;
+    let t = lks_k8s::workload::pod_template(o)?;
     if let Some(c) = t["metadata"]["annotations"][inject::ANNOTATION_CONTAINER].as_str() {
         return Some(c.to_string());
     }

@@ -17,8 +17,8 @@ pub const FIELD_MANAGER: &str = "lks";
 /// or for a bare Pod, its own labels), as `k=v,k=v`.
 pub fn pod_selector(o: &Value) -> Option<String> {
     // The kinds with pods are the ones with a pod template (one table, in
-    // `inject`); a Pod is its own template.
-    let template = crate::inject::pod_template(o)?;
+    // `workload`); a Pod is its own template.
+    let template = crate::workload::pod_template(o)?;
     let labels = o["spec"]["selector"]["matchLabels"]
         .as_object()
         .filter(|_| o["kind"] != "Pod")
