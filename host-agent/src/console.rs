@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-const COLORS: [&str; 6] = ["36", "35", "33", "32", "34", "31"];
+const COLORS: [anstyle::AnsiColor; 6] = {
+    use anstyle::AnsiColor::*;
+    [Cyan, Magenta, Yellow, Green, Blue, Red]
+};
 
 /// The console of one `lks up`.
 pub struct Console {
@@ -17,14 +20,17 @@ pub struct Console {
     color: bool,
     multi: MultiProgress,
     bars: BTreeMap<String, ProgressBar>,
-    colors: BTreeMap<String, &'static str>,
+    colors: BTreeMap<String, anstyle::Style>,
     statuses: BTreeMap<String, Status>,
 }
 
 impl Console {
     /// A console for these services.
     pub fn new(services: &[String]) -> Console {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        // A terminal that wants color (NO_COLOR, CLICOLOR, CLICOLOR_FORCE and
+        // TERM=dumb are honoured, as anstream reads them).
+        let color =
+            anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
         let target = if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
@@ -33,7 +39,7 @@ impl Console {
         let colors = services
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.clone(), COLORS[i % COLORS.len()]))
+            .map(|(i, s)| (s.clone(), COLORS[i % COLORS.len()].on_default()))
             .collect();
         Console {
             width: services.iter().map(|s| s.len()).max().unwrap_or(0),
@@ -119,7 +125,7 @@ impl Console {
     fn prefix(&self, service: &str) -> String {
         let padded = format!("{service:<w$}", w = self.width);
         match (self.color, self.colors.get(service)) {
-            (true, Some(c)) => format!("\x1b[{c}m{padded} |\x1b[0m"),
+            (true, Some(style)) => format!("{style}{padded} |{style:#}"),
             _ => format!("{padded} |"),
         }
     }

@@ -5,6 +5,7 @@
 
 use super::report::{self, AbortOnDrop};
 use super::{AgentGone, Begin, Cx, End, Lived, readiness, update};
+use crate::backoff::Backoff;
 use crate::events::{Event, Reporter, Status};
 use crate::kube::pods::Pods;
 use crate::runtime::{AppPid, Mode, Runtime, Tunnel};
@@ -109,12 +110,13 @@ pub(super) fn patience<'a, R: Runtime>(cx: &'a Cx<R>, reach: &Reach) -> Patience
 pub(super) async fn connect(tunnel: &Tunnel, patience: Patience<'_>) -> anyhow::Result<Session> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut said = String::new();
-    let mut delay = Duration::from_millis(100);
+    // Brief: every 100 ms; always: 100 ms doubling to 2 s.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        match Session::open_with(&tunnel.dialer, &tunnel.token).await {
+        let delay = match Session::open_with(&tunnel.dialer, &tunnel.token).await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_retryable() => match patience {
-                Patience::Brief if Instant::now() < deadline => {}
+                Patience::Brief if Instant::now() < deadline => Duration::from_millis(100),
                 Patience::Brief => return Err(e.into()),
                 Patience::Always(to) => {
                     let why = e.to_string();
@@ -122,11 +124,11 @@ pub(super) async fn connect(tunnel: &Tunnel, patience: Patience<'_>) -> anyhow::
                         to.send(Event::Unreachable(why.clone()));
                         said = why;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    backoff.next_delay()
                 }
             },
             Err(e) => return Err(e.into()),
-        }
+        };
         tokio::time::sleep(delay).await;
     }
 }
