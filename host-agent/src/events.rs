@@ -152,6 +152,8 @@ pub enum Event {
     Reconnecting(String),
     /// It failed and starts again after this delay.
     Retrying(Duration),
+    /// It cannot start as it is defined: it is not started again.
+    NotRetried,
     /// Files were synced.
     Synced {
         /// Which sync.

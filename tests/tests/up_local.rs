@@ -538,3 +538,51 @@ fn an_emptied_sync_directory_is_not_mirrored_and_syncing_resumes() {
     );
     assert!(up.terminate().success());
 }
+
+#[test]
+fn a_service_that_cannot_run_as_defined_is_not_retried_and_the_others_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(
+        ws,
+        "lks.yaml",
+        "services: [\"ok/lks.service.yaml\", \"broken/lks.service.yaml\"]\n",
+    );
+    write(
+        ws,
+        "ok/lks.service.yaml",
+        "name: ok\ncommand: sh -c \"sleep 1000\"\nlive_update:\n  sync:\n    - { local: ., remote: . }\n",
+    );
+    // No `command`: the local runtime has nothing to start.
+    write(
+        ws,
+        "broken/lks.service.yaml",
+        "name: broken\nlive_update:\n  sync:\n    - { local: ., remote: . }\n",
+    );
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["ok", "[ready]"], Duration::from_secs(20));
+    let line = up.wait(
+        &["broken", "not starting it again"],
+        Duration::from_secs(10),
+    );
+    assert!(line.contains("fix its definition"), "{line}");
+    let said = up.drain().to_vec();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("broken") && l.contains("needs a `command`")),
+        "{said:#?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let said = up.drain().to_vec();
+    assert!(
+        !said
+            .iter()
+            .any(|l| l.contains("broken") && l.contains("starting again in")),
+        "a service that cannot run was retried: {said:#?}"
+    );
+    assert!(
+        !ws.join(".lks/broken").exists(),
+        "the work dir of a service that cannot start was created"
+    );
+    assert!(up.terminate().success());
+}

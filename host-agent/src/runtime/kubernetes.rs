@@ -146,12 +146,6 @@ impl KubeRuntime {
         fresh: bool,
         progress: &Reporter,
     ) -> anyhow::Result<Instance<()>> {
-        if service.k8s.is_empty() {
-            bail!(
-                "{} has no `k8s:` manifests; the kube runtime applies them (list its Deployment and Service files)",
-                service.name
-            );
-        }
         let live = self.local.contains(&service.name);
         let host_ref = image::for_service(
             &self.docker,
@@ -390,6 +384,12 @@ impl Runtime for KubeRuntime {
         fresh: bool,
         progress: &Reporter,
     ) -> Result<Instance<()>, RuntimeError> {
+        if service.k8s.is_empty() {
+            return Err(RuntimeError::Misconfigured {
+                service: service.name.clone(),
+                reason: "it has no `k8s:` manifests; the kube runtime applies them (list its Deployment and Service files)".into(),
+            });
+        }
         self.start_service(service, fresh, progress)
             .await
             .map_err(|e| RuntimeError::failed(service, e))

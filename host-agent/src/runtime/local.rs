@@ -56,6 +56,12 @@ impl Runtime for Local {
         fresh: bool,
         _progress: &Reporter,
     ) -> Result<Instance<Self::Handle>, RuntimeError> {
+        if service.command.is_empty() {
+            return Err(RuntimeError::Misconfigured {
+                service: service.name.clone(),
+                reason: "the local runtime needs a `command` to start the app".into(),
+            });
+        }
         let io = |context: &str| {
             let service = service.name.clone();
             let context = context.to_string();
@@ -82,12 +88,6 @@ impl Runtime for Local {
         let mut log = tokio::fs::File::create(&log_path)
             .await
             .map_err(io("creating agent.log"))?;
-        if service.command.is_empty() {
-            return Err(RuntimeError::AgentFailed {
-                service: service.name.clone(),
-                reason: "the local runtime needs a `command` to start the app".into(),
-            });
-        }
         let spec = lks_proto::launch::Supervise {
             root: root.display().to_string(),
             listen: "127.0.0.1:0".into(),

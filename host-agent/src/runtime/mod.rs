@@ -119,6 +119,15 @@ pub enum RuntimeError {
         /// What happened.
         reason: String,
     },
+    /// The service cannot run on this runtime as it is written: starting it
+    /// again will not help until its definition changes.
+    #[error("{service}: {reason}")]
+    Misconfigured {
+        /// The service.
+        service: String,
+        /// What is missing or wrong, and what to do.
+        reason: String,
+    },
     /// Not everything the runtime made for the service could be removed.
     #[error("{service}: {reason}")]
     NotRemoved {
@@ -140,6 +149,17 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// Whether trying again cannot help (the service's definition, or the
+    /// machine, must change first).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Misconfigured { .. }
+                | RuntimeError::AgentNotFound { .. }
+                | RuntimeError::StaticAgentNotFound { .. }
+        )
+    }
+
     /// The service could not be started, for the reason `e` (with its causes).
     pub fn failed(service: &Service, e: anyhow::Error) -> RuntimeError {
         RuntimeError::AgentFailed {

@@ -102,6 +102,8 @@ enum End {
     Gone(AgentGone),
     /// Something failed.
     Failed(anyhow::Error),
+    /// It cannot start as it is defined (why): starting it again cannot help.
+    Misconfigured(String),
 }
 
 /// The agent is not reachable where the loop talked to it any more.
@@ -148,6 +150,7 @@ impl<R: Runtime> Machine<R> {
                 End::Gone(gone) if self.reconnectable().await => self.on_gone(gone).await,
                 End::Gone(gone) => self.on_failure(anyhow::anyhow!("{gone}"), born).await,
                 End::Failed(e) => self.on_failure(e, born).await,
+                End::Misconfigured(why) => return self.on_misconfigured(why).await,
             };
             begin = next;
         }
@@ -193,6 +196,15 @@ impl<R: Runtime> Machine<R> {
         self.cx.to.send(Event::Retrying(delay));
         tokio::time::sleep(delay).await;
         Begin::Start { fresh: false }
+    }
+
+    /// Reported once; the service is not started again (the others run on).
+    async fn on_misconfigured(&mut self, why: String) {
+        self.cx.to.status(Status::Error(why.clone()));
+        let _ = self.cx.state.send(State::Failed(why));
+        self.retire().await;
+        self.cx.to.send(Event::NotRetried);
+        std::future::pending().await
     }
 
     async fn retire(&self) {

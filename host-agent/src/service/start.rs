@@ -8,7 +8,7 @@ use super::{AgentGone, Begin, Cx, End, Lived, readiness, update};
 use crate::backoff::Backoff;
 use crate::events::{Event, Reporter, Status};
 use crate::kube::pods::Pods;
-use crate::runtime::{AppPid, Mode, Runtime, Tunnel};
+use crate::runtime::{AppPid, Mode, Runtime, RuntimeError, Tunnel};
 use crate::session::Session;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,11 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, begin: Begin) -> Lived {
     };
     let reach = match reach {
         Some(r) => r,
-        None => start(cx, matches!(begin, Begin::Start { fresh: true })).await?,
+        None => match start(cx, matches!(begin, Begin::Start { fresh: true })).await {
+            Ok(reach) => reach,
+            Err(e) if e.is_permanent() => return Ok(End::Misconfigured(e.to_string())),
+            Err(e) => return Err(e.into()),
+        },
     };
     // A pod's troubles (image pulls, crash loops, probes), as the cluster
     // tells them, while the life waits for it or works with it.
@@ -52,7 +56,7 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, begin: Begin) -> Lived {
 }
 
 /// Starts the service and puts its instance in the slot.
-async fn start<R: Runtime>(cx: &Cx<R>, fresh: bool) -> anyhow::Result<Reach> {
+async fn start<R: Runtime>(cx: &Cx<R>, fresh: bool) -> Result<Reach, RuntimeError> {
     let instance = cx.runtime.start(&cx.service, fresh, &cx.to).await?;
     cx.to.send(Event::AgentStarted {
         pid: instance.pid,
