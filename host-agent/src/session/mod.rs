@@ -349,23 +349,8 @@ impl Session {
         Ok(report)
     }
 
+    #[tracing::instrument(name = "batch", level = "debug", skip_all, fields(id = %batch_id))]
     async fn apply_batch(
-        &mut self,
-        local: &LocalTree,
-        ops: Vec<Op>,
-        followup: &Followup,
-        batch_id: String,
-        report: &mut Report,
-    ) -> Result<(), SessionError> {
-        let span = tracing::debug_span!("batch", id = %batch_id);
-        tracing::Instrument::instrument(
-            self.apply_batch_in_span(local, ops, followup, batch_id, report),
-            span,
-        )
-        .await
-    }
-
-    async fn apply_batch_in_span(
         &mut self,
         local: &LocalTree,
         ops: Vec<Op>,
