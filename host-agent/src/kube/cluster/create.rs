@@ -275,37 +275,30 @@ pub(crate) fn rolled_out(d: &Deployment) -> Result<(), String> {
     }
 }
 
-/// Waits until the Deployment `ns/name` has rolled out.
+/// Waits until the Deployment `ns/name` has rolled out, as `lks up` waits
+/// for a rollout ([`crate::kube::apply::wait_rollout`]), for
+/// [`ROLLOUT_TIMEOUT`] at most.
 pub(crate) async fn wait_for_deployment(
     client: &::kube::Client,
     ns: &str,
     name: &str,
 ) -> anyhow::Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + ROLLOUT_TIMEOUT;
-    let mut last = String::new();
-    loop {
-        let why = match api.get_opt(name).await {
-            Ok(Some(d)) => match rolled_out(&d) {
-                Ok(()) => {
-                    detail(&format!("{ns}/{name} is ready"));
-                    return Ok(());
-                }
-                Err(why) => why,
-            },
-            Ok(None) => "it does not exist".to_string(),
-            Err(e) => e.to_string(),
-        };
-        if why != last {
-            detail(&format!("waiting for {ns}/{name}: {why}"));
-            last = why.clone();
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{ns}/{name} is not ready after {} s ({why})",
-                ROLLOUT_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    let deployment = crate::kube::apply::Applied {
+        resource: ::kube::discovery::ApiResource::erase::<Deployment>(&()),
+        namespaced: true,
+        namespace: ns.into(),
+        name: name.into(),
+        object: json!({ "kind": "Deployment" }),
+    };
+    let say = |l: &str| detail(l);
+    let wait = crate::kube::apply::wait_rollout(client, &deployment, None, &say);
+    match tokio::time::timeout(ROLLOUT_TIMEOUT, wait).await {
+        Ok(done) => done?,
+        Err(_) => bail!(
+            "{ns}/{name} is not ready after {} s (`kubectl -n {ns} describe deployment {name}` says why)",
+            ROLLOUT_TIMEOUT.as_secs()
+        ),
     }
+    detail(&format!("{ns}/{name} is ready"));
+    Ok(())
 }
