@@ -5,7 +5,7 @@
 use super::*;
 
 /// `lks cluster create`.
-pub(crate) async fn create(
+pub(super) async fn create(
     settings: &Settings,
     webhook: bool,
     ingress_manifest: &str,
@@ -169,14 +169,14 @@ pub(crate) async fn create(
 }
 
 /// Whether the kubeconfig (`$KUBECONFIG`, else `~/.kube/config`) has `context`.
-pub(crate) fn context_exists(context: &str) -> bool {
+pub(super) fn context_exists(context: &str) -> bool {
     ::kube::config::Kubeconfig::read()
         .map(|k| k.contexts.iter().any(|c| c.name == context))
         .unwrap_or(false)
 }
 
 /// A client for the kube context `context`.
-pub(crate) async fn kube_client(context: &str) -> anyhow::Result<::kube::Client> {
+pub(super) async fn kube_client(context: &str) -> anyhow::Result<::kube::Client> {
     let options = ::kube::config::KubeConfigOptions {
         context: Some(context.to_string()),
         ..Default::default()
@@ -191,7 +191,7 @@ pub(crate) async fn kube_client(context: &str) -> anyhow::Result<::kube::Client>
 }
 
 /// Waits until the API server answers.
-pub(crate) async fn wait_for_api(client: &::kube::Client, name: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_for_api(client: &::kube::Client, name: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + API_TIMEOUT;
     let mut said = false;
     loop {
@@ -219,7 +219,7 @@ pub(crate) async fn wait_for_api(client: &::kube::Client, name: &str) -> anyhow:
 }
 
 /// A manifest from a URL (`http://`, `https://`) or a file.
-pub(crate) async fn read_manifest(source: &str) -> anyhow::Result<String> {
+pub(super) async fn read_manifest(source: &str) -> anyhow::Result<String> {
     if source.starts_with("https://") || source.starts_with("http://") {
         fetch(source).await
     } else {
@@ -231,7 +231,7 @@ pub(crate) async fn read_manifest(source: &str) -> anyhow::Result<String> {
 
 /// Fetches a URL over HTTPS (kube's client, pointed at the URL's host; TLS
 /// verified against the system's roots).
-pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
+pub(super) async fn fetch(url: &str) -> anyhow::Result<String> {
     let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
     let base: hyper::Uri = format!(
         "{}://{}",
@@ -265,7 +265,7 @@ pub async fn apply(client: &::kube::Client, objects: &[Value]) -> anyhow::Result
 
 /// Whether a Deployment has rolled out ([`lks_k8s::rollout::rollout`]). `Err`
 /// says why not.
-pub(crate) fn rolled_out(d: &Deployment) -> Result<(), String> {
+pub(super) fn rolled_out(d: &Deployment) -> Result<(), String> {
     use lks_k8s::rollout::{Rollout, rollout};
     let mut o = serde_json::to_value(d).map_err(|e| e.to_string())?;
     o["kind"] = "Deployment".into();

@@ -4,7 +4,7 @@
 use super::*;
 
 /// How to get kind.
-pub(crate) fn install_kind_hint() -> String {
+pub(super) fn install_kind_hint() -> String {
     format!(
         "kind is not installed (no `kind` on PATH); lks creates the cluster with kind (https://kind.sigs.k8s.io).\n  \
          Install it with Go: `go install sigs.k8s.io/kind@{KIND_VERSION}` (into $(go env GOPATH)/bin, which must be on PATH),\n  \
@@ -14,12 +14,12 @@ pub(crate) fn install_kind_hint() -> String {
 }
 
 /// The kind binary, or the install hint as the error.
-pub(crate) fn kind() -> anyhow::Result<PathBuf> {
+pub(super) fn kind() -> anyhow::Result<PathBuf> {
     ::which::which("kind").map_err(|_| anyhow::anyhow!("{}", install_kind_hint()))
 }
 
 /// The clusters kind knows (`kind get clusters`).
-pub(crate) async fn kind_clusters(kind: &Path) -> anyhow::Result<Vec<String>> {
+pub(super) async fn kind_clusters(kind: &Path) -> anyhow::Result<Vec<String>> {
     let out = tokio::process::Command::new(kind)
         .args(["get", "clusters"])
         .output()
@@ -41,7 +41,7 @@ pub(crate) async fn kind_clusters(kind: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Runs kind with its output going straight to ours; `stdin` is written to
 /// its standard input.
-pub(crate) async fn run_kind(
+pub(super) async fn run_kind(
     kind: &Path,
     args: &[&str],
     stdin: Option<&str>,
@@ -75,14 +75,14 @@ pub(crate) async fn run_kind(
 
 /// One node container of a kind cluster.
 #[derive(Debug, Clone)]
-pub(crate) struct NodeContainer {
-    pub(crate) name: String,
-    pub(crate) running: bool,
-    pub(crate) image: String,
+pub(super) struct NodeContainer {
+    pub(super) name: String,
+    pub(super) running: bool,
+    pub(super) image: String,
 }
 
 /// The node containers of cluster `name` (by kind's label), sorted by name.
-pub(crate) async fn node_containers(
+pub(super) async fn node_containers(
     docker: &Docker,
     name: &str,
 ) -> anyhow::Result<Vec<NodeContainer>> {

@@ -67,7 +67,7 @@ pub fn registry_hosts_toml(registry_container: &str, port: u16) -> String {
 }
 
 /// Where [`registry_hosts_toml`] goes in each node.
-pub(crate) fn hosts_toml_dir(port: u16) -> String {
+pub(super) fn hosts_toml_dir(port: u16) -> String {
     format!("{CERTS_D}/localhost:{port}")
 }
 

@@ -4,7 +4,7 @@
 use super::*;
 
 /// `lks cluster status`: one line per part.
-pub(crate) async fn status(settings: &Settings) -> anyhow::Result<()> {
+pub(super) async fn status(settings: &Settings) -> anyhow::Result<()> {
     let name = settings.name.as_str();
     let context = settings.context();
     let line = |what: &str, state: &str| println!("{what:<18} {state}");

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Connects the registry container to kind's network (unless it is already).
-pub(crate) async fn connect_to_kind_network(
+pub(super) async fn connect_to_kind_network(
     docker: &Docker,
     container: &str,
 ) -> anyhow::Result<()> {
@@ -47,7 +47,7 @@ pub(crate) async fn connect_to_kind_network(
 
 /// Writes `content` to the node's `certs.d/localhost:PORT/hosts.toml` (node
 /// images have a shell; the content travels as an argument, not through it).
-pub(crate) async fn write_hosts_toml(
+pub(super) async fn write_hosts_toml(
     docker: &Docker,
     node: &str,
     port: u16,
@@ -75,7 +75,7 @@ pub(crate) async fn write_hosts_toml(
 }
 
 /// Runs `cmd` in a container: (exit code, output).
-pub(crate) async fn exec(
+pub(super) async fn exec(
     docker: &Docker,
     container: &str,
     cmd: Vec<String>,
