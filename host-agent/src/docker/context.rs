@@ -7,10 +7,9 @@
 
 use crate::config::Build;
 use crate::ignores::ContextRules;
-use anyhow::{Context, bail};
 use lks_proto::RelPath;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A packed build context.
 pub struct BuildContext {
@@ -30,17 +29,43 @@ pub struct BuildContext {
 /// Docker CLI does with its own random name).
 const OUTSIDE_DOCKERFILE: &str = ".lks-dockerfile";
 
+/// Why a build context could not be packed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The context is not a directory.
+    #[error("the build context {} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// The Dockerfile is missing.
+    #[error("there is no Dockerfile at {} (set build.dockerfile in the service's config)", .0.display())]
+    NoDockerfile(PathBuf),
+    /// A file or directory of the context could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The tar could not be written.
+    #[error("packing the build context: {0}")]
+    Tar(#[from] std::io::Error),
+}
+
+fn reading(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
+    move |source| ContextError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Packs `build.context` (blocking; call from a blocking thread).
-pub fn pack(build: &Build) -> anyhow::Result<BuildContext> {
+pub fn pack(build: &Build) -> Result<BuildContext, ContextError> {
     let dir = &build.context;
     if !dir.is_dir() {
-        bail!("the build context {} is not a directory", dir.display());
+        return Err(ContextError::NotADirectory(dir.clone()));
     }
     if !build.dockerfile.is_file() {
-        bail!(
-            "there is no Dockerfile at {} (set build.dockerfile in the service's config)",
-            build.dockerfile.display()
-        );
+        return Err(ContextError::NoDockerfile(build.dockerfile.clone()));
     }
     let (rules, bad) = ContextRules::load(dir);
     let mut out = BuildContext {
@@ -83,8 +108,7 @@ pub fn pack(build: &Build) -> anyhow::Result<BuildContext> {
     out.dockerfile = match dockerfile_inside {
         Some(p) => p,
         None => {
-            let text = std::fs::read(&build.dockerfile)
-                .with_context(|| format!("reading {}", build.dockerfile.display()))?;
+            let text = std::fs::read(&build.dockerfile).map_err(reading(&build.dockerfile))?;
             append_bytes(&mut tar, OUTSIDE_DOCKERFILE, 0o644, &text)?;
             hasher.update(&text);
             OUTSIDE_DOCKERFILE.to_string()
@@ -98,9 +122,7 @@ pub fn pack(build: &Build) -> anyhow::Result<BuildContext> {
     if let Some(t) = &build.target {
         hasher.update(format!("\0target\0{t}").as_bytes());
     }
-    out.tar = tar
-        .into_inner()
-        .context("finishing the build context tar")?;
+    out.tar = tar.into_inner()?;
     out.digest = hasher.finalize().to_hex().to_string();
     Ok(out)
 }
@@ -122,15 +144,15 @@ fn walk(
     tar: &mut tar::Builder<Vec<u8>>,
     hasher: &mut blake3::Hasher,
     out: &mut BuildContext,
-) -> anyhow::Result<()> {
+) -> Result<(), ContextError> {
     let dir = match rel {
         Some(r) => root.join(r.as_str()),
         None => root.to_path_buf(),
     };
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
+        .map_err(reading(&dir))?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
+        .map_err(reading(&dir))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
@@ -147,9 +169,7 @@ fn walk(
             out.warnings.push(format!("skipped {:?}", entry.path()));
             continue;
         };
-        let meta = entry
-            .metadata()
-            .with_context(|| format!("reading {}", entry.path().display()))?;
+        let meta = entry.metadata().map_err(reading(&entry.path()))?;
         let (rules, always) = (filter.rules, filter.always);
         let excluded = (rules.excludes(&path) && !always.contains(&path.as_str()))
             || (!meta.is_dir() && filter.skip.iter().any(|s| s == path.as_str()));
@@ -173,8 +193,7 @@ fn walk(
             continue;
         }
         if ft.is_file() {
-            let data = std::fs::read(entry.path())
-                .with_context(|| format!("reading {}", entry.path().display()))?;
+            let data = std::fs::read(entry.path()).map_err(reading(&entry.path()))?;
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Regular);
             set_common(&mut h, &meta);
@@ -184,7 +203,7 @@ fn walk(
             hasher.update(blake3::hash(&data).as_bytes());
             out.files += 1;
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(entry.path())?;
+            let target = std::fs::read_link(entry.path()).map_err(reading(&entry.path()))?;
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             set_common(&mut h, &meta);

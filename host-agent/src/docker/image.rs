@@ -44,6 +44,20 @@ pub struct Built {
     pub built: bool,
 }
 
+/// Why an image could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Its build context could not be packed.
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+    /// The engine failed or refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The thread packing the context stopped.
+    #[error("packing the build context stopped: {0}")]
+    Packing(#[from] tokio::task::JoinError),
+}
+
 /// Builds the context of `build` as `repository:dev-DIGEST`, unless that
 /// image exists already. Build output goes to `progress`, one line at a time.
 pub async fn build(
@@ -51,7 +65,7 @@ pub async fn build(
     repository: &str,
     build: &Build,
     progress: &dyn Progress,
-) -> anyhow::Result<Built> {
+) -> Result<Built, ImageError> {
     let b = build.clone();
     let ctx: BuildContext = tokio::task::spawn_blocking(move || context::pack(&b)).await??;
     for w in &ctx.warnings {
@@ -235,7 +249,7 @@ pub async fn for_service(
     live: bool,
     fresh: bool,
     progress: &dyn Progress,
-) -> anyhow::Result<String> {
+) -> Result<String, ImageError> {
     let repo = repository(&registry.address, &service.name);
     if !live && !fresh {
         progress.say(&format!("pulling {repo}:latest"));
