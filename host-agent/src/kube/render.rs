@@ -4,10 +4,10 @@
 //! `lks.dev/agent: "true"`. Pure: everything it needs is passed in.
 
 use crate::config::Service;
-use anyhow::{Context, bail};
+use anyhow::bail;
 use lks_k8s::inject::{self, ImageConfig, InjectOptions, Outcome};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How long the app of a live pod waits for lks's first sync when no lks
 /// connects (`lks.dev/wait-for-sync`).
@@ -34,19 +34,75 @@ pub fn workspace_label(root: &Path) -> String {
     h.to_hex()[..16].to_string()
 }
 
+/// Why a manifest is not a list of Kubernetes objects.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// It is not YAML (or holds what JSON cannot).
+    #[error(transparent)]
+    Yaml(#[from] crate::yaml::YamlError),
+    /// A document is not an object with `apiVersion` and `kind`.
+    #[error("document {0} is not a Kubernetes object")]
+    NotAnObject(usize),
+}
+
+/// Why a service's objects could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A manifest could not be read.
+    #[error("reading {}: {cause}", file.display())]
+    Read {
+        /// The manifest.
+        file: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// A manifest is not a list of objects.
+    #[error("{}: {cause}", file.display())]
+    Manifest {
+        /// The manifest.
+        file: PathBuf,
+        /// Why.
+        cause: ManifestError,
+    },
+    /// An object, a pod template or its metadata is not a mapping.
+    #[error("{0}")]
+    Shape(&'static str),
+    /// The agent could not be injected.
+    #[error("injecting the agent into {object}: {cause}")]
+    Inject {
+        /// The object.
+        object: String,
+        /// Why.
+        cause: inject::InjectError,
+    },
+    /// A live service without a pod template.
+    #[error(
+        "{0} is live updated but none of its manifests has a pod template (Deployment, StatefulSet, \
+         Pod, ...) for the agent; list one under `k8s:`"
+    )]
+    NoPodTemplate(String),
+}
+
 /// Reads every YAML document of the service's manifests, in order.
-pub fn load(service: &Service) -> anyhow::Result<Vec<Value>> {
+pub fn load(service: &Service) -> Result<Vec<Value>, RenderError> {
     let mut out = vec![];
     for file in &service.k8s {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        out.extend(parse_manifest(&text).with_context(|| file.display().to_string())?);
+        let text = std::fs::read_to_string(file).map_err(|cause| RenderError::Read {
+            file: file.clone(),
+            cause,
+        })?;
+        out.extend(
+            parse_manifest(&text).map_err(|cause| RenderError::Manifest {
+                file: file.clone(),
+                cause,
+            })?,
+        );
     }
     Ok(out)
 }
 
 /// The objects of a multi-document YAML manifest (empty documents skipped).
-pub fn parse_manifest(text: &str) -> anyhow::Result<Vec<Value>> {
+pub fn parse_manifest(text: &str) -> Result<Vec<Value>, ManifestError> {
     let mut objects = vec![];
     for (i, value) in crate::yaml::documents(text)?.into_iter().enumerate() {
         match &value {
@@ -54,20 +110,20 @@ pub fn parse_manifest(text: &str) -> anyhow::Result<Vec<Value>> {
             Value::Object(o) if o.contains_key("apiVersion") && o.contains_key("kind") => {
                 objects.push(value)
             }
-            _ => bail!("document {} is not a Kubernetes object", i + 1),
+            _ => return Err(ManifestError::NotAnObject(i + 1)),
         }
     }
     Ok(objects)
 }
 
 /// The service's objects as lks applies them.
-pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Value>> {
+pub fn render(service: &Service, opts: &RenderOptions) -> Result<Vec<Value>, RenderError> {
     let mut objects = load(service)?;
     for o in &mut objects {
         let labels = o
             .pointer_mut("/metadata")
             .and_then(Value::as_object_mut)
-            .context("an object without metadata")?
+            .ok_or(RenderError::Shape("an object without metadata"))?
             .entry("labels")
             .or_insert_with(|| Value::Object(Default::default()));
         if let Some(l) = labels.as_object_mut() {
@@ -99,12 +155,14 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
         {
             let meta = t
                 .as_object_mut()
-                .context("a pod template that is not a mapping")?
+                .ok_or(RenderError::Shape("a pod template that is not a mapping"))?
                 .entry("metadata")
                 .or_insert_with(|| Value::Object(Default::default()));
             let ann = meta
                 .as_object_mut()
-                .context("pod template metadata that is not a mapping")?
+                .ok_or(RenderError::Shape(
+                    "pod template metadata that is not a mapping",
+                ))?
                 .entry("annotations")
                 .or_insert_with(|| Value::Object(Default::default()));
             if let Some(a) = ann.as_object_mut() {
@@ -134,19 +192,18 @@ pub fn render(service: &Service, opts: &RenderOptions) -> anyhow::Result<Vec<Val
         let mut injected = 0;
         for o in &mut objects {
             let what = describe(o);
-            match inject::inject(o, &inject_opts, opts.image_config)
-                .with_context(|| format!("injecting the agent into {what}"))?
-            {
+            match inject::inject(o, &inject_opts, opts.image_config).map_err(|cause| {
+                RenderError::Inject {
+                    object: what.clone(),
+                    cause,
+                }
+            })? {
                 Outcome::Injected | Outcome::AlreadyInjected => injected += 1,
                 Outcome::NotAnnotated => {}
             }
         }
         if injected == 0 {
-            bail!(
-                "{} is live updated but none of its manifests has a pod template (Deployment, StatefulSet, \
-                 Pod, ...) for the agent; list one under `k8s:`",
-                service.name
-            );
+            return Err(RenderError::NoPodTemplate(service.name.clone()));
         }
     }
     Ok(objects)
