@@ -9,7 +9,7 @@
 
 use crate::docker::{self, EngineError, LABEL_REGISTRY, is_not_found};
 use crate::events::Progress;
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
@@ -36,10 +36,53 @@ pub struct Registry {
     pub local_port: Option<u16>,
 }
 
+/// Why the registry cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Its address has a port that is not one.
+    #[error("registry {address:?}: bad port {port:?}")]
+    BadPort {
+        /// The address.
+        address: String,
+        /// The port as written.
+        port: String,
+    },
+    /// It does not answer and is not lks's to start.
+    #[error(
+        "the registry {0} does not answer, and it is not on this machine, so lks cannot start it"
+    )]
+    Remote(String),
+    /// The engine failed or refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// No image to run it from.
+    #[error(
+        "no registry image: {image} cannot be pulled ({why}) and no lks/registry:2 is built.\n  \
+         Without Docker Hub, build one offline from Debian's docker-registry: `images/registry/build.sh` \
+         (in the lks repository), or pass --image with one you have."
+    )]
+    NoImage {
+        /// The image tried.
+        image: String,
+        /// Why it could not be pulled.
+        why: String,
+    },
+    /// Its container runs but it does not answer.
+    #[error(
+        "the registry container {container} runs but http://{address}/v2/ does not answer after 20 s; see `docker logs {container}`"
+    )]
+    Silent {
+        /// The container.
+        container: String,
+        /// The registry's address.
+        address: String,
+    },
+}
+
 impl Registry {
     /// The registry of `ws` (`registry:` in `lks.yaml`), else the default
     /// ([`DEFAULT_ADDRESS`]).
-    pub fn of(ws: Option<&crate::config::Workspace>) -> anyhow::Result<Registry> {
+    pub fn of(ws: Option<&crate::config::Workspace>) -> Result<Registry, RegistryError> {
         Registry::parse(
             ws.and_then(|w| w.registry.as_deref())
                 .unwrap_or(DEFAULT_ADDRESS),
@@ -47,12 +90,14 @@ impl Registry {
     }
 
     /// Parses `HOST:PORT` (or `HOST`, port 5000).
-    pub fn parse(address: &str) -> anyhow::Result<Registry> {
+    pub fn parse(address: &str) -> Result<Registry, RegistryError> {
         let (host, port) = match address.rsplit_once(':') {
             Some((h, p)) => (
                 h,
-                p.parse::<u16>()
-                    .with_context(|| format!("registry {address:?}: bad port {p:?}"))?,
+                p.parse::<u16>().map_err(|_| RegistryError::BadPort {
+                    address: address.to_string(),
+                    port: p.to_string(),
+                })?,
             ),
             None => (address, 5000),
         };
@@ -138,17 +183,14 @@ pub async fn ensure_running(
     registry: &Registry,
     image: Option<&str>,
     progress: &dyn Progress,
-) -> anyhow::Result<()> {
+) -> Result<(), RegistryError> {
     if registry.answers().await {
         return Ok(());
     }
     let (Some(port), Some(name), Some(volume)) =
         (registry.local_port, registry.container(), registry.volume())
     else {
-        bail!(
-            "the registry {} does not answer, and it is not on this machine, so lks cannot start it",
-            registry.address
-        );
+        return Err(RegistryError::Remote(registry.address.clone()));
     };
     match docker
         .inspect_container(
@@ -240,10 +282,10 @@ pub async fn ensure_running(
     let deadline = Instant::now() + Duration::from_secs(20);
     while !registry.answers().await {
         if Instant::now() > deadline {
-            bail!(
-                "the registry container {name} runs but http://{}/v2/ does not answer after 20 s; see `docker logs {name}`",
-                registry.address
-            );
+            return Err(RegistryError::Silent {
+                container: name,
+                address: registry.address.clone(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -254,7 +296,7 @@ async fn choose_image(
     docker: &Docker,
     wanted: Option<&str>,
     progress: &dyn Progress,
-) -> anyhow::Result<String> {
+) -> Result<String, RegistryError> {
     let candidates: Vec<&str> = match wanted {
         Some(w) => vec![w],
         None => IMAGES.to_vec(),
@@ -270,17 +312,15 @@ async fn choose_image(
     progress.say(&format!("pulling {first}"));
     match docker::image::pull(docker, repo, tag, progress).await {
         Ok(true) => Ok(first.to_string()),
-        Ok(false) => bail!("{}", no_image(first, "it does not exist")),
-        Err(e) => bail!("{}", no_image(first, &e.to_string())),
+        Ok(false) => Err(RegistryError::NoImage {
+            image: first.to_string(),
+            why: "it does not exist".into(),
+        }),
+        Err(e) => Err(RegistryError::NoImage {
+            image: first.to_string(),
+            why: e.to_string(),
+        }),
     }
-}
-
-fn no_image(image: &str, why: &str) -> String {
-    format!(
-        "no registry image: {image} cannot be pulled ({why}) and no lks/registry:2 is built.\n  \
-         Without Docker Hub, build one offline from Debian's docker-registry: `images/registry/build.sh` \
-         (in the lks repository), or pass --image with one you have."
-    )
 }
 
 async fn stop(docker: &Docker, registry: &Registry, purge: bool) -> anyhow::Result<()> {
