@@ -221,7 +221,7 @@ pub async fn uninstall(client: &kube::Client) -> anyhow::Result<Vec<String>> {
         match r {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-            Err(e) => Err(super::explain(e)),
+            Err(e) => Err(super::explain(e).into()),
         }
     }
     let mut deleted = vec![];
