@@ -3,7 +3,6 @@
 //! and deleting what lks applied.
 
 use crate::events::Progress;
-use anyhow::{Context, bail};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -47,27 +46,82 @@ impl Applied {
     }
 }
 
+/// Why an object could not be applied, deleted or waited for.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The object lacks a field every object has.
+    #[error("an object without {0}")]
+    Missing(&'static str),
+    /// The cluster does not serve its kind.
+    #[error("the cluster does not serve {kind} in {api_version}: {cause}")]
+    NotServed {
+        /// Its kind.
+        kind: String,
+        /// Its apiVersion.
+        api_version: String,
+        /// What discovery said.
+        cause: kube::Error,
+    },
+    /// Its namespace does not exist.
+    #[error(
+        "applying {what}: namespace {namespace} does not exist (create it: `kubectl create namespace {namespace}`, or leave \
+         metadata.namespace out and pass --namespace)"
+    )]
+    NoNamespace {
+        /// `Kind ns/name`.
+        what: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// The API server refused or failed.
+    #[error("{doing}: {cause}")]
+    Cluster {
+        /// What lks was doing.
+        doing: String,
+        /// Why.
+        cause: super::ClusterError,
+    },
+    /// A rollout that will not finish by itself.
+    #[error("{what}: {why}")]
+    Stalled {
+        /// `Kind ns/name`.
+        what: String,
+        /// The cluster's reason.
+        why: String,
+    },
+    /// The server's answer is not the object expected.
+    #[error("reading the API server's answer: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// The resource of an object's `apiVersion` and `kind`, asked of the server.
-async fn resource_of(client: &Client, o: &Value) -> anyhow::Result<(ApiResource, ApiCapabilities)> {
+async fn resource_of(
+    client: &Client,
+    o: &Value,
+) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
     let api_version = o["apiVersion"]
         .as_str()
-        .context("an object without apiVersion")?;
-    let kind = o["kind"].as_str().context("an object without kind")?;
+        .ok_or(ApplyError::Missing("apiVersion"))?;
+    let kind = o["kind"].as_str().ok_or(ApplyError::Missing("kind"))?;
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", api_version),
     };
     kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind))
         .await
-        .with_context(|| format!("the cluster does not serve {kind} in {api_version}"))
+        .map_err(|cause| ApplyError::NotServed {
+            kind: kind.to_string(),
+            api_version: api_version.to_string(),
+            cause,
+        })
 }
 
 /// Server-side applies `o` (its namespace, else `namespace`).
-pub async fn apply(client: &Client, namespace: &str, o: &Value) -> anyhow::Result<Applied> {
+pub async fn apply(client: &Client, namespace: &str, o: &Value) -> Result<Applied, ApplyError> {
     let (resource, caps) = resource_of(client, o).await?;
     let name = o["metadata"]["name"]
         .as_str()
-        .context("an object without metadata.name")?
+        .ok_or(ApplyError::Missing("metadata.name"))?
         .to_string();
     let namespaced = caps.scope == Scope::Namespaced;
     let ns = o["metadata"]["namespace"]
@@ -91,16 +145,17 @@ pub async fn apply(client: &Client, namespace: &str, o: &Value) -> anyhow::Resul
         .await
     {
         Ok(r) => r,
-        Err(kube::Error::Api(e)) if e.code == 404 && namespaced => bail!(
-            "applying {}: namespace {} does not exist (create it: `kubectl create namespace {}`, or leave \
-             metadata.namespace out and pass --namespace)",
-            applied.describe(),
-            applied.namespace,
-            applied.namespace
-        ),
+        Err(kube::Error::Api(e)) if e.code == 404 && namespaced => {
+            return Err(ApplyError::NoNamespace {
+                what: applied.describe(),
+                namespace: applied.namespace.clone(),
+            });
+        }
         Err(e) => {
-            return Err(super::explain(e))
-                .with_context(|| format!("applying {}", applied.describe()));
+            return Err(ApplyError::Cluster {
+                doing: format!("applying {}", applied.describe()),
+                cause: super::explain(e),
+            });
         }
     };
     applied.object = serde_json::to_value(result)?;
@@ -109,7 +164,7 @@ pub async fn apply(client: &Client, namespace: &str, o: &Value) -> anyhow::Resul
 
 /// Deletes an applied object (its dependents in the background); gone already
 /// is fine.
-pub async fn delete(client: &Client, a: &Applied) -> anyhow::Result<()> {
+pub async fn delete(client: &Client, a: &Applied) -> Result<(), ApplyError> {
     match a
         .api(client)
         .delete(&a.name, &DeleteParams::background())
@@ -117,7 +172,10 @@ pub async fn delete(client: &Client, a: &Applied) -> anyhow::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("deleting {}", a.describe())),
+        Err(e) => Err(ApplyError::Cluster {
+            doing: format!("deleting {}", a.describe()),
+            cause: super::explain(e),
+        }),
     }
 }
 
@@ -131,7 +189,7 @@ pub async fn wait_rollout(
     a: &Applied,
     pods: Option<&super::pods::Pods>,
     progress: &dyn Progress,
-) -> anyhow::Result<()> {
+) -> Result<(), ApplyError> {
     /// How long an ordinary wait (a container being created) goes unsaid.
     const PATIENCE: Duration = Duration::from_secs(5);
     if rollout(&a.object).is_none() {
@@ -157,7 +215,12 @@ pub async fn wait_rollout(
         };
         match rollout(&o) {
             Some(Rollout::Done) | None => return Ok(()),
-            Some(Rollout::Stalled(why)) => bail!("{}: {why}", a.describe()),
+            Some(Rollout::Stalled(why)) => {
+                return Err(ApplyError::Stalled {
+                    what: a.describe(),
+                    why,
+                });
+            }
             Some(Rollout::Waiting(_)) => {}
         }
         if !said_waiting {
@@ -193,13 +256,16 @@ pub async fn delete_labelled(
     client: &Client,
     selector: &str,
     namespace: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, ApplyError> {
     use kube::discovery::{Discovery, verbs};
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(super::explain)
-        .context("discovering the cluster's resources")?;
+    let discovery =
+        Discovery::new(client.clone())
+            .run()
+            .await
+            .map_err(|e| ApplyError::Cluster {
+                doing: "discovering the cluster's resources".into(),
+                cause: super::explain(e),
+            })?;
     let mut deleted = vec![];
     for group in discovery.groups() {
         for (resource, caps) in group.recommended_resources() {
