@@ -10,7 +10,6 @@
 
 use crate::config;
 use crate::registry::Registry;
-use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -75,6 +74,31 @@ pub enum TargetError {
         /// Its API server.
         server: String,
     },
+    /// The API server refused or failed.
+    #[error("{doing}: {cause}")]
+    Cluster {
+        /// What lks was doing.
+        doing: String,
+        /// Why.
+        cause: super::ClusterError,
+    },
+    /// The cluster's KEP-1755 ConfigMap holds no usable registry.
+    #[error("{HOSTING_NAMESPACE}/{HOSTING_CONFIGMAP}: {HOSTING_KEY} is not valid: {0}")]
+    BadHosting(HostingError),
+    /// The registry it names is not one.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+/// Why a `localRegistryHosting.v1` value is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum HostingError {
+    /// It is not YAML of that shape.
+    #[error(transparent)]
+    Yaml(#[from] crate::yaml::YamlError),
+    /// Its `host` is empty.
+    #[error("`host` is empty")]
+    NoHost,
 }
 
 /// Whether a context looks like a developer's own cluster: kind, k3d,
@@ -159,7 +183,11 @@ pub fn permitted(context: &str, server: &str, allowed: &[String]) -> Result<(), 
 /// Connects to the chosen context. With `change`, refuses a context that is
 /// not [`permitted`] (lks is about to apply or delete there), before any
 /// connection.
-pub async fn connect(ws: &config::Kube, sel: &Selection, change: bool) -> anyhow::Result<Target> {
+pub async fn connect(
+    ws: &config::Kube,
+    sel: &Selection,
+    change: bool,
+) -> Result<Target, TargetError> {
     let (kubeconfig, context, server) = choose(ws, sel)?;
     if change {
         permitted(&context, &server, &ws.allow_contexts)?;
@@ -223,7 +251,7 @@ impl Target {
 
     /// Creates the namespace when it does not exist (`--namespace` for a
     /// branch environment). Returns whether it was created.
-    pub async fn ensure_namespace(&self) -> anyhow::Result<bool> {
+    pub async fn ensure_namespace(&self) -> Result<bool, TargetError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         match api.get_opt(&self.namespace).await {
             Ok(Some(_)) => return Ok(false),
@@ -231,8 +259,10 @@ impl Target {
             // No right to read namespaces: assume it is there; applying says if not.
             Err(kube::Error::Api(e)) if e.code == 403 => return Ok(false),
             Err(e) => {
-                return Err(crate::kube::explain(e))
-                    .with_context(|| format!("reading namespace {}", self.namespace));
+                return Err(TargetError::Cluster {
+                    doing: format!("reading namespace {}", self.namespace),
+                    cause: crate::kube::explain(e),
+                });
             }
         }
         let ns = serde_json::json!({
@@ -251,8 +281,10 @@ impl Target {
             &Patch::Apply(&ns),
         )
         .await
-        .map_err(crate::kube::explain)
-        .with_context(|| format!("creating namespace {}", self.namespace))?;
+        .map_err(|e| TargetError::Cluster {
+            doing: format!("creating namespace {}", self.namespace),
+            cause: crate::kube::explain(e),
+        })?;
         Ok(true)
     }
 
@@ -260,7 +292,7 @@ impl Target {
     /// cluster's KEP-1755 ConfigMap when it has one, else `fallback` (the
     /// registry of `lks.yaml`), which a kind cluster made by `lks cluster
     /// create` pulls as `localhost:PORT`.
-    pub async fn registry(&self, fallback: Registry) -> anyhow::Result<ClusterRegistry> {
+    pub async fn registry(&self, fallback: Registry) -> Result<ClusterRegistry, TargetError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), HOSTING_NAMESPACE);
         let hosting = match api.get_opt(HOSTING_CONFIGMAP).await {
             Ok(cm) => cm
@@ -269,8 +301,10 @@ impl Target {
             // Not allowed to read it (RBAC): the workspace's registry.
             Err(kube::Error::Api(e)) if e.code == 403 => None,
             Err(e) => {
-                return Err(crate::kube::explain(e))
-                    .with_context(|| format!("reading {HOSTING_NAMESPACE}/{HOSTING_CONFIGMAP}"));
+                return Err(TargetError::Cluster {
+                    doing: format!("reading {HOSTING_NAMESPACE}/{HOSTING_CONFIGMAP}"),
+                    cause: crate::kube::explain(e),
+                });
             }
         };
         let Some(text) = hosting else {
@@ -281,9 +315,7 @@ impl Target {
                 from: "lks.yaml".into(),
             });
         };
-        let hosting = Hosting::parse(&text).with_context(|| {
-            format!("{HOSTING_NAMESPACE}/{HOSTING_CONFIGMAP}: {HOSTING_KEY} is not valid")
-        })?;
+        let hosting = Hosting::parse(&text).map_err(TargetError::BadHosting)?;
         let push = Registry::parse(&hosting.host)?;
         let pull = hosting
             .host_from_container_runtime
@@ -344,10 +376,10 @@ pub struct Hosting {
 
 impl Hosting {
     /// Parses the ConfigMap's value (YAML).
-    pub fn parse(text: &str) -> anyhow::Result<Hosting> {
+    pub fn parse(text: &str) -> Result<Hosting, HostingError> {
         let h: Hosting = crate::yaml::from_str(text)?;
         if h.host.trim().is_empty() {
-            bail!("`host` is empty");
+            return Err(HostingError::NoHost);
         }
         Ok(h)
     }
