@@ -8,7 +8,34 @@ use crate::config::Build;
 use crate::docker::{self, image};
 use crate::events::Progress;
 use crate::registry::Registry;
-use anyhow::Context;
+use crate::runtime::RuntimeError;
+use crate::runtime::agent_binary::{self, Linkage};
+
+/// Why the agent image could not be made or published.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentImageError {
+    /// No static agent to put in it.
+    #[error(transparent)]
+    NoAgent(#[from] RuntimeError),
+    /// Its build context could not be written.
+    #[error("writing the agent image's build context: {0}")]
+    Context(#[from] std::io::Error),
+    /// Its digest could not be computed.
+    #[error(transparent)]
+    Pack(#[from] crate::docker::context::ContextError),
+    /// Building, tagging or pushing it failed.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    /// The registry to push to is not there.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+impl From<docker::EngineError> for AgentImageError {
+    fn from(e: docker::EngineError) -> AgentImageError {
+        AgentImageError::Image(e.into())
+    }
+}
 
 /// The Dockerfile, as in the repository.
 const DOCKERFILE: &str = include_str!("../../images/agent/Dockerfile");
@@ -23,12 +50,11 @@ pub fn in_cluster(registry: &Registry, tag: &str) -> String {
 
 /// The agent image's build context in a temporary directory: its
 /// Dockerfile and the static agent lks finds (also returned).
-fn context() -> anyhow::Result<(tempfile::TempDir, Build, std::path::PathBuf)> {
-    let agent = crate::runtime::agent_binary::find(crate::runtime::agent_binary::Linkage::Static)?;
-    let dir = tempfile::tempdir().context("creating a temporary build context")?;
+fn context() -> Result<(tempfile::TempDir, Build, std::path::PathBuf), AgentImageError> {
+    let agent = agent_binary::find(Linkage::Static)?;
+    let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE)?;
-    std::fs::copy(&agent, dir.path().join("lks-agent"))
-        .with_context(|| format!("copying {}", agent.display()))?;
+    std::fs::copy(&agent, dir.path().join("lks-agent"))?;
     let build = Build {
         context: dir.path().to_path_buf(),
         dockerfile: dir.path().join("Dockerfile"),
@@ -42,7 +68,7 @@ fn context() -> anyhow::Result<(tempfile::TempDir, Build, std::path::PathBuf)> {
 
 /// The agent image's content tag (`dev-DIGEST`), without building it: what
 /// `build` tags it. Pods name it so, never a tag that a later push moves.
-pub fn content_tag() -> anyhow::Result<String> {
+pub fn content_tag() -> Result<String, AgentImageError> {
     let (_dir, build, _) = context()?;
     let ctx = crate::docker::context::pack(&build)?;
     Ok(image::digest_tag(&ctx.digest))
@@ -55,7 +81,7 @@ pub async fn publish(
     docker: &bollard::Docker,
     registry: &crate::kube::target::ClusterRegistry,
     progress: &dyn Progress,
-) -> anyhow::Result<String> {
+) -> Result<String, AgentImageError> {
     let tags = build(docker, &registry.push, true, progress).await?;
     let pushed = format!(
         "{}:{}",
@@ -88,7 +114,7 @@ pub async fn build(
     registry: &Registry,
     push: bool,
     progress: &dyn Progress,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, AgentImageError> {
     let (dir, build, agent) = context()?;
     let repo = image::repository(&registry.address, REPOSITORY);
     progress.say(&format!("the agent image, from {}", agent.display()));
