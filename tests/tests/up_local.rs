@@ -586,3 +586,46 @@ fn a_service_that_cannot_run_as_defined_is_not_retried_and_the_others_run() {
     );
     assert!(up.terminate().success());
 }
+
+#[test]
+fn a_deleted_service_directory_is_not_mirrored_and_syncing_resumes_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(ws, "lks.yaml", "services: [\"svc/lks.service.yaml\"]\n");
+    let service = "name: svc\ncommand: sh -c \"sleep 1000\"\nlive_update:\n  sync:\n    - { local: ., remote: . }\n";
+    write(ws, "svc/lks.service.yaml", service);
+    write(ws, "svc/a.txt", "a\n");
+    write(ws, "svc/b.txt", "b\n");
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["svc", "[ready]"], Duration::from_secs(20));
+    let root = ws.join(".lks/svc/root");
+    let before = snapshot(&root);
+    assert!(root.join("a.txt").exists() && root.join("b.txt").exists());
+    // The whole service directory goes (a branch switch, an rm -rf).
+    std::fs::remove_dir_all(ws.join("svc")).unwrap();
+    up.wait(&["svc", "is gone"], Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(snapshot(&root), before, "the deletion was mirrored");
+    // It comes back with other files: the mirror resumes by itself, without
+    // starting the service anew.
+    write(ws, "svc/lks.service.yaml", service);
+    write(ws, "svc/a.txt", "a again\n");
+    write(ws, "svc/c.txt", "c\n");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(root.join("c.txt")).is_ok_and(|c| c == "c\n")
+                && std::fs::read_to_string(root.join("a.txt")).is_ok_and(|a| a == "a again\n")
+                && !root.join("b.txt").exists()
+        }),
+        "{}",
+        up.drain().join("\n")
+    );
+    let said = up.drain().to_vec();
+    assert!(
+        !said
+            .iter()
+            .any(|l| l.starts_with("svc") && l.contains("starting again in")),
+        "the service was started anew: {said:#?}"
+    );
+    assert!(up.terminate().success());
+}
