@@ -804,3 +804,37 @@ fn down_that_removes_only_a_volume_does_not_say_nothing_was_removed() {
     );
     assert!(!stdout.contains("nothing to remove"), "{stdout}");
 }
+
+#[test]
+fn a_service_whose_image_does_not_build_says_why_and_starts_once_its_dockerfile_is_fixed() {
+    require_image(BASE, "images/base/build.sh");
+    let u = unique();
+    let name = format!("broken-{u}");
+    let (_tmp, ws) = workspace();
+    let _cleanup = DockerCleanup(DockerObjects {
+        workspaces: vec![ws.clone()],
+        repos: vec![format!("{DEFAULT_REGISTRY}/{name}")],
+        ..Default::default()
+    });
+    workspace_file(&ws, &[&name], None);
+    sleeper(&ws, &name, &[], "RUN echo cannot build >&2; exit 3\n");
+
+    let mut up = Up::start(&ws, &["--runtime", "docker", &name]);
+    // The build's own words, under the service, and a retry (a build error
+    // is worth retrying: the next start reads the Dockerfile again).
+    let failed = up.wait(&[&name, "did not start"], Duration::from_secs(120));
+    assert!(
+        failed.contains("exit 3") || failed.contains("code: 3"),
+        "{failed}"
+    );
+    up.wait(&[&name, "starting again in"], Duration::from_secs(10));
+    sleeper(&ws, &name, &[], "");
+    up.wait(&[&name, "[ready]"], Duration::from_secs(120));
+    let lines = up.service_lines(&name);
+    assert!(
+        !lines.iter().any(|l| l.contains("not starting it again")),
+        "{lines:#?}"
+    );
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -31,7 +31,7 @@ pub async fn local_id(docker: &Docker, reference: &str) -> Result<Option<String>
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(EngineError::Api {
             doing: format!("inspecting image {reference}"),
-            source: e,
+            cause: e,
         }),
     }
 }
@@ -214,7 +214,7 @@ pub async fn pull(
         let info = match item {
             Ok(i) => i,
             Err(e) if is_not_found(&e) || missing(&e.to_string()) => return Ok(false),
-            Err(e) => return Err(EngineError::Api { doing, source: e }),
+            Err(e) => return Err(EngineError::Api { doing, cause: e }),
         };
         if let Some(err) = info.error_detail.and_then(|d| d.message).or(info.error) {
             if missing(&err) {

@@ -35,12 +35,12 @@ pub enum EngineError {
         why: String,
     },
     /// Any other engine error, with what lks was doing.
-    #[error("{doing}: {source}")]
+    #[error("{doing}: {cause}")]
     Api {
         /// What lks was doing.
         doing: String,
         /// The engine's answer.
-        source: bollard::errors::Error,
+        cause: bollard::errors::Error,
     },
     /// A build, push or pull reported an error in its stream.
     #[error("{doing}: {message}")]
@@ -56,7 +56,7 @@ impl EngineError {
     /// Wraps an API error with what lks was doing.
     pub fn api(doing: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
         let doing = doing.into();
-        move |source| EngineError::Api { doing, source }
+        move |cause| EngineError::Api { doing, cause }
     }
 }
 

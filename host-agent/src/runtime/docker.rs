@@ -13,7 +13,7 @@
 //! - Live services start their app after the first sync (which compares
 //!   with the files already in the image); the others start it at once.
 
-use super::{Instance, Live, Mode, Runtime, RuntimeError, Tunnel, expand_env};
+use super::{Instance, Live, Mode, Runtime, RuntimeError, StartError, Tunnel, expand_env};
 use crate::config::Service;
 use crate::docker::{
     self, EngineError, LABEL_MANAGED, LABEL_RUN, LABEL_SERVICE, LABEL_WORKSPACE, image,
@@ -108,7 +108,7 @@ impl DockerRuntime {
             Err(e) if docker::is_not_found(&e) => Ok(()),
             Err(e) => Err(EngineError::Api {
                 doing: format!("removing the container {name}"),
-                source: e,
+                cause: e,
             }),
         }
     }
@@ -119,7 +119,7 @@ impl DockerRuntime {
         live: bool,
         fresh: bool,
         progress: &dyn Progress,
-    ) -> anyhow::Result<Instance<String>> {
+    ) -> Result<Instance<String>, StartError> {
         let reference =
             image::for_service(&self.docker, &self.registry, service, live, fresh, progress)
                 .await?;
@@ -138,9 +138,7 @@ impl DockerRuntime {
             argv = service.command.clone();
         }
         if argv.is_empty() {
-            anyhow::bail!(
-                "{reference} has neither ENTRYPOINT nor CMD, and the service has no `command`: nothing to run"
-            );
+            return Err(StartError::NothingToRun { image: reference });
         }
         let root = service.live_update.root.clone();
         let cmd = lks_proto::launch::Supervise {
@@ -221,12 +219,11 @@ impl DockerRuntime {
             .await
         {
             let _ = self.remove(&name).await;
-            let hint = if service.ports.is_empty() {
-                String::new()
-            } else {
-                format!(" (are ports {:?} free on 127.0.0.1?)", service.ports)
-            };
-            anyhow::bail!("starting the container {name}: {e}{hint}");
+            return Err(StartError::ContainerNotStarted {
+                name,
+                cause: e,
+                ports: service.ports.clone(),
+            });
         }
         let port = self.agent_port(&name).await?;
         let dockerfile = service.build.dockerfile.clone();
@@ -255,7 +252,7 @@ impl DockerRuntime {
         })
     }
 
-    async fn agent_port(&self, name: &str) -> anyhow::Result<u16> {
+    async fn agent_port(&self, name: &str) -> Result<u16, StartError> {
         let c = self
             .docker
             .inspect_container(
@@ -271,10 +268,8 @@ impl DockerRuntime {
             .flatten()
             .and_then(|b| b.into_iter().find_map(|b| b.host_port))
             .and_then(|p| p.parse::<u16>().ok());
-        port.ok_or_else(|| {
-            anyhow::anyhow!(
-                "the container {name} exited at once or publishes no agent port; see `docker logs {name}`"
-            )
+        port.ok_or_else(|| StartError::Exited {
+            name: name.to_string(),
         })
     }
 }
@@ -296,12 +291,12 @@ impl Runtime for DockerRuntime {
         let live = self.local.contains(&service.name);
         self.start_container(service, live, fresh, progress)
             .await
-            .map_err(|e| RuntimeError::failed(service, e))
+            .map_err(|e| e.of(service))
     }
 
     async fn stop(
         &self,
-        _service: &Service,
+        service: &Service,
         instance: Instance<Self::Handle>,
     ) -> Result<(), RuntimeError> {
         let name = instance.handle;
@@ -318,8 +313,8 @@ impl Runtime for DockerRuntime {
             .await;
         self.remove(&name)
             .await
-            .map_err(|e| RuntimeError::AgentFailed {
-                service: name.clone(),
+            .map_err(|e| RuntimeError::NotRemoved {
+                service: service.name.clone(),
                 reason: e.to_string(),
             })
     }
@@ -346,6 +341,7 @@ impl Runtime for DockerRuntime {
                 }
             }
         }
+        // The console has stopped: what is left goes to stderr.
         if let Err(e) = self.docker.remove_network(&self.network).await
             && !docker::is_not_found(&e)
         {

@@ -13,7 +13,7 @@
 //! objects are deleted only when the run ends, and then everything the run
 //! applied is, also what was applied while its rollout was still going.
 
-use super::{Instance, Live, Mode, Runtime, RuntimeError, Tunnel};
+use super::{Instance, Live, Mode, Runtime, RuntimeError, StartError, Tunnel};
 use crate::config::Service;
 use crate::docker::{self, image};
 use crate::events::{Event, Progress, Reporter};
@@ -23,7 +23,6 @@ use crate::kube::portforward;
 use crate::kube::render::{self, RenderOptions};
 use crate::kube::target::{ClusterRegistry, Target};
 use crate::registry::Registry;
-use anyhow::{Context, bail};
 use bollard::Docker;
 use lks_k8s::inject::{self, ImageConfig};
 use serde_json::Value;
@@ -101,7 +100,7 @@ impl KubeRuntime {
     /// The agents' token in `namespace`: the one its Secret holds when an
     /// earlier run of this workspace left it (pods that still run have it),
     /// else this run's, applied.
-    async fn ensure_secret(&self, namespace: &str) -> anyhow::Result<String> {
+    async fn ensure_secret(&self, namespace: &str) -> Result<String, StartError> {
         let mut known = self.secrets.lock().await;
         if let Some(t) = known.get(namespace) {
             return Ok(t.clone());
@@ -111,8 +110,10 @@ impl KubeRuntime {
         let existing = api
             .get_opt(inject::TOKEN_SECRET)
             .await
-            .map_err(crate::kube::explain)
-            .with_context(|| format!("reading Secret {namespace}/{}", inject::TOKEN_SECRET))?
+            .map_err(|e| StartError::Cluster {
+                doing: format!("reading Secret {namespace}/{}", inject::TOKEN_SECRET),
+                cause: crate::kube::explain(e),
+            })?
             .filter(|s| {
                 s.metadata
                     .labels
@@ -145,7 +146,7 @@ impl KubeRuntime {
         service: &Service,
         fresh: bool,
         progress: &Reporter,
-    ) -> anyhow::Result<Instance<()>> {
+    ) -> Result<Instance<()>, StartError> {
         let live = self.local.contains(&service.name);
         let host_ref = image::for_service(
             &self.docker,
@@ -225,13 +226,12 @@ impl KubeRuntime {
                 .cloned()
         });
         let Some(workload) = workload else {
-            bail!(
-                "{}: no workload with pods among its manifests",
-                service.name
-            );
+            return Err(StartError::NoWorkload {
+                service: service.name.clone(),
+            });
         };
         let selector = lks_k8s::labels::pod_selector(&workload)
-            .with_context(|| format!("{} has no pod selector", render::describe(&workload)))?;
+            .ok_or_else(|| StartError::NoSelector(render::describe(&workload)))?;
         let pods = Pods::watch(
             self.client().clone(),
             &namespace_of(&workload),
@@ -392,7 +392,7 @@ impl Runtime for KubeRuntime {
         }
         self.start_service(service, fresh, progress)
             .await
-            .map_err(|e| RuntimeError::failed(service, e))
+            .map_err(|e| e.of(service))
     }
 
     async fn retire(

@@ -65,10 +65,10 @@ impl Runtime for Local {
         let io = |context: &str| {
             let service = service.name.clone();
             let context = context.to_string();
-            move |source| RuntimeError::Io {
+            move |cause| RuntimeError::Io {
                 service,
                 context,
-                source,
+                cause,
             }
         };
         let dir = self.work.join(&service.name);

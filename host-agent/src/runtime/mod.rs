@@ -5,12 +5,15 @@
 
 pub mod agent_binary;
 pub mod docker;
+mod error;
 pub mod kubernetes;
 pub mod local;
 
 use crate::config::Service;
 use crate::events::Reporter;
 use std::future::Future;
+
+pub use error::{RuntimeError, StartError};
 
 /// How to reach an agent.
 #[derive(Clone)]
@@ -88,85 +91,6 @@ pub fn expand_env(
     env.iter()
         .map(|(k, v)| (k.clone(), crate::config::substitute_hosts(v, &host)))
         .collect()
-}
-
-/// Why a runtime could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// The agent binary is not where lks looked.
-    #[error(
-        "cannot find lks-agent (looked in {looked}); build it with `cargo build --workspace --bins` or set LKS_AGENT_BIN"
-    )]
-    AgentNotFound {
-        /// Where lks looked.
-        looked: String,
-    },
-    /// No statically linked agent (containers may have no libc).
-    #[error(
-        "cannot find a statically linked lks-agent for containers (looked in {looked}); build it with \
-         `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build -p lks-agent --target x86_64-unknown-linux-gnu` \
-         or set LKS_AGENT_BIN to one"
-    )]
-    StaticAgentNotFound {
-        /// Where lks looked.
-        looked: String,
-    },
-    /// The service (its agent, container or objects) did not start.
-    #[error("{service} did not start: {reason}")]
-    AgentFailed {
-        /// The service.
-        service: String,
-        /// What happened.
-        reason: String,
-    },
-    /// The service cannot run on this runtime as it is written: starting it
-    /// again will not help until its definition changes.
-    #[error("{service}: {reason}")]
-    Misconfigured {
-        /// The service.
-        service: String,
-        /// What is missing or wrong, and what to do.
-        reason: String,
-    },
-    /// Not everything the runtime made for the service could be removed.
-    #[error("{service}: {reason}")]
-    NotRemoved {
-        /// The service.
-        service: String,
-        /// What is left, and why.
-        reason: String,
-    },
-    /// An I/O error preparing the service.
-    #[error("{service}: {context}: {source}")]
-    Io {
-        /// The service.
-        service: String,
-        /// What lks was doing.
-        context: String,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-impl RuntimeError {
-    /// Whether trying again cannot help (the service's definition, or the
-    /// machine, must change first).
-    pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            RuntimeError::Misconfigured { .. }
-                | RuntimeError::AgentNotFound { .. }
-                | RuntimeError::StaticAgentNotFound { .. }
-        )
-    }
-
-    /// The service could not be started, for the reason `e` (with its causes).
-    pub fn failed(service: &Service, e: anyhow::Error) -> RuntimeError {
-        RuntimeError::AgentFailed {
-            service: service.name.clone(),
-            reason: format!("{e:#}"),
-        }
-    }
 }
 
 /// Where and how services run.

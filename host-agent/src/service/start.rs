@@ -36,8 +36,8 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, begin: Begin) -> Lived {
         Some(r) => r,
         None => match start(cx, matches!(begin, Begin::Start { fresh: true })).await {
             Ok(reach) => reach,
-            Err(e) if e.is_permanent() => return Ok(End::Misconfigured(e.to_string())),
-            Err(e) => return Err(e.into()),
+            Err(e) if !e.is_retryable() => return Ok(End::Misconfigured(e.explain())),
+            Err(e) => return Err(anyhow::Error::msg(e.explain())),
         },
     };
     // A pod's troubles (image pulls, crash loops, probes), as the cluster
