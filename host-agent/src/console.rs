@@ -7,7 +7,9 @@ use crate::events::{Event, Feed, Item, Status, SyncKind};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 const COLORS: [anstyle::AnsiColor; 6] = {
     use anstyle::AnsiColor::*;
@@ -16,6 +18,9 @@ const COLORS: [anstyle::AnsiColor; 6] = {
 
 /// The console of one `lks up`.
 pub struct Console {
+    /// Told when stdout's reader went away (`lks up | head`): what a
+    /// SIGPIPE would end, `lks up` ends, stopping what it started.
+    gone: Arc<Notify>,
     width: usize,
     color: bool,
     multi: MultiProgress,
@@ -42,6 +47,7 @@ impl Console {
             .map(|(i, s)| (s.clone(), COLORS[i % COLORS.len()].on_default()))
             .collect();
         Console {
+            gone: Arc::new(Notify::new()),
             width: services.iter().map(|s| s.len()).max().unwrap_or(0),
             color,
             multi: MultiProgress::with_draw_target(target),
@@ -49,6 +55,12 @@ impl Console {
             colors,
             statuses: BTreeMap::new(),
         }
+    }
+
+    /// Resolves once stdout's reader has gone away.
+    pub fn reader_gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let gone = self.gone.clone();
+        async move { gone.notified().await }
     }
 
     /// Renders the feed until every sender is gone.
@@ -137,8 +149,14 @@ impl Console {
     fn print(&self, line: String) {
         if self.multi.is_hidden() {
             use std::io::Write;
-            // A reader that went away (`lks up | head`) is not worth a panic.
-            let _ = writeln!(std::io::stdout(), "{line}");
+            // A reader that went away (`lks up | head`) is not worth a
+            // panic: `lks up` stops as a SIGPIPE would have stopped it, but
+            // stops what it started.
+            if let Err(e) = writeln!(std::io::stdout(), "{line}")
+                && e.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                self.gone.notify_one();
+            }
         } else {
             let _ = self.multi.println(line);
         }
@@ -176,4 +194,11 @@ impl Console {
             self.multi.remove(&bar);
         }
     }
+}
+
+/// A line on stderr outside the console (before it starts, after it stops);
+/// a closed stderr is not worth a panic.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "lks: {line}");
 }

@@ -283,6 +283,9 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // A closed stderr (the host that read it is gone) is not worth a
+        // panic: tracing would report the failed write with `eprintln!`.
+        .log_internal_errors(false)
         // Escape codes only for a terminal that wants them (agent.log and
         // CI logs stay plain text).
         .with_ansi(

@@ -86,7 +86,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let work = ws.root.join(".lks");
     let registry = || Registry::of(Some(&ws));
     let live = ws.live(&opts.targets, &opts.local);
-    let say = |l: &str| eprintln!("lks: {l}");
+    let say = crate::console::say;
     match opts
         .runtime
         .unwrap_or_else(|| default_runtime(&ws, &opts.kube))
@@ -122,7 +122,9 @@ async fn launch<R: Runtime + 'static>(
     runtime: Arc<R>,
 ) -> anyhow::Result<()> {
     let (hub, feed) = events::channel();
-    let console = tokio::spawn(Console::new(order).run(feed));
+    let console = Console::new(order);
+    let reader_gone = console.reader_gone();
+    let console = tokio::spawn(console.run(feed));
     hub.note(format!(
         "launching {} on the {} runtime (Ctrl-C stops everything)",
         order.join(", "),
@@ -155,9 +157,16 @@ async fn launch<R: Runtime + 'static>(
             slot,
         ));
     }
-    crate::sync::shutdown_signal().await;
+    let signalled = tokio::select! {
+        () = crate::sync::shutdown_signal() => true,
+        () = reader_gone => false,
+    };
     hub.set_stopping();
-    hub.note("stopping");
+    if signalled {
+        hub.note("stopping");
+    } else {
+        crate::console::say("the reader of stdout went away; stopping");
+    }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     // Dependents first.

@@ -105,6 +105,11 @@ struct ServeArgs {
     /// File holding the bearer token (default: the LKS_TOKEN environment variable).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Shut down (stopping the app) when standard input closes, as on
+    /// SIGTERM: the process that started the agent holds the other end of a
+    /// pipe, so the agent does not outlive it however it dies.
+    #[arg(long)]
+    exit_with_stdin: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -114,6 +119,9 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // A closed stderr (the host that read it is gone) is not worth a
+        // panic: tracing would report the failed write with `eprintln!`.
+        .log_internal_errors(false)
         // Escape codes only for a terminal that wants them (agent.log and
         // CI logs stay plain text).
         .with_ansi(
@@ -184,10 +192,11 @@ fn app_spec(args: &SuperviseArgs) -> anyhow::Result<supervise::AppSpec> {
 async fn supervise_only(
     mut spec: supervise::AppSpec,
     root: &std::path::Path,
+    exit_with_stdin: bool,
     why: auth::TokenError,
 ) -> anyhow::Result<()> {
     tracing::info!("{why}: not serving lks, only supervising the app");
-    let shutdown = shutdown_signal()?;
+    let shutdown = shutdown_signal(exit_with_stdin)?;
     let children = children::Children::start().context("cannot watch for SIGCHLD")?;
     adopt_orphans();
     if spec.cwd.as_os_str().is_empty() {
@@ -206,7 +215,7 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     let token = match (auth::Token::load(args.token_file.as_deref()), app) {
         (Ok(token), app) => (token, app),
         (Err(why @ (auth::TokenError::Missing | auth::TokenError::Empty(_))), Some(spec)) => {
-            return supervise_only(spec, &args.root, why).await;
+            return supervise_only(spec, &args.root, args.exit_with_stdin, why).await;
         }
         (Err(e), _) => return Err(e.into()),
     };
@@ -222,7 +231,7 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let shutdown = shutdown_signal()?;
+    let shutdown = shutdown_signal(args.exit_with_stdin)?;
     let children = children::Children::start().context("cannot watch for SIGCHLD")?;
     adopt_orphans();
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
@@ -318,18 +327,42 @@ fn adopt_orphans() {
 }
 
 /// Handles SIGTERM and SIGINT from now on (as PID 1, a signal without a handler
-/// is dropped by the kernel); the returned future resolves on the first one.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// is dropped by the kernel) and, with `stdin`, the end of standard input; the
+/// returned future resolves on the first one.
+fn shutdown_signal(stdin: bool) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let closed = stdin.then(stdin_closed);
     Ok(async move {
+        let closed = async {
+            match closed {
+                Some(c) => {
+                    let _ = c.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            () = closed => tracing::info!("standard input closed (the host is gone): shutting down"),
         }
-        tracing::info!("shutting down");
     })
+}
+
+/// Resolves when standard input reaches its end (or fails). A thread of its
+/// own: a blocking read must not hold up the runtime's shutdown.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin().lock();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -347,6 +380,7 @@ mod tests {
                 grace_period: Some(3),
                 workdir: Some(".".into()),
                 start,
+                exit_with_stdin: true,
                 app: vec!["node".into(), "--inspect".into(), "server.js".into()],
             };
             let cli =
@@ -362,6 +396,7 @@ mod tests {
             );
             assert_eq!(args.grace_period, 3.0);
             assert_eq!(args.workdir, Some(PathBuf::from(".")));
+            assert!(args.serve.exit_with_stdin);
             assert_eq!(args.command, spec.app, "the app's own flags stay the app's");
             let app = app_spec(&args).unwrap();
             assert_eq!(
@@ -382,6 +417,7 @@ mod tests {
             grace_period: None,
             workdir: None,
             start: Start::Now,
+            exit_with_stdin: false,
             app: vec!["app".into()],
         };
         let cli = Cli::try_parse_from(std::iter::once("lks-agent".to_string()).chain(spec.args()))
@@ -390,6 +426,7 @@ mod tests {
             panic!("not supervise")
         };
         assert_eq!(args.workdir, None);
+        assert!(!args.serve.exit_with_stdin);
         assert!(!args.no_start && args.wait_for_sync.is_none());
         assert_eq!(
             lks_proto::launch::listening_address(&format!(

@@ -69,7 +69,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let opts = Arc::new(InjectOptions {
         agent_image: args.agent_image,
     });
-    let shutdown = super::shutdown_signal()?;
+    let shutdown = super::shutdown_signal(false)?;
     tokio::pin!(shutdown);
     tracing::info!(agent_image = %opts.agent_image, "admission webhook serving POST /mutate");
     println!("listening on {addr}");

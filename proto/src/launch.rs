@@ -17,6 +17,9 @@ pub fn listening_address(line: &str) -> Option<&str> {
     line.strip_prefix(LISTENING).map(str::trim)
 }
 
+/// The agent's flag: shut down when standard input closes.
+pub const EXIT_WITH_STDIN: &str = "--exit-with-stdin";
+
 /// When the supervised app first starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -45,6 +48,10 @@ pub struct Supervise {
     pub workdir: Option<String>,
     /// When the app first starts.
     pub start: Start,
+    /// The agent (and its app) stops when its standard input closes: the
+    /// launching process holds the other end of a pipe, so the agent ends
+    /// with it however it dies (`--exit-with-stdin`; the local runtime).
+    pub exit_with_stdin: bool,
     /// The app's argv.
     pub app: Vec<String>,
 }
@@ -64,6 +71,9 @@ impl Supervise {
         }
         if let Some(w) = &self.workdir {
             out.extend(["--workdir".into(), w.clone()]);
+        }
+        if self.exit_with_stdin {
+            out.push(EXIT_WITH_STDIN.into());
         }
         match self.start {
             Start::Now => {}

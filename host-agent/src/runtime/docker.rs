@@ -152,6 +152,7 @@ impl DockerRuntime {
             } else {
                 lks_proto::launch::Start::Now
             },
+            exit_with_stdin: false,
             app: argv,
         }
         .args();
@@ -345,7 +346,7 @@ impl Runtime for DockerRuntime {
         if let Err(e) = self.docker.remove_network(&self.network).await
             && !docker::is_not_found(&e)
         {
-            eprintln!("lks: removing the network {}: {e}", self.network);
+            crate::console::say(&format!("removing the network {}: {e}", self.network));
         }
     }
 }

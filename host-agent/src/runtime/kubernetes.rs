@@ -423,11 +423,11 @@ impl Runtime for KubeRuntime {
         // The console has stopped: what is left goes to stderr.
         for key in keys.iter().filter(|k| !k.is_empty()) {
             for e in self.delete_applied(key).await {
-                eprintln!("lks: {key}: {e}");
+                crate::console::say(&format!("{key}: {e}"));
             }
         }
         for e in self.delete_applied("").await {
-            eprintln!("lks: {e}");
+            crate::console::say(&e);
         }
     }
 }

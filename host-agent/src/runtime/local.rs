@@ -95,13 +95,16 @@ impl Runtime for Local {
             workdir: None,
             // The first batch's build steps may make the app.
             start: lks_proto::launch::Start::OnRestart,
+            // lks holds the pipe's other end (in the child's handle): the
+            // agent and its app end with lks, also when it is killed.
+            exit_with_stdin: true,
             app: service.command.clone(),
         };
         let mut cmd = Command::new(&self.agent);
         cmd.args(spec.args())
             .envs(super::expand_env(&service.env, |n| self.host_of(n)))
             .env(lks_proto::launch::TOKEN_ENV, &self.token)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

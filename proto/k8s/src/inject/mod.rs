@@ -331,6 +331,7 @@ impl Cx {
                 Some(secs) => lks_proto::launch::Start::AfterSync(secs),
                 None => lks_proto::launch::Start::Now,
             },
+            exit_with_stdin: false,
             app: argv,
         };
         let command: Vec<String> = std::iter::once(AGENT_BIN.to_string())

@@ -1,0 +1,159 @@
+//! What `lks up` leaves behind when it ends badly, through the real binaries
+//! on the local runtime: killed (SIGKILL), its terminal closed (SIGHUP), its
+//! stdout's reader gone (`lks up | head`). Each time its agents and their
+//! apps stop and the app's port is free again.
+
+use lks_e2e::*;
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
+
+/// A workspace with one Node service answering on `port`.
+fn workspace(ws: &Path, port: u16) {
+    write(ws, "lks.yaml", "services: [\"web/lks.service.yaml\"]\n");
+    write(
+        ws,
+        "web/lks.service.yaml",
+        &format!(
+            "name: web\ncommand: node server.js\nreadiness:\n  http: http://127.0.0.1:{port}/\n\
+             live_update:\n  restart: on-change\n"
+        ),
+    );
+    server(ws, port, "one");
+}
+
+fn server(ws: &Path, port: u16, greeting: &str) {
+    write(
+        &ws.join("web"),
+        "server.js",
+        &format!(
+            "require('http').createServer((q, r) => r.end('{greeting}\\n'))\n\
+               .listen({port}, '127.0.0.1', () => console.log('listening'));\n"
+        ),
+    );
+}
+
+/// Every `pid N` in web's lines (its agent's and its app's).
+fn pids_in(lines: &[String]) -> Vec<i32> {
+    let pids: Vec<i32> = lines
+        .iter()
+        .filter(|l| l.starts_with("web "))
+        .flat_map(|l| l.split("pid ").skip(1))
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(pids.len() >= 2, "no agent and app pids: {lines:#?}");
+    pids
+}
+
+/// `lks up`'s agent and app pids for web, once it is ready.
+fn ready(up: &mut Up, port: u16) -> Vec<i32> {
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
+    pids_in(up.drain())
+}
+
+/// Within a few seconds every one of `pids` is gone and `port` answers no more.
+fn nothing_left(pids: &[i32], port: u16, how: &str) {
+    let gone = wait_until(Duration::from_secs(10), || {
+        pids.iter().all(|p| !process_alive(*p as u32)) && http_get(port, "/").is_none()
+    });
+    let left: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|p| process_alive(*p as u32))
+        .collect();
+    // Never leave them to the next test.
+    for p in &left {
+        if let Some(p) = rustix::process::Pid::from_raw(*p) {
+            let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+    assert!(
+        gone,
+        "after {how}, still running: {left:?}; port {port} answers {:?}",
+        http_get(port, "/")
+    );
+}
+
+fn signal(up: &Up, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(up.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+#[test]
+fn a_killed_lks_up_leaves_no_agent_nor_app_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let mut up = Up::start(tmp.path(), &[]);
+    let pids = ready(&mut up, port);
+    signal(&up, rustix::process::Signal::KILL);
+    let _ = up.child.wait();
+    nothing_left(&pids, port, "SIGKILL");
+}
+
+#[test]
+fn a_closed_terminal_stops_lks_up_and_what_it_started() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let mut up = Up::start(tmp.path(), &[]);
+    let pids = ready(&mut up, port);
+    signal(&up, rustix::process::Signal::HUP);
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(up.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "lks up is still running after SIGHUP");
+    nothing_left(&pids, port, "SIGHUP");
+}
+
+#[test]
+fn a_reader_of_stdout_that_goes_away_stops_lks_up_without_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let mut cmd = up_command(tmp.path(), &[]);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    // Like `head`: read until the line wanted, then go away.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("lks up ended before web was ready: {seen:#?}");
+        }
+        seen.push(line.trim_end().to_string());
+        if line.contains("web") && line.contains("[ready]") {
+            break;
+        }
+    }
+    let pids = pids_in(&seen);
+    drop(out);
+    // The next line lks up writes finds no reader.
+    server(tmp.path(), port, "two");
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let err = err.join().unwrap();
+    assert!(exited, "lks up still runs with nobody reading it: {err:#?}");
+    assert!(!err.iter().any(|l| l.contains("panicked")), "{err:#?}");
+    nothing_left(&pids, port, "its reader went away");
+}
