@@ -57,6 +57,10 @@ pub async fn down(
             Err(e) => println!("skipped the cluster: {e:#}"),
         }
     }
+    let local = match &ws {
+        Some(ws) => stop_local_leftovers(&ws.root.join(".lks")),
+        None => 0,
+    };
     let filters = HashMap::from([("label".to_string(), label)]);
     let docker = docker::connect().await?;
 
@@ -123,10 +127,35 @@ pub async fn down(
             .map_err(EngineError::api(format!("removing the volume {}", v.name)))?;
         println!("removed volume {}", v.name);
     }
-    if containers.is_empty() && networks.is_empty() && volumes.is_empty() {
+    if local == 0 && containers.is_empty() && networks.is_empty() && volumes.is_empty() {
         println!("nothing to remove for {scope}");
     }
     Ok(())
+}
+
+/// The local runtime's half of `lks down`: the agents (and apps) a killed
+/// `lks up` left running; how many were stopped. A running `lks up` keeps
+/// its own.
+fn stop_local_leftovers(work: &Path) -> usize {
+    if !work.is_dir() {
+        return 0;
+    }
+    match crate::claim::Claim::take(work) {
+        Ok(_claim) => {
+            let stopped = crate::claim::stop_leftovers(work);
+            for s in &stopped {
+                println!(
+                    "stopped the agent of {} (pid {}) and its app, left running by an lks up that was killed",
+                    s.service, s.pid
+                );
+            }
+            stopped.len()
+        }
+        Err(e) => {
+            println!("left the local runtime's services alone: {e}");
+            0
+        }
+    }
 }
 
 /// The cluster half of `lks down`: every object lks applied for this

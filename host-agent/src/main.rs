@@ -5,6 +5,7 @@
 
 mod agent_image;
 mod backoff;
+mod claim;
 mod config;
 mod console;
 mod docker;

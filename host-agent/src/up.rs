@@ -84,6 +84,14 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let order = ws.resolve(&targets)?;
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(".lks");
+    // Held until this run ends, however it ends.
+    let _claim = crate::claim::Claim::take(&work)?;
+    for s in crate::claim::stop_leftovers(&work) {
+        crate::console::say(&format!(
+            "stopped the agent of {} (pid {}) and its app, left running by an earlier lks up",
+            s.service, s.pid
+        ));
+    }
     let registry = || Registry::of(Some(&ws));
     let live = ws.live(&opts.targets, &opts.local);
     let say = crate::console::say;

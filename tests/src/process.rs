@@ -181,3 +181,53 @@ pub fn read_pid_file(path: &Path, timeout: Duration, not: Option<u32>) -> u32 {
     assert!(found, "no pid in {} within {timeout:?}", path.display());
     pid.unwrap()
 }
+
+/// Runs `lks ARGS` with `env`, failing the test if it takes over `timeout`.
+pub fn run_lks(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (std::process::Output, Duration) {
+    let t = Instant::now();
+    let mut cmd = std::process::Command::new(bin("lks"));
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn lks");
+    let (out, err) = (
+        lines(child.stdout.take().unwrap()),
+        lines(child.stderr.take().unwrap()),
+    );
+    let finished = wait_until(timeout, || matches!(child.try_wait(), Ok(Some(_))));
+    if !finished {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let took = t.elapsed();
+    // The pipes close with the process: collect everything.
+    let collect = |rx: std::sync::mpsc::Receiver<String>| {
+        let mut s = String::new();
+        while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s.into_bytes()
+    };
+    let output = std::process::Output {
+        status,
+        stdout: collect(out),
+        stderr: collect(err),
+    };
+    assert!(
+        finished,
+        "lks {args:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, took)
+}

@@ -11,7 +11,7 @@
 
 use lks_e2e::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 const BASE: &str = "lks/debian:bookworm";
@@ -75,52 +75,6 @@ fn workspace_file(ws: &Path, services: &[&str], registry: Option<&str>) {
         "lks.yaml",
         &format!("{registry}services: [{}]\n", list.join(", ")),
     );
-}
-
-/// Runs `lks ARGS` with `env`, failing the test if it takes over `timeout`.
-fn lks(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (std::process::Output, Duration) {
-    let t = Instant::now();
-    let mut cmd = Command::new(bin("lks"));
-    cmd.args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn lks");
-    let (out, err) = (
-        lines(child.stdout.take().unwrap()),
-        lines(child.stderr.take().unwrap()),
-    );
-    let finished = wait_until(timeout, || matches!(child.try_wait(), Ok(Some(_))));
-    if !finished {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
-    let took = t.elapsed();
-    // The pipes close with the process: collect everything.
-    let collect = |rx: std::sync::mpsc::Receiver<String>| {
-        let mut s = String::new();
-        while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
-            s.push_str(&l);
-            s.push('\n');
-        }
-        s.into_bytes()
-    };
-    let output = std::process::Output {
-        status,
-        stdout: collect(out),
-        stderr: collect(err),
-    };
-    assert!(
-        finished,
-        "lks {args:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, took)
 }
 
 fn rfc3339_seconds(s: &str) -> f64 {
@@ -473,7 +427,7 @@ fn down_removes_what_a_killed_up_left_and_nothing_else() {
 
     let file = ws.join("lks.yaml");
     let file = file.to_str().unwrap();
-    let (out, took) = lks(&["down", "-f", file], &[], Duration::from_secs(60));
+    let (out, took) = run_lks(&["down", "-f", file], &[], Duration::from_secs(60));
     assert_success(&out);
     eprintln!("lks down took {} ms", took.as_millis());
     let stdout = text(&out.stdout);
@@ -510,7 +464,7 @@ fn down_removes_what_a_killed_up_left_and_nothing_else() {
     );
 
     // Again: nothing left to do.
-    let (out, _) = lks(&["down", "-f", file], &[], Duration::from_secs(30));
+    let (out, _) = run_lks(&["down", "-f", file], &[], Duration::from_secs(30));
     assert_success(&out);
     assert!(
         text(&out.stdout).contains("nothing to remove"),
@@ -570,7 +524,7 @@ fn without_an_engine_up_down_and_registry_start_stop_fail_fast_and_say_how_to_st
         &["registry", "stop", "-f", file][..],
         &["registry", "stop", "--purge", "-f", file][..],
     ] {
-        let (out, took) = lks(args, &env, Duration::from_secs(30));
+        let (out, took) = run_lks(args, &env, Duration::from_secs(30));
         eprintln!("lks {args:?} failed in {} ms", took.as_millis());
         assert_clear_engine_error(args, &out, took);
     }
@@ -582,7 +536,7 @@ fn without_an_engine_registry_status_says_the_engine_is_unreachable() {
     workspace_with_private_registry(&ws, free_port());
     let file = ws.join("lks.yaml");
     let args = ["registry", "status", "-f", file.to_str().unwrap()];
-    let (out, took) = lks(
+    let (out, took) = run_lks(
         &args,
         &[NO_ENGINE, ("RUST_BACKTRACE", "1")],
         Duration::from_secs(30),
@@ -614,7 +568,7 @@ fn registry_cmd(file: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["registry"];
     all.extend(args);
     all.extend(["-f", file]);
-    lks(&all, &[], Duration::from_secs(60)).0
+    run_lks(&all, &[], Duration::from_secs(60)).0
 }
 
 fn catalog(port: u16) -> Option<(u16, String)> {
@@ -790,7 +744,7 @@ fn down_that_removes_only_a_volume_does_not_say_nothing_was_removed() {
         &volume,
     ]);
     let file = ws.join("lks.yaml");
-    let (out, _) = lks(
+    let (out, _) = run_lks(
         &["down", "-f", file.to_str().unwrap()],
         &[],
         Duration::from_secs(30),

@@ -157,3 +157,94 @@ fn a_reader_of_stdout_that_goes_away_stops_lks_up_without_a_panic() {
     assert!(!err.iter().any(|l| l.contains("panicked")), "{err:#?}");
     nothing_left(&pids, port, "its reader went away");
 }
+
+#[test]
+fn a_second_lks_up_of_the_workspace_is_refused_naming_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let mut up = Up::start(tmp.path(), &[]);
+    ready(&mut up, port);
+    let file = tmp.path().join("lks.yaml");
+    let (out, _) = run_lks(
+        &["up", "-f", file.to_str().unwrap()],
+        &[],
+        Duration::from_secs(30),
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("another lks up (pid {})", up.child.id())),
+        "{err}"
+    );
+    // The first one runs on, untouched.
+    assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A run killed while its agent could not notice (stopped with SIGSTOP):
+/// the agent and its app are left running; their pids.
+fn a_killed_run_with_a_stuck_agent(ws: &Path, port: u16) -> Vec<i32> {
+    let mut up = Up::start(ws, &[]);
+    let pids = ready(&mut up, port);
+    let agent = rustix::process::Pid::from_raw(pids[0]).unwrap();
+    rustix::process::kill_process(agent, rustix::process::Signal::STOP).unwrap();
+    signal(&up, rustix::process::Signal::KILL);
+    let _ = up.child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        pids.iter().all(|p| process_alive(*p as u32)),
+        "the leftovers this test needs are gone already"
+    );
+    assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
+    pids
+}
+
+#[test]
+fn the_next_lks_up_stops_what_a_killed_one_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let left = a_killed_run_with_a_stuck_agent(tmp.path(), port);
+    let mut up = Up::start(tmp.path(), &[]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    let err = up.stderr_lines();
+    assert!(
+        err.iter().any(|l| l.contains(&format!(
+            "stopped the agent of web (pid {}) and its app",
+            left[0]
+        ))),
+        "{err:#?}"
+    );
+    assert!(left.iter().all(|p| !process_alive(*p as u32)), "{left:?}");
+    // The new app has the port.
+    assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn lks_down_stops_what_a_killed_lks_up_left_on_the_local_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let left = a_killed_run_with_a_stuck_agent(tmp.path(), port);
+    let file = tmp.path().join("lks.yaml");
+    let (out, _) = run_lks(
+        &["down", "-f", file.to_str().unwrap()],
+        &[],
+        Duration::from_secs(60),
+    );
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "stopped the agent of web (pid {}) and its app",
+            left[0]
+        )),
+        "{said}\n{}",
+        text(&out.stderr)
+    );
+    assert!(!said.contains("nothing to remove"), "{said}");
+    nothing_left(&left, port, "lks down");
+}

@@ -109,6 +109,9 @@ impl Runtime for Local {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(io("starting lks-agent"))?;
+        if let Some(pid) = child.id() {
+            crate::claim::record(&self.work, &service.name, pid);
+        }
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
@@ -171,7 +174,7 @@ impl Runtime for Local {
 
     async fn stop(
         &self,
-        _service: &Service,
+        service: &Service,
         instance: Instance<Self::Handle>,
     ) -> Result<(), RuntimeError> {
         let mut child = instance.handle;
@@ -195,6 +198,7 @@ impl Runtime for Local {
         {
             stop_group(pgid).await;
         }
+        crate::claim::forget(&self.work, &service.name);
         Ok(())
     }
 }
