@@ -15,6 +15,7 @@ mod ignores;
 mod kube;
 mod mirror;
 mod plan;
+mod ports;
 mod readiness;
 mod registry;
 mod rules;

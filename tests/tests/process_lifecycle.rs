@@ -248,3 +248,33 @@ fn lks_down_stops_what_a_killed_lks_up_left_on_the_local_runtime() {
     assert!(!said.contains("nothing to remove"), "{said}");
     nothing_left(&left, port, "lks down");
 }
+
+#[test]
+fn a_port_taken_before_the_start_is_named_with_its_holder_never_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    // Another process answers on the service's port (here: this test).
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut up = Up::start(tmp.path(), &[]);
+    let line = up.wait(&["web", "already taken"], Duration::from_secs(60));
+    assert!(
+        line.contains(&format!(
+            "port {port} is already taken by pid {}",
+            std::process::id()
+        )),
+        "{line}"
+    );
+    up.wait(&["web", "starting again in"], Duration::from_secs(10));
+    assert!(
+        !up.drain().iter().any(|l| l.contains("[ready]")),
+        "{:#?}",
+        up.drain()
+    );
+    // Once it is free, the service starts by itself.
+    drop(squatter);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}

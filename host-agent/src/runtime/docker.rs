@@ -289,6 +289,8 @@ impl Runtime for DockerRuntime {
         fresh: bool,
         progress: &Reporter,
     ) -> Result<Instance<Self::Handle>, RuntimeError> {
+        // Published on 127.0.0.1: a process holding one is named.
+        RuntimeError::check_ports(service, &service.ports)?;
         let live = self.local.contains(&service.name);
         self.start_container(service, live, fresh, progress)
             .await

@@ -36,6 +36,15 @@ pub enum RuntimeError {
         /// What happened.
         reason: String,
     },
+    /// A port the service's app is to listen on is taken already: another
+    /// app would answer for it.
+    #[error("{service} did not start: {taken}; stop that process, or give {service} another port")]
+    PortTaken {
+        /// The service.
+        service: String,
+        /// The port, and who holds it.
+        taken: crate::ports::Taken,
+    },
     /// The service's image, container or objects could not be had.
     #[error("{service} did not start")]
     Start {
@@ -75,6 +84,20 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// Refuses to start `service` when one of `ports` is taken already.
+    pub fn check_ports(
+        service: &crate::config::Service,
+        ports: &[u16],
+    ) -> Result<(), RuntimeError> {
+        match crate::ports::first_taken(ports) {
+            None => Ok(()),
+            Some(taken) => Err(RuntimeError::PortTaken {
+                service: service.name.clone(),
+                taken,
+            }),
+        }
+    }
+
     /// Whether starting the service again can help without lks.yaml or the
     /// machine changing first. A start that failed on the service's own files
     /// (its Dockerfile, its manifests, its image) or on the engine or the

@@ -71,6 +71,8 @@ impl Runtime for Local {
                 cause,
             }
         };
+        // A leftover app on its port would answer its readiness check.
+        RuntimeError::check_ports(service, &crate::ports::of_local_service(service))?;
         let dir = self.work.join(&service.name);
         let root = self.root_of(&service.name);
         // The root is kept between runs (ignored build outputs such as a
