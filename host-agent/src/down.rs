@@ -58,7 +58,7 @@ pub async fn down(
         }
     }
     let local = match &ws {
-        Some(ws) => stop_local_leftovers(&ws.root.join(".lks")),
+        Some(ws) => stop_local_leftovers(&ws.root.join(crate::config::WORK_DIR)),
         None => 0,
     };
     let filters = HashMap::from([("label".to_string(), label)]);

@@ -83,7 +83,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     }
     let order = ws.resolve(&targets)?;
     let token = hex::encode(rand::random::<[u8; 24]>());
-    let work = ws.root.join(".lks");
+    let work = ws.root.join(crate::config::WORK_DIR);
     // Held until this run ends, however it ends.
     let _claim = crate::claim::Claim::take(&work)?;
     for s in crate::claim::stop_leftovers(&work) {

@@ -278,3 +278,67 @@ fn a_port_taken_before_the_start_is_named_with_its_holder_never_ready() {
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// The work dir's own files are never synced, and their growth wakes nothing,
+/// with the service beside lks.yaml: written inline, or in its own file.
+fn the_work_dir_stays_out(inline: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    let service = format!(
+        "name: web\ncommand: node server.js\nreadiness:\n  http: http://127.0.0.1:{port}/\n"
+    );
+    if inline {
+        let indented: String = service.lines().map(|l| format!("    {l}\n")).collect();
+        write(ws, "lks.yaml", &format!("services:\n  -\n{indented}"));
+    } else {
+        write(ws, "lks.yaml", "services: [\"lks.service.yaml\"]\n");
+        write(ws, "lks.service.yaml", &service);
+    }
+    write(
+        ws,
+        "server.js",
+        &format!(
+            "require('http').createServer((q, r) => r.end('one\\n'))\n\
+               .listen({port}, '127.0.0.1', () => console.log('listening'));\n\
+             setInterval(() => console.log('the agent log grows'), 20);\n"
+        ),
+    );
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    let mark = up.mark();
+    // The app writes (into agent.log) every 20 ms; lks's own files change.
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<String> = up.drain()[mark..]
+        .iter()
+        .filter(|l| !l.contains("the agent log grows"))
+        .cloned()
+        .collect();
+    assert!(after.is_empty(), "lks woke by itself: {after:#?}");
+    let root = ws.join(".lks/web/root");
+    assert!(root.join("server.js").is_file(), "not synced at all");
+    assert!(
+        !root.join(".lks").exists(),
+        "the work dir was synced into itself"
+    );
+    assert!(!root.join("lks.yaml").exists(), "lks.yaml was synced");
+    // An edit still arrives.
+    write(
+        ws,
+        "server.js",
+        "require('http').createServer((q, r) => r.end('two\\n')).listen(1);\n",
+    );
+    up.wait_since(mark, &["web", "synced 1 files"], Duration::from_secs(20));
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn the_work_dir_of_a_service_beside_lks_yaml_is_never_synced_nor_wakes_it() {
+    the_work_dir_stays_out(false);
+}
+
+#[test]
+fn the_work_dir_of_a_service_written_inline_is_never_synced_nor_wakes_it() {
+    the_work_dir_stays_out(true);
+}

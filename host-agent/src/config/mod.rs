@@ -22,6 +22,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The workspace's work dir, beside its `lks.yaml`: the local runtime's
+/// roots and agent logs, the run's lock. Never synced nor watched.
+pub const WORK_DIR: &str = ".lks";
+
 /// Loads the workspace: `file` (`-f FILE`), else `lks.yaml` in the current
 /// directory or its nearest parent, and every service file it names. Every
 /// mistake found is returned, each naming FILE:LINE:COL (paths relative to the
@@ -145,15 +149,20 @@ pub struct Service {
     pub live_update: LiveUpdate,
     /// Kubernetes manifests (`k8s:`: paths or globs), in order.
     pub k8s: Vec<PathBuf>,
+    /// The workspace's `lks.yaml` and its work dir ([`WORK_DIR`]).
+    pub workspace_files: Vec<PathBuf>,
 }
 
 impl Service {
-    /// The files lks reads itself: the service's file and its manifests.
-    /// They are neither built into its image nor synced: a change to one
-    /// re-applies (kube) instead of rebuilding.
+    /// The files lks reads and writes itself: the service's file, its
+    /// manifests, the workspace's file and work dir. They are neither built
+    /// into its image nor synced nor watched: a change to one re-applies
+    /// (kube) instead of rebuilding, and lks's own writes (agent logs, roots)
+    /// never wake it.
     pub fn own_files(&self) -> Vec<PathBuf> {
         std::iter::once(self.file.clone())
             .chain(self.k8s.iter().cloned())
+            .chain(self.workspace_files.iter().cloned())
             .collect()
     }
 }

@@ -95,6 +95,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         readiness: None,
         live_update: super::live_update::default_live_update(&dir),
         k8s: vec![],
+        workspace_files: vec![],
     };
     let mut deps = vec![];
     let mut host_refs = vec![];

@@ -106,6 +106,10 @@ pub(super) fn load(file: &Path, base: &Path) -> Result<Workspace, ConfigErrors> 
     drop(doc);
     graph::check(&mut ws, parsed, aliases, &mut errors);
     if errors.is_empty() {
+        let lks_own = vec![ws.file.clone(), ws.root.join(super::WORK_DIR)];
+        for service in ws.services.values_mut() {
+            service.workspace_files = lks_own.clone();
+        }
         return Ok(ws);
     }
     // File by file (the workspace file first, then in the order loaded), top
