@@ -197,6 +197,7 @@ mod tests {
                 fall_back_matcher: set(&["Dockerfile", "**/*.lock"]),
             },
             k8s: vec![],
+            workspace_files: vec![],
         }
     }
 
