@@ -1,6 +1,11 @@
 //! Which paths of the local tree are never synced (and never touched on the agent).
 //!
 //! - `.git/` always;
+//! - editors' and tools' short-lived files, always (see [`TEMPORARY`]): vim's
+//!   swap files and `4913`, `~` backups, Emacs' `.#*` and `#*#`, JetBrains'
+//!   `___jb_tmp___`/`___jb_old___`, GNU `sed -i`'s `sedXXXXXX`, GNOME's
+//!   `.goutputstream-XXXXXX`; they live for milliseconds, and syncing them
+//!   would restart (or rebuild) a service for nothing;
 //! - `.dockerignore` at the root, with Docker's semantics: patterns are relative
 //!   to the root, the last pattern that matches a path or one of its parents
 //!   wins, and `!` re-includes even beneath an excluded directory, so the agent
@@ -20,6 +25,37 @@ use std::sync::{Arc, Mutex};
 pub const LKSIGNORE: &str = ".lksignore";
 /// Name of Docker's ignore file, honoured at the root.
 pub const DOCKERIGNORE: &str = ".dockerignore";
+
+/// File names of editors' and tools' temporary files, never synced.
+pub const TEMPORARY: &[&str] = &[
+    ".*.sw[a-p]",
+    "*.swx",
+    "4913",
+    "*~",
+    ".#*",
+    "#*#",
+    "*___jb_tmp___",
+    "*___jb_old___",
+    "sed[a-zA-Z0-9][a-zA-Z0-9][a-zA-Z0-9][a-zA-Z0-9][a-zA-Z0-9][a-zA-Z0-9]",
+    ".goutputstream-??????",
+];
+
+/// The matcher of [`TEMPORARY`] names.
+fn temporary() -> &'static GlobSet {
+    static SET: std::sync::OnceLock<GlobSet> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let mut b = GlobSetBuilder::new();
+        for p in TEMPORARY {
+            b.add(globset::Glob::new(p).expect("a valid built-in pattern"));
+        }
+        b.build().expect("built-in patterns")
+    })
+}
+
+/// Whether a file named `name` is an editor's or a tool's temporary file.
+pub fn is_temporary(name: &str) -> bool {
+    temporary().is_match(name)
+}
 
 /// A problem in an ignore file or pattern; reported, never fatal.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +239,7 @@ impl Ignores {
     }
 
     fn ignored_by_non_docker(&self, path: &RelPath, is_dir: bool) -> bool {
-        if path.file_name() == ".git" {
+        if path.file_name() == ".git" || (!is_dir && is_temporary(path.file_name())) {
             return true;
         }
         if self.excludes.matched(path.as_str(), is_dir).is_ignore() {
@@ -304,6 +340,35 @@ mod tests {
 
     fn ignored(ig: &Ignores, p: &str) -> bool {
         ig.ignores_path(&RelPath::new(p).unwrap(), false)
+    }
+
+    #[test]
+    fn editors_and_tools_temporary_files_are_never_synced() {
+        let (_d, ig) = rules(&[], &[]);
+        for t in [
+            "src/.server.js.swp",
+            "src/.server.js.swo",
+            "4913",
+            "src/server.js~",
+            ".#server.js",
+            "#server.js#",
+            "server.js___jb_tmp___",
+            "server.js___jb_old___",
+            "sedAb12Cd",
+            "src/.goutputstream-X1Y2Z3",
+        ] {
+            assert!(ignored(&ig, t), "{t} is synced");
+        }
+        for f in [
+            "server.js",
+            "sediment.txt",
+            "sedimentary",
+            "a.swf",
+            "49130",
+            "notes.swp.md",
+        ] {
+            assert!(!ignored(&ig, f), "{f} is not synced");
+        }
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub fn plan(local: &mut LocalTree, remote: &Tree) -> (Vec<Op>, Vec<String>) {
     for (path, rfile) in out.to_hash {
         let hash = match local.hash(&path) {
             Ok(h) => h,
+            // Gone since the scan (a short-lived file): not a change; its
+            // deletion's event brings what follows.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 problems.push(format!("cannot read {path}: {e}"));
                 continue;
@@ -316,6 +319,19 @@ mod tests {
         let (ops, problems) = plan(&mut l, &remote);
         assert!(problems.is_empty());
         assert_eq!(ops, vec![Op::Delete(rp("gone"))]);
+    }
+
+    #[test]
+    fn a_file_gone_since_the_scan_is_not_a_change_nor_a_problem() {
+        let (d, mut l) = local(&[("short-lived.json", b"same")]);
+        let mode = l.nodes[&rp("short-lived.json")].mode;
+        let mut remote = Tree::new();
+        // Same size, other mtime: the plan must read it to tell.
+        remote.insert(rp("short-lived.json"), file(b"same", mode, 12345));
+        std::fs::remove_file(d.path().join("short-lived.json")).unwrap();
+        let (ops, problems) = plan(&mut l, &remote);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(ops.is_empty(), "{ops:?}");
     }
 
     #[test]

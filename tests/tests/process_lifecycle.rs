@@ -23,14 +23,14 @@ fn workspace(ws: &Path, port: u16) {
 }
 
 fn server(ws: &Path, port: u16, greeting: &str) {
-    write(
-        &ws.join("web"),
-        "server.js",
-        &format!(
-            "require('http').createServer((q, r) => r.end('{greeting}\\n'))\n\
-               .listen({port}, '127.0.0.1', () => console.log('listening'));\n"
-        ),
-    );
+    write(&ws.join("web"), "server.js", &server_code(port, greeting));
+}
+
+fn server_code(port: u16, greeting: &str) -> String {
+    format!(
+        "require('http').createServer((q, r) => r.end('{greeting}\\n'))\n\
+           .listen({port}, '127.0.0.1', () => console.log('listening'));\n"
+    )
 }
 
 /// Every `pid N` in web's lines (its agent's and its app's).
@@ -341,4 +341,84 @@ fn the_work_dir_of_a_service_beside_lks_yaml_is_never_synced_nor_wakes_it() {
 #[test]
 fn the_work_dir_of_a_service_written_inline_is_never_synced_nor_wakes_it() {
     the_work_dir_stays_out(true);
+}
+
+#[test]
+fn editors_temporary_files_cause_no_restart_nor_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let dir = tmp.path().join("web");
+    let mut up = Up::start(tmp.path(), &[]);
+    ready(&mut up, port);
+    let mark = up.mark();
+    let edits = 3;
+    for i in 0..edits {
+        let greeting = format!("edit{i}");
+        let edit_mark = up.mark();
+        // vim: its write test, its swap file, a backup.
+        write(&dir, "4913", "");
+        std::fs::remove_file(dir.join("4913")).unwrap();
+        write(&dir, ".server.js.swp", &"x".repeat(10_000));
+        std::fs::copy(dir.join("server.js"), dir.join("server.js~")).unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        std::fs::remove_file(dir.join("server.js~")).unwrap();
+        // JetBrains' safe write: a temporary file renamed over the original.
+        let code = server_code(port, &greeting);
+        write(&dir, "server.js___jb_tmp___", &code);
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::rename(dir.join("server.js___jb_tmp___"), dir.join("server.js")).unwrap();
+        std::fs::remove_file(dir.join(".server.js.swp")).unwrap();
+        // GNU sed -i: another temporary file renamed over it.
+        let status = std::process::Command::new("sed")
+            .args(["-i", &format!("s/{greeting}/{greeting}-sed/"), "server.js"])
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let want = format!("{greeting}-sed\n");
+        assert!(
+            wait_until(Duration::from_secs(20), || http_get(port, "/").as_deref()
+                == Some(want.as_str())),
+            "edit {i} never arrived: {:?}\n{:#?}",
+            http_get(port, "/"),
+            up.drain()
+        );
+        // Let the edit's restart be reported before the next.
+        up.wait_since(edit_mark, &["web", "[ready]"], Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = up.drain()[mark..].to_vec();
+    let restarts = after.iter().filter(|l| l.contains("app started")).count();
+    // Two real edits each time (the safe write, then sed): two restarts each
+    // at the most, none for a temporary file.
+    assert!(restarts <= 2 * edits, "{restarts} restarts: {after:#?}");
+    // Only server.js ever went to the agent.
+    let synced: Vec<&String> = after.iter().filter(|l| l.contains("synced ")).collect();
+    assert!(
+        !synced.is_empty()
+            && synced
+                .iter()
+                .all(|l| l.contains("synced 1 files, 0 deleted")),
+        "{after:#?}"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.contains("error") || l.contains("warning")),
+        "{after:#?}"
+    );
+    let root = tmp.path().join(".lks/web/root");
+    let names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "server.js" || n == "lks.service.yaml"),
+        "{names:?}"
+    );
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
 }

@@ -350,6 +350,10 @@ impl Session {
             failed[*i] = true;
             report.errors.push(problem.clone());
         }
+        let mut vanished = vec![false; ops.len()];
+        for i in &produced.vanished {
+            vanished[*i] = true;
+        }
         let mut sent: HashMap<usize, (u64, [u8; 32])> = HashMap::new();
         for (i, size, hash) in &produced.sent {
             sent.insert(*i, (*size, *hash));
@@ -367,6 +371,10 @@ impl Session {
                 },
                 _ => op,
             };
+            if vanished[i] {
+                // Not sent: the agent has what it had.
+                continue;
+            }
             if failed[i] {
                 // The agent's state at that path is unknown now: forget it so
                 // the next plan sends it whole.

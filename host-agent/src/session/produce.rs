@@ -23,6 +23,10 @@ pub(super) struct Produced {
     pub(super) starts: Vec<u64>,
     /// Operations that could not be sent (index, message).
     pub(super) problems: Vec<(usize, String)>,
+    /// Puts not sent because their file is gone (an editor's or a tool's
+    /// short-lived file): not a change, and not an error; the deletion's
+    /// event brings what follows.
+    pub(super) vanished: Vec<usize>,
     /// Chunk lists of large files sent, by content hash, for later deltas.
     pub(super) new_chunks: Vec<([u8; 32], Vec<Chunk>)>,
     /// What was really sent for each put: (op index, size, blake3).
@@ -92,6 +96,10 @@ pub(super) fn produce(
                             }
                         }
                         sent.open
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        out.vanished.push(i);
+                        true
                     }
                     Err(e) => {
                         out.problems.push((i, format!("cannot read {path}: {e}")));
@@ -222,5 +230,53 @@ impl<R: Read> Read for HashingReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Kind;
+
+    #[test]
+    fn a_file_gone_before_it_is_read_is_not_sent_and_not_a_problem() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("kept.txt"), b"kept").unwrap();
+        let node = |size| Node {
+            kind: Kind::File,
+            mode: 0o644,
+            size,
+            mtime_ns: 1,
+            hash: None,
+            target: String::new(),
+            stat: None,
+        };
+        let put = |p: &str, size| Op::Put {
+            path: RelPath::new(p).unwrap(),
+            node: node(size),
+            base: None,
+        };
+        let ops = vec![put("sedAb12Cd", 4), put("kept.txt", 4)];
+        let (tx, mut rx) = mpsc::channel(64);
+        let produced = produce(
+            root.path(),
+            &ops,
+            &HashMap::new(),
+            None,
+            None,
+            v1::Commit::default(),
+            tx,
+        );
+        assert!(produced.problems.is_empty());
+        assert_eq!(produced.vanished, vec![0]);
+        assert_eq!(produced.sent.len(), 1);
+        assert_eq!(produced.sent[0].0, 1);
+        let mut puts = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Some(WireOp::Put(p)) = m.op {
+                puts.push(p.path);
+            }
+        }
+        assert_eq!(puts, vec!["kept.txt".to_string()]);
     }
 }
