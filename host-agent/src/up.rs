@@ -4,19 +4,18 @@
 
 use crate::config::{self, Workspace};
 use crate::console::Console;
-use crate::events::{self, Event, Status};
+use crate::events::{self, Hub};
+use crate::fleet::Fleet;
 use crate::kube::target::{self, Selection};
 use crate::registry::Registry;
+use crate::reload::ConfigWatch;
 use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::local::Local;
-use crate::service::{self, Slot, State};
-use anyhow::{Context, bail};
-use std::collections::BTreeMap;
+use anyhow::bail;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{Mutex, watch};
 
 /// What `lks up` was asked.
 pub struct UpOptions {
@@ -76,11 +75,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             bail!("--local {l}: not a service of {}", ws.file.display());
         }
     }
+    // None named: every service (also those a reload adds).
     let mut targets = opts.targets.clone();
     targets.extend(opts.local.iter().cloned());
-    if targets.is_empty() {
-        targets = ws.services.keys().cloned().collect();
-    }
     let order = ws.resolve(&targets)?;
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(crate::config::WORK_DIR);
@@ -99,15 +96,15 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .runtime
         .unwrap_or_else(|| default_runtime(&ws, &opts.kube))
     {
-        RuntimeKind::Local => run(&ws, &order, Local::new(&work, &token)?).await,
+        RuntimeKind::Local => run(&ws, &targets, &order, Local::new(&work, &token)?).await,
         RuntimeKind::Docker => {
             let r = DockerRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
-            run(&ws, &order, r).await
+            run(&ws, &targets, &order, r).await
         }
         RuntimeKind::Kube => {
             let target = target::connect(&ws.kube, &opts.kube, true).await?;
             let r = KubeRuntime::new(&ws.root, target, registry()?, &token, live, &say).await?;
-            run(&ws, &order, r).await
+            run(&ws, &targets, &order, r).await
         }
     }
 }
@@ -115,17 +112,19 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
 /// Launches on `runtime` until a signal, then removes what the run created.
 async fn run<R: Runtime + 'static>(
     ws: &Workspace,
+    targets: &[String],
     order: &[String],
     runtime: R,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(runtime);
-    let result = launch(ws, order, runtime.clone()).await;
+    let result = launch(ws, targets, order, runtime.clone()).await;
     runtime.shutdown().await;
     result
 }
 
 async fn launch<R: Runtime + 'static>(
     ws: &Workspace,
+    targets: &[String],
     order: &[String],
     runtime: Arc<R>,
 ) -> anyhow::Result<()> {
@@ -138,36 +137,24 @@ async fn launch<R: Runtime + 'static>(
         order.join(", "),
         runtime.name()
     ));
-    let mut states: BTreeMap<String, watch::Receiver<State>> = BTreeMap::new();
-    let mut slots: Vec<(String, Slot<R::Handle>)> = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for name in order {
-        let service = ws
-            .services
-            .get(name)
-            .with_context(|| format!("unknown service {name}"))?
-            .clone();
-        let deps = service
-            .deps
-            .iter()
-            .map(|d| (d.clone(), states[d].clone()))
-            .collect();
-        let (tx, rx) = watch::channel(State::Pending);
-        states.insert(name.clone(), rx);
-        let slot: Slot<R::Handle> = Arc::new(Mutex::new(None));
-        slots.push((name.clone(), slot.clone()));
-        tasks.spawn(service::run(
-            service,
-            runtime.clone(),
-            hub.service(name),
-            deps,
-            tx,
-            slot,
-        ));
-    }
-    let signalled = tokio::select! {
-        () = crate::sync::shutdown_signal() => true,
-        () = reader_gone => false,
+    let mut fleet = Fleet::new(runtime, hub.clone());
+    fleet.start_all(ws, order);
+    let mut watch = ConfigWatch::new(ws);
+    let shutdown = crate::sync::shutdown_signal();
+    tokio::pin!(shutdown, reader_gone);
+    let signalled = loop {
+        tokio::select! {
+            () = &mut shutdown => break true,
+            () = &mut reader_gone => break false,
+            file = watch.changed() => {
+                let file = file.strip_prefix(&ws.root).unwrap_or(&file).display().to_string();
+                if let Some((new, order)) = reloaded(ws, targets, &file, &hub) {
+                    let changes = fleet.reload(&new, &order).await;
+                    hub.note(format!("{file} changed: {changes}"));
+                    watch = ConfigWatch::new(&new);
+                }
+            }
+        }
     };
     hub.set_stopping();
     if signalled {
@@ -175,21 +162,34 @@ async fn launch<R: Runtime + 'static>(
     } else {
         crate::console::say("the reader of stdout went away; stopping");
     }
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    // Dependents first.
-    for (name, slot) in slots.iter().rev() {
-        let to = hub.service(name);
-        if let Some(instance) = slot.lock().await.take() {
-            let service = &ws.services[name];
-            if let Err(e) = runtime.stop(service, instance).await {
-                to.send(Event::StopFailed(e.to_string()));
-            }
-        }
-        to.status(Status::Stopped);
-    }
+    fleet.stop_all().await;
     hub.flush().await;
+    drop(fleet);
     drop(hub);
     let _ = console.await;
     Ok(())
+}
+
+/// The workspace as its files say now, and the services to run; None (the
+/// errors said, everything left running as it was) when it does not load.
+fn reloaded(
+    ws: &Workspace,
+    targets: &[String],
+    file: &str,
+    hub: &Hub,
+) -> Option<(Workspace, Vec<String>)> {
+    let loaded = config::load(Some(&ws.file)).map_err(|e| e.to_string());
+    let new = loaded.and_then(|new| {
+        let order = new.resolve(targets).map_err(|e| e.to_string())?;
+        Ok((new, order))
+    });
+    match new {
+        Ok(new) => Some(new),
+        Err(errors) => {
+            hub.note(format!(
+                "{file} changed, but the workspace has errors; everything runs as it was:\n{errors}"
+            ));
+            None
+        }
+    }
 }

@@ -422,3 +422,98 @@ fn editors_temporary_files_cause_no_restart_nor_error() {
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// A service file for NAME answering `$GREETING` on `port`.
+fn greeter(ws: &Path, name: &str, port: u16, greeting: &str) {
+    write(
+        &ws.join(name),
+        "lks.service.yaml",
+        &format!(
+            "name: {name}\ncommand: node server.js\nenv:\n  GREETING: {greeting}\n\
+             readiness:\n  http: http://127.0.0.1:{port}/\n"
+        ),
+    );
+    write(
+        &ws.join(name),
+        "server.js",
+        &format!(
+            "require('http').createServer((q, r) => r.end(process.env.GREETING + '\\n'))\n\
+               .listen({port}, '127.0.0.1');\n"
+        ),
+    );
+}
+
+#[test]
+fn editing_lks_yaml_or_a_service_file_while_up_runs_reloads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let (web, api) = (free_port(), free_port());
+    greeter(ws, "web", web, "hello");
+    greeter(ws, "api", api, "api-one");
+    write(ws, "lks.yaml", "services: [\"web/lks.service.yaml\"]\n");
+    let mut up = Up::start(ws, &[]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    assert_eq!(http_get(web, "/").as_deref(), Some("hello\n"));
+
+    // A changed service file: web starts anew with its new environment.
+    let mark = up.mark();
+    greeter(ws, "web", web, "bonjour");
+    up.wait_since(
+        mark,
+        &["web/lks.service.yaml changed: restarted with its new definition: web"],
+        Duration::from_secs(20),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(web, "/").as_deref()
+            == Some("bonjour\n")),
+        "{:#?}",
+        up.drain()
+    );
+
+    // A new service in lks.yaml starts.
+    let mark = up.mark();
+    write(
+        ws,
+        "lks.yaml",
+        "services: [\"web/lks.service.yaml\", \"api/lks.service.yaml\"]\n",
+    );
+    up.wait_since(
+        mark,
+        &["lks.yaml changed: started: api"],
+        Duration::from_secs(20),
+    );
+    up.wait_since(mark, &["api", "[ready]"], Duration::from_secs(60));
+    assert_eq!(http_get(api, "/").as_deref(), Some("api-one\n"));
+
+    // An invalid edit: its error with FILE:LINE:COL, and everything runs on.
+    let mark = up.mark();
+    write(
+        &ws.join("api"),
+        "lks.service.yaml",
+        "name: api\ncommand: node server.js\nports: [not-a-port]\n",
+    );
+    let said = up.wait_since(
+        mark,
+        &["has errors; everything runs as it was"],
+        Duration::from_secs(20),
+    );
+    let errors = up.drain()[mark..].join("\n");
+    assert!(
+        errors.contains("api/lks.service.yaml:3:"),
+        "no FILE:LINE:COL in {said}\n{errors}"
+    );
+    assert_eq!(http_get(api, "/").as_deref(), Some("api-one\n"));
+    assert_eq!(http_get(web, "/").as_deref(), Some("bonjour\n"));
+
+    // A service removed from lks.yaml stops.
+    let mark = up.mark();
+    write(ws, "lks.yaml", "services: [\"web/lks.service.yaml\"]\n");
+    up.wait_since(mark, &["stopped: api"], Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(api, "/").is_none()),
+        "api still answers"
+    );
+    assert_eq!(http_get(web, "/").as_deref(), Some("bonjour\n"));
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}

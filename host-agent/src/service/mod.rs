@@ -49,7 +49,7 @@ pub async fn run<R: Runtime>(
     runtime: Arc<R>,
     to: Reporter,
     deps: Vec<(String, watch::Receiver<State>)>,
-    state: watch::Sender<State>,
+    state: Arc<watch::Sender<State>>,
     slot: Slot<R::Handle>,
 ) {
     // `${host:NAME}` in the environment: how this runtime reaches NAME.
@@ -80,7 +80,7 @@ struct Cx<R: Runtime> {
     service: Service,
     runtime: Arc<R>,
     to: Reporter,
-    state: watch::Sender<State>,
+    state: Arc<watch::Sender<State>>,
     slot: Slot<R::Handle>,
 }
 

@@ -1,0 +1,199 @@
+//! The services of one `lks up`: each a task of its own with its slot (the
+//! instance the runtime started) and its state (what its dependents wait
+//! for). Services are started in dependency order, and when the workspace is
+//! reloaded the fleet takes the new definitions: removed services stop
+//! (dependents first), changed ones start anew, new ones start. A service's
+//! state channel outlives its restarts, so its dependents keep waiting on it.
+
+use crate::config::{Service, Workspace};
+use crate::events::{Event, Hub, Status};
+use crate::runtime::Runtime;
+use crate::service::{self, Slot, State};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{Mutex, watch};
+
+/// One service of the fleet.
+struct Member<H> {
+    /// Its definition, as it was started.
+    service: Service,
+    task: tokio::task::JoinHandle<()>,
+    slot: Slot<H>,
+    state: Channel,
+}
+
+/// A service's state channel. One receiver is kept with it: a watch channel
+/// without receivers does not keep what is sent (and the service reads its
+/// own state back).
+#[derive(Clone)]
+struct Channel {
+    tx: Arc<watch::Sender<State>>,
+    _rx: watch::Receiver<State>,
+}
+
+impl Channel {
+    fn new() -> Channel {
+        let (tx, rx) = watch::channel(State::Pending);
+        Channel {
+            tx: Arc::new(tx),
+            _rx: rx,
+        }
+    }
+}
+
+/// The running services of one `lks up`.
+pub struct Fleet<R: Runtime> {
+    runtime: Arc<R>,
+    hub: Hub,
+    /// In the order they were started (dependencies first).
+    order: Vec<String>,
+    members: BTreeMap<String, Member<R::Handle>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Services started that did not run.
+    pub started: Vec<String>,
+    /// Services started anew with a new definition.
+    pub restarted: Vec<String>,
+    /// Services stopped (no longer defined or wanted).
+    pub stopped: Vec<String>,
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("started", &self.started),
+            ("restarted with its new definition", &self.restarted),
+            ("stopped", &self.stopped),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{what}: {}", names.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("no service changed")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}
+
+/// Whether two definitions of a service are the same. Definitions hold
+/// compiled matchers, which compare by their debug form (the same patterns
+/// give the same form).
+fn same_definition(a: &Service, b: &Service) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+impl<R: Runtime + 'static> Fleet<R> {
+    /// An empty fleet on `runtime`, reporting to `hub`.
+    pub fn new(runtime: Arc<R>, hub: Hub) -> Fleet<R> {
+        Fleet {
+            runtime,
+            hub,
+            order: Vec::new(),
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// Starts `order` (dependencies first) as `ws` defines them.
+    pub fn start_all(&mut self, ws: &Workspace, order: &[String]) {
+        for name in order {
+            self.start(ws.services[name].clone(), None);
+        }
+    }
+
+    /// Starts `service`, on `state` when it ran before (its dependents wait
+    /// on that channel).
+    fn start(&mut self, service: Service, state: Option<Channel>) {
+        let name = service.name.clone();
+        let deps = service
+            .deps
+            .iter()
+            .filter_map(|d| Some((d.clone(), self.members.get(d)?.state.tx.subscribe())))
+            .collect();
+        let state = state.unwrap_or_else(Channel::new);
+        state.tx.send_replace(State::Pending);
+        let slot: Slot<R::Handle> = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(service::run(
+            service.clone(),
+            self.runtime.clone(),
+            self.hub.service(&name),
+            deps,
+            state.tx.clone(),
+            slot.clone(),
+        ));
+        self.order.retain(|n| *n != name);
+        self.order.push(name.clone());
+        self.members.insert(
+            name,
+            Member {
+                service,
+                task,
+                slot,
+                state,
+            },
+        );
+    }
+
+    /// Stops the service `name` (its task, then what the runtime started);
+    /// its state channel, for a start anew.
+    async fn stop(&mut self, name: &str) -> Option<Channel> {
+        let member = self.members.remove(name)?;
+        self.order.retain(|n| n != name);
+        member.task.abort();
+        let _ = member.task.await;
+        let to = self.hub.service(name);
+        if let Some(instance) = member.slot.lock().await.take()
+            && let Err(e) = self.runtime.stop(&member.service, instance).await
+        {
+            to.send(Event::StopFailed(e.to_string()));
+        }
+        to.status(Status::Stopped);
+        Some(member.state)
+    }
+
+    /// Takes the definitions of `ws` for the services of `order`.
+    pub async fn reload(&mut self, ws: &Workspace, order: &[String]) -> Changes {
+        let mut changes = Changes::default();
+        // Dependents first.
+        let running: Vec<String> = self.order.iter().rev().cloned().collect();
+        for name in &running {
+            if !order.contains(name) {
+                self.stop(name).await;
+                changes.stopped.push(name.clone());
+            }
+        }
+        for name in order {
+            let new = &ws.services[name];
+            match self.members.get(name) {
+                Some(m) if same_definition(&m.service, new) => {}
+                Some(_) => {
+                    let state = self.stop(name).await;
+                    self.start(new.clone(), state);
+                    changes.restarted.push(name.clone());
+                }
+                None => {
+                    self.start(new.clone(), None);
+                    changes.started.push(name.clone());
+                }
+            }
+        }
+        changes
+    }
+
+    /// Stops every service, dependents first.
+    pub async fn stop_all(&mut self) {
+        // Every task first, so none starts anything while others stop.
+        for m in self.members.values() {
+            m.task.abort();
+        }
+        let names: Vec<String> = self.order.iter().rev().cloned().collect();
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+}
