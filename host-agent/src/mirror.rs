@@ -209,7 +209,34 @@ impl Mirror {
     /// part's batch, so it runs once every part is in place. After an
     /// operation the agent refused, what it really has is fetched again so
     /// the next plan starts from the truth.
+    ///
+    /// An agent that restarted since the plan was made (a tunnel reconnects
+    /// by itself) refuses the batch whole: what it really has is fetched, the
+    /// batch planned again against that, and sent once more.
     pub async fn apply(&mut self, plan: Plan, followup: Followup) -> Result<Report, SessionError> {
+        match self.send(plan, &followup).await {
+            Err(SessionError::Restarted { .. }) => {
+                for p in &mut self.parts {
+                    p.session.hello_again().await?;
+                    let w = p.session.fetch_manifest(&p.source.ignores).await?;
+                    self.warnings.extend(w);
+                }
+                self.warnings.push(
+                    "the agent restarted since the last batch; resynced against what it has".into(),
+                );
+                match self.plan(Changes::default()) {
+                    Pending::Planned(plan) => self.send(plan, &followup).await,
+                    Pending::Held(why) | Pending::Gone(why) => {
+                        self.warnings.push(why);
+                        Ok(Report::default())
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn send(&mut self, plan: Plan, followup: &Followup) -> Result<Report, SessionError> {
         let last = self.parts.len() - 1;
         let mut report = Report::default();
         for (i, (p, ops)) in self.parts.iter_mut().zip(plan.ops).enumerate() {

@@ -171,11 +171,28 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e.into()),
         }
+        // The agent's events end when it goes away, also while nothing
+        // changes here: then reconnect and resync against what the agent
+        // that runs now has (a restarted one may have lost files).
+        let mut events = match mirror.agent().events().await {
+            Ok(e) => e,
+            Err(e) if e.is_retryable() => {
+                eprintln!("lks: {e}; reconnecting");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let agent_gone = async move { while events.next().await.is_some() {} };
+        tokio::pin!(agent_gone);
         // Apply changes as they come.
         let mut was_gone = false;
         loop {
             let changes = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                () = &mut agent_gone => {
+                    eprintln!("lks: the agent went away; reconnecting");
+                    break;
+                }
                 c = mirror.changes() => match c {
                     Some(c) => c,
                     None => bail!("the file watcher stopped"),

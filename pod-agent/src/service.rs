@@ -174,6 +174,16 @@ impl Agent for AgentService {
         &self,
         req: Request<Streaming<ApplyRequest>>,
     ) -> Result<Response<ApplyResult>, Status> {
+        if let Some(expected) = req.metadata().get(lks_proto::BOOT_ID_METADATA)
+            && expected.as_bytes() != self.boot_id.as_bytes()
+        {
+            return Err(Status::aborted(format!(
+                "the agent restarted: it is boot {}, the batch was planned against boot {}; \
+                 fetch its manifest again",
+                self.boot_id,
+                String::from_utf8_lossy(expected.as_bytes())
+            )));
+        }
         let mut stream = req.into_inner();
         let guard = self.apply_lock.clone().lock_owned().await;
         // The batch is applied on a blocking thread, fed as messages arrive.

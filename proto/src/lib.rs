@@ -21,6 +21,13 @@ pub mod v1 {
     tonic::include_proto!("lks.agent.v1");
 }
 
+/// Request metadata on `Apply`: the boot id (from `Hello`) of the agent the
+/// host planned the batch against. An agent with another boot id (it
+/// restarted, and the tunnel reached the new one by itself) refuses the batch
+/// with `ABORTED` before applying anything: the host's picture of its root is
+/// stale, and it must fetch the manifest again.
+pub const BOOT_ID_METADATA: &str = "lks-boot-id";
+
 /// Version of the protocol spoken by this build; `Hello` refuses a different one.
 pub const PROTOCOL_VERSION: u32 = 1;
 

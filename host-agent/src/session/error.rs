@@ -19,6 +19,16 @@ pub enum SessionError {
         /// What it said.
         message: String,
     },
+    /// The agent restarted since the session said hello (the tunnel reached
+    /// the new process by itself): what the session knows of its root is
+    /// stale; nothing of the batch was applied.
+    #[error("the agent at {url} restarted since the last batch ({message})")]
+    Restarted {
+        /// The agent's URL.
+        url: String,
+        /// What it said.
+        message: String,
+    },
     /// The agent speaks another protocol version.
     #[error("the agent at {url} is incompatible: {message}")]
     Incompatible {
@@ -44,6 +54,7 @@ impl SessionError {
             self,
             SessionError::Tunnel(tunnel::TunnelError::Unreachable { .. })
                 | SessionError::Lost { .. }
+                | SessionError::Restarted { .. }
         )
     }
 
@@ -55,6 +66,10 @@ impl SessionError {
         };
         match s.code() {
             Code::Unauthenticated => SessionError::Unauthenticated {
+                url: url.into(),
+                message,
+            },
+            Code::Aborted => SessionError::Restarted {
                 url: url.into(),
                 message,
             },

@@ -129,6 +129,24 @@ impl Session {
         })
     }
 
+    /// Says hello again (the tunnel may have reached a new agent process by
+    /// itself); whether the agent restarted since the last hello.
+    pub async fn hello_again(&mut self) -> Result<bool, SessionError> {
+        let url = self.url.clone();
+        let hello = self
+            .client
+            .hello(v1::HelloRequest {
+                protocol_version: PROTOCOL_VERSION,
+                client_version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .await
+            .map_err(|s| SessionError::from_status(&url, s))?
+            .into_inner();
+        let restarted = hello.boot_id != self.boot_id;
+        self.boot_id = hello.boot_id;
+        Ok(restarted)
+    }
+
     /// The agent's event stream (step output, app output, restarts).
     pub async fn events(&mut self) -> Result<AgentEvents, SessionError> {
         let url = self.url.clone();
@@ -329,7 +347,13 @@ impl Session {
                 tx,
             )
         });
-        let result = self.client.apply(ReceiverStream::new(rx)).await;
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Ok(boot) = self.boot_id.parse() {
+            request
+                .metadata_mut()
+                .insert(lks_proto::BOOT_ID_METADATA, boot);
+        }
+        let result = self.client.apply(request).await;
         let produced = producer.await.map_err(|e| SessionError::Lost {
             url: url.clone(),
             message: e.to_string(),
