@@ -90,6 +90,10 @@ impl Console {
             Event::Unreachable(why) => format!("cannot reach the agent yet: {why}"),
             Event::Reconnecting(gone) => format!("{gone}; reconnecting"),
             Event::Retrying(delay) => format!("starting again in {:.1}s", delay.as_secs_f64()),
+            Event::SyncRetry(delay) => format!(
+                "trying the failed operations again in {:.1}s",
+                delay.as_secs_f64()
+            ),
             Event::NotRetried => {
                 "not starting it again: fix its definition (lks config check says more) and run lks up again"
                     .into()

@@ -152,6 +152,8 @@ pub enum Event {
     Reconnecting(String),
     /// It failed and starts again after this delay.
     Retrying(Duration),
+    /// Operations the agent refused are tried again after this delay.
+    SyncRetry(Duration),
     /// It cannot start as it is defined: it is not started again.
     NotRetried,
     /// Files were synced.

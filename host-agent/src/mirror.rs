@@ -91,6 +91,37 @@ pub struct Mirror {
     scanned: bool,
     gone: bool,
     warnings: Vec<String>,
+    retry: Retry,
+}
+
+/// Operations the agent refused for a reason that may pass (a full disk, a
+/// busy file) are tried again after a delay that doubles (0.5 s to 30 s),
+/// without waiting for another local edit, until a batch succeeds.
+struct Retry {
+    backoff: crate::backoff::Backoff,
+    at: Option<Instant>,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry {
+            backoff: crate::backoff::Backoff::new(
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            ),
+            at: None,
+        }
+    }
+
+    /// After a batch: schedules a try, or (all applied) starts over.
+    fn after(&mut self, report: &Report) {
+        if report.errors.is_empty() {
+            self.backoff.reset();
+            self.at = None;
+        } else {
+            self.at = Some(Instant::now() + self.backoff.next_delay());
+        }
+    }
 }
 
 impl Mirror {
@@ -107,6 +138,7 @@ impl Mirror {
             scanned: false,
             gone: false,
             warnings: Vec::new(),
+            retry: Retry::new(),
         })
     }
 
@@ -149,6 +181,7 @@ impl Mirror {
                 watcher: &mut self.watcher,
                 gone: &mut self.gone,
                 warnings: &mut self.warnings,
+                retry_at: &mut self.retry.at,
             },
             &mut self.parts[0].session,
         )
@@ -214,6 +247,21 @@ impl Mirror {
     /// by itself) refuses the batch whole: what it really has is fetched, the
     /// batch planned again against that, and sent once more.
     pub async fn apply(&mut self, plan: Plan, followup: Followup) -> Result<Report, SessionError> {
+        let report = self.apply_once(plan, followup).await?;
+        self.retry.after(&report);
+        Ok(report)
+    }
+
+    /// When the operations that failed are tried again (None: nothing
+    /// failed); a [`Changed::next`] brings an empty batch then, which plans
+    /// them against what the agent has.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.retry
+            .at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    async fn apply_once(&mut self, plan: Plan, followup: Followup) -> Result<Report, SessionError> {
         match self.send(plan, &followup).await {
             Err(SessionError::Restarted { .. }) => {
                 for p in &mut self.parts {
@@ -334,10 +382,12 @@ pub struct Changed<'a> {
     watcher: &'a mut TreeWatcher,
     gone: &'a mut bool,
     warnings: &'a mut Vec<String>,
+    retry_at: &'a mut Option<Instant>,
 }
 
 impl Changed<'_> {
-    /// The next batch of changes. Cancel-safe: nothing is lost when the
+    /// The next batch of changes (an empty one when failed operations are
+    /// due to be tried again). Cancel-safe: nothing is lost when the
     /// future is dropped. When the directory went away, it resolves once it
     /// is back (as a change of everything), watched again.
     pub async fn next(self) -> Option<Changes> {
@@ -360,6 +410,22 @@ impl Changed<'_> {
                 ..Changes::default()
             });
         }
-        self.watcher.next().await
+        let retry = async {
+            match *self.retry_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            c = self.watcher.next() => c,
+            () = retry => {
+                // Failed operations, tried again: an empty batch plans them.
+                *self.retry_at = None;
+                Some(Changes {
+                    first_event: Some(Instant::now()),
+                    ..Changes::default()
+                })
+            }
+        }
     }
 }

@@ -162,7 +162,7 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
                     "initial sync: {}",
                     summary(&report, started.elapsed().as_secs_f64() * 1000.0)
                 );
-                print_errors(&report);
+                print_errors(&report, mirror);
                 backoff.reset();
             }
             Err(e) if e.is_retryable() => {
@@ -231,7 +231,7 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
                         .map(|t| t.elapsed().as_secs_f64() * 1000.0)
                         .unwrap_or(0.0);
                     println!("batch {batch_no}: {}", summary(&report, ms));
-                    print_errors(&report);
+                    print_errors(&report, mirror);
                 }
                 Err(e) if e.is_retryable() => {
                     eprintln!("lks: {e}; reconnecting");
@@ -259,9 +259,15 @@ async fn full_sync(mirror: &mut Mirror) -> Result<Report, SessionError> {
     mirror.apply(plan, Followup::default()).await
 }
 
-fn print_errors(report: &Report) {
+fn print_errors(report: &Report, mirror: &Mirror) {
     for e in &report.errors {
         eprintln!("lks: error: {e}");
+    }
+    if let Some(d) = mirror.retry_in() {
+        eprintln!(
+            "lks: trying the failed operations again in {:.1}s",
+            d.as_secs_f64()
+        );
     }
 }
 

@@ -179,3 +179,39 @@ async fn a_full_disk_fails_the_put_with_a_clear_error_and_keeps_the_previous_con
     assert_eq!(std::fs::read(root.join("dir/file")).unwrap(), b"updated\n");
     drop(agent);
 }
+
+#[test]
+fn an_operation_refused_for_a_full_disk_is_tried_again_until_it_lands_without_another_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&tmp.path().join("disk"), "1m");
+    let (src, root) = (tmp.path().join("src"), disk.dir.join("root"));
+    write(&src, "small.txt", "small\n");
+    // Most of the disk, outside the agent's root.
+    std::fs::write(disk.dir.join("filler"), vec![7u8; 700 * 1024]).unwrap();
+    let _agent = Agent::start(&root, TOKEN);
+    let mut watch = Watch::spawn(&src, &_agent.url, TOKEN, &[]);
+    watch.wait_line("initial sync", Duration::from_secs(30));
+    let big: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    let mut said = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            said.extend(watch.stderr.try_iter());
+            said.iter()
+                .any(|l| l.contains("trying the failed operations again in"))
+        }),
+        "no retry announced: {said:#?}"
+    );
+    assert!(!root.join("big.bin").exists());
+    // Space comes back; nothing changes in src.
+    std::fs::remove_file(disk.dir.join("filler")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read(
+            root.join("big.bin")
+        )
+        .is_ok_and(|b| b == big)),
+        "big.bin never landed once the disk had room"
+    );
+    let status = watch.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -152,6 +152,9 @@ async fn on_changes<R: Runtime>(
         ms,
     });
     if report_failed(cx, &report) {
+        if let Some(delay) = mirror.retry_in() {
+            cx.to.send(Event::SyncRetry(delay));
+        }
         return Ok(After::Done);
     }
     if report.restarted || *cx.state.borrow() != State::Ready {
