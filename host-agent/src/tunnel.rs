@@ -165,6 +165,13 @@ pub async fn connect_with(
             Dialer::Custom { .. } => 90,
         }))
         .tcp_nodelay(true)
+        // A tunnel that dies silently (a frozen port-forward, a peer that
+        // vanished without a FIN) is found within seconds, also between
+        // batches and in the middle of one: the call fails, and the caller
+        // reconnects and resyncs.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .http2_adaptive_window(true)
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(16 << 20));
@@ -184,6 +191,11 @@ pub async fn connect_with(
         .max_encoding_message_size(lks_proto::limits::MAX_MESSAGE_BYTES);
     Ok((client, counter))
 }
+
+/// How often the client pings the agent over HTTP/2.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a ping may go unanswered before the tunnel counts as dead.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The innermost message of an error chain (tonic wraps the useful part).
 pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
