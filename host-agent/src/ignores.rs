@@ -180,6 +180,10 @@ impl ContextRules {
     }
 }
 
+/// The `.lksignore` files that apply in a directory: (the length of the
+/// directory that holds one, its rules), outermost first.
+type Chain = Arc<Vec<(usize, Arc<Gitignore>)>>;
+
 /// The ignore rules of one local tree.
 pub struct Ignores {
     root: PathBuf,
@@ -187,6 +191,10 @@ pub struct Ignores {
     excludes: Gitignore,
     /// `.lksignore` per directory (`""` is the root), loaded on first use.
     lksignore: Mutex<HashMap<String, Option<Arc<Gitignore>>>>,
+    /// Per directory, the `.lksignore` files of it and its parents (with
+    /// their directory's length), outermost first: each directory is worked
+    /// out once from its parent's, so a deep tree costs no more per entry.
+    chains: Mutex<HashMap<String, Chain>>,
     warnings: Mutex<Vec<IgnoreError>>,
 }
 
@@ -213,6 +221,7 @@ impl Ignores {
             docker,
             excludes,
             lksignore: Mutex::new(HashMap::new()),
+            chains: Mutex::new(HashMap::new()),
             warnings: Mutex::new(warnings),
         }
     }
@@ -246,27 +255,82 @@ impl Ignores {
             return true;
         }
         // The deepest .lksignore with an opinion decides.
-        let mut dirs: Vec<String> = vec![String::new()];
-        if let Some(parent) = path.parent() {
-            let s = parent.as_str();
-            dirs.extend(s.match_indices('/').map(|(i, _)| s[..i].to_string()));
-            dirs.push(s.to_string());
-        }
-        for dir in dirs.iter().rev() {
-            let rel_in_dir = if dir.is_empty() {
+        let parent = path.parent();
+        let chain = self.chain(parent.as_ref().map_or("", |p| p.as_str()));
+        for (len, g) in chain.iter().rev() {
+            let rel_in_dir = if *len == 0 {
                 path.as_str()
             } else {
-                &path.as_str()[dir.len() + 1..]
+                &path.as_str()[len + 1..]
             };
-            if let Some(g) = self.lksignore_of(dir) {
-                match g.matched(rel_in_dir, is_dir) {
-                    Match::Ignore(_) => return true,
-                    Match::Whitelist(_) => return false,
-                    Match::None => {}
-                }
+            match g.matched(rel_in_dir, is_dir) {
+                Match::Ignore(_) => return true,
+                Match::Whitelist(_) => return false,
+                Match::None => {}
             }
         }
         false
+    }
+
+    /// The `.lksignore` files that apply in `dir` (see [`Chain`]).
+    fn chain(&self, dir: &str) -> Chain {
+        if let Some(c) = self.chains.lock().unwrap().get(dir) {
+            return c.clone();
+        }
+        // The nearest known ancestor, and the directories below it.
+        let mut missing = Vec::new();
+        let mut d = dir;
+        let mut base: Chain = loop {
+            if let Some(c) = self.chains.lock().unwrap().get(d) {
+                break c.clone();
+            }
+            missing.push(d);
+            if d.is_empty() {
+                break Arc::new(Vec::new());
+            }
+            d = d.rsplit_once('/').map_or("", |(parent, _)| parent);
+        };
+        for d in missing.into_iter().rev() {
+            if let Some(g) = self.lksignore_of(d) {
+                let mut v = (*base).clone();
+                v.push((d.len(), g));
+                base = Arc::new(v);
+            }
+            self.chains
+                .lock()
+                .unwrap()
+                .insert(d.to_string(), base.clone());
+        }
+        base
+    }
+
+    /// Keeps the paths of a whole tree (sorted: a directory before what it
+    /// holds) that are not ignored, in time linear in its size however deep
+    /// it is: what an ignored directory holds is ignored with it, so each
+    /// path is matched once, given its parent is not ignored.
+    pub fn retain_unignored<T>(
+        &self,
+        tree: &mut std::collections::BTreeMap<RelPath, T>,
+        is_dir: impl Fn(&T) -> bool,
+    ) {
+        if self.docker.as_ref().is_some_and(|d| d.has_exceptions()) {
+            // A `!` exception may take back what is beneath an ignored
+            // directory: every path on its own.
+            tree.retain(|p, n| !self.ignores_path(p, is_dir(n)));
+            return;
+        }
+        let mut ignored_dirs = std::collections::HashSet::new();
+        tree.retain(|p, n| {
+            let dir = is_dir(n);
+            let ignored = p
+                .parent()
+                .is_some_and(|parent| ignored_dirs.contains(&parent))
+                || self.ignores_entry(p, dir);
+            if ignored && dir {
+                ignored_dirs.insert(p.clone());
+            }
+            !ignored
+        });
     }
 
     /// Whether `path` is ignored, checking every parent too (for single paths

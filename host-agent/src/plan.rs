@@ -178,19 +178,20 @@ impl Planned {
     }
 }
 
-/// Whether `path` or one of its parents is in `deleted`.
+/// Whether `path` or one of its parents is in `deleted`. No allocation, and
+/// a deep path costs its length, not its depth times its length: a few
+/// deleted directories are compared as prefixes, many are looked up by each
+/// parent's text.
 fn covered(deleted: &HashSet<RelPath>, path: &RelPath) -> bool {
     if deleted.is_empty() {
         return false;
     }
-    let mut p = Some(path.clone());
-    while let Some(q) = p {
-        if deleted.contains(&q) {
-            return true;
-        }
-        p = q.parent();
+    let s = path.as_str();
+    let under = |d: &str| s == d || (s.starts_with(d) && s.as_bytes().get(d.len()) == Some(&b'/'));
+    if deleted.len() <= 32 {
+        return deleted.iter().any(|d| under(d.as_str()));
     }
-    false
+    deleted.contains(s) || s.match_indices('/').any(|(i, _)| deleted.contains(&s[..i]))
 }
 
 /// Applies the effect of successful operations to the confirmed remote tree.

@@ -176,7 +176,30 @@ impl LocalTree {
         }
     }
 
+    /// Describes everything beneath `dir` (`rel` in the tree). An explicit
+    /// stack, not recursion: a tree thousands of levels deep costs memory
+    /// in proportion to its size, never the stack.
     fn walk(&mut self, dir: &Path, rel: Option<RelPath>, ignores: &Ignores) {
+        let mut pending = vec![(dir.to_path_buf(), rel)];
+        while let Some((dir, rel)) = pending.pop() {
+            let subdirs = self.walk_one(&dir, rel, ignores);
+            // Reversed: the first subdirectory is walked first, as before.
+            pending.extend(
+                subdirs
+                    .into_iter()
+                    .rev()
+                    .map(|(abs, child)| (abs, Some(child))),
+            );
+        }
+    }
+
+    /// Describes the entries of one directory; its subdirectories to walk.
+    fn walk_one(
+        &mut self,
+        dir: &Path,
+        rel: Option<RelPath>,
+        ignores: &Ignores,
+    ) -> Vec<(std::path::PathBuf, RelPath)> {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) => {
@@ -184,7 +207,7 @@ impl LocalTree {
                     self.warnings
                         .push(format!("cannot list {}: {e}", dir.display()));
                 }
-                return;
+                return Vec::new();
             }
         };
         let mut subdirs = Vec::new();
@@ -227,9 +250,7 @@ impl LocalTree {
                 }
             }
         }
-        for (abs, child) in subdirs {
-            self.walk(&abs, Some(child), ignores);
-        }
+        subdirs
     }
 
     fn describe(&mut self, rel: &RelPath, md: &std::fs::Metadata) -> Option<Node> {

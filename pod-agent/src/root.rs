@@ -331,42 +331,81 @@ pub fn staging_name() -> String {
     )
 }
 
-/// Removes the directory `name` in `dir` and everything beneath it, walking by
-/// file descriptor so a symlink inside is removed, never followed.
-fn remove_tree(dir: &OwnedFd, name: &std::ffi::CStr) -> std::io::Result<()> {
-    let sub = match rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+/// How deep a tree [`remove_tree`] removes: one descriptor is open per level,
+/// and a tree deeper than this is refused rather than running out of them.
+pub const MAX_DELETE_DEPTH: usize = 4096;
+
+/// A directory being removed: its descriptor, its name in its parent, and
+/// the subdirectories still to remove (its other entries are gone already).
+struct Level {
+    fd: OwnedFd,
+    name: std::ffi::CString,
+    subdirs: Vec<std::ffi::CString>,
+}
+
+/// Opens `name` in `parent`, removes every entry that is not a directory and
+/// lists the subdirectories; None when it is gone already.
+fn open_level(parent: &OwnedFd, name: std::ffi::CString) -> std::io::Result<Option<Level>> {
+    let fd = match rustix::fs::openat(parent, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut children = Vec::new();
-    for entry in rustix::fs::Dir::read_from(sub.as_fd())? {
+    let mut subdirs = Vec::new();
+    for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
         let entry = entry?;
-        let child = entry.file_name().to_bytes();
-        if child == b"." || child == b".." {
+        let child = entry.file_name();
+        if child.to_bytes() == b"." || child.to_bytes() == b".." {
             continue;
         }
-        children.push((entry.file_name().to_owned(), entry.file_type()));
-    }
-    for (child, ft) in children {
-        let ft = if ft == FileType::Unknown {
-            FileType::from_raw_mode(
-                rustix::fs::statat(&sub, child.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-            )
-        } else {
-            ft
+        let ft = match entry.file_type() {
+            FileType::Unknown => FileType::from_raw_mode(
+                rustix::fs::statat(&fd, child, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+            ),
+            ft => ft,
         };
         if ft == FileType::Directory {
-            remove_tree(&sub, &child)?;
+            subdirs.push(child.to_owned());
         } else {
-            match rustix::fs::unlinkat(&sub, child.as_c_str(), AtFlags::empty()) {
+            match rustix::fs::unlinkat(&fd, child, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
+    Ok(Some(Level { fd, name, subdirs }))
+}
+
+/// Removes the directory `name` in `dir` and everything beneath it, walking by
+/// file descriptor so a symlink inside is removed, never followed. An
+/// explicit stack, not recursion: each directory is read once, and a tree
+/// thousands of levels deep neither overflows the stack nor takes longer
+/// than its size says (deeper than [`MAX_DELETE_DEPTH`] is refused).
+fn remove_tree(dir: &OwnedFd, name: &std::ffi::CStr) -> std::io::Result<()> {
+    let Some(top) = open_level(dir, name.to_owned())? else {
+        return Ok(());
+    };
+    let mut stack = vec![top];
+    while let Some(level) = stack.last_mut() {
+        if let Some(child) = level.subdirs.pop() {
+            if stack.len() >= MAX_DELETE_DEPTH {
+                return Err(std::io::Error::other(format!(
+                    "more than {MAX_DELETE_DEPTH} levels of directories: too deep to delete"
+                )));
+            }
+            let parent = &stack.last().expect("a level").fd;
+            if let Some(next) = open_level(parent, child)? {
+                stack.push(next);
+            }
+            continue;
+        }
+        let done = stack.pop().expect("a level");
+        drop(done.fd);
+        let parent = stack.last().map_or(dir, |l| &l.fd);
+        match rustix::fs::unlinkat(parent, done.name.as_c_str(), AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(())
 }

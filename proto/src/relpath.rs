@@ -118,6 +118,13 @@ impl fmt::Display for RelPath {
     }
 }
 
+/// Looked up by its text (hash, equality and order are the text's).
+impl std::borrow::Borrow<str> for RelPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for RelPath {
     fn as_ref(&self) -> &str {
         &self.0

@@ -60,6 +60,11 @@ impl Agent {
         self.child.id()
     }
 
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the agent with SIGKILL and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

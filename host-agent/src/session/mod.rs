@@ -252,7 +252,7 @@ impl Session {
                 }
             }
         }
-        remote.retain(|p, n| !ignores.ignores_path(p, n.kind == Kind::Dir));
+        ignores.retain_unignored(&mut remote, |n| n.kind == Kind::Dir);
         self.remote = remote;
         self.prefix_exists = prefix_exists;
         Ok(warnings)
