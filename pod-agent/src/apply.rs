@@ -55,6 +55,8 @@ pub struct Batch<'a> {
     cache: &'a HashCache,
     ops: u64,
     errors: Vec<OpError>,
+    /// Errors past the ones reported.
+    more_errors: u64,
     bytes_written: u64,
     pending: Option<PendingPut>,
     /// A failed put whose remaining Data/Copy operations are skipped.
@@ -70,10 +72,37 @@ pub struct Batch<'a> {
 fn op_error(index: u64, path: &str, code: ErrorCode, message: String) -> OpError {
     OpError {
         index,
-        path: path.to_string(),
+        path: echoed(path),
         code: code as i32,
-        message,
+        message: bounded(message),
     }
+}
+
+/// A path as an error echoes it: whole when short, else its start and its
+/// length (a hostile path of megabytes is not copied into every error).
+pub fn echoed(path: &str) -> String {
+    let max = lks_proto::limits::MAX_ECHOED_PATH_BYTES;
+    if path.len() <= max {
+        return path.to_string();
+    }
+    let mut end = max;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &path[..end], path.len())
+}
+
+/// A message, at most a few echoed paths long.
+fn bounded(message: String) -> String {
+    let max = 4 * lks_proto::limits::MAX_ECHOED_PATH_BYTES;
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &message[..end], message.len())
 }
 
 fn root_error(index: u64, e: &RootError) -> OpError {
@@ -93,7 +122,7 @@ fn path_error(index: u64, raw: &str, e: &PathError) -> OpError {
         index,
         raw,
         ErrorCode::InvalidPath,
-        format!("refused path {raw:?}: {e}"),
+        format!("refused path: {e}"),
     )
 }
 
@@ -105,11 +134,24 @@ impl<'a> Batch<'a> {
             cache,
             ops: 0,
             errors: Vec::new(),
+            more_errors: 0,
             bytes_written: 0,
             pending: None,
             skipping: 0,
             commit: None,
             last_dir: None,
+        }
+    }
+
+    /// Records an operation's error; past [`MAX_ERRORS_PER_BATCH`] only
+    /// counted.
+    ///
+    /// [`MAX_ERRORS_PER_BATCH`]: lks_proto::limits::MAX_ERRORS_PER_BATCH
+    fn record(&mut self, e: OpError) {
+        if self.errors.len() < lks_proto::limits::MAX_ERRORS_PER_BATCH {
+            self.errors.push(e);
+        } else {
+            self.more_errors += 1;
         }
     }
 
@@ -121,7 +163,7 @@ impl<'a> Batch<'a> {
             return Err(BatchError::TooManyOps);
         }
         let Some(op) = req.op else {
-            self.errors.push(op_error(
+            self.record(op_error(
                 index,
                 "",
                 ErrorCode::Protocol,
@@ -157,6 +199,20 @@ impl<'a> Batch<'a> {
     /// Ends the batch: a file still missing bytes is discarded.
     pub fn finish(mut self) -> ApplyResult {
         self.abandon_pending("the batch ended before all its bytes arrived");
+        if self.more_errors > 0 {
+            // Past the limit: one more, saying how many were left out.
+            let last = self.errors.last().map_or(0, |e| e.index);
+            self.errors.push(op_error(
+                last,
+                "",
+                ErrorCode::Protocol,
+                format!(
+                    "{} more operations failed (errors past the first {} are not reported)",
+                    self.more_errors,
+                    lks_proto::limits::MAX_ERRORS_PER_BATCH
+                ),
+            ));
+        }
         ApplyResult {
             ops: self.ops,
             errors: self.errors,
@@ -172,10 +228,10 @@ impl<'a> Batch<'a> {
         f: impl FnOnce(&Root, &RelPath) -> Result<(), RootError>,
     ) {
         match RelPath::new(raw) {
-            Err(e) => self.errors.push(path_error(index, raw, &e)),
+            Err(e) => self.record(path_error(index, raw, &e)),
             Ok(p) => {
                 if let Err(e) = f(self.root, &p) {
-                    self.errors.push(root_error(index, &e));
+                    self.record(root_error(index, &e));
                 }
             }
         }
@@ -185,13 +241,13 @@ impl<'a> Batch<'a> {
         let path = match RelPath::new(p.path.clone()) {
             Ok(path) => path,
             Err(e) => {
-                self.errors.push(path_error(index, &p.path, &e));
+                self.record(path_error(index, &p.path, &e));
                 self.skipping = p.size;
                 return;
             }
         };
         if p.size > MAX_FILE_BYTES {
-            self.errors.push(op_error(
+            self.record(op_error(
                 index,
                 path.as_str(),
                 ErrorCode::TooLarge,
@@ -209,7 +265,7 @@ impl<'a> Batch<'a> {
                 self.maybe_finish_put();
             }
             Err(e) => {
-                self.errors.push(e);
+                self.record(e);
                 self.skipping = p.size;
             }
         }
@@ -293,7 +349,7 @@ impl<'a> Batch<'a> {
             return;
         }
         let Some(pending) = self.pending.as_mut() else {
-            self.errors.push(op_error(
+            self.record(op_error(
                 index,
                 "",
                 ErrorCode::Protocol,
@@ -329,7 +385,7 @@ impl<'a> Batch<'a> {
             return;
         }
         let Some(mut pending) = self.pending.take() else {
-            self.errors.push(op_error(
+            self.record(op_error(
                 index,
                 "",
                 ErrorCode::Protocol,
@@ -366,7 +422,7 @@ impl<'a> Batch<'a> {
         }
         let p = self.pending.take().expect("pending");
         if let Err(e) = self.finish_put(&p) {
-            self.errors.push(e);
+            self.record(e);
         }
     }
 
@@ -424,7 +480,7 @@ impl<'a> Batch<'a> {
     fn fail_pending(&mut self, err: OpError) {
         // Dropping the put removes its staging file.
         self.pending = None;
-        self.errors.push(err);
+        self.record(err);
     }
 
     fn abandon_pending(&mut self, why: &str) {

@@ -16,6 +16,12 @@ pub const MAX_COMPONENT_BYTES: usize = 255;
 /// Most operations (Data and Copy included) in one Apply batch.
 pub const MAX_OPS_PER_BATCH: u64 = 200_000;
 
+/// Errors one batch reports at the most; the rest are counted in a last one.
+pub const MAX_ERRORS_PER_BATCH: usize = 256;
+
+/// How much of a refused path an error echoes (bytes).
+pub const MAX_ECHOED_PATH_BYTES: usize = 256;
+
 /// Largest file the agent accepts.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 

@@ -1218,3 +1218,76 @@ async fn lks_agent_serve_with_an_empty_or_missing_token_file_refuses_to_start() 
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Bounded errors
+// ---------------------------------------------------------------------------
+
+/// The agent's peak resident memory, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_refused_paths_are_echoed_truncated_and_the_agent_stays_small() {
+    let fx = Fixture::new();
+    let mut client = fx.client().await;
+    let before = peak_kib(fx.agent.pid());
+    let mut b = Batch::default();
+    for i in 0..10 {
+        // 3.5 MiB each: under the message limit, far over the path limit.
+        b.mkdir(&format!("{i}{}", "a/".repeat(1_800_000)), 0o755);
+    }
+    let r = client.apply(b.commit()).await.unwrap();
+    assert_eq!(r.errors.len(), 10, "{:?}", r.errors.len());
+    for e in &r.errors {
+        assert!(
+            e.path.len() < 1024,
+            "a path echoed whole: {} bytes",
+            e.path.len()
+        );
+        assert!(
+            e.message.len() < 2048,
+            "a message of {} bytes",
+            e.message.len()
+        );
+        assert!(
+            e.path.contains("bytes)"),
+            "{:?}",
+            &e.path[..64.min(e.path.len())]
+        );
+    }
+    let grown = peak_kib(fx.agent.pid()).saturating_sub(before);
+    assert!(
+        grown < 100 * 1024,
+        "the agent's peak memory grew by {grown} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reports_at_most_a_few_hundred_errors_and_counts_the_rest() {
+    let fx = Fixture::new();
+    let mut client = fx.client().await;
+    let mut b = Batch::default();
+    for i in 0..1000 {
+        b.mkdir(&format!("../escape-{i}"), 0o755);
+    }
+    let r = client.apply(b.commit()).await.unwrap();
+    let max = lks_proto::limits::MAX_ERRORS_PER_BATCH;
+    assert_eq!(
+        r.errors.len(),
+        max + 1,
+        "one per op up to the limit, then a count"
+    );
+    let last = r.errors.last().unwrap();
+    assert!(
+        last.message
+            .contains(&format!("{} more operations failed", 1000 - max)),
+        "{last:?}"
+    );
+}
