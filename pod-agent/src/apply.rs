@@ -94,7 +94,7 @@ pub fn echoed(path: &str) -> String {
 
 /// A message, at most a few echoed paths long.
 fn bounded(message: String) -> String {
-    let max = 4 * lks_proto::limits::MAX_ECHOED_PATH_BYTES;
+    let max = 2 * lks_proto::limits::MAX_ECHOED_PATH_BYTES;
     if message.len() <= max {
         return message;
     }

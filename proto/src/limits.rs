@@ -19,8 +19,9 @@ pub const MAX_OPS_PER_BATCH: u64 = 200_000;
 /// Errors one batch reports at the most; the rest are counted in a last one.
 pub const MAX_ERRORS_PER_BATCH: usize = 256;
 
-/// How much of a refused path an error echoes (bytes).
-pub const MAX_ECHOED_PATH_BYTES: usize = 256;
+/// How much of a refused path an error echoes (bytes): any path within the
+/// limits whole, a hostile one of megabytes cut.
+pub const MAX_ECHOED_PATH_BYTES: usize = 2 * MAX_PATH_BYTES;
 
 /// Largest file the agent accepts.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024 * 1024;

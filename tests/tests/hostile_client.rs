@@ -1245,14 +1245,15 @@ async fn huge_refused_paths_are_echoed_truncated_and_the_agent_stays_small() {
     }
     let r = client.apply(b.commit()).await.unwrap();
     assert_eq!(r.errors.len(), 10, "{:?}", r.errors.len());
+    let max = lks_proto::limits::MAX_ECHOED_PATH_BYTES;
     for e in &r.errors {
         assert!(
-            e.path.len() < 1024,
+            e.path.len() < max + 64,
             "a path echoed whole: {} bytes",
             e.path.len()
         );
         assert!(
-            e.message.len() < 2048,
+            e.message.len() < 2 * max + 64,
             "a message of {} bytes",
             e.message.len()
         );
