@@ -42,7 +42,7 @@ impl ConfigWatch {
             }
             Ok(w)
         });
-        let watcher = match watcher {
+        let watcher = match watcher.map_err(crate::watch::explain) {
             Ok(w) => Some(w),
             Err(e) => {
                 crate::console::say(&format!(

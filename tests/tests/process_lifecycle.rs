@@ -515,3 +515,39 @@ fn editing_lks_yaml_or_a_service_file_while_up_runs_reloads_it() {
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn every_service_of_lks_up_shares_one_inotify_instance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let names: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+    for n in &names {
+        greeter(ws, n, free_port(), n);
+    }
+    let list: Vec<String> = names
+        .iter()
+        .map(|n| format!("\"{n}/lks.service.yaml\""))
+        .collect();
+    write(
+        ws,
+        "lks.yaml",
+        &format!("services: [{}]\n", list.join(", ")),
+    );
+    let mut up = Up::start(ws, &[]);
+    for n in &names {
+        up.wait(&[n.as_str(), "[ready]"], Duration::from_secs(60));
+    }
+    let instances = std::fs::read_dir(format!("/proc/{}/fd", up.child.id()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy() == "anon_inode:inotify")
+        .count();
+    // One for the services' trees, one for lks.yaml and the service files
+    // (not one per service: the kernel allows 128 per user by default).
+    assert!(
+        instances <= 2,
+        "{instances} inotify instances for 5 services"
+    );
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}

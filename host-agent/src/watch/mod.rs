@@ -3,7 +3,8 @@
 //! overflows or the watcher reports an error, the batch says "rescan".
 
 use lks_proto::RelPath;
-use notify::{EventKind, RecursiveMode, Watcher};
+mod shared;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ pub struct Changes {
     pub first_event: Option<Instant>,
 }
 
+/// What a watch reports: paths that may have changed, or that everything
+/// must be looked at again.
 enum Signal {
     Paths(Vec<PathBuf>),
     Rescan(String),
@@ -34,32 +37,19 @@ enum Signal {
 pub struct TreeWatcher {
     root: PathBuf,
     rx: mpsc::UnboundedReceiver<Signal>,
-    _watcher: notify::RecommendedWatcher,
+    _registration: shared::Registration,
 }
 
 impl TreeWatcher {
-    /// Starts watching `root` recursively.
+    /// Starts watching `root` recursively (on the process's one inotify
+    /// instance, see [`shared`]).
     pub fn start(root: &Path) -> notify::Result<TreeWatcher> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                let signal = match res {
-                    Ok(ev) if ev.need_rescan() => {
-                        Signal::Rescan("the kernel's event queue overflowed".into())
-                    }
-                    Ok(ev) => match ev.kind {
-                        EventKind::Access(_) => return,
-                        _ => Signal::Paths(ev.paths),
-                    },
-                    Err(e) => Signal::Rescan(format!("watcher error: {e}")),
-                };
-                let _ = tx.send(signal);
-            })?;
-        watcher.watch(root, RecursiveMode::Recursive)?;
+        let registration = shared::register(root, tx)?;
         Ok(TreeWatcher {
             root: root.to_path_buf(),
             rx,
-            _watcher: watcher,
+            _registration: registration,
         })
     }
 
@@ -146,5 +136,94 @@ impl TreeWatcher {
                 }
             }
         }
+    }
+}
+
+/// A watch error, with what to do when it is a kernel limit: the limit, its
+/// value, and the `sysctl` that raises it.
+pub fn explain(e: notify::Error) -> notify::Error {
+    let limit = |name: &str, raise: &str| {
+        let now = std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|_| "?".into());
+        notify::Error::generic(&format!(
+            "the kernel's limit fs.inotify.{name} ({now}) is reached; raise it with \
+             `sudo sysctl fs.inotify.{name}={raise}` (and in /etc/sysctl.d/ to keep it)"
+        ))
+    };
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => limit("max_user_watches", "524288"),
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28) => {
+            // ENOSPC from inotify_add_watch: out of watches.
+            limit("max_user_watches", "524288")
+        }
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(24) => {
+            // EMFILE from inotify_init: out of instances (or descriptors).
+            limit("max_user_instances", "1024")
+        }
+        _ => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_limit_is_named_with_the_sysctl_that_raises_it() {
+        let instances = explain(notify::Error::io(std::io::Error::from_raw_os_error(24)));
+        assert!(
+            instances
+                .to_string()
+                .contains("fs.inotify.max_user_instances"),
+            "{instances}"
+        );
+        assert!(instances.to_string().contains("sudo sysctl"), "{instances}");
+        let watches = explain(notify::Error::new(notify::ErrorKind::MaxFilesWatch));
+        assert!(
+            watches.to_string().contains("fs.inotify.max_user_watches"),
+            "{watches}"
+        );
+    }
+
+    async fn wait(w: &mut TreeWatcher) -> Changes {
+        tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("a watcher")
+    }
+
+    #[tokio::test]
+    async fn nested_and_separate_roots_share_one_instance_and_each_gets_its_events() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (outer, inner, other) = (
+            tmp.path().join("ws"),
+            tmp.path().join("ws/inner"),
+            tmp.path().join("other"),
+        );
+        for d in [&outer, &inner, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut w_inner = TreeWatcher::start(&inner).unwrap();
+        let mut w_outer = TreeWatcher::start(&outer).unwrap();
+        let mut w_other = TreeWatcher::start(&other).unwrap();
+        std::fs::write(inner.join("a.txt"), "a").unwrap();
+        let got = |c: Changes| c.paths.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let c = wait(&mut w_inner).await;
+        assert!(c.rescan || got(c).contains(&"a.txt".to_string()));
+        let c = wait(&mut w_outer).await;
+        assert!(c.rescan || got(c).contains(&"inner/a.txt".to_string()));
+        // The outer watch goes: the inner root is still watched.
+        drop(w_outer);
+        w_inner.drain_into(&mut Changes::default());
+        std::fs::write(inner.join("b.txt"), "b").unwrap();
+        let c = wait(&mut w_inner).await;
+        assert!(
+            c.rescan || got(c).contains(&"b.txt".to_string()),
+            "inner lost its watch"
+        );
+        std::fs::write(other.join("c.txt"), "c").unwrap();
+        let c = wait(&mut w_other).await;
+        assert!(got(c).contains(&"c.txt".to_string()));
     }
 }
