@@ -115,3 +115,60 @@ fn a_missing_workspace_file_is_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("nope.yaml: cannot read: "), "{stderr}");
 }
+
+/// An inline workspace of `n` services, each depending on the next, and
+/// the last on `last_deps`.
+fn chain(root: &Path, n: usize, last_deps: &str) {
+    let mut yaml = String::from("services:\n");
+    for i in 0..n {
+        let deps = if i + 1 < n {
+            format!("[s{}]", i + 1)
+        } else {
+            last_deps.to_string()
+        };
+        yaml.push_str(&format!("  - name: s{i}\n    deps: {deps}\n"));
+    }
+    write(root, "lks.yaml", &yaml);
+}
+
+#[test]
+fn a_dependency_chain_thousands_long_is_checked_without_recursion() {
+    let tmp = tempfile::tempdir().unwrap();
+    chain(tmp.path(), 20_000, "[]");
+    let out = check(tmp.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("20000 services"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Closed into a cycle: found and reported, once, at its first edge.
+    chain(tmp.path(), 20_000, "[s0]");
+    let out = check(tmp.path(), &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("lks.yaml:3:"),
+        "{}",
+        &err[..err.len().min(500)]
+    );
+    assert!(err.contains("cycle"), "{}", &err[..err.len().min(500)]);
+}
+
+#[test]
+fn two_services_on_one_port_are_refused_with_both_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "lks.yaml",
+        "services:\n  - name: web\n    ports: [8080]\n  - name: api\n    ports: [9090, 8080]\n",
+    );
+    let out = check(tmp.path(), &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("lks.yaml:5:"), "{err}");
+    assert!(
+        err.contains("port 8080 is declared by service \"web\" too (at lks.yaml:3:"),
+        "{err}"
+    );
+}

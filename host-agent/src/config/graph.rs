@@ -29,6 +29,7 @@ pub(super) fn check(
     let mut deps_at: BTreeMap<String, Vec<(String, Location)>> = BTreeMap::new();
     let mut hosts_at: Vec<(String, String, Location)> = Vec::new();
     let mut names_at: BTreeMap<String, Location> = BTreeMap::new();
+    let mut ports_of: BTreeMap<u16, (String, Location)> = BTreeMap::new();
     for p in parsed {
         let name = p.service.name.clone();
         if let Some(first) = names_at.get(&name) {
@@ -40,6 +41,22 @@ pub(super) fn check(
             continue;
         }
         names_at.insert(name.clone(), p.name_at);
+        // Two services on one port: the second would crash-loop on
+        // EADDRINUSE, or answer the other's readiness check.
+        for (port, at) in p.ports_at {
+            match ports_of.get(&port) {
+                Some((other, first)) => errors.push(ConfigError::Invalid {
+                    at,
+                    what: format!("ports of service \"{name}\""),
+                    message: format!(
+                        "port {port} is declared by service \"{other}\" too (at {first}); give each service its own"
+                    ),
+                }),
+                None => {
+                    ports_of.insert(port, (name.clone(), at));
+                }
+            }
+        }
         deps_at.insert(name.clone(), p.deps);
         hosts_at.extend(p.host_refs.into_iter().map(|(h, at)| (name.clone(), h, at)));
         ws.services.insert(name, p.service);
@@ -135,36 +152,54 @@ fn cycles(
         Active,
         Done,
     }
+    /// A depth-first search from `start` with an explicit stack (a chain of
+    /// any length costs no call depth); `path` holds the path walked, each
+    /// node with the edge it left by.
     fn visit<'a>(
-        node: &'a str,
+        start: &'a str,
         kind: &'static str,
         edges: &'a BTreeMap<String, Vec<(String, Location)>>,
         marks: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<(&'a str, Option<&'a Location>)>,
+        path: &mut Vec<(&'a str, Option<&'a Location>)>,
         errors: &mut Vec<ConfigError>,
     ) {
-        marks.insert(node, Mark::Active);
-        for (next, at) in edges.get(node).into_iter().flatten() {
-            stack.push((node, Some(at)));
+        marks.insert(start, Mark::Active);
+        let mut frames: Vec<(&'a str, usize)> = vec![(start, 0)];
+        while let Some(&(node, i)) = frames.last() {
+            let list = edges.get(node).map_or(&[][..], Vec::as_slice);
+            let Some((next, at)) = list.get(i) else {
+                marks.insert(node, Mark::Done);
+                frames.pop();
+                if !frames.is_empty() {
+                    // The edge that led here.
+                    path.pop();
+                }
+                continue;
+            };
+            frames.last_mut().expect("a frame").1 += 1;
+            path.push((node, Some(at)));
             match marks.get(next.as_str()) {
                 Some(Mark::Active) => {
-                    let from = stack
+                    let from = path
                         .iter()
                         .position(|(n, _)| *n == next.as_str())
                         .unwrap_or(0);
                     let mut cycle: Vec<String> =
-                        stack[from..].iter().map(|(n, _)| n.to_string()).collect();
+                        path[from..].iter().map(|(n, _)| n.to_string()).collect();
                     cycle.push(next.clone());
-                    let at = stack[from].1.cloned().unwrap_or_else(|| at.clone());
+                    let at = path[from].1.cloned().unwrap_or_else(|| at.clone());
                     errors.push(ConfigError::Cycle { at, kind, cycle });
+                    path.pop();
                 }
-                Some(Mark::Done) => {}
-                None if edges.contains_key(next) => visit(next, kind, edges, marks, stack, errors),
-                None => {}
+                None if edges.contains_key(next) => {
+                    marks.insert(next, Mark::Active);
+                    frames.push((next, 0));
+                }
+                Some(Mark::Done) | None => {
+                    path.pop();
+                }
             }
-            stack.pop();
         }
-        marks.insert(node, Mark::Done);
     }
     let mut marks = BTreeMap::new();
     for node in edges.keys() {
@@ -177,22 +212,19 @@ fn cycles(
 /// `name` with aliases expanded (recursively, members in order, each name
 /// once); a service or unknown name expands to itself.
 fn expand(aliases: &BTreeMap<String, Vec<String>>, name: &str) -> Vec<String> {
-    fn go(
-        aliases: &BTreeMap<String, Vec<String>>,
-        name: &str,
-        seen: &mut BTreeSet<String>,
-        out: &mut Vec<String>,
-    ) {
-        if !seen.insert(name.to_string()) {
-            return;
+    let mut seen = BTreeSet::new();
+    let mut out = vec![];
+    // Pending names, next on top: members pushed in reverse keep their order.
+    let mut pending = vec![name];
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name) {
+            continue;
         }
         match aliases.get(name) {
-            Some(members) => members.iter().for_each(|m| go(aliases, m, seen, out)),
+            Some(members) => pending.extend(members.iter().rev().map(String::as_str)),
             None => out.push(name.to_string()),
         }
     }
-    let mut out = vec![];
-    go(aliases, name, &mut BTreeSet::new(), &mut out);
     out
 }
 
@@ -257,17 +289,34 @@ impl Workspace {
         out
     }
 
-    fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>) {
-        // Marked before its dependencies: a cycle (impossible after
-        // validation) cannot loop forever.
-        if !seen.insert(name.to_string()) {
+    /// Adds `root` and what it depends on to `order`, dependencies first
+    /// (a post-order walk with an explicit stack: any depth, no recursion).
+    /// A name is marked before its dependencies, so a cycle (impossible
+    /// after validation) cannot loop forever.
+    fn visit(&self, root: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>) {
+        if !seen.insert(root.to_string()) {
             return;
         }
-        if let Some(s) = self.services.get(name) {
-            for d in &s.deps {
-                self.visit(d, seen, order);
+        let mut stack: Vec<(String, usize)> = vec![(root.to_string(), 0)];
+        while let Some((name, i)) = stack.last().cloned() {
+            let deps = self
+                .services
+                .get(&name)
+                .map_or(&[][..], |s| s.deps.as_slice());
+            match deps.get(i) {
+                Some(d) => {
+                    stack.last_mut().expect("a frame").1 += 1;
+                    if seen.insert(d.clone()) {
+                        stack.push((d.clone(), 0));
+                    }
+                }
+                None => {
+                    stack.pop();
+                    if self.services.contains_key(&name) {
+                        order.push(name);
+                    }
+                }
             }
-            order.push(name.to_string());
         }
     }
 }

@@ -21,6 +21,8 @@ pub(super) struct Parsed {
     pub deps: Vec<(String, Location)>,
     /// The services its `env` reaches through `${host:NAME}`, with positions.
     pub host_refs: Vec<(String, Location)>,
+    /// Its ports, with positions.
+    pub ports_at: Vec<(u16, Location)>,
 }
 
 const KEYS: &[&str] = &[
@@ -99,6 +101,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
     };
     let mut deps = vec![];
     let mut host_refs = vec![];
+    let mut ports_at = vec![];
     for (key, v) in map.iter() {
         let w = what(key.as_str());
         match key.as_str() {
@@ -132,7 +135,10 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
                     }
                 }
             }
-            "ports" => service.ports = ports(doc, v, &w).unwrap_or_default(),
+            "ports" => {
+                ports_at = ports(doc, v, &w).unwrap_or_default();
+                service.ports = ports_at.iter().map(|(p, _)| *p).collect();
+            }
             "readiness" => service.readiness = readiness(doc, v, &w),
             "build" => {
                 let at = doc.at(key.span());
@@ -155,6 +161,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         name_at,
         deps,
         host_refs,
+        ports_at,
     })
 }
 
@@ -245,7 +252,7 @@ pub(super) fn existing(
     None
 }
 
-fn ports(doc: &mut Doc, node: &Node, what: &str) -> Option<Vec<u16>> {
+fn ports(doc: &mut Doc, node: &Node, what: &str) -> Option<Vec<(u16, Location)>> {
     let ports = doc.list(node, what, "a list of ports", |d, n, w| {
         let s = match n {
             Node::Scalar(_) => d.string(n, w)?,
@@ -262,12 +269,12 @@ fn ports(doc: &mut Doc, node: &Node, what: &str) -> Option<Vec<u16>> {
             }
         }
     })?;
-    let mut out = vec![];
+    let mut out: Vec<(u16, Location)> = vec![];
     for (p, n) in ports {
-        if out.contains(&p) {
+        if out.iter().any(|(q, _)| *q == p) {
             doc.invalid(&n, what, format!("port {p} is listed twice"));
         } else {
-            out.push(p);
+            out.push((p, doc.at_node(&n)));
         }
     }
     Some(out)
