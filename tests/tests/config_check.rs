@@ -172,3 +172,28 @@ fn two_services_on_one_port_are_refused_with_both_positions() {
         "{err}"
     );
 }
+
+#[test]
+fn a_k8s_manifest_that_does_not_parse_is_reported_at_its_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "lks.yaml",
+        "services:\n  - name: web\n    k8s: [k8s/web.yaml]\n",
+    );
+    write(
+        tmp.path(),
+        "k8s/web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: [unclosed\n",
+    );
+    let out = check(tmp.path(), &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("k8s/web.yaml:"), "{err}");
+    assert!(err.contains("not YAML"), "{err}");
+    // Where the parser stopped: line 5 or the end of the file.
+    assert!(
+        err.contains("k8s/web.yaml:5:") || err.contains("k8s/web.yaml:6:"),
+        "{err}"
+    );
+}

@@ -209,7 +209,41 @@ fn manifests(doc: &mut Doc, node: &Node, what: &str, dir: &Path) -> Vec<PathBuf>
         out.extend(found);
     }
     out.dedup();
+    for f in &out {
+        if let Some(e) = manifest_error(f, what) {
+            doc.push(e);
+        }
+    }
     out
+}
+
+/// A manifest that is not the YAML `lks up --runtime kube` applies, at the
+/// position the parser stopped (what only failed at run time before).
+fn manifest_error(file: &Path, what: &str) -> Option<ConfigError> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let e = crate::yaml::documents(&text).err()?;
+    let shown: std::sync::Arc<Path> = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| file.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| file.to_path_buf())
+        .into();
+    let (line, column, message) = match &e {
+        crate::yaml::YamlError::Syntax(s) => (
+            s.marker().line(),
+            s.marker().col() + 1,
+            format!("not YAML: {}", s.info()),
+        ),
+        other => (1, 1, other.to_string()),
+    };
+    Some(ConfigError::Invalid {
+        at: Location {
+            file: shown,
+            line: line.max(1),
+            column,
+        },
+        what: format!("manifest of {what}"),
+        message,
+    })
 }
 
 /// The build of a service without a `build` key.
