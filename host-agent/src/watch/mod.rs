@@ -226,4 +226,25 @@ mod tests {
         let c = wait(&mut w_other).await;
         assert!(got(c).contains(&"c.txt".to_string()));
     }
+
+    #[tokio::test]
+    async fn a_root_removed_and_made_again_is_watched_anew() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("svc");
+        std::fs::create_dir_all(&root).unwrap();
+        let old = TreeWatcher::start(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        // As the mirror does: the new watcher first, then the old one goes.
+        let mut new = TreeWatcher::start(&root).unwrap();
+        drop(old);
+        new.drain_into(&mut Changes::default());
+        std::fs::write(root.join("back.txt"), "b").unwrap();
+        let c = wait(&mut new).await;
+        let paths: Vec<String> = c.paths.iter().map(|p| p.to_string()).collect();
+        assert!(
+            c.rescan || paths.contains(&"back.txt".to_string()),
+            "{paths:?}"
+        );
+    }
 }

@@ -157,7 +157,18 @@ pub(super) fn register(
         root: root.to_path_buf(),
         tx,
     });
-    if let Err(e) = shared.rewatch() {
+    let already = shared.watched.iter().any(|w| w == root);
+    let result = match shared.rewatch() {
+        // Watched already (by a watcher of the same root about to go, e.g.
+        // a directory that vanished and is back, as another inode): watched
+        // again, so the watch is on the directory that is there now.
+        Ok(()) if already => shared
+            .watcher
+            .watch(root, RecursiveMode::Recursive)
+            .map_err(super::explain),
+        other => other,
+    };
+    if let Err(e) = result {
         shared.routes.lock().unwrap().retain(|r| r.id != id);
         let _ = shared.rewatch();
         return Err(e);
