@@ -100,53 +100,24 @@ pub fn forget(work: &Path, service: &str) {
     let _ = std::fs::remove_file(record_path(work, service));
 }
 
-/// A process's start time (clock ticks since boot), field 22 of its stat.
+/// A process's start time (clock ticks since boot).
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // rest starts at field 3 (state); field 22 is the 20th from there.
-    rest.split(' ').nth(19)?.parse().ok()
+    crate::procs::stat(pid).map(|s| s.start)
 }
 
 /// Whether `pid` is alive (not a zombie).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.get(s.rfind(')')? + 2..)?.to_string();
-            rest.chars().next()
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
+    crate::procs::stat(pid).is_some_and(|s| s.alive())
 }
 
 /// The process groups of `pid`'s children (the app and its steps lead their
 /// own).
 fn child_groups(pid: u32) -> Vec<Pid> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut groups = Vec::new();
-    for e in dir.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        // Fields 4 (ppid) and 5 (pgrp) are the 2nd and 3rd from here.
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
-            && let Some(pgrp) = fields.get(2).and_then(|p| p.parse::<i32>().ok())
-            && let Some(pgrp) = Pid::from_raw(pgrp)
-        {
-            groups.push(pgrp);
-        }
-    }
-    groups
+    crate::procs::pids()
+        .filter_map(crate::procs::stat)
+        .filter(|s| s.ppid == pid)
+        .filter_map(|s| Pid::from_raw(s.pgrp))
+        .collect()
 }
 
 /// What was found and stopped.
@@ -238,11 +209,5 @@ mod tests {
         std::fs::write(record_path(tmp.path(), "web"), format!("{me} 1\n")).unwrap();
         assert!(stop_leftovers(tmp.path()).is_empty());
         assert!(!record_path(tmp.path(), "web").exists());
-    }
-
-    #[test]
-    fn the_start_time_is_read_past_a_command_with_spaces_and_parentheses() {
-        assert!(start_time(std::process::id()).is_some());
-        assert!(alive(std::process::id()));
     }
 }

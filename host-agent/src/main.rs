@@ -17,6 +17,7 @@ mod kube;
 mod mirror;
 mod plan;
 mod ports;
+mod procs;
 mod readiness;
 mod registry;
 mod reload;
