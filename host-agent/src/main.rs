@@ -15,6 +15,7 @@ mod fleet;
 mod ignores;
 mod kube;
 mod mirror;
+mod nofile;
 mod plan;
 mod ports;
 mod procs;
@@ -180,11 +181,17 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate lks.yaml and every service file, without running anything.
-    #[command(after_help = "Examples:\n  lks config check\n  lks config check -f path/to/lks.yaml")]
+    #[command(
+        after_help = "Examples:\n  lks config check\n  lks config check -f path/to/lks.yaml\n  lks config check --runtime kube"
+    )]
     Check {
         /// The workspace file (default: lks.yaml here or in the nearest parent).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
+        /// Also check that every service can run on this runtime [default:
+        /// the one `lks up` would choose here].
+        #[arg(long, value_enum)]
+        runtime: Option<up::RuntimeKind>,
     },
 }
 
@@ -299,6 +306,7 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    nofile::raise();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -347,8 +355,8 @@ fn main() -> std::process::ExitCode {
                 file,
                 target,
             } => kube::webhook_install::command(file.as_deref(), &target, command).await,
-            Command::Config(ConfigCommand::Check { file }) => {
-                config::check_command(file.as_deref())
+            Command::Config(ConfigCommand::Check { file, runtime }) => {
+                config::check_command(file.as_deref(), runtime)
             }
         }
     });

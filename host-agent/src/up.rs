@@ -32,23 +32,13 @@ pub struct UpOptions {
     pub kube: Selection,
 }
 
-/// The runtimes `lks up` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RuntimeKind {
-    /// Child processes with their roots under `.lks/`; no containers.
-    Local,
-    /// A container per service from its image, on one network per run.
-    Docker,
-    /// The services' `k8s:` manifests, applied to the current kubeconfig
-    /// context's cluster, the agent injected into live pods.
-    Kube,
-}
+pub use crate::runtime::Kind as RuntimeKind;
 
 /// The runtime when none is named: kube when `--context` or `--namespace`
 /// (or `kube.context`/`kube.namespace` in `lks.yaml`) chose a cluster, or the
 /// kubeconfig context is the workspace's own cluster (`kind-NAME`, as `lks
 /// cluster create` makes it); else local.
-fn default_runtime(ws: &Workspace, sel: &Selection) -> RuntimeKind {
+pub fn default_runtime(ws: &Workspace, sel: &Selection) -> RuntimeKind {
     let chosen = sel.is_set() || ws.kube.context.is_some() || ws.kube.namespace.is_some();
     if chosen || is_workspace_cluster(ws, sel) {
         RuntimeKind::Kube
@@ -79,6 +69,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let mut targets = opts.targets.clone();
     targets.extend(opts.local.iter().cloned());
     let order = ws.resolve(&targets)?;
+    let kind = opts
+        .runtime
+        .unwrap_or_else(|| default_runtime(&ws, &opts.kube));
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(crate::config::WORK_DIR);
     // Held until this run ends, however it ends.
@@ -92,10 +85,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let registry = || Registry::of(Some(&ws));
     let live = ws.live(&opts.targets, &opts.local);
     let say = crate::console::say;
-    match opts
-        .runtime
-        .unwrap_or_else(|| default_runtime(&ws, &opts.kube))
-    {
+    match kind {
         RuntimeKind::Local => run(&ws, &targets, &order, Local::new(&work, &token)?).await,
         RuntimeKind::Docker => {
             let r = DockerRuntime::new(&ws.root, registry()?, &token, live, &say).await?;

@@ -12,12 +12,14 @@ fn write(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
-/// `lks config check ARGS` run in `dir`.
+/// `lks config check ARGS` run in `dir`, with no kubeconfig (so the runtime
+/// `lks up` would choose is the local one).
 fn check(dir: &Path, args: &[&str]) -> Output {
     Command::new(bin("lks"))
         .args(["config", "check"])
         .args(args)
         .current_dir(dir)
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
         .output()
         .expect("run lks")
 }
@@ -27,7 +29,7 @@ fn good(root: &Path) {
     write(
         root,
         "lks.yaml",
-        "services:\n  - services/*/lks.service.yaml\n  - name: db\n    ports: [5432]\naliases:\n  appliances: [db]\n",
+        "services:\n  - services/*/lks.service.yaml\n  - name: db\n    command: postgres\n    ports: [5432]\naliases:\n  appliances: [db]\n",
     );
     write(
         root,
@@ -46,7 +48,10 @@ fn a_good_workspace_prints_a_summary_and_succeeds() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert_eq!(stdout, "ok: 2 services (db, web), 1 alias\n");
+    assert_eq!(
+        stdout,
+        "ok: 2 services (db, web), 1 alias, for the local runtime\n"
+    );
 }
 
 #[test]
@@ -61,7 +66,7 @@ fn without_f_the_nearest_lks_yaml_above_is_used() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "ok: 2 services (db, web), 1 alias\n"
+        "ok: 2 services (db, web), 1 alias, for the local runtime\n"
     );
 }
 
@@ -126,7 +131,9 @@ fn chain(root: &Path, n: usize, last_deps: &str) {
         } else {
             last_deps.to_string()
         };
-        yaml.push_str(&format!("  - name: s{i}\n    deps: {deps}\n"));
+        yaml.push_str(&format!(
+            "  - name: s{i}\n    deps: {deps}\n    command: run\n"
+        ));
     }
     write(root, "lks.yaml", &yaml);
 }
@@ -195,5 +202,47 @@ fn a_k8s_manifest_that_does_not_parse_is_reported_at_its_position() {
     assert!(
         err.contains("k8s/web.yaml:5:") || err.contains("k8s/web.yaml:6:"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_service_the_runtime_cannot_start_is_reported_at_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "lks.yaml",
+        "services:\n  - name: web\n    command: node server.js\n  - name: db\n    ports: [5432]\n",
+    );
+    // The local runtime (what `lks up` chooses here) runs `command`.
+    let out = check(tmp.path(), &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "lks.yaml:4:11: service \"db\" cannot run on the local runtime: it has no `command`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("\"web\""), "{err}");
+    // The kube runtime needs manifests instead, for both.
+    let out = check(tmp.path(), &["--runtime", "kube"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("service \"web\" cannot run on the kube runtime: it has no `k8s:` manifests"),
+        "{err}"
+    );
+    assert!(
+        err.contains("service \"db\" cannot run on the kube runtime"),
+        "{err}"
+    );
+    assert!(err.contains("2 errors"), "{err}");
+    // The docker runtime builds from a Dockerfile.
+    write(tmp.path(), "Dockerfile", "FROM scratch\n");
+    let out = check(tmp.path(), &["--runtime", "docker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "ok: 2 services (db, web), 0 aliases, for the docker runtime\n"
     );
 }

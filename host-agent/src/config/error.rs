@@ -195,6 +195,18 @@ pub enum ConfigError {
         /// The live-update root.
         root: String,
     },
+    /// A service the chosen runtime cannot start as defined.
+    #[error("{at}: service \"{service}\" cannot run on the {runtime} runtime: {need}")]
+    Unrunnable {
+        /// Where the service is named.
+        at: Location,
+        /// The service.
+        service: String,
+        /// The runtime's name.
+        runtime: &'static str,
+        /// What it lacks, and what to do.
+        need: String,
+    },
     /// A target of `lks up` that names no service or alias.
     #[error("unknown service or alias \"{name}\"{}", suggest(suggestion))]
     UnknownTarget {
@@ -223,7 +235,8 @@ impl ConfigError {
             | UnknownName { at, .. }
             | Cycle { at, .. }
             | AliasShadowsService { at, .. }
-            | RemoteOutsideRoot { at, .. } => Some(at),
+            | RemoteOutsideRoot { at, .. }
+            | Unrunnable { at, .. } => Some(at),
         }
     }
 }

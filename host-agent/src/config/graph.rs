@@ -116,6 +116,7 @@ pub(super) fn check(
         }
     }
 
+    ws.named_at = names_at.clone();
     cycles("alias", &members_at, errors);
     // Dependencies with aliases expanded, each edge keeping where it is written.
     let expanded: BTreeMap<String, Vec<(String, Location)>> = deps_at

@@ -15,7 +15,7 @@ mod values;
 mod workspace;
 mod yaml;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, Location};
 
 use globset::GlobSet;
 use std::collections::BTreeMap;
@@ -42,12 +42,26 @@ pub fn load(file: Option<&Path>) -> Result<Workspace, ConfigErrors> {
     workspace::load(&file, &cwd)
 }
 
-/// `lks config check [-f FILE]`: loads the workspace and prints a one-line
-/// summary to stdout, or every error to stderr (one a line) and fails.
-pub fn check_command(file: Option<&Path>) -> anyhow::Result<()> {
-    match load(file) {
-        Ok(ws) => {
-            println!("{}", summary(&ws));
+/// `lks config check [-f FILE] [--runtime R]`: loads the workspace, checks
+/// that `runtime` (default: the one `lks up` would choose) can run every
+/// service, and prints a one-line summary to stdout, or every error to stderr
+/// (one a line) and fails.
+pub fn check_command(
+    file: Option<&Path>,
+    runtime: Option<crate::runtime::Kind>,
+) -> anyhow::Result<()> {
+    let loaded = load(file).and_then(|ws| {
+        let kind = runtime.unwrap_or_else(|| crate::up::default_runtime(&ws, &Default::default()));
+        let unmet = crate::runtime::needs::unmet(&ws, kind);
+        if unmet.is_empty() {
+            Ok((ws, kind))
+        } else {
+            Err(ConfigErrors(unmet))
+        }
+    });
+    match loaded {
+        Ok((ws, kind)) => {
+            println!("{}, for the {} runtime", summary(&ws), kind.name());
             Ok(())
         }
         Err(errors) => {
@@ -99,6 +113,9 @@ pub struct Workspace {
     /// Which Kubernetes context and namespace the kube runtime uses, and
     /// which non-local contexts it may apply to.
     pub kube: Kube,
+    /// Where each service's name is written (for errors about a service as
+    /// a whole).
+    pub named_at: BTreeMap<String, Location>,
 }
 
 /// The `kube:` settings of `lks.yaml`; every field may be overridden on the

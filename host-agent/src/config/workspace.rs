@@ -56,6 +56,7 @@ pub(super) fn load(file: &Path, base: &Path) -> Result<Workspace, ConfigErrors> 
         registry: None,
         cluster: None,
         kube: Kube::default(),
+        named_at: Default::default(),
     };
     if let Some((_, v)) = get(map, "registry") {
         ws.registry = registry(&mut doc, v);

@@ -72,7 +72,7 @@ pub enum RuntimeError {
         reason: String,
     },
     /// An I/O error preparing the service.
-    #[error("{service}: {context}: {cause}")]
+    #[error("{service}: {context}: {cause}{}", open_files_hint(cause))]
     Io {
         /// The service.
         service: String,
@@ -81,6 +81,20 @@ pub enum RuntimeError {
         /// The error.
         cause: std::io::Error,
     },
+}
+
+/// What to do when lks ran out of file descriptors.
+fn open_files_hint(cause: &std::io::Error) -> String {
+    if cause.raw_os_error() != Some(rustix::io::Errno::MFILE.raw_os_error()) {
+        return String::new();
+    }
+    match crate::nofile::soft() {
+        Some(n) => format!(
+            " (lks holds {n} open files, its limit: raise the hard limit, e.g. `ulimit -Hn 65536` \
+             as root or `LimitNOFILE=` in systemd, and start lks up again)"
+        ),
+        None => String::new(),
+    }
 }
 
 impl RuntimeError {

@@ -8,12 +8,36 @@ pub mod docker;
 mod error;
 pub mod kubernetes;
 pub mod local;
+pub mod needs;
 
 use crate::config::Service;
 use crate::events::Reporter;
 use std::future::Future;
 
 pub use error::{RuntimeError, StartError};
+
+/// The runtimes `lks up` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Child processes with their roots under `.lks/`; no containers.
+    Local,
+    /// A container per service from its image, on one network per run.
+    Docker,
+    /// The services' `k8s:` manifests, applied to the current kubeconfig
+    /// context's cluster, the agent injected into live pods.
+    Kube,
+}
+
+impl Kind {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Local => "local",
+            Kind::Docker => "docker",
+            Kind::Kube => "kube",
+        }
+    }
+}
 
 /// How to reach an agent.
 #[derive(Clone)]
