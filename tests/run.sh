@@ -150,6 +150,7 @@ cargo test --workspace --locked -- --test-threads=2
 # A short smoke run of the sync benchmark (the full run is in the README).
 cargo run -p lks-e2e --bin lks-bench --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-up --locked -- --smoke
+cargo run -p lks-e2e --bin lks-bench-scale --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-docker --locked -- --smoke
 if [ -n "${LKS_TEST_KUBECONFIG:-}" ]; then
     cargo run -p lks-e2e --bin lks-bench-kube --locked -- --smoke

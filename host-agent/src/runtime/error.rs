@@ -90,7 +90,7 @@ fn open_files_hint(cause: &std::io::Error) -> String {
     }
     match crate::nofile::soft() {
         Some(n) => format!(
-            " (lks holds {n} open files, its limit: raise the hard limit, e.g. `ulimit -Hn 65536` \
+            " (lks reached its limit of {n} open files: raise the hard limit, e.g. `ulimit -Hn 65536` \
              as root or `LimitNOFILE=` in systemd, and start lks up again)"
         ),
         None => String::new(),

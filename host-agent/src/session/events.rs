@@ -46,7 +46,14 @@ impl AgentEvents {
     pub async fn next(&mut self) -> Option<AgentEvent> {
         use v1::event::Kind;
         loop {
-            let Some(kind) = self.stream.next().await?.ok()?.kind else {
+            let kind = match self.stream.next().await? {
+                Ok(event) => event.kind,
+                Err(status) => {
+                    tracing::info!("the agent's event stream broke off: {}", status.message());
+                    return None;
+                }
+            };
+            let Some(kind) = kind else {
                 continue;
             };
             let batch = match &kind {
