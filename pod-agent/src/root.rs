@@ -11,6 +11,7 @@
 use lks_proto::{RelPath, link_stays_inside};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -254,6 +255,10 @@ impl Root {
     }
 
     /// Sets the permission bits of a file or directory (never through a symlink).
+    ///
+    /// A regular file with more than one hard link may share its inode with
+    /// a file outside the root: its link is broken first (see
+    /// [`break_hard_link`]), so only this path gets the new mode.
     pub fn chmod(&self, path: &RelPath, mode: u32) -> Result<(), RootError> {
         let Some(dir) = self.parent_dir(path, false)? else {
             return Err(RootError::io(path, Errno::NOENT));
@@ -273,33 +278,233 @@ impl Root {
             }
             Err(e) => return Err(RootError::io(path, e)),
         };
+        let st = rustix::fs::fstat(&fd).map_err(|e| RootError::io(path, e))?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind != FileType::Directory && st.st_nlink > 1 {
+            if kind != FileType::RegularFile {
+                return Err(RootError::Conflict {
+                    path: path.clone(),
+                    what: format!(
+                        "is a {kind:?} with {} hard links, one may be outside the root: \
+                         lks-agent does not change its mode (delete it first)",
+                        st.st_nlink
+                    ),
+                });
+            }
+            if st.st_mode & 0o777 == mode & 0o777 {
+                return Ok(());
+            }
+            return break_hard_link(&dir, path, &fd, &st, mode);
+        }
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))
             .map_err(|e| RootError::io(path, e))
     }
 
-    /// Removes staging files left behind by an agent that was killed mid-write.
-    /// Returns how many were removed.
-    pub fn remove_stale_staging(&self) -> usize {
-        let mut removed = 0;
-        let mut stack = vec![self.path.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
+    /// Walks every directory beneath the root by descriptor, depth first with
+    /// an explicit stack (no recursion: a tree thousands of levels deep is
+    /// fine). `visit` gets each directory (the root first, with `top`) opened
+    /// from its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, or why it
+    /// could not be opened (a directory swapped for a symlink since it was
+    /// listed fails here, it is never followed), and returns the
+    /// subdirectories to enter. One descriptor is open per level; deeper
+    /// than [`MAX_DELETE_DEPTH`] levels is reported as an error, not entered.
+    pub fn walk<T>(
+        &self,
+        top: T,
+        mut visit: impl FnMut(std::io::Result<&OwnedFd>, &T) -> Vec<(CString, T)>,
+    ) {
+        /// A directory still to visit: its parent's descriptor (shared with
+        /// its siblings, closed when the last of them is opened), its name.
+        struct Next<T> {
+            parent: std::sync::Arc<OwnedFd>,
+            name: CString,
+            depth: usize,
+            data: T,
+        }
+        let mut stack: Vec<Next<T>> = Vec::new();
+        let push =
+            |stack: &mut Vec<Next<T>>, fd: OwnedFd, depth: usize, subdirs: Vec<(CString, T)>| {
+                let fd = std::sync::Arc::new(fd);
+                for (name, data) in subdirs {
+                    stack.push(Next {
+                        parent: fd.clone(),
+                        name,
+                        depth: depth + 1,
+                        data,
+                    });
+                }
             };
-            for entry in rd.flatten() {
-                let Ok(ft) = entry.file_type() else { continue };
-                let name = entry.file_name();
-                if lks_proto::is_staging_name(&name.to_string_lossy()) {
-                    if std::fs::remove_file(entry.path()).is_ok() {
-                        removed += 1;
-                    }
-                } else if ft.is_dir() {
-                    stack.push(entry.path());
+        match rustix::io::dup(&self.fd) {
+            Ok(fd) => {
+                let subdirs = visit(Ok(&fd), &top);
+                push(&mut stack, fd, 0, subdirs);
+            }
+            Err(e) => {
+                visit(Err(e.into()), &top);
+            }
+        }
+        while let Some(next) = stack.pop() {
+            if next.depth > MAX_DELETE_DEPTH {
+                visit(Err(too_deep()), &next.data);
+                continue;
+            }
+            let opened = rustix::fs::openat(
+                &*next.parent,
+                next.name.as_c_str(),
+                DIR_FLAGS,
+                Mode::empty(),
+            );
+            drop(next.parent);
+            match opened {
+                Ok(fd) => {
+                    let subdirs = visit(Ok(&fd), &next.data);
+                    push(&mut stack, fd, next.depth, subdirs);
+                }
+                Err(e) => {
+                    visit(Err(e.into()), &next.data);
                 }
             }
         }
+    }
+
+    /// Removes the staging files and directories left behind by an agent
+    /// that was killed mid-write or mid-batch, anywhere beneath the root,
+    /// walking by descriptor ([`Root::walk`]): a directory swapped for a
+    /// symlink to somewhere else is never entered. Returns how many were
+    /// removed.
+    pub fn remove_stale_staging(&self) -> usize {
+        let mut removed = 0;
+        self.walk(PathBuf::new(), |dir, rel| {
+            let listed = dir.and_then(|dir| Ok((dir, list_dir(dir)?)));
+            let (dir, entries) = match listed {
+                Ok(listed) => listed,
+                Err(e) => {
+                    tracing::warn!(
+                        "not sweeping {}/{}: {e}",
+                        self.path.display(),
+                        rel.display()
+                    );
+                    return Vec::new();
+                }
+            };
+            let mut subdirs = Vec::new();
+            for (name, kind) in entries {
+                let shown = name.to_string_lossy().into_owned();
+                if lks_proto::is_staging_name(&shown) {
+                    match remove_entry(dir, &name, kind) {
+                        Ok(()) => removed += 1,
+                        Err(e) => tracing::warn!(
+                            "cannot remove the stale staging entry {}: {e}",
+                            rel.join(&shown).display()
+                        ),
+                    }
+                } else if kind == FileType::Directory {
+                    subdirs.push((name, rel.join(shown)));
+                }
+            }
+            subdirs
+        });
         removed
     }
+}
+
+/// Gives `path` (the regular file open as `fd`, `st` its stat, with more
+/// than one hard link) an inode of its own with mode `mode`: its content is
+/// copied to a staging file beside it, which gets the mode, the owner and
+/// the times of the original and is renamed over it. The other links keep
+/// the old inode, its content and its mode. Only the owner of the file (or
+/// root) may do this, as for chmod(2).
+fn break_hard_link(
+    dir: &OwnedFd,
+    path: &RelPath,
+    fd: &OwnedFd,
+    st: &rustix::fs::Stat,
+    mode: u32,
+) -> Result<(), RootError> {
+    let io = |e: std::io::Error| RootError::io(path, e);
+    let euid = rustix::process::geteuid();
+    if !euid.is_root() && euid.as_raw() != st.st_uid {
+        return Err(RootError::io(path, Errno::PERM));
+    }
+    let stage = staging_name();
+    let copy = rustix::fs::openat(
+        dir,
+        stage.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| io(e.into()))?;
+    let done = (|| -> std::io::Result<()> {
+        let mut from = File::from(rustix::io::dup(fd)?);
+        let mut to = File::from(copy);
+        std::io::copy(&mut from, &mut to)?;
+        if euid.is_root() {
+            rustix::fs::fchown(
+                &to,
+                Some(rustix::process::Uid::from_raw(st.st_uid)),
+                Some(rustix::process::Gid::from_raw(st.st_gid)),
+            )?;
+        }
+        rustix::fs::fchmod(&to, Mode::from_raw_mode(mode & 0o777))?;
+        rustix::fs::futimens(
+            &to,
+            &rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: st.st_atime as _,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: st.st_mtime as _,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            },
+        )?;
+        rustix::fs::renameat(dir, stage.as_str(), dir, path.file_name())?;
+        Ok(())
+    })();
+    done.map_err(|e| {
+        let _ = rustix::fs::unlinkat(dir, stage.as_str(), AtFlags::empty());
+        io(e)
+    })
+}
+
+/// The entries of the directory `fd` (without `.` and `..`), each with its
+/// kind as `lstat` sees it (never following a symlink).
+pub fn list_dir(fd: &OwnedFd) -> std::io::Result<Vec<(CString, FileType)>> {
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let kind = match entry.file_type() {
+            FileType::Unknown => FileType::from_raw_mode(
+                rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+            ),
+            kind => kind,
+        };
+        out.push((name.to_owned(), kind));
+    }
+    Ok(out)
+}
+
+/// Removes the entry `name` of kind `kind` in `dir` (a directory with
+/// everything beneath it).
+fn remove_entry(dir: &OwnedFd, name: &CString, kind: FileType) -> std::io::Result<()> {
+    if kind == FileType::Directory {
+        return remove_tree(dir, name);
+    }
+    match rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn too_deep() -> std::io::Error {
+    std::io::Error::other(format!(
+        "more than {MAX_DELETE_DEPTH} levels of directories: too deep to walk"
+    ))
 }
 
 /// Opens the regular file `path.file_name()` in `dir` for reading.

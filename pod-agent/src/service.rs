@@ -103,7 +103,7 @@ impl Agent for AgentService {
         let root = self.root.clone();
         let cache = self.cache.clone();
         // Scanning and hashing happen off the async workers.
-        let (entries, warnings) = tokio::task::spawn_blocking(move || scan(root.path(), &cache))
+        let (entries, warnings) = tokio::task::spawn_blocking(move || scan(&root, &cache))
             .await
             .map_err(|e| Status::internal(format!("manifest scan failed: {e}")))?;
         for w in &warnings {
