@@ -1,21 +1,33 @@
 //! Applying one batch: a stream of operations ended by a commit.
 //!
-//! Files are staged beside their final path under a random `.lks-stage.` name,
-//! checked against the blake3 the host announced, given their mode and mtime, and
-//! only then renamed into place: a reader (or a crash) never sees a partial file
-//! at a final path. A failed operation is reported in the batch result and the
-//! batch goes on; nothing a failed operation touched is left half-done.
+//! Nothing of a batch happens before its commit. Files are streamed into
+//! the batch's staging directory (`.lks-stage.<random>` at the root, see
+//! [`StagingDir`]), checked against the blake3 the host announced and given
+//! their mode and mtime; deletes, mkdirs, symlinks and chmods are checked and
+//! recorded. When the Commit arrives, the recorded operations are applied in
+//! their order: staged files renamed into place, the rest done. A batch that
+//! ends without its commit (the stream broke off, went idle, the client went
+//! away) changes nothing at any final path and leaves no staging file: the
+//! staging directory goes with the batch.
+//!
+//! A reader (or a crash) never sees a partial file at a final path: every
+//! file arrives there by one rename. A failed operation is reported in the
+//! batch result and the batch goes on; nothing a failed operation touched is
+//! left half-done.
 
-use crate::manifest::{HashCache, StatKey};
-use crate::root::{Root, RootError, open_file_in, staging_name};
+use crate::manifest::{HashCache, StatKey, inode_of};
+use crate::root::{Root, RootError, StagingDir, open_file_in, staging_name};
 use lks_proto::limits::{MAX_FILE_BYTES, MAX_OPS_PER_BATCH};
 use lks_proto::v1::{ApplyRequest, ApplyResult, Commit, ErrorCode, OpError, apply_request::Op};
 use lks_proto::{PathError, RelPath};
 use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// Why a whole batch was aborted (as opposed to one operation failing).
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +37,14 @@ pub enum BatchError {
     TooManyOps,
 }
 
-/// A file being received.
+/// A file being received into the staging directory.
 struct PendingPut {
     index: u64,
     path: RelPath,
-    dir: std::sync::Arc<OwnedFd>,
-    stage: String,
+    /// The staging directory.
+    dir: Arc<OwnedFd>,
+    /// Its name there; taken once the file is staged whole.
+    stage: Option<String>,
     file: File,
     base: Option<File>,
     hasher: blake3::Hasher,
@@ -42,14 +56,57 @@ struct PendingPut {
 }
 
 impl Drop for PendingPut {
-    /// Whatever ends a put (commit, failure, a panic, a dropped batch), its
-    /// staging file goes. After a successful rename the name is gone already.
+    /// Whatever ends a put before it is staged whole (a failure, a panic, a
+    /// dropped batch), its staging file goes.
     fn drop(&mut self) {
-        let _ = rustix::fs::unlinkat(&*self.dir, self.stage.as_str(), AtFlags::empty());
+        if let Some(stage) = &self.stage {
+            let _ = rustix::fs::unlinkat(&*self.dir, stage.as_str(), AtFlags::empty());
+        }
     }
 }
 
-/// Applies the operations of one batch, in order.
+/// A file whose bytes all arrived and matched their blake3, waiting in the
+/// staging directory (with its mode and mtime set) for the commit.
+struct StagedPut {
+    index: u64,
+    path: RelPath,
+    /// The staging directory, and the file's name there.
+    dir: Arc<OwnedFd>,
+    stage: String,
+    hash: [u8; 32],
+    mode: u32,
+    mtime_ns: i64,
+    /// The staged file's (device, inode), by which the hash cache learns
+    /// it once in place.
+    inode: (u64, u64),
+}
+
+/// An operation checked on arrival and applied when the batch commits.
+enum Deferred {
+    Put(StagedPut),
+    Delete {
+        index: u64,
+        path: RelPath,
+    },
+    Mkdir {
+        index: u64,
+        path: RelPath,
+        mode: u32,
+    },
+    Symlink {
+        index: u64,
+        path: RelPath,
+        target: String,
+    },
+    Chmod {
+        index: u64,
+        path: RelPath,
+        mode: u32,
+    },
+}
+
+/// Receives the operations of one batch and, at its commit, applies them in
+/// order.
 pub struct Batch<'a> {
     root: &'a Root,
     cache: &'a HashCache,
@@ -62,11 +119,18 @@ pub struct Batch<'a> {
     /// A failed put whose remaining Data/Copy operations are skipped.
     skipping: u64,
     /// The commit that ended the batch, once seen: its id, steps and restart.
-    pub commit: Option<Commit>,
-    /// The directory of the last put, reused while puts stay in it (puts come
-    /// sorted by path). Dropped by anything that may remove or replace a
-    /// directory.
-    last_dir: Option<(String, std::sync::Arc<OwnedFd>)>,
+    commit: Option<Commit>,
+    /// What the commit applies, in order.
+    deferred: Vec<Deferred>,
+    /// The paths of the deferred deletes, mkdirs and symlinks: a put beneath
+    /// one of them cannot be judged before the commit.
+    reshaped: HashSet<String>,
+    /// Where files are staged; made by the first put.
+    staging: Option<StagingDir>,
+    /// How many files were staged (their names in the staging directory).
+    staged: u64,
+    /// The last directory a put was checked against (puts come sorted by path).
+    checked_dir: Option<String>,
 }
 
 fn op_error(index: u64, path: &str, code: ErrorCode, message: String) -> OpError {
@@ -139,8 +203,17 @@ impl<'a> Batch<'a> {
             pending: None,
             skipping: 0,
             commit: None,
-            last_dir: None,
+            deferred: Vec::new(),
+            reshaped: HashSet::new(),
+            staging: None,
+            staged: 0,
+            checked_dir: None,
         }
+    }
+
+    /// Whether the Commit arrived: the batch takes no more operations.
+    pub fn committed(&self) -> bool {
+        self.commit.is_some()
     }
 
     /// Records an operation's error; past [`MAX_ERRORS_PER_BATCH`] only
@@ -177,17 +250,32 @@ impl<'a> Batch<'a> {
             other => {
                 self.abandon_pending("the next operation started before all its bytes arrived");
                 self.skipping = 0;
-                if !matches!(other, Op::Put(_) | Op::Commit(_)) {
-                    self.last_dir = None;
-                }
                 match other {
                     Op::Put(p) => self.put(index, p),
-                    Op::Delete(d) => self.with_path(index, &d.path, |root, p| root.delete(p)),
-                    Op::Mkdir(m) => self.with_path(index, &m.path, |root, p| root.mkdir(p, m.mode)),
-                    Op::Symlink(s) => {
-                        self.with_path(index, &s.path, |root, p| root.symlink(p, &s.target))
+                    Op::Delete(d) => self.defer(index, &d.path, true, |index, path| {
+                        Deferred::Delete { index, path }
+                    }),
+                    Op::Mkdir(m) => {
+                        self.defer(index, &m.path, true, |index, path| Deferred::Mkdir {
+                            index,
+                            path,
+                            mode: m.mode,
+                        })
                     }
-                    Op::Chmod(c) => self.with_path(index, &c.path, |root, p| root.chmod(p, c.mode)),
+                    Op::Symlink(s) => {
+                        self.defer(index, &s.path, true, |index, path| Deferred::Symlink {
+                            index,
+                            path,
+                            target: s.target,
+                        })
+                    }
+                    Op::Chmod(c) => {
+                        self.defer(index, &c.path, false, |index, path| Deferred::Chmod {
+                            index,
+                            path,
+                            mode: c.mode,
+                        })
+                    }
                     Op::Commit(c) => self.commit = Some(c),
                     Op::Data(_) | Op::Copy(_) => unreachable!(),
                 }
@@ -196,9 +284,15 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Ends the batch: a file still missing bytes is discarded.
-    pub fn finish(mut self) -> ApplyResult {
+    /// Ends the batch. With its commit, the recorded operations are applied
+    /// and the result says how each went; without, nothing is applied and
+    /// everything staged is removed (the result is only for the log).
+    pub fn finish(mut self) -> (ApplyResult, Option<Commit>) {
         self.abandon_pending("the batch ended before all its bytes arrived");
+        if self.commit.is_some() {
+            self.apply_deferred();
+        }
+        self.errors.sort_by_key(|e| e.index);
         if self.more_errors > 0 {
             // Past the limit: one more, saying how many were left out.
             let last = self.errors.last().map_or(0, |e| e.index);
@@ -213,26 +307,69 @@ impl<'a> Batch<'a> {
                 ),
             ));
         }
-        ApplyResult {
+        let result = ApplyResult {
             ops: self.ops,
-            errors: self.errors,
+            errors: std::mem::take(&mut self.errors),
             bytes_written: self.bytes_written,
             ..Default::default()
-        }
+        };
+        (result, self.commit.take())
     }
 
-    fn with_path(
+    /// Records an operation on `raw` for the commit (`reshapes`: it may
+    /// remove, replace or create a directory), or its path's error now.
+    fn defer(
         &mut self,
         index: u64,
         raw: &str,
-        f: impl FnOnce(&Root, &RelPath) -> Result<(), RootError>,
+        reshapes: bool,
+        op: impl FnOnce(u64, RelPath) -> Deferred,
     ) {
         match RelPath::new(raw) {
             Err(e) => self.record(path_error(index, raw, &e)),
-            Ok(p) => {
-                if let Err(e) = f(self.root, &p) {
-                    self.record(root_error(index, &e));
+            Ok(path) => {
+                if reshapes {
+                    self.reshaped.insert(path.to_string());
+                    self.checked_dir = None;
                 }
+                self.deferred.push(op(index, path));
+            }
+        }
+    }
+
+    /// Applies the recorded operations, in order (the commit arrived).
+    fn apply_deferred(&mut self) {
+        let mut places = Places::default();
+        for op in std::mem::take(&mut self.deferred) {
+            let root = self.root;
+            let done = match op {
+                Deferred::Put(p) => {
+                    place(root, self.cache, &p, &mut places).map_err(|e| root_error(p.index, &e))
+                }
+                Deferred::Delete { index, path } => {
+                    places.forget();
+                    root.delete(&path).map_err(|e| root_error(index, &e))
+                }
+                Deferred::Mkdir { index, path, mode } => {
+                    places.forget();
+                    root.mkdir(&path, mode).map_err(|e| root_error(index, &e))
+                }
+                Deferred::Symlink {
+                    index,
+                    path,
+                    target,
+                } => {
+                    places.forget();
+                    root.symlink(&path, &target)
+                        .map_err(|e| root_error(index, &e))
+                }
+                Deferred::Chmod { index, path, mode } => {
+                    places.forget();
+                    root.chmod(&path, mode).map_err(|e| root_error(index, &e))
+                }
+            };
+            if let Err(e) = done {
+                self.record(e);
             }
         }
     }
@@ -277,62 +414,28 @@ impl<'a> Batch<'a> {
         path: &RelPath,
         p: &lks_proto::v1::Put,
     ) -> Result<PendingPut, OpError> {
-        let parent = path.parent().map(|p| p.to_string()).unwrap_or_default();
-        let dir = match &self.last_dir {
-            Some((p, fd)) if *p == parent => fd.clone(),
-            _ => {
-                let fd = std::sync::Arc::new(
-                    self.root
-                        .parent_dir(path, true)
-                        .map_err(|e| root_error(index, &e))?
-                        .expect("parents created"),
-                );
-                self.last_dir = Some((parent, fd.clone()));
-                fd
-            }
-        };
+        self.check_parent(index, path)?;
         let base = if p.base_blake3.is_empty() {
             None
         } else {
-            let mut f = open_file_in(&dir, path)
-                .map_err(|e| root_error(index, &e))?
-                .ok_or_else(|| {
-                    op_error(
-                        index,
-                        path.as_str(),
-                        ErrorCode::BaseChanged,
-                        format!("{path}: the base file is gone"),
-                    )
-                })?;
-            let h = self
-                .cache
-                .hash_file(path.as_str(), &mut f)
-                .map_err(|e| root_error(index, &RootError::io(path, e)))?;
-            if h[..] != p.base_blake3[..] {
-                return Err(op_error(
-                    index,
-                    path.as_str(),
-                    ErrorCode::BaseChanged,
-                    format!(
-                        "{path}: the file changed in the container since the host planned this delta"
-                    ),
-                ));
-            }
-            Some(f)
+            Some(self.open_base(index, path, &p.base_blake3)?)
         };
-        let stage = staging_name();
+        let io = |e: std::io::Error| root_error(index, &RootError::io(path, e));
+        let dir = self.staging_fd().map_err(io)?;
+        let stage = format!("{}{}", lks_proto::STAGING_PREFIX, self.staged);
+        self.staged += 1;
         let fd = rustix::fs::openat(
-            &dir,
+            &*dir,
             stage.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| root_error(index, &RootError::io(path, e)))?;
+        .map_err(|e| io(e.into()))?;
         Ok(PendingPut {
             index,
             path: path.clone(),
             dir,
-            stage,
+            stage: Some(stage),
             file: File::from(fd),
             base,
             hasher: blake3::Hasher::new(),
@@ -342,6 +445,85 @@ impl<'a> Batch<'a> {
             mtime_ns: p.mtime_ns,
             expected: p.blake3.clone(),
         })
+    }
+
+    /// Refuses a put at once (its bytes skipped, not staged) when a symlink
+    /// or a file stands where its directories are, unless an earlier
+    /// operation of the batch may change that by the commit. A directory
+    /// that is missing is fine: the commit creates it.
+    fn check_parent(&mut self, index: u64, path: &RelPath) -> Result<(), OpError> {
+        let parent = path.parent().map(|p| p.to_string()).unwrap_or_default();
+        if self.checked_dir.as_deref() == Some(parent.as_str()) {
+            return Ok(());
+        }
+        match self.root.parent_dir(path, false) {
+            Ok(_) => {
+                self.checked_dir = Some(parent);
+                Ok(())
+            }
+            Err(_) if self.reshaped_above(path) => Ok(()),
+            Err(e) => Err(root_error(index, &e)),
+        }
+    }
+
+    /// Whether a deferred delete, mkdir or symlink names a directory above `path`.
+    fn reshaped_above(&self, path: &RelPath) -> bool {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if self.reshaped.contains(d.as_str()) {
+                return true;
+            }
+            dir = d.parent();
+        }
+        false
+    }
+
+    /// The file a delta put builds on, as it is before the batch, checked
+    /// against the blake3 the host planned with. Opened by the descriptor
+    /// walk, never through a symlink, and only read.
+    fn open_base(&self, index: u64, path: &RelPath, expected: &[u8]) -> Result<File, OpError> {
+        let gone = || {
+            op_error(
+                index,
+                path.as_str(),
+                ErrorCode::BaseChanged,
+                format!("{path}: the base file is gone"),
+            )
+        };
+        let dir = self
+            .root
+            .parent_dir(path, false)
+            .map_err(|e| root_error(index, &e))?
+            .ok_or_else(gone)?;
+        let mut f = open_file_in(&dir, path)
+            .map_err(|e| root_error(index, &e))?
+            .ok_or_else(gone)?;
+        let h = self
+            .cache
+            .hash_file(path.as_str(), &mut f)
+            .map_err(|e| root_error(index, &RootError::io(path, e)))?;
+        if h[..] != expected[..] {
+            return Err(op_error(
+                index,
+                path.as_str(),
+                ErrorCode::BaseChanged,
+                format!(
+                    "{path}: the file changed in the container since the host planned this delta"
+                ),
+            ));
+        }
+        Ok(f)
+    }
+
+    /// The staging directory's descriptor; made at the first put.
+    fn staging_fd(&mut self) -> std::io::Result<Arc<OwnedFd>> {
+        let staging = match self.staging.take() {
+            Some(staging) => staging,
+            None => self.root.staging_dir()?,
+        };
+        let fd = staging.fd().clone();
+        self.staging = Some(staging);
+        Ok(fd)
     }
 
     fn data(&mut self, index: u64, bytes: &[u8]) {
@@ -421,60 +603,10 @@ impl<'a> Batch<'a> {
             return;
         }
         let p = self.pending.take().expect("pending");
-        if let Err(e) = self.finish_put(&p) {
-            self.record(e);
+        match finish_put(p) {
+            Ok(staged) => self.deferred.push(Deferred::Put(staged)),
+            Err(e) => self.record(e),
         }
-    }
-
-    fn finish_put(&self, p: &PendingPut) -> Result<(), OpError> {
-        let io = |e: std::io::Error| root_error(p.index, &RootError::io(&p.path, e));
-        let hash = p.hasher.finalize();
-        if hash.as_bytes()[..] != p.expected[..] {
-            return Err(op_error(
-                p.index,
-                p.path.as_str(),
-                ErrorCode::HashMismatch,
-                format!(
-                    "{}: content does not match its blake3; the previous content is kept",
-                    p.path
-                ),
-            ));
-        }
-        rustix::fs::fchmod(&p.file, Mode::from_raw_mode(p.mode & 0o777))
-            .map_err(|e| io(e.into()))?;
-        let ts = rustix::fs::Timespec {
-            tv_sec: p.mtime_ns.div_euclid(1_000_000_000),
-            tv_nsec: p.mtime_ns.rem_euclid(1_000_000_000) as _,
-        };
-        rustix::fs::futimens(
-            &p.file,
-            &Timestamps {
-                last_access: ts,
-                last_modification: ts,
-            },
-        )
-        .map_err(|e| io(e.into()))?;
-        // rename(2) never replaces a directory with a file: it fails, and the
-        // directory is left alone.
-        match rustix::fs::renameat(&p.dir, p.stage.as_str(), &p.dir, p.path.file_name()) {
-            Ok(()) => {}
-            Err(
-                rustix::io::Errno::ISDIR | rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST,
-            ) => {
-                return Err(root_error(
-                    p.index,
-                    &RootError::Conflict {
-                        path: p.path.clone(),
-                        what: "is a directory (delete it first)".into(),
-                    },
-                ));
-            }
-            Err(e) => return Err(io(e.into())),
-        }
-        // After the rename: it changes the inode's ctime.
-        let key = StatKey::of(&p.file.metadata().map_err(io)?);
-        self.cache.put(p.path.as_str(), key, *hash.as_bytes());
-        Ok(())
     }
 
     fn fail_pending(&mut self, err: OpError) {
@@ -538,4 +670,165 @@ fn copy_range(
         done += n as u64;
     }
     Ok(())
+}
+
+/// Checks a put whose bytes all arrived against its blake3 and gives it its
+/// mode and mtime; it then waits, staged, for the commit.
+fn finish_put(mut p: PendingPut) -> Result<StagedPut, OpError> {
+    let io = |e: std::io::Error| root_error(p.index, &RootError::io(&p.path, e));
+    let hash = p.hasher.finalize();
+    if hash.as_bytes()[..] != p.expected[..] {
+        return Err(op_error(
+            p.index,
+            p.path.as_str(),
+            ErrorCode::HashMismatch,
+            format!(
+                "{}: content does not match its blake3; the previous content is kept",
+                p.path
+            ),
+        ));
+    }
+    set_mode_and_mtime(&p.file, p.mode, p.mtime_ns).map_err(io)?;
+    let st = rustix::fs::fstat(&p.file).map_err(|e| io(e.into()))?;
+    let stage = p
+        .stage
+        .take()
+        .expect("a put being received has its staging file");
+    Ok(StagedPut {
+        index: p.index,
+        path: p.path.clone(),
+        dir: p.dir.clone(),
+        stage,
+        hash: *hash.as_bytes(),
+        mode: p.mode,
+        mtime_ns: p.mtime_ns,
+        inode: inode_of(&st),
+    })
+}
+
+/// Sets a staged file's permission bits and its times (both to the host's mtime).
+fn set_mode_and_mtime(file: &File, mode: u32, mtime_ns: i64) -> std::io::Result<()> {
+    rustix::fs::fchmod(file, Mode::from_raw_mode(mode & 0o777))?;
+    let ts = rustix::fs::Timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    rustix::fs::futimens(
+        file,
+        &Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+    )?;
+    Ok(())
+}
+
+/// The directories the commit places files in: the last one stays open
+/// while puts stay in it (they come sorted by path). Forgotten by anything
+/// that may remove or replace a directory.
+#[derive(Default)]
+struct Places {
+    last: Option<(String, OwnedFd)>,
+}
+
+impl Places {
+    fn forget(&mut self) {
+        self.last = None;
+    }
+
+    /// The directory that is to hold `path`, made (with its parents) if missing.
+    fn dir_of(&mut self, root: &Root, path: &RelPath) -> Result<&OwnedFd, RootError> {
+        let parent = path.parent().map(|p| p.to_string()).unwrap_or_default();
+        if !matches!(&self.last, Some((p, _)) if *p == parent) {
+            let fd = root.parent_dir(path, true)?.expect("parents created");
+            self.last = Some((parent, fd));
+        }
+        Ok(&self.last.as_ref().expect("just set").1)
+    }
+}
+
+/// Puts the staged file `p` in place by one rename (after a copy beside its
+/// final path when that is on another file system than the root, e.g. a
+/// volume mounted beneath it), and tells the hash cache its hash.
+fn place(
+    root: &Root,
+    cache: &HashCache,
+    p: &StagedPut,
+    places: &mut Places,
+) -> Result<(), RootError> {
+    let dir = places.dir_of(root, &p.path)?;
+    let inode = match rename_into_place(&p.dir, &p.stage, dir, &p.path)? {
+        Renamed::Done => p.inode,
+        Renamed::CrossDevice => copy_into_place(p, dir)?,
+    };
+    // After the rename: it changes the inode's ctime. Only if the path
+    // still holds the inode placed (nothing replaced it since).
+    if let Ok(st) = rustix::fs::statat(dir, p.path.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+        && inode_of(&st) == inode
+    {
+        cache.put(p.path.as_str(), StatKey::of_stat(&st), p.hash);
+    }
+    Ok(())
+}
+
+/// How a rename into place went, when it did not fail.
+enum Renamed {
+    Done,
+    /// The final path is on another file system than the staged file.
+    CrossDevice,
+}
+
+/// Renames `stage` in `from` to `path`'s name in `to`. rename(2) never
+/// replaces a directory with a file: it fails, and the directory is left alone.
+fn rename_into_place(
+    from: &OwnedFd,
+    stage: &str,
+    to: &OwnedFd,
+    path: &RelPath,
+) -> Result<Renamed, RootError> {
+    match rustix::fs::renameat(from, stage, to, path.file_name()) {
+        Ok(()) => Ok(Renamed::Done),
+        Err(Errno::XDEV) => Ok(Renamed::CrossDevice),
+        Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => Err(RootError::Conflict {
+            path: path.clone(),
+            what: "is a directory (delete it first)".into(),
+        }),
+        Err(e) => Err(RootError::io(path, e)),
+    }
+}
+
+/// Copies the staged file `p` to a staging file beside its final path (in
+/// `dir`, on the final path's file system), sets its mode and mtime and
+/// renames it into place. Returns the placed inode's (device, inode).
+fn copy_into_place(p: &StagedPut, dir: &OwnedFd) -> Result<(u64, u64), RootError> {
+    let io = |e: std::io::Error| RootError::io(&p.path, e);
+    let from = rustix::fs::openat(
+        &*p.dir,
+        p.stage.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    let stage = staging_name();
+    let to = rustix::fs::openat(
+        dir,
+        stage.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| io(e.into()))?;
+    let copied = (|| {
+        let mut to = File::from(to);
+        std::io::copy(&mut File::from(from), &mut to).map_err(io)?;
+        set_mode_and_mtime(&to, p.mode, p.mtime_ns).map_err(io)?;
+        let st = rustix::fs::fstat(&to).map_err(|e| io(e.into()))?;
+        match rename_into_place(dir, &stage, dir, &p.path)? {
+            Renamed::Done => Ok(inode_of(&st)),
+            Renamed::CrossDevice => Err(io(Errno::XDEV.into())),
+        }
+    })();
+    if copied.is_err() {
+        let _ = rustix::fs::unlinkat(dir, stage.as_str(), AtFlags::empty());
+    }
+    copied
 }

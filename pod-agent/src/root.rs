@@ -300,6 +300,25 @@ impl Root {
             .map_err(|e| RootError::io(path, e))
     }
 
+    /// A fresh staging directory at the root for one batch (see [`StagingDir`]).
+    pub fn staging_dir(&self) -> std::io::Result<StagingDir> {
+        let parent = rustix::io::dup(&self.fd)?;
+        let name = staging_name();
+        rustix::fs::mkdirat(&parent, name.as_str(), Mode::from_raw_mode(0o700))?;
+        let fd = match rustix::fs::openat(&parent, name.as_str(), DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&parent, name.as_str(), AtFlags::REMOVEDIR);
+                return Err(e.into());
+            }
+        };
+        Ok(StagingDir {
+            parent,
+            name,
+            fd: std::sync::Arc::new(fd),
+        })
+    }
+
     /// Walks every directory beneath the root by descriptor, depth first with
     /// an explicit stack (no recursion: a tree thousands of levels deep is
     /// fine). `visit` gets each directory (the root first, with `top`) opened
@@ -405,6 +424,37 @@ impl Root {
             subdirs
         });
         removed
+    }
+}
+
+/// A batch's staging directory, `.lks-stage.<random>` at the root: its files
+/// are staged there until the commit renames them into place (the root's
+/// file system, so the renames are atomic; a part of the root on another
+/// file system gets a copy beside its final path first). Scans skip it by
+/// its name, the start-up sweep removes one left by a killed agent, and
+/// dropping it removes it with whatever is still inside: a batch that ends
+/// without its commit leaves nothing behind.
+pub struct StagingDir {
+    parent: OwnedFd,
+    name: String,
+    fd: std::sync::Arc<OwnedFd>,
+}
+
+impl StagingDir {
+    /// The directory's descriptor.
+    pub fn fd(&self) -> &std::sync::Arc<OwnedFd> {
+        &self.fd
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let Ok(name) = CString::new(self.name.as_str()) else {
+            return;
+        };
+        if let Err(e) = remove_tree(&self.parent, &name) {
+            tracing::warn!("cannot remove the staging directory {}: {e}", self.name);
+        }
     }
 }
 

@@ -198,13 +198,13 @@ impl Agent for AgentService {
                 'run: while let Some(reqs) = rx.blocking_recv() {
                     for req in reqs {
                         batch.apply(req)?;
-                        if batch.commit.is_some() {
+                        if batch.committed() {
                             break 'run;
                         }
                     }
                 }
-                let commit = batch.commit.take();
-                Ok((batch.finish(), commit))
+                // Applied only with its commit; else everything staged goes.
+                Ok(batch.finish())
             },
         );
         let mut client_error = None;
