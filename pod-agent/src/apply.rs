@@ -175,6 +175,7 @@ fn root_error(index: u64, e: &RootError) -> OpError {
         RootError::NotADirectory { path, .. } => (path, ErrorCode::Io),
         RootError::LinkEscapes { path, .. } => (path, ErrorCode::SymlinkEscapes),
         RootError::Conflict { path, .. } => (path, ErrorCode::Io),
+        RootError::Missing { path } => (path, ErrorCode::Io),
         RootError::NoSpace { path } => (path, ErrorCode::NoSpace),
         RootError::Io { path, .. } => (path, ErrorCode::Io),
     };

@@ -11,12 +11,15 @@
 //! registered child's status to whoever awaits it. Anything else it reaps is an
 //! orphan and is simply discarded. The same code serves PID 1 and any other pid.
 
+use crate::root::{Root, RootError};
+use lks_proto::RelPath;
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions};
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -131,25 +134,87 @@ fn reap(waiting: &Waiting) {
     }
 }
 
+/// Where a child of the agent starts.
+pub enum WorkDir {
+    /// A directory beneath the root, opened by the descriptor walk: the
+    /// child enters it with fchdir(2) on this descriptor just before exec,
+    /// so its path is never resolved again after the walk (a directory
+    /// swapped for a symlink since leads nowhere).
+    Opened(Arc<OwnedFd>),
+    /// A directory outside the root (the container's own WORKDIR, named by
+    /// `--workdir`), entered by path.
+    Path(PathBuf),
+}
+
+impl WorkDir {
+    /// The directory `dir` beneath `root` (the root itself for `None`),
+    /// opened by the descriptor walk; why not, in words that name it.
+    pub fn beneath(root: &Root, dir: Option<&RelPath>) -> Result<WorkDir, String> {
+        let opened = match dir {
+            None => root
+                .open_root()
+                .map_err(|e| format!("cannot open the root {}: {e}", root.path().display())),
+            Some(dir) => root.open_dir(dir).map_err(|e| workdir_error(dir, &e)),
+        };
+        opened.map(|fd| WorkDir::Opened(Arc::new(fd)))
+    }
+}
+
+/// Why the working directory `dir` cannot be entered.
+fn workdir_error(dir: &RelPath, e: &RootError) -> String {
+    match e {
+        RootError::ThroughSymlink { component, .. } => format!(
+            "the working directory {dir} is refused: `{component}` is a symlink, and lks-agent \
+             runs commands only in real directories beneath the root (make it a directory)"
+        ),
+        RootError::NotADirectory { component, .. } => {
+            format!("the working directory {dir} is refused: `{component}` is not a directory")
+        }
+        RootError::Missing { .. } => format!(
+            "the working directory {dir} does not exist beneath the root (sync it first, or \
+             fix the workdir)"
+        ),
+        e => format!("cannot open the working directory {dir}: {e}"),
+    }
+}
+
 /// A command for a child of the agent: `argv` in `cwd`, in a process group of its
 /// own (so the whole tree it starts can be signalled at once), stdin from
 /// /dev/null, stdout and stderr piped, and the agent's environment without the
 /// token. `argv[0]` is looked up in PATH (the child's, if `extra_env` sets one).
 pub fn command<'a>(
     argv: &[String],
-    cwd: &Path,
+    cwd: &WorkDir,
     extra_env: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Command {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .current_dir(cwd)
         .env_remove(TOKEN_ENV)
         .envs(extra_env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    match cwd {
+        WorkDir::Opened(dir) => enter_before_exec(&mut cmd, dir.clone()),
+        WorkDir::Path(path) => {
+            cmd.current_dir(path);
+        }
+    }
     cmd
+}
+
+/// Makes the child enter `dir` with fchdir(2) between fork and exec. The
+/// agent's one use of `unsafe`.
+#[allow(unsafe_code)]
+fn enter_before_exec(cmd: &mut Command, dir: Arc<OwnedFd>) {
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: it makes one system call
+    // (fchdir) and allocates nothing (an error is made from its errno). The
+    // descriptor stays open in the child until exec (it is close-on-exec).
+    unsafe {
+        cmd.pre_exec(move || rustix::process::fchdir(&*dir).map_err(std::io::Error::from));
+    }
 }
 
 /// A readable reason why `argv0` could not be started.

@@ -1,7 +1,9 @@
 //! `lks-agent`: the in-container half of lks. It serves `lks.agent.v1`, applies
 //! what the host sends beneath its root (and nowhere else), runs the steps that
 //! follow a batch and, under `supervise`, runs and restarts the app.
-#![forbid(unsafe_code)]
+// One `unsafe` block, allowed where it is: entering a step's or the app's
+// working directory by descriptor between fork and exec (children.rs).
+#![deny(unsafe_code)]
 
 mod apply;
 mod auth;
@@ -179,7 +181,7 @@ fn app_spec(args: &SuperviseArgs) -> anyhow::Result<supervise::AppSpec> {
     };
     Ok(supervise::AppSpec {
         argv: args.command.clone(),
-        cwd: args.workdir.clone().unwrap_or_default(),
+        cwd: supervise::AppDir::Path(args.workdir.clone().unwrap_or_default()),
         grace,
         start,
     })
@@ -199,8 +201,9 @@ async fn supervise_only(
     let shutdown = shutdown_signal(exit_with_stdin)?;
     let children = children::Children::start().context("cannot watch for SIGCHLD")?;
     adopt_orphans();
-    if spec.cwd.as_os_str().is_empty() {
-        spec.cwd = root.to_path_buf();
+    // By path: nothing connects here, so nothing lks does changes the tree.
+    if spec.cwd.is_unset() {
+        spec.cwd = supervise::AppDir::Path(root.to_path_buf());
     }
     spec.start = supervise::Start::Now;
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
@@ -241,9 +244,7 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     println!("{}{addr}", lks_proto::launch::LISTENING);
     std::io::stdout().flush()?;
     let app = app.map(|mut spec| {
-        if spec.cwd.as_os_str().is_empty() {
-            spec.cwd = root.path().to_path_buf();
-        }
+        spec.cwd = spec.cwd.settle(&root);
         supervise::App::start(
             spec,
             children.clone(),
@@ -253,7 +254,7 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     });
     let followup = followup::Followup {
         steps: steps::StepRunner {
-            root: root.path().to_path_buf(),
+            root: root.clone(),
             children,
             events: events.clone(),
             shutdown: shutdown_rx.clone(),

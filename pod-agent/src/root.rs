@@ -54,6 +54,12 @@ pub enum RootError {
         /// What is in the way.
         what: String,
     },
+    /// The path (a directory that was to be entered) does not exist.
+    #[error("{path}: no such directory beneath the root")]
+    Missing {
+        /// The requested path.
+        path: RelPath,
+    },
     /// The file system ran out of space.
     #[error("{path}: no space left on device; the previous content is kept")]
     NoSpace {
@@ -298,6 +304,21 @@ impl Root {
         }
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))
             .map_err(|e| RootError::io(path, e))
+    }
+
+    /// A descriptor of the root itself.
+    pub fn open_root(&self) -> std::io::Result<OwnedFd> {
+        Ok(rustix::io::dup(&self.fd)?)
+    }
+
+    /// Opens the directory `path`, every component walked from the root's
+    /// descriptor with `O_NOFOLLOW`: a symlink anywhere on the way (the
+    /// last component included) is refused, never followed.
+    pub fn open_dir(&self, path: &RelPath) -> Result<OwnedFd, RootError> {
+        let missing = || RootError::Missing { path: path.clone() };
+        let dir = self.parent_dir(path, false)?.ok_or_else(missing)?;
+        self.open_child_dir(&dir, path, path.file_name(), false)?
+            .ok_or_else(missing)
     }
 
     /// A fresh staging directory at the root for one batch (see [`StagingDir`]).

@@ -3,12 +3,12 @@
 //! by line. A step that fails, or cannot even start, is a result to report (a
 //! runtime error), never an error of the agent.
 
-use crate::children::{self, Children};
+use crate::children::{self, Children, WorkDir};
 use crate::output::{self, Origin, Tail};
+use crate::root::Root;
 use lks_proto::RelPath;
 use lks_proto::v1::{Event, Step, StepFinished, StepResult, StepStarted, event};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -24,8 +24,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Where and how steps run.
 #[derive(Clone)]
 pub struct StepRunner {
-    /// The root; workdirs are relative to it.
-    pub root: PathBuf,
+    /// The root; workdirs are relative to it, and opened from it by the
+    /// descriptor walk.
+    pub root: Arc<Root>,
     /// Starts and reaps the step processes.
     pub children: Children,
     /// Where step events go.
@@ -96,8 +97,9 @@ impl StepRunner {
         Ran { result, failure }
     }
 
-    /// Checks the step before anything runs; returns its working directory.
-    fn prepare(&self, step: &Step) -> Result<PathBuf, String> {
+    /// Checks the step before anything runs; returns its working directory,
+    /// opened by the descriptor walk (a symlink on the way is refused).
+    fn prepare(&self, step: &Step) -> Result<WorkDir, String> {
         if *self.shutdown.borrow() {
             return Err("the agent is shutting down".into());
         }
@@ -105,17 +107,11 @@ impl StepRunner {
             return Err("the step has no command (its argv is empty)".into());
         }
         if step.workdir.is_empty() {
-            return Ok(self.root.clone());
+            return WorkDir::beneath(&self.root, None);
         }
         let workdir = RelPath::new(step.workdir.clone())
             .map_err(|e| format!("refused workdir {:?}: {e}", step.workdir))?;
-        let cwd = self.root.join(workdir.as_str());
-        if !cwd.is_dir() {
-            return Err(format!(
-                "the workdir {workdir} is not a directory beneath the root"
-            ));
-        }
-        Ok(cwd)
+        WorkDir::beneath(&self.root, Some(&workdir))
     }
 
     async fn execute(
@@ -123,7 +119,7 @@ impl StepRunner {
         batch_id: &str,
         index: u32,
         step: &Step,
-        cwd: &Path,
+        cwd: &WorkDir,
         tail: &Arc<Mutex<Tail>>,
     ) -> Outcome {
         let mut cmd = children::command(&step.argv, cwd, &step.env);

@@ -7,13 +7,16 @@
 //! after a delay that doubles with each crash in a row (never a tight loop). A
 //! restart asked for by a batch starts it at once and forgets the crashes.
 
-use crate::children::{self, Children, Exit};
+use crate::children::{self, Children, Exit, WorkDir};
 use crate::output::{self, Console, Origin};
+use crate::root::Root;
+use lks_proto::RelPath;
 use lks_proto::v1::{AppExited, AppStarted, Event, Warning, event};
 use rustix::process::Pid;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,12 +35,74 @@ const FIRST_BATCH_WAIT: Duration = Duration::from_secs(60);
 pub struct AppSpec {
     /// The command and its arguments; `argv[0]` is looked up in PATH.
     pub argv: Vec<String>,
-    /// Its working directory (the root).
-    pub cwd: PathBuf,
+    /// Its working directory (the root unless `--workdir` says otherwise).
+    pub cwd: AppDir,
     /// How long it gets between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// When it first starts.
     pub start: Start,
+}
+
+/// The app's working directory.
+pub enum AppDir {
+    /// A directory beneath the root (the root itself for `None`), opened by
+    /// the descriptor walk at every start: one swapped for a symlink is
+    /// refused, the app never runs through it outside the root.
+    InRoot {
+        /// The root.
+        root: Arc<Root>,
+        /// The directory beneath it.
+        dir: Option<RelPath>,
+    },
+    /// A path as `--workdir` gave it (relative: to the agent's own working
+    /// directory; empty: not settled yet, the root). Outside the root it
+    /// stays a path: the container's WORKDIR is not lks's to guard.
+    Path(PathBuf),
+}
+
+impl AppDir {
+    /// Whether no directory was named (the root is meant).
+    pub fn is_unset(&self) -> bool {
+        matches!(self, AppDir::Path(p) if p.as_os_str().is_empty())
+    }
+
+    /// The directory once the root is open: [`AppDir::InRoot`] when it lies
+    /// beneath the root (compared by its components, without following
+    /// symlinks), the path otherwise.
+    pub fn settle(self, root: &Arc<Root>) -> AppDir {
+        let AppDir::Path(path) = self else {
+            return self;
+        };
+        let in_root = |dir| AppDir::InRoot {
+            root: root.clone(),
+            dir,
+        };
+        if path.as_os_str().is_empty() {
+            return in_root(None);
+        }
+        let absolute = match std::env::current_dir() {
+            Ok(cwd) if path.is_relative() => cwd.join(&path),
+            _ => path.clone(),
+        };
+        let Ok(rest) = absolute.strip_prefix(root.path()) else {
+            return AppDir::Path(path);
+        };
+        if rest.as_os_str().is_empty() {
+            return in_root(None);
+        }
+        match rest.to_str().map(RelPath::new) {
+            Some(Ok(dir)) => in_root(Some(dir)),
+            _ => AppDir::Path(path),
+        }
+    }
+
+    /// Opens the directory for one start of the app.
+    fn open(&self) -> Result<WorkDir, String> {
+        match self {
+            AppDir::InRoot { root, dir } => WorkDir::beneath(root, dir.as_ref()),
+            AppDir::Path(path) => Ok(WorkDir::Path(path.clone())),
+        }
+    }
 }
 
 /// When the app first starts.
@@ -322,8 +387,13 @@ impl Supervisor {
     /// Starts the app; on failure, schedules another try as after a crash.
     fn start_app(&mut self) -> Result<u32, String> {
         self.held = false;
-        let mut cmd = children::command(&self.spec.argv, &self.spec.cwd, []);
-        match self.children.spawn(&mut cmd) {
+        let spawned = self.spec.cwd.open().and_then(|cwd| {
+            let mut cmd = children::command(&self.spec.argv, &cwd, []);
+            self.children
+                .spawn(&mut cmd)
+                .map_err(|e| children::spawn_error(&self.spec.argv[0], &e))
+        });
+        match spawned {
             Ok(spawned) => {
                 let pid = spawned.pid.as_raw_pid() as u32;
                 output::capture(
@@ -346,8 +416,7 @@ impl Supervisor {
                 });
                 Ok(pid)
             }
-            Err(e) => {
-                let why = children::spawn_error(&self.spec.argv[0], &e);
+            Err(why) => {
                 self.crashes += 1;
                 let delay = backoff(self.crashes);
                 let message = format!(

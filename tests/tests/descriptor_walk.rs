@@ -1,5 +1,6 @@
 //! Every file-system access of the agent goes through the descriptor walk:
-//! the start-up sweep of stale staging files, the manifest scan and chmod. A directory replaced by
+//! the start-up sweep of stale staging files, the manifest scan, chmod, and
+//! the working directories of steps and of the app. A directory replaced by
 //! a symlink to somewhere outside the root leads nowhere outside, and a hard
 //! link inside the root to a file outside it does not let chmod or a write
 //! change the outside file.
@@ -14,11 +15,13 @@
 
 use lks_e2e::raw::{Batch, Client};
 use lks_e2e::*;
-use lks_proto::v1::ApplyResult;
+use lks_proto::v1::apply_request::Op;
+use lks_proto::v1::{ApplyResult, Commit, Step};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 const TOKEN: &str = "descriptor-walk-token";
 const VICTIM: &[u8] = b"the outside file's precious content\n";
@@ -314,4 +317,119 @@ async fn the_manifest_lists_nothing_outside_while_a_directory_is_swapped_back_an
     }
     let swaps = swapper.stop();
     assert!(swaps > 1000, "the swapper hardly ran ({swaps} swaps)");
+}
+
+// ---------------------------------------------------------------------------
+// Working directories
+// ---------------------------------------------------------------------------
+
+/// A batch of only a commit whose one step runs `argv` in `workdir`.
+fn step_batch(argv: &[&str], workdir: &str) -> Vec<lks_proto::v1::ApplyRequest> {
+    let mut b = Batch::default();
+    b.push(Op::Commit(Commit {
+        batch_id: "workdir".into(),
+        steps: vec![Step {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            workdir: workdir.into(),
+            env: Default::default(),
+        }],
+        restart: false,
+    }));
+    b.without_commit()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_workdir_is_a_symlink_to_outside_is_refused_and_runs_nothing() {
+    let d = Dirs::new();
+    std::fs::create_dir_all(d.root.join("real")).unwrap();
+    symlink(&d.outside, d.root.join("work")).unwrap();
+    std::fs::create_dir_all(d.root.join("dir")).unwrap();
+    symlink(&d.outside, d.root.join("dir/link")).unwrap();
+    let agent = Agent::start(&d.root, TOKEN);
+
+    for (workdir, needle) in [
+        ("work", "symlink"),
+        ("dir/link", "symlink"),
+        ("dir/link/sub", "symlink"),
+        ("missing", "does not exist"),
+    ] {
+        let r = apply(&agent, step_batch(&["touch", "marker"], workdir)).await;
+        assert_eq!(r.steps.len(), 1, "{r:#?}");
+        let step = &r.steps[0];
+        assert!(!step.success, "the step in {workdir} ran: {step:?}");
+        assert!(
+            step.error.contains(workdir) && step.error.contains(needle),
+            "the error for {workdir} does not name it and say {needle:?}: {:?}",
+            step.error
+        );
+        assert!(
+            !d.outside.join("marker").exists(),
+            "a step ran outside the root"
+        );
+    }
+    assert!(!d.root.join("marker").exists());
+    // A real directory (and the root) work.
+    let r = apply(&agent, step_batch(&["touch", "marker"], "real")).await;
+    assert!(r.steps[0].success, "{:?}", r.steps[0]);
+    assert!(d.root.join("real/marker").is_file());
+    let r = apply(&agent, step_batch(&["touch", "marker"], "")).await;
+    assert!(r.steps[0].success, "{:?}", r.steps[0]);
+    assert!(d.root.join("marker").is_file());
+    assert!(!d.outside.join("marker").exists());
+    d.assert_victim_intact();
+}
+
+#[test]
+fn the_app_whose_workdir_in_the_root_is_a_symlink_to_outside_is_not_started() {
+    let d = Dirs::new();
+    symlink(&d.outside, d.root.join("app")).unwrap();
+    let workdir = d.root.join("app").display().to_string();
+    let mut agent = SupervisedAgent::start(
+        &d.root,
+        TOKEN,
+        &["--workdir", &workdir],
+        &["touch", "marker"],
+    );
+    let mut said = Vec::new();
+    let decided = wait_until(Duration::from_secs(10), || {
+        said.extend(agent.stderr.try_iter());
+        said.iter()
+            .any(|l| l.contains("app started") || l.contains("cannot start the app"))
+    });
+    assert!(
+        decided,
+        "the agent neither started nor refused the app: {said:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !d.outside.join("marker").exists(),
+        "the app ran outside the root"
+    );
+    let refusal = said
+        .iter()
+        .find(|l| l.contains("cannot start the app"))
+        .unwrap_or_else(|| panic!("no refusal: {said:#?}"));
+    assert!(
+        refusal.contains("app") && refusal.contains("symlink"),
+        "the refusal does not name the directory and say why: {refusal}"
+    );
+    agent.terminate(Duration::from_secs(10));
+
+    // The same directory, real: the app runs in it.
+    std::fs::remove_file(d.root.join("app")).unwrap();
+    std::fs::create_dir(d.root.join("app")).unwrap();
+    let _agent = SupervisedAgent::start(
+        &d.root,
+        TOKEN,
+        &["--workdir", &workdir],
+        &["touch", "marker"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .root
+            .join("app/marker")
+            .is_file()),
+        "the app did not run in its real directory"
+    );
+    d.assert_victim_intact();
 }
