@@ -16,6 +16,7 @@ mod ignores;
 mod kube;
 mod mirror;
 mod nofile;
+mod panics;
 mod plan;
 mod ports;
 mod procs;
@@ -307,6 +308,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     nofile::raise();
+    panics::install();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

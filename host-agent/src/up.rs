@@ -129,13 +129,16 @@ async fn launch<R: Runtime + 'static>(
     ));
     let mut fleet = Fleet::new(runtime, hub.clone());
     fleet.start_all(ws, order);
+    crate::panics::test_trigger();
     let mut watch = ConfigWatch::new(ws);
     let shutdown = crate::sync::shutdown_signal();
-    tokio::pin!(shutdown, reader_gone);
-    let signalled = loop {
+    let panicked = crate::panics::happened();
+    tokio::pin!(shutdown, reader_gone, panicked);
+    let stop = loop {
         tokio::select! {
-            () = &mut shutdown => break true,
-            () = &mut reader_gone => break false,
+            () = &mut shutdown => break Stop::Signal,
+            () = &mut reader_gone => break Stop::ReaderGone,
+            () = &mut panicked => break Stop::Panicked,
             file = watch.changed() => {
                 let file = file.strip_prefix(&ws.root).unwrap_or(&file).display().to_string();
                 if let Some((new, order)) = reloaded(ws, targets, &file, &hub) {
@@ -147,17 +150,31 @@ async fn launch<R: Runtime + 'static>(
         }
     };
     hub.set_stopping();
-    if signalled {
-        hub.note("stopping");
-    } else {
-        crate::console::say("the reader of stdout went away; stopping");
+    match stop {
+        Stop::Signal => hub.note("stopping"),
+        Stop::ReaderGone => crate::console::say("the reader of stdout went away; stopping"),
+        Stop::Panicked => hub.note("stopping after an internal error"),
     }
     fleet.stop_all().await;
     hub.flush().await;
     drop(fleet);
     drop(hub);
     let _ = console.await;
+    if stop == Stop::Panicked {
+        bail!("lks up stopped after an internal error (a panic, said above); please report it");
+    }
     Ok(())
+}
+
+/// Why `lks up` stops.
+#[derive(PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM, SIGINT (Ctrl-C) or SIGHUP.
+    Signal,
+    /// The reader of stdout went away (`lks up | head`).
+    ReaderGone,
+    /// Something in lks panicked.
+    Panicked,
 }
 
 /// The workspace as its files say now, and the services to run; None (the

@@ -110,7 +110,38 @@ fn a_closed_terminal_stops_lks_up_and_what_it_started() {
         matches!(up.child.try_wait(), Ok(Some(_)))
     });
     assert!(exited, "lks up is still running after SIGHUP");
+    // Handled, not killed by it: it stopped its services and exited 0.
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "lks up died of SIGHUP: {status:?}");
+    up.wait(&["stopping"], Duration::from_secs(5));
     nothing_left(&pids, port, "SIGHUP");
+}
+
+#[test]
+fn a_panic_in_lks_up_stops_what_it_started_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    let mut cmd = up_command(tmp.path(), &[]);
+    // Debug builds only: a task panics 4 s after launch (web is ready by then).
+    cmd.env("LKS_TEST_PANIC", "4000");
+    let mut up = Up::spawn(cmd);
+    let pids = ready(&mut up, port);
+    let exited = wait_until(Duration::from_secs(30), || {
+        matches!(up.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "lks up still runs after a panic");
+    let status = up.child.wait().unwrap();
+    assert!(!status.success(), "a panic ended lks up with success");
+    up.wait(
+        &["stopping after an internal error"],
+        Duration::from_secs(5),
+    );
+    let err = up.stderr_lines().join("\n");
+    assert!(err.contains("LKS_TEST_PANIC: a panic on purpose"), "{err}");
+    assert!(err.contains("this is a bug in lks"), "{err}");
+    assert!(err.contains("please report it"), "{err}");
+    nothing_left(&pids, port, "a panic");
 }
 
 #[test]
