@@ -277,12 +277,14 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
         // Large receive windows: a batch is one long upload.
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(16 << 20))
-        // A client gone silently (a frozen tunnel) is found within 25 s: its
+        // A client gone silently (a frozen tunnel) is found within 30 s: its
         // calls end, and a batch it left half-sent frees the batch lock for
         // the client that reconnects. Not tighter: on a machine loaded with
         // hundreds of starting services a ping can wait seconds for its
-        // answer (at 5 s, lks-bench-scale lost agents at 300 services).
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        // answer (at 5 s, lks-bench-scale lost agents at 300 services); and
+        // every ping costs lks a wake-up per service (lks pings every 5 s
+        // itself, so it finds a dead tunnel first).
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
         .serve_with_incoming_shutdown(
