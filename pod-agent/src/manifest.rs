@@ -275,5 +275,8 @@ mod tests {
         assert_eq!(entries[0].kind, EntryKind::Symlink as i32);
         assert_eq!(entries[0].link_target, outside.display().to_string());
         assert_eq!(entries[2].blake3, blake3::hash(b"file").as_bytes().to_vec());
+        // Every scan reads every directory from its start.
+        let (again, _) = scan(&root, &HashCache::default());
+        assert_eq!(again, entries);
     }
 }

@@ -342,8 +342,8 @@ impl Root {
 
     /// Walks every directory beneath the root by descriptor, depth first with
     /// an explicit stack (no recursion: a tree thousands of levels deep is
-    /// fine). `visit` gets each directory (the root first, with `top`) opened
-    /// from its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, or why it
+    /// fine). `visit` gets each directory (the root first, with `top`) freshly
+    /// opened from its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, or why it
     /// could not be opened (a directory swapped for a symlink since it was
     /// listed fails here, it is never followed), and returns the
     /// subdirectories to enter. One descriptor is open per level; deeper
@@ -374,7 +374,8 @@ impl Root {
                     });
                 }
             };
-        match rustix::io::dup(&self.fd) {
+        // Opened afresh (not a dup): its own offset, read from the start.
+        match rustix::fs::openat(&self.fd, c".", DIR_FLAGS, Mode::empty()) {
             Ok(fd) => {
                 let subdirs = visit(Ok(&fd), &top);
                 push(&mut stack, fd, 0, subdirs);
@@ -540,10 +541,14 @@ fn break_hard_link(
 }
 
 /// The entries of the directory `fd` (without `.` and `..`), each with its
-/// kind as `lstat` sees it (never following a symlink).
+/// kind as `lstat` sees it (never following a symlink). `fd` is read from
+/// its current offset with getdents(2) (no second descriptor): pass one
+/// freshly opened, as [`Root::walk`] does.
 pub fn list_dir(fd: &OwnedFd) -> std::io::Result<Vec<(CString, FileType)>> {
+    let mut buf = Vec::with_capacity(32 * 1024);
+    let mut entries = rustix::fs::RawDir::new(fd, buf.spare_capacity_mut());
     let mut out = Vec::new();
-    for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
+    while let Some(entry) = entries.next() {
         let entry = entry?;
         let name = entry.file_name();
         if name.to_bytes() == b"." || name.to_bytes() == b".." {
