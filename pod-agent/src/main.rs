@@ -16,6 +16,7 @@ mod root;
 mod service;
 mod steps;
 mod supervise;
+mod turns;
 mod webhook;
 
 use anyhow::Context;

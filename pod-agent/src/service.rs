@@ -4,6 +4,7 @@ use crate::apply::{Batch, BatchError};
 use crate::followup::Followup;
 use crate::manifest::{HashCache, scan};
 use crate::root::Root;
+use crate::turns::{self, Turns};
 use futures::{FutureExt, Stream};
 use lks_proto::v1::agent_server::Agent;
 use lks_proto::v1::{
@@ -14,7 +15,7 @@ use lks_proto::v1::{
 use lks_proto::{PROTOCOL_VERSION, RelPath, limits};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{Mutex, broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -33,8 +34,8 @@ pub struct AgentService {
     boot_id: String,
     /// One batch at a time, follow-up included: batches are applied in the
     /// order they arrive, and a batch waits for the steps and restart of the
-    /// previous one.
-    apply_lock: Arc<Mutex<()>>,
+    /// previous one (a silent one yields: see `turns.rs`).
+    turns: Turns,
     events: broadcast::Sender<Event>,
     followup: Followup,
     /// Becomes true when the agent shuts down: event streams end.
@@ -54,7 +55,7 @@ impl AgentService {
             root,
             cache: Arc::new(HashCache::default()),
             boot_id: hex::encode(rand::random::<[u8; 8]>()),
-            apply_lock: Arc::new(Mutex::new(())),
+            turns: Turns::default(),
             events,
             followup,
             shutdown,
@@ -185,7 +186,8 @@ impl Agent for AgentService {
             )));
         }
         let mut stream = req.into_inner();
-        let guard = self.apply_lock.clone().lock_owned().await;
+        let turn = self.turns.take().await;
+        let receiving = turn.receiving().clone();
         // The batch is applied on a blocking thread, fed as messages arrive.
         // Messages are handed over in runs (whatever has already arrived), so
         // small files do not cost a thread wake-up each.
@@ -210,8 +212,21 @@ impl Agent for AgentService {
         let mut client_error = None;
         loop {
             // A client that stops sending mid-batch must not hold the batch
-            // lock forever (a dead tunnel is caught by HTTP/2 keepalive).
-            let msg = match tokio::time::timeout(BATCH_IDLE_TIMEOUT, stream.next()).await {
+            // lock forever (a dead tunnel is caught by HTTP/2 keepalive), nor
+            // hold up a batch that waits (it yields after a few silent
+            // seconds; it has applied nothing).
+            let next = tokio::select! {
+                next = tokio::time::timeout(BATCH_IDLE_TIMEOUT, stream.next()) => next,
+                () = receiving.asked_to_yield() => {
+                    client_error = Some(Status::aborted(format!(
+                        "another batch arrived while this one had sent nothing for {}s; \
+                         it applied nothing",
+                        turns::YIELD_AFTER.as_secs()
+                    )));
+                    break;
+                }
+            };
+            let msg = match next {
                 Ok(Some(msg)) => msg,
                 Ok(None) => break,
                 Err(_) => {
@@ -222,6 +237,7 @@ impl Agent for AgentService {
                     break;
                 }
             };
+            receiving.heard();
             let mut run = Vec::with_capacity(64);
             let mut next = Some(msg);
             while let Some(msg) = next.take() {
@@ -245,6 +261,7 @@ impl Agent for AgentService {
         }
         drop(tx);
         let outcome = worker.await.map_err(|e| Status::internal(e.to_string()))?;
+        let guard = turn.received();
         let (mut result, commit) =
             outcome.map_err(|e| Status::resource_exhausted(e.to_string()))?;
         if let Some(e) = client_error {

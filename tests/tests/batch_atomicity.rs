@@ -1,12 +1,12 @@
 //! A batch without its commit applies nothing: a stream that ends early, or
 //! a client that goes away mid-batch, leaves the agent's root byte for byte
 //! as it was (no final path changed, no directory made, no staging entry
-//! left), and the next complete batch applies normally.
+//! left), and the next complete batch applies normally. A batch whose
+//! client went silent yields to the next one within seconds.
 //!
 //! Not covered here: a batch that stalls past the agent's idle timeout
-//! (60 s, a constant with no flag or variable to shorten it). It ends the
-//! same way a broken stream does (the batch's feed closes without a
-//! commit), which the tests below drive.
+//! (60 s) with no other batch waiting. It ends the same way a broken stream
+//! does (the batch's feed closes without a commit), which the tests drive.
 
 use lks_e2e::raw::{Batch, Client};
 use lks_e2e::*;
@@ -318,4 +318,56 @@ async fn a_put_into_another_file_system_beneath_the_root_lands_whole_at_commit()
             .to_vec()
     );
     drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_client_went_silent_yields_to_the_next_and_applies_nothing() {
+    let fx = Fixture::new();
+    // A client that sends part of a batch and then nothing, its stream and
+    // connection kept open (a frozen tunnel, as far as the agent can tell).
+    let (tx, rx) = tokio::sync::mpsc::channel::<ApplyRequest>(64);
+    let mut client = fx.client().await;
+    let stalled = tokio::spawn(async move {
+        let req = client.req(tokio_stream::wrappers::ReceiverStream::new(rx));
+        client.inner.apply(req).await
+    });
+    let mut partial = Batch::default();
+    partial.put("stalled.txt", b"never committed\n", 0o644);
+    for op in partial.without_commit() {
+        tx.send(op).await.unwrap();
+    }
+    let root = fx.root.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || !staging_entries(&root)
+            .is_empty()),
+        "the agent never received the stalled batch's put"
+    );
+    // The next batch (the host, reconnected) gets its turn within seconds,
+    // not after the agent's 60 s idle timeout.
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), async {
+        fx.client().await.apply(the_batch().commit()).await
+    })
+    .await
+    .expect("the next batch waited for the stalled one")
+    .expect("the next batch");
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    eprintln!(
+        "the next batch applied {} ms after it was sent",
+        t.elapsed().as_millis()
+    );
+    let s = stalled
+        .await
+        .unwrap()
+        .expect_err("the stalled batch succeeded");
+    assert_eq!(s.code(), Code::Aborted, "{s:?}");
+    assert!(s.message().contains("applied nothing"), "{s:?}");
+    drop(tx);
+    assert!(!fx.root.join("stalled.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(fx.root.join("keep.txt")).unwrap(),
+        "the NEW content of keep.txt\n"
+    );
+    let left = staging_entries(&fx.root);
+    assert!(left.is_empty(), "staging entries left: {left:?}");
 }
