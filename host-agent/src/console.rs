@@ -63,12 +63,14 @@ impl Console {
         async move { gone.notified().await }
     }
 
-    /// Renders the feed until every sender is gone.
-    pub async fn run(mut self, mut feed: Feed) {
+    /// Renders the feed until every sender is gone, recording each
+    /// service's events on `board`.
+    pub async fn run(mut self, mut feed: Feed, board: crate::board::Shared) {
         while let Some(item) = feed.next().await {
             match item {
                 Item::Note(text) => self.print(format!("lks: {text}")),
                 Item::Service(service, event) => {
+                    board.lock().unwrap().record(&service, &event);
                     self.show(&service, event, feed.is_stopping());
                 }
             }
@@ -76,70 +78,18 @@ impl Console {
     }
 
     fn show(&mut self, service: &str, event: Event, stopping: bool) {
-        let text = match event {
-            Event::Status(status) => return self.status(service, status, stopping),
-            Event::Progress(line)
-            | Event::Held(line)
-            | Event::AppOutput(line)
-            | Event::PodProblem(line) => line,
-            Event::AgentStarted { pid, at, location } => {
-                let pid = pid.map(|p| format!(" pid {p}")).unwrap_or_default();
-                format!("agent{pid} at {at} ({location})")
-            }
-            Event::NotLive => "not live updated (not named --local)".into(),
-            Event::Unreachable(why) => format!("cannot reach the agent yet: {why}"),
-            Event::Reconnecting(gone) => format!("{gone}; reconnecting"),
-            Event::Retrying(delay) => format!("starting again in {:.1}s", delay.as_secs_f64()),
-            Event::SyncRetry(delay) => format!(
-                "trying the failed operations again in {:.1}s",
-                delay.as_secs_f64()
-            ),
-            Event::NotRetried => {
-                "not starting it again: fix its definition (lks config check says more) and run lks up again"
-                    .into()
-            }
-            Event::Synced { kind, summary, ms } => {
-                let what = match kind {
-                    SyncKind::First | SyncKind::Batch => "synced",
-                    SyncKind::Rebuilt => "rebuilt:",
-                };
-                format!("{what} {summary} in {ms} ms")
-            }
-            Event::Warning(w) => format!("warning: {w}"),
-            Event::Rebuilding(why) => format!("rebuilding: {why}"),
-            Event::SyncError(e) => format!("sync error: {e}"),
+        match event {
+            Event::Status(status) => self.status(service, status, stopping),
             Event::StepFailed {
-                cmd,
-                failure,
-                output_tail,
+                ref output_tail, ..
             } => {
-                self.line(
-                    service,
-                    &format!(
-                        "step `{cmd}` failed ({failure}); the app keeps running the previous version"
-                    ),
-                );
+                self.line(service, &describe(&event));
                 for line in output_tail.lines() {
                     self.line(service, &format!("  {line}"));
                 }
-                return;
             }
-            Event::StepOutput(line) => format!("  > {line}"),
-            Event::AppStarted { pid, restarts } => {
-                format!("app started (pid {pid}, restart {restarts})")
-            }
-            Event::AppExited {
-                how,
-                crashes_in_a_row,
-                restart_in_ms,
-            } => format!(
-                "app exited with {how} ({crashes_in_a_row} crash(es) in a row); restarting in {restart_in_ms} ms"
-            ),
-            Event::AgentWarning(w) => format!("agent warning: {w}"),
-            Event::PodRuns(pod) => format!("pod {pod} runs"),
-            Event::StopFailed(e) => format!("stopping: {e}"),
-        };
-        self.line(service, &text);
+            _ => self.line(service, &describe(&event)),
+        }
     }
 
     fn prefix(&self, service: &str) -> String {
@@ -197,6 +147,62 @@ impl Console {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
+    }
+}
+
+/// An event as one line of text (without the service's prefix): what the
+/// console prints and the board logs. A status is shown as `[status]`; a
+/// failed step's output tail is printed by the console after this line.
+pub fn describe(event: &Event) -> String {
+    match event {
+        Event::Status(status) => format!("[{status}]"),
+        Event::Progress(line)
+        | Event::Held(line)
+        | Event::AppOutput(line)
+        | Event::PodProblem(line) => line.clone(),
+        Event::AgentStarted { pid, at, location } => {
+            let pid = pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+            format!("agent{pid} at {at} ({location})")
+        }
+        Event::NotLive => "not live updated (not named --local)".into(),
+        Event::Unreachable(why) => format!("cannot reach the agent yet: {why}"),
+        Event::Reconnecting(gone) => format!("{gone}; reconnecting"),
+        Event::Retrying(delay) => format!("starting again in {:.1}s", delay.as_secs_f64()),
+        Event::SyncRetry(delay) => format!(
+            "trying the failed operations again in {:.1}s",
+            delay.as_secs_f64()
+        ),
+        Event::NotRetried => {
+            "not starting it again: fix its definition (lks config check says more) and run lks up again"
+                .into()
+        }
+        Event::Synced { kind, summary, ms } => {
+            let what = match kind {
+                SyncKind::First | SyncKind::Batch => "synced",
+                SyncKind::Rebuilt => "rebuilt:",
+            };
+            format!("{what} {summary} in {ms} ms")
+        }
+        Event::Warning(w) => format!("warning: {w}"),
+        Event::Rebuilding(why) => format!("rebuilding: {why}"),
+        Event::SyncError(e) => format!("sync error: {e}"),
+        Event::StepFailed { cmd, failure, .. } => {
+            format!("step `{cmd}` failed ({failure}); the app keeps running the previous version")
+        }
+        Event::StepOutput(line) => format!("  > {line}"),
+        Event::AppStarted { pid, restarts } => {
+            format!("app started (pid {pid}, restart {restarts})")
+        }
+        Event::AppExited {
+            how,
+            crashes_in_a_row,
+            restart_in_ms,
+        } => format!(
+            "app exited with {how} ({crashes_in_a_row} crash(es) in a row); restarting in {restart_in_ms} ms"
+        ),
+        Event::AgentWarning(w) => format!("agent warning: {w}"),
+        Event::PodRuns(pod) => format!("pod {pod} runs"),
+        Event::StopFailed(e) => format!("stopping: {e}"),
     }
 }
 

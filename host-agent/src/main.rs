@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod agent_image;
+mod api;
 mod backoff;
+mod board;
 mod claim;
 mod config;
 mod console;
@@ -28,6 +30,7 @@ mod runtime;
 mod service;
 mod session;
 mod source;
+mod status;
 mod sync;
 mod tree;
 mod tunnel;
@@ -177,6 +180,30 @@ enum Command {
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show the services of the running `lks up`: status, restarts, pid, last sync.
+    #[command(
+        after_help = "Examples:\n  lks status\n  lks status -o json\n  lks status -f path/to/lks.yaml"
+    )]
+    Status {
+        /// The workspace file (default: lks.yaml here or in the nearest parent).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// `json` for every field, as the run's API gives it.
+        #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+    },
+    /// Print a service's recent log lines from the running `lks up` (lks's own, its steps', its app's).
+    #[command(after_help = "Examples:\n  lks logs web\n  lks logs web --tail 20")]
+    Logs {
+        /// The service.
+        service: String,
+        /// How many of the last lines (the run keeps 2000 per service).
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        tail: usize,
+        /// The workspace file (default: lks.yaml here or in the nearest parent).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -357,6 +384,14 @@ fn main() -> std::process::ExitCode {
                 file,
                 target,
             } => kube::webhook_install::command(file.as_deref(), &target, command).await,
+            Command::Status { file, output } => {
+                status::status(file.as_deref(), output == "json").await
+            }
+            Command::Logs {
+                service,
+                tail,
+                file,
+            } => status::logs(file.as_deref(), &service, tail).await,
             Command::Config(ConfigCommand::Check { file, runtime }) => {
                 config::check_command(file.as_deref(), runtime)
             }

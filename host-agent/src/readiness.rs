@@ -46,6 +46,14 @@ async fn http(url: &str) -> Result<(), String> {
 /// does not verify the service's certificate: a service under development
 /// has a self-signed one, and the probe sends nothing secret.
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+    http_get_with(url, None).await
+}
+
+/// [`http_get`], with an `Authorization` header when one is given.
+pub async fn http_get_with(
+    url: &str,
+    authorization: Option<&str>,
+) -> Result<(u16, String), String> {
     use http_body_util::BodyExt;
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
@@ -61,7 +69,11 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
         .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, http_body_util::Empty<hyper::body::Bytes>>(connector);
-    let request = hyper::Request::get(uri)
+    let mut request = hyper::Request::get(uri);
+    if let Some(a) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, a);
+    }
+    let request = request
         .header(hyper::header::USER_AGENT, "lks")
         .header(hyper::header::CONNECTION, "close")
         .body(http_body_util::Empty::new())

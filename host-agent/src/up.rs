@@ -121,7 +121,19 @@ async fn launch<R: Runtime + 'static>(
     let (hub, feed) = events::channel();
     let console = Console::new(order);
     let reader_gone = console.reader_gone();
-    let console = tokio::spawn(console.run(feed));
+    let board: crate::board::Shared = Default::default();
+    *board.lock().unwrap() = crate::board::Board::new(order);
+    let console = tokio::spawn(console.run(feed, board.clone()));
+    // `lks status` and `lks logs` ask it; without it only they are missing.
+    let _api = match crate::api::serve(board, &ws.root.join(crate::config::WORK_DIR)).await {
+        Ok(api) => Some(api),
+        Err(e) => {
+            hub.note(format!(
+                "warning: cannot serve the run's API on 127.0.0.1 ({e}); lks status and lks logs will not find it"
+            ));
+            None
+        }
+    };
     hub.note(format!(
         "launching {} on the {} runtime (Ctrl-C stops everything)",
         order.join(", "),

@@ -42,6 +42,19 @@ pub fn load(file: Option<&Path>) -> Result<Workspace, ConfigErrors> {
     workspace::load(&file, &cwd)
 }
 
+/// The workspace file: `file` (relative to the current directory), else
+/// `lks.yaml` here or in the nearest parent.
+pub fn find_file(file: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
+    let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+        path: ".".into(),
+        source,
+    })?;
+    match file {
+        Some(f) => Ok(cwd.join(f)),
+        None => Ok(workspace::find(&cwd)?),
+    }
+}
+
 /// `lks config check [-f FILE] [--runtime R]`: loads the workspace, checks
 /// that `runtime` (default: the one `lks up` would choose) can run every
 /// service, and prints a one-line summary to stdout, or every error to stderr

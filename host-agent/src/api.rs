@@ -1,0 +1,165 @@
+//! The API of a running `lks up`: a small HTTP server on 127.0.0.1 over the
+//! [`board`](crate::board), for `lks status` and `lks logs` (and, to come,
+//! the web page). Every request carries the run's token (`Authorization:
+//! Bearer TOKEN`): another local user or a web page cannot read the logs.
+//! Where to find it is written to `.lks/api.json` (mode 0600) for the run and
+//! removed when it ends.
+//!
+//! - `GET /api/state`: `{"services": [ServiceState...]}` in launch order.
+//! - `GET /api/logs?service=NAME&tail=N`: `{"lines": [Line...]}`.
+
+use crate::board::Shared;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+
+/// The file beside the run's work dir that says where its API is.
+pub const DISCOVERY: &str = "api.json";
+
+/// What `.lks/api.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Discovery {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The run's token.
+    pub token: String,
+    /// The pid of the `lks up` that serves it.
+    pub pid: u32,
+}
+
+/// The API of one run; stops serving and removes its discovery file when
+/// dropped.
+pub struct Api {
+    file: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Serves `board` on a free port of 127.0.0.1 and writes `work/api.json`.
+pub async fn serve(board: Shared, work: &Path) -> std::io::Result<Api> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let file = work.join(DISCOVERY);
+    write_private(
+        &file,
+        &serde_json::to_vec(&Discovery {
+            url,
+            token: token.clone(),
+            pid: std::process::id(),
+        })
+        .map_err(std::io::Error::other)?,
+    )?;
+    let expected = format!("Bearer {token}");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let board = board.clone();
+            let expected = expected.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = answer(&req, &board, &expected);
+                    async move { Ok::<_, Infallible>(answer) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok(Api { file, task })
+}
+
+/// Writes `bytes` to `path`, readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("a valid response")
+}
+
+fn refused(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": why }))
+}
+
+/// The answer to one request.
+fn answer<B>(req: &Request<B>, board: &Shared, expected: &str) -> Response<Full<Bytes>> {
+    let authorized = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .is_some_and(|v| subtle::ConstantTimeEq::ct_eq(v.as_bytes(), expected.as_bytes()).into());
+    if !authorized {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "this run's token is needed (Authorization: Bearer TOKEN, from .lks/api.json)",
+        );
+    }
+    if req.method() != hyper::Method::GET {
+        return refused(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+    }
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let board = board.lock().unwrap();
+    match req.uri().path() {
+        "/api/state" => json(
+            StatusCode::OK,
+            &serde_json::json!({ "services": board.states() }),
+        ),
+        "/api/logs" => {
+            let Some(service) = param("service") else {
+                return refused(StatusCode::BAD_REQUEST, "which service? (?service=NAME)");
+            };
+            let tail = param("tail")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(crate::board::LOG_LINES);
+            match board.logs(service, tail) {
+                Some(lines) => json(StatusCode::OK, &serde_json::json!({ "lines": lines })),
+                None => refused(
+                    StatusCode::NOT_FOUND,
+                    &format!("no service {service:?} in this run"),
+                ),
+            }
+        }
+        _ => refused(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}

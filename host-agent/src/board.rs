@@ -1,0 +1,272 @@
+//! The board: what a running `lks up` knows of each service, folded from the
+//! same typed events the console renders: its status, where it runs, its app's
+//! restarts, its last sync, its errors, and its recent log lines (a bounded
+//! buffer each). `api.rs` serves it; `lks status` and `lks logs` read it.
+
+use crate::events::{Event, Status, SyncKind};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Log lines kept per service.
+pub const LOG_LINES: usize = 2000;
+
+/// Where a log line comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// lks itself (statuses, syncs, errors).
+    Lks,
+    /// A build or live-update step.
+    Step,
+    /// The app.
+    App,
+}
+
+/// One log line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Who said it.
+    pub source: Source,
+    /// What was said.
+    pub text: String,
+}
+
+/// The last sync of a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastSync {
+    /// When it ended, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// `first`, `rebuilt` or `batch`.
+    pub kind: &'static str,
+    /// Files written.
+    pub files: usize,
+    /// Paths deleted.
+    pub deleted: usize,
+    /// How long it took.
+    pub ms: u64,
+}
+
+/// What the board knows of one service.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceState {
+    /// Its name.
+    pub name: String,
+    /// Its status as the console shows it (`ready`, `error: ...`).
+    pub status: String,
+    /// Whether it is ready.
+    pub ready: bool,
+    /// Since when it has its status, in ms since the Unix epoch.
+    pub since_ms: u64,
+    /// Its agent's pid (local runtime).
+    pub agent_pid: Option<u32>,
+    /// Its app's pid, when the agent reported it.
+    pub app_pid: Option<u32>,
+    /// Where its files live (a path, a container, a pod).
+    pub location: Option<String>,
+    /// How many times its app restarted.
+    pub restarts: u32,
+    /// Errors seen since `lks up` started.
+    pub errors: u32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// The last sync.
+    pub last_sync: Option<LastSync>,
+    #[serde(skip)]
+    logs: VecDeque<Line>,
+}
+
+/// Every service of the run, in launch order.
+#[derive(Debug, Default)]
+pub struct Board {
+    order: Vec<String>,
+    services: BTreeMap<String, ServiceState>,
+}
+
+/// The board, shared by the console that fills it and the API that reads it.
+pub type Shared = Arc<Mutex<Board>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ServiceState {
+    fn new(name: &str) -> ServiceState {
+        ServiceState {
+            name: name.to_string(),
+            status: Status::Waiting("its turn".into()).to_string(),
+            ready: false,
+            since_ms: now_ms(),
+            agent_pid: None,
+            app_pid: None,
+            location: None,
+            restarts: 0,
+            errors: 0,
+            last_error: None,
+            last_sync: None,
+            logs: VecDeque::new(),
+        }
+    }
+
+    fn log(&mut self, source: Source, text: String) {
+        if self.logs.len() == LOG_LINES {
+            self.logs.pop_front();
+        }
+        self.logs.push_back(Line {
+            at_ms: now_ms(),
+            source,
+            text,
+        });
+    }
+
+    fn error(&mut self, text: String) {
+        self.errors += 1;
+        self.last_error = Some(text);
+    }
+}
+
+impl Board {
+    /// A board for the services of a run.
+    pub fn new(order: &[String]) -> Board {
+        Board {
+            order: order.to_vec(),
+            services: order
+                .iter()
+                .map(|s| (s.clone(), ServiceState::new(s)))
+                .collect(),
+        }
+    }
+
+    fn service(&mut self, name: &str) -> &mut ServiceState {
+        if !self.services.contains_key(name) {
+            self.order.push(name.to_string());
+        }
+        self.services
+            .entry(name.to_string())
+            .or_insert_with(|| ServiceState::new(name))
+    }
+
+    /// Folds one event of `service` in.
+    pub fn record(&mut self, service: &str, event: &Event) {
+        let s = self.service(service);
+        match event {
+            Event::Status(status) => {
+                let text = status.to_string();
+                if s.status != text {
+                    s.status = text.clone();
+                    s.since_ms = now_ms();
+                    s.ready = *status == Status::Ready;
+                    if let Status::Error(e) = status {
+                        s.error(e.clone());
+                    }
+                    s.log(Source::Lks, format!("[{text}]"));
+                }
+                return;
+            }
+            Event::AgentStarted { pid, location, .. } => {
+                s.agent_pid = *pid;
+                s.location = Some(location.clone());
+            }
+            Event::AppStarted { pid, restarts } => {
+                s.app_pid = Some(*pid);
+                s.restarts = *restarts;
+            }
+            Event::Synced { kind, summary, ms } => {
+                s.last_sync = Some(LastSync {
+                    at_ms: now_ms(),
+                    kind: match kind {
+                        SyncKind::First => "first",
+                        SyncKind::Rebuilt => "rebuilt",
+                        SyncKind::Batch => "batch",
+                    },
+                    files: summary.files,
+                    deleted: summary.deleted,
+                    ms: *ms as u64,
+                });
+            }
+            Event::SyncError(e) => s.error(e.clone()),
+            Event::StepFailed { cmd, failure, .. } => s.error(format!("`{cmd}` {failure}")),
+            Event::StepOutput(line) => return s.log(Source::Step, line.clone()),
+            Event::AppOutput(line) => return s.log(Source::App, line.clone()),
+            _ => {}
+        }
+        s.log(Source::Lks, crate::console::describe(event));
+    }
+
+    /// Every service, in launch order.
+    pub fn states(&self) -> Vec<&ServiceState> {
+        self.order
+            .iter()
+            .filter_map(|n| self.services.get(n))
+            .collect()
+    }
+
+    /// The last `tail` log lines of `service` (None: no such service).
+    pub fn logs(&self, service: &str, tail: usize) -> Option<Vec<Line>> {
+        let s = self.services.get(service)?;
+        let skip = s.logs.len().saturating_sub(tail);
+        Some(s.logs.iter().skip(skip).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_fold_into_each_services_state_and_logs() {
+        let mut b = Board::new(&["api".into(), "web".into()]);
+        b.record("web", &Event::Status(Status::Starting));
+        b.record(
+            "web",
+            &Event::AgentStarted {
+                pid: Some(41),
+                at: "http://127.0.0.1:1".into(),
+                location: ".lks/web/root".into(),
+            },
+        );
+        b.record(
+            "web",
+            &Event::AppStarted {
+                pid: 42,
+                restarts: 3,
+            },
+        );
+        b.record("web", &Event::AppOutput("listening".into()));
+        b.record("web", &Event::Status(Status::Error("boom".into())));
+        b.record("web", &Event::Status(Status::Ready));
+        let names: Vec<&str> = b.states().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["api", "web"]);
+        let web = b.states()[1].clone();
+        assert_eq!(web.status, "ready");
+        assert!(web.ready);
+        assert_eq!(
+            (web.agent_pid, web.app_pid, web.restarts),
+            (Some(41), Some(42), 3)
+        );
+        assert_eq!((web.errors, web.last_error.as_deref()), (1, Some("boom")));
+        let logs = b.logs("web", 100).unwrap();
+        assert!(
+            logs.iter()
+                .any(|l| l.source == Source::App && l.text == "listening")
+        );
+        assert_eq!(b.logs("web", 1).unwrap().len(), 1);
+        assert!(b.logs("nope", 1).is_none());
+    }
+
+    #[test]
+    fn a_services_log_is_bounded() {
+        let mut b = Board::new(&["web".into()]);
+        for i in 0..LOG_LINES + 10 {
+            b.record("web", &Event::AppOutput(format!("line {i}")));
+        }
+        let logs = b.logs("web", usize::MAX).unwrap();
+        assert_eq!(logs.len(), LOG_LINES);
+        assert_eq!(logs[0].text, "line 10");
+    }
+}

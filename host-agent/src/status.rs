@@ -1,0 +1,150 @@
+//! `lks status` and `lks logs`: the shell's view of a running `lks up`,
+//! through its API (found in the workspace's `.lks/api.json`).
+
+use crate::api::{DISCOVERY, Discovery};
+use anyhow::{Context, bail};
+use std::path::Path;
+
+/// The API of the `lks up` running for the workspace of `file`.
+fn running(file: Option<&Path>) -> anyhow::Result<Discovery> {
+    let ws_file = crate::config::find_file(file)?;
+    let root = ws_file.parent().unwrap_or(Path::new("."));
+    let path = root.join(crate::config::WORK_DIR).join(DISCOVERY);
+    let not_running = || {
+        format!(
+            "no lks up is running for {} (start one with `lks up`)",
+            ws_file.display()
+        )
+    };
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(not_running()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let found: Discovery = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not what lks up writes", path.display()))?;
+    if !crate::procs::stat(found.pid).is_some_and(|s| s.alive()) {
+        bail!(not_running());
+    }
+    Ok(found)
+}
+
+/// GETs `path` of the running `lks up`'s API, as JSON.
+async fn get(api: &Discovery, path: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}{path}", api.url);
+    let (code, body) =
+        crate::readiness::http_get_with(&url, Some(&format!("Bearer {}", api.token)))
+            .await
+            .map_err(|e| anyhow::anyhow!("asking the running lks up: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{url} answered {code}: {body}"))?;
+    if code != 200 {
+        bail!(
+            "{}",
+            value["error"]
+                .as_str()
+                .unwrap_or("the running lks up refused")
+        );
+    }
+    Ok(value)
+}
+
+/// `lks status [-o json]`.
+pub async fn status(file: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let api = running(file)?;
+    let state = get(&api, "/api/state").await?;
+    let services = state["services"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&services)?);
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rows: Vec<[String; 6]> = services
+        .iter()
+        .map(|s| {
+            let pid = s["app_pid"]
+                .as_u64()
+                .or(s["agent_pid"].as_u64())
+                .map_or("-".into(), |p| p.to_string());
+            let since = s["since_ms"].as_u64().unwrap_or(now);
+            let sync = match s["last_sync"].as_object() {
+                Some(l) => format!(
+                    "{} files, {} ms",
+                    l["files"].as_u64().unwrap_or(0),
+                    l["ms"].as_u64().unwrap_or(0)
+                ),
+                None => "-".into(),
+            };
+            [
+                s["name"].as_str().unwrap_or("?").to_string(),
+                s["status"].as_str().unwrap_or("?").to_string(),
+                s["restarts"].as_u64().unwrap_or(0).to_string(),
+                pid,
+                age(now.saturating_sub(since)),
+                sync,
+            ]
+        })
+        .collect();
+    print_table(
+        ["SERVICE", "STATUS", "RESTARTS", "PID", "FOR", "LAST SYNC"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `lks logs SERVICE [--tail N]`.
+pub async fn logs(file: Option<&Path>, service: &str, tail: usize) -> anyhow::Result<()> {
+    let api = running(file)?;
+    let logs = get(&api, &format!("/api/logs?service={service}&tail={tail}")).await?;
+    for line in logs["lines"].as_array().into_iter().flatten() {
+        println!(
+            "{:<4} {}",
+            line["source"].as_str().unwrap_or(""),
+            line["text"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `12s`, `3m4s`, `2h5m`.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, s / 60 % 60),
+    }
+}
+
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut width = header.map(str::len);
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_read_like_durations() {
+        assert_eq!(super::age(12_400), "12s");
+        assert_eq!(super::age(184_000), "3m4s");
+        assert_eq!(super::age(7_500_000), "2h5m");
+    }
+}
