@@ -84,6 +84,8 @@ pub struct ServiceState {
 pub struct Board {
     order: Vec<String>,
     services: BTreeMap<String, ServiceState>,
+    /// The first failure of the run: the service and what failed.
+    first_failure: Option<(String, String)>,
 }
 
 /// The board, shared by the console that fills it and the API that reads it.
@@ -139,6 +141,7 @@ impl Board {
                 .iter()
                 .map(|s| (s.clone(), ServiceState::new(s)))
                 .collect(),
+            first_failure: None,
         }
     }
 
@@ -153,6 +156,11 @@ impl Board {
 
     /// Folds one event of `service` in.
     pub fn record(&mut self, service: &str, event: &Event) {
+        if self.first_failure.is_none()
+            && let Some(why) = failure(event)
+        {
+            self.first_failure = Some((service.to_string(), why));
+        }
         let s = self.service(service);
         match event {
             Event::Status(status) => {
@@ -190,12 +198,40 @@ impl Board {
                 });
             }
             Event::SyncError(e) => s.error(e.clone()),
-            Event::StepFailed { cmd, failure, .. } => s.error(format!("`{cmd}` {failure}")),
+            Event::StepFailed {
+                cmd,
+                failure,
+                output_tail,
+                ..
+            } => {
+                s.error(format!("`{cmd}` {failure}"));
+                s.log(Source::Lks, crate::console::describe(event));
+                for line in output_tail.lines() {
+                    s.log(Source::Step, line.to_string());
+                }
+                return;
+            }
             Event::StepOutput(line) => return s.log(Source::Step, line.clone()),
             Event::AppOutput(line) => return s.log(Source::App, line.clone()),
             _ => {}
         }
         s.log(Source::Lks, crate::console::describe(event));
+    }
+
+    /// The first failure of the run, if any: the service and what failed.
+    pub fn first_failure(&self) -> Option<(&str, &str)> {
+        self.first_failure
+            .as_ref()
+            .map(|(s, why)| (s.as_str(), why.as_str()))
+    }
+
+    /// The services not ready now, in launch order.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.states()
+            .into_iter()
+            .filter(|s| !s.ready)
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Every service, in launch order.
@@ -211,6 +247,19 @@ impl Board {
         let s = self.services.get(service)?;
         let skip = s.logs.len().saturating_sub(tail);
         Some(s.logs.iter().skip(skip).cloned().collect())
+    }
+}
+
+/// What `event` says failed, if it is a failure: a status of error (a start
+/// or build that failed, a readiness check that timed out), a failing step,
+/// an app that exited without being asked to.
+fn failure(event: &Event) -> Option<String> {
+    match event {
+        Event::Status(Status::Error(e)) => Some(e.clone()),
+        Event::StepFailed { cmd, failure, .. } => Some(format!("step `{cmd}` failed ({failure})")),
+        Event::AppExited { how, .. } => Some(format!("the app exited with {how}")),
+        Event::SyncError(e) => Some(format!("sync error: {e}")),
+        _ => None,
     }
 }
 

@@ -186,8 +186,18 @@ pub fn describe(event: &Event) -> String {
         Event::Warning(w) => format!("warning: {w}"),
         Event::Rebuilding(why) => format!("rebuilding: {why}"),
         Event::SyncError(e) => format!("sync error: {e}"),
-        Event::StepFailed { cmd, failure, .. } => {
-            format!("step `{cmd}` failed ({failure}); the app keeps running the previous version")
+        Event::StepFailed {
+            cmd,
+            failure,
+            keeps_previous,
+            ..
+        } => {
+            let still = if *keeps_previous {
+                "; the app keeps running the previous version"
+            } else {
+                ""
+            };
+            format!("step `{cmd}` failed ({failure}){still}")
         }
         Event::StepOutput(line) => format!("  > {line}"),
         Event::AppStarted { pid, restarts } => {

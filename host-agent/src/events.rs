@@ -182,6 +182,9 @@ pub enum Event {
         failure: String,
         /// The end of its output.
         output_tail: String,
+        /// Whether the app runs on with its previous version (a live
+        /// update's step; not a first start's build step).
+        keeps_previous: bool,
     },
     /// A line a step printed.
     StepOutput(String),

@@ -7,6 +7,7 @@ mod agent_image;
 mod api;
 mod backoff;
 mod board;
+mod ci;
 mod claim;
 mod config;
 mod console;
@@ -180,6 +181,20 @@ enum Command {
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Bring the workspace up headless, exit 0 once every service is ready
+    /// (non-zero at the first failure), and remove everything it started.
+    #[command(
+        after_help = "Examples:\n  lks ci\n  lks ci web --timeout 5m\n  lks ci --runtime kube --local bank\n\n\
+        Fails at the first build failure, failing step, app exit, sync error or\n\
+        readiness timeout, naming the service and showing the end of its log."
+    )]
+    Ci {
+        #[command(flatten)]
+        up: UpArgs,
+        /// Give up when not every service is ready after this long.
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Show the services of the running `lks up`: status, restarts, pid, last sync.
     #[command(
         after_help = "Examples:\n  lks status\n  lks status -o json\n  lks status -f path/to/lks.yaml"
@@ -270,6 +285,7 @@ impl UpArgs {
             local,
             runtime: self.runtime,
             kube: self.target,
+            ci: None,
         })
     }
 }
@@ -316,6 +332,11 @@ fn registry_address(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     Ok(registry::Registry::of(ws.as_ref())?.address)
 }
 
+/// `90s`, `5m`, `1h30m`: a duration as lks.yaml writes one.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s)
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -356,6 +377,11 @@ fn main() -> std::process::ExitCode {
                 }
             }
             Command::Up(args) => up::up(args.options()?).await,
+            Command::Ci { up, timeout } => {
+                let mut opts = up.options()?;
+                opts.ci = Some(timeout);
+                up::up(opts).await
+            }
             Command::Down {
                 file,
                 all,

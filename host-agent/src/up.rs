@@ -30,6 +30,9 @@ pub struct UpOptions {
     pub runtime: Option<RuntimeKind>,
     /// The kubeconfig context and namespace (kube runtime).
     pub kube: Selection,
+    /// `lks ci`: stop once every service is ready or one failed, or after
+    /// this long.
+    pub ci: Option<std::time::Duration>,
 }
 
 pub use crate::runtime::Kind as RuntimeKind;
@@ -86,15 +89,15 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let live = ws.live(&opts.targets, &opts.local);
     let say = crate::console::say;
     match kind {
-        RuntimeKind::Local => run(&ws, &targets, &order, Local::new(&work, &token)?).await,
+        RuntimeKind::Local => run(&ws, &targets, &order, opts.ci, Local::new(&work, &token)?).await,
         RuntimeKind::Docker => {
             let r = DockerRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
-            run(&ws, &targets, &order, r).await
+            run(&ws, &targets, &order, opts.ci, r).await
         }
         RuntimeKind::Kube => {
             let target = target::connect(&ws.kube, &opts.kube, true).await?;
             let r = KubeRuntime::new(&ws.root, target, registry()?, &token, live, &say).await?;
-            run(&ws, &targets, &order, r).await
+            run(&ws, &targets, &order, opts.ci, r).await
         }
     }
 }
@@ -104,10 +107,11 @@ async fn run<R: Runtime + 'static>(
     ws: &Workspace,
     targets: &[String],
     order: &[String],
+    ci: Option<std::time::Duration>,
     runtime: R,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(runtime);
-    let result = launch(ws, targets, order, runtime.clone()).await;
+    let result = launch(ws, targets, order, ci, runtime.clone()).await;
     runtime.shutdown().await;
     result
 }
@@ -116,6 +120,7 @@ async fn launch<R: Runtime + 'static>(
     ws: &Workspace,
     targets: &[String],
     order: &[String],
+    ci: Option<std::time::Duration>,
     runtime: Arc<R>,
 ) -> anyhow::Result<()> {
     let (hub, feed) = events::channel();
@@ -124,6 +129,15 @@ async fn launch<R: Runtime + 'static>(
     let board: crate::board::Shared = Default::default();
     *board.lock().unwrap() = crate::board::Board::new(order);
     let console = tokio::spawn(console.run(feed, board.clone()));
+    let verdict = {
+        let board = board.clone();
+        async move {
+            match ci {
+                Some(timeout) => crate::ci::judge(board, timeout).await,
+                None => std::future::pending().await,
+            }
+        }
+    };
     // `lks status` and `lks logs` ask it; without it only they are missing.
     let _api = match crate::api::serve(board, &ws.root.join(crate::config::WORK_DIR)).await {
         Ok(api) => Some(api),
@@ -145,12 +159,13 @@ async fn launch<R: Runtime + 'static>(
     let mut watch = ConfigWatch::new(ws);
     let shutdown = crate::sync::shutdown_signal();
     let panicked = crate::panics::happened();
-    tokio::pin!(shutdown, reader_gone, panicked);
+    tokio::pin!(shutdown, reader_gone, panicked, verdict);
     let stop = loop {
         tokio::select! {
             () = &mut shutdown => break Stop::Signal,
             () = &mut reader_gone => break Stop::ReaderGone,
             () = &mut panicked => break Stop::Panicked,
+            v = &mut verdict => break Stop::Judged(v),
             file = watch.changed() => {
                 let file = file.strip_prefix(&ws.root).unwrap_or(&file).display().to_string();
                 if let Some((new, order)) = reloaded(ws, targets, &file, &hub) {
@@ -166,20 +181,26 @@ async fn launch<R: Runtime + 'static>(
         Stop::Signal => hub.note("stopping"),
         Stop::ReaderGone => crate::console::say("the reader of stdout went away; stopping"),
         Stop::Panicked => hub.note("stopping after an internal error"),
+        Stop::Judged(_) => hub.note("stopping (lks ci)"),
     }
     fleet.stop_all().await;
     hub.flush().await;
     drop(fleet);
     drop(hub);
     let _ = console.await;
-    if stop == Stop::Panicked {
-        bail!("lks up stopped after an internal error (a panic, said above); please report it");
+    match stop {
+        Stop::Panicked => {
+            bail!("lks up stopped after an internal error (a panic, said above); please report it")
+        }
+        Stop::Judged(verdict) => {
+            println!("{}", verdict.into_result(order.len())?);
+            Ok(())
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Why `lks up` stops.
-#[derive(PartialEq, Eq)]
 enum Stop {
     /// SIGTERM, SIGINT (Ctrl-C) or SIGHUP.
     Signal,
@@ -187,6 +208,8 @@ enum Stop {
     ReaderGone,
     /// Something in lks panicked.
     Panicked,
+    /// `lks ci` has its verdict.
+    Judged(crate::ci::Verdict),
 }
 
 /// The workspace as its files say now, and the services to run; None (the

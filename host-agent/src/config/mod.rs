@@ -42,6 +42,11 @@ pub fn load(file: Option<&Path>) -> Result<Workspace, ConfigErrors> {
     workspace::load(&file, &cwd)
 }
 
+/// A duration as lks.yaml writes one (`250ms`, `90s`, `1m30s`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    values::duration(s)
+}
+
 /// The workspace file: `file` (relative to the current directory), else
 /// `lks.yaml` here or in the nearest parent.
 pub fn find_file(file: Option<&Path>) -> Result<PathBuf, ConfigErrors> {

@@ -57,7 +57,7 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, reach: Reach, rebuilding: bool)
         summary: Summary::from(&report),
         ms: started.elapsed().as_millis(),
     });
-    check_report(&report)?;
+    check_report(&report, &cx.to)?;
     let mut check_readiness = true;
 
     loop {
@@ -286,11 +286,18 @@ async fn first_sync(mirror: &mut Mirror, service: &Service, live: &Live) -> anyh
     Ok(mirror.apply(plan, followup).await?)
 }
 
-fn check_report(report: &Report) -> anyhow::Result<()> {
+/// A first sync's failure, its failed step's output shown first.
+fn check_report(report: &Report, to: &crate::events::Reporter) -> anyhow::Result<()> {
     if let Some(e) = report.errors.first() {
         bail!("the sync failed: {e}");
     }
     if let Some(s) = report.steps.iter().find(|s| !s.success) {
+        to.send(Event::StepFailed {
+            cmd: format!("build step {}", s.index + 1),
+            failure: step_failure(s),
+            output_tail: s.output_tail.clone(),
+            keeps_previous: false,
+        });
         bail!("build step {} failed: {}", s.index + 1, step_failure(s));
     }
     Ok(())
@@ -324,6 +331,7 @@ fn report_failed<R: Runtime>(cx: &Cx<R>, report: &Report) -> bool {
             cmd: cmd.to_string(),
             failure: step_failure(s),
             output_tail: s.output_tail.clone(),
+            keeps_previous: true,
         });
         cx.to.status(Status::Error(format!("step `{cmd}` failed")));
     }

@@ -162,10 +162,16 @@ pub(super) fn register(
         // Watched already (by a watcher of the same root about to go, e.g.
         // a directory that vanished and is back, as another inode): watched
         // again, so the watch is on the directory that is there now.
-        Ok(()) if already => shared
-            .watcher
-            .watch(root, RecursiveMode::Recursive)
-            .map_err(super::explain),
+        Ok(()) if already => {
+            let watched = shared
+                .watcher
+                .watch(root, RecursiveMode::Recursive)
+                .map_err(super::explain);
+            if watched.is_ok() {
+                confirm_later(root.to_path_buf(), id);
+            }
+            watched
+        }
         other => other,
     };
     if let Err(e) = result {
@@ -174,6 +180,33 @@ pub(super) fn register(
         return Err(e);
     }
     Ok(Registration { id })
+}
+
+/// How long after a root was watched again its watch is confirmed.
+const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A root watched again because its directory was replaced: notify keys its
+/// watches by path, so the old directory's late `DELETE_SELF` can remove the
+/// new watch (the path is the same). Shortly after, the root is watched once
+/// more (a no-op when the watch survived) and its routes rescan, for the
+/// events of the window.
+fn confirm_later(root: PathBuf, id: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(CONFIRM_AFTER);
+        let Some(lock) = SHARED.get() else { return };
+        let mut guard = lock.lock().unwrap();
+        let Some(shared) = guard.as_mut() else { return };
+        if !shared.routes.lock().unwrap().iter().any(|r| r.id == id) {
+            return;
+        }
+        let _ = shared.watcher.watch(&root, RecursiveMode::Recursive);
+        for r in shared.routes.lock().unwrap().iter() {
+            if r.root.starts_with(&root) {
+                let _ =
+                    r.tx.send(Signal::Rescan("the directory was replaced".into()));
+            }
+        }
+    });
 }
 
 #[cfg(test)]
