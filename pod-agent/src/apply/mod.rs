@@ -15,18 +15,24 @@
 //! batch result and the batch goes on; nothing a failed operation touched is
 //! left half-done.
 
-use crate::manifest::{HashCache, StatKey, inode_of};
-use crate::root::{Root, RootError, StagingDir, open_file_in, staging_name};
+mod commit;
+mod errors;
+mod stage;
+
+use commit::{Places, place};
+use errors::{op_error, path_error, root_error};
+use stage::{PendingPut, StagedPut, copy_range, finish_put};
+
+use crate::manifest::HashCache;
+use crate::root::{Root, RootError, StagingDir, open_file_in};
+use lks_proto::RelPath;
 use lks_proto::limits::{MAX_FILE_BYTES, MAX_OPS_PER_BATCH};
 use lks_proto::v1::{ApplyRequest, ApplyResult, Commit, ErrorCode, OpError, apply_request::Op};
-use lks_proto::{PathError, RelPath};
-use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
-use rustix::io::Errno;
+use rustix::fs::{Mode, OFlags};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// Why a whole batch was aborted (as opposed to one operation failing).
@@ -35,50 +41,6 @@ pub enum BatchError {
     /// The batch has more operations than the agent accepts.
     #[error("batch has more than {MAX_OPS_PER_BATCH} operations; split it into several batches")]
     TooManyOps,
-}
-
-/// A file being received into the staging directory.
-struct PendingPut {
-    index: u64,
-    path: RelPath,
-    /// The staging directory.
-    dir: Arc<OwnedFd>,
-    /// Its name there; taken once the file is staged whole.
-    stage: Option<String>,
-    file: File,
-    base: Option<File>,
-    hasher: blake3::Hasher,
-    written: u64,
-    size: u64,
-    mode: u32,
-    mtime_ns: i64,
-    expected: Vec<u8>,
-}
-
-impl Drop for PendingPut {
-    /// Whatever ends a put before it is staged whole (a failure, a panic, a
-    /// dropped batch), its staging file goes.
-    fn drop(&mut self) {
-        if let Some(stage) = &self.stage {
-            let _ = rustix::fs::unlinkat(&*self.dir, stage.as_str(), AtFlags::empty());
-        }
-    }
-}
-
-/// A file whose bytes all arrived and matched their blake3, waiting in the
-/// staging directory (with its mode and mtime set) for the commit.
-struct StagedPut {
-    index: u64,
-    path: RelPath,
-    /// The staging directory, and the file's name there.
-    dir: Arc<OwnedFd>,
-    stage: String,
-    hash: [u8; 32],
-    mode: u32,
-    mtime_ns: i64,
-    /// The staged file's (device, inode), by which the hash cache learns
-    /// it once in place.
-    inode: (u64, u64),
 }
 
 /// An operation checked on arrival and applied when the batch commits.
@@ -131,64 +93,6 @@ pub struct Batch<'a> {
     staged: u64,
     /// The last directory a put was checked against (puts come sorted by path).
     checked_dir: Option<String>,
-}
-
-fn op_error(index: u64, path: &str, code: ErrorCode, message: String) -> OpError {
-    OpError {
-        index,
-        path: echoed(path),
-        code: code as i32,
-        message: bounded(message),
-    }
-}
-
-/// A path as an error echoes it: whole when short, else its start and its
-/// length (a hostile path of megabytes is not copied into every error).
-pub fn echoed(path: &str) -> String {
-    let max = lks_proto::limits::MAX_ECHOED_PATH_BYTES;
-    if path.len() <= max {
-        return path.to_string();
-    }
-    let mut end = max;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &path[..end], path.len())
-}
-
-/// A message, at most a few echoed paths long.
-fn bounded(message: String) -> String {
-    let max = 2 * lks_proto::limits::MAX_ECHOED_PATH_BYTES;
-    if message.len() <= max {
-        return message;
-    }
-    let mut end = max;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &message[..end], message.len())
-}
-
-fn root_error(index: u64, e: &RootError) -> OpError {
-    let (path, code) = match e {
-        RootError::ThroughSymlink { path, .. } => (path, ErrorCode::ThroughSymlink),
-        RootError::NotADirectory { path, .. } => (path, ErrorCode::Io),
-        RootError::LinkEscapes { path, .. } => (path, ErrorCode::SymlinkEscapes),
-        RootError::Conflict { path, .. } => (path, ErrorCode::Io),
-        RootError::Missing { path } => (path, ErrorCode::Io),
-        RootError::NoSpace { path } => (path, ErrorCode::NoSpace),
-        RootError::Io { path, .. } => (path, ErrorCode::Io),
-    };
-    op_error(index, path.as_str(), code, e.to_string())
-}
-
-fn path_error(index: u64, raw: &str, e: &PathError) -> OpError {
-    op_error(
-        index,
-        raw,
-        ErrorCode::InvalidPath,
-        format!("refused path: {e}"),
-    )
 }
 
 impl<'a> Batch<'a> {
@@ -627,209 +531,4 @@ impl<'a> Batch<'a> {
             self.fail_pending(err);
         }
     }
-}
-
-/// Appends `length` bytes at `offset` of the base file to the staged file.
-/// On failure, returns the error and how many bytes of the put are still to come.
-fn copy_range(
-    p: &mut PendingPut,
-    index: u64,
-    offset: u64,
-    length: u64,
-) -> Result<(), (OpError, u64)> {
-    let path = p.path.clone();
-    if p.written.checked_add(length).is_none_or(|end| end > p.size)
-        || offset.checked_add(length).is_none()
-    {
-        let msg = format!("{path}: more bytes than the announced size");
-        return Err((op_error(index, path.as_str(), ErrorCode::Protocol, msg), 0));
-    }
-    let rest_after = p.size - p.written - length;
-    let Some(base) = p.base.as_ref() else {
-        let msg = format!("{path}: Copy without a base");
-        return Err((
-            op_error(index, path.as_str(), ErrorCode::Protocol, msg),
-            rest_after,
-        ));
-    };
-    let mut buf = vec![0u8; length.min(1 << 20) as usize];
-    let mut done = 0u64;
-    while done < length {
-        let n = (length - done).min(buf.len() as u64) as usize;
-        if let Err(e) = base.read_exact_at(&mut buf[..n], offset + done) {
-            let msg = format!("{path}: reading the base: {e}");
-            return Err((
-                op_error(index, path.as_str(), ErrorCode::BaseChanged, msg),
-                rest_after,
-            ));
-        }
-        if let Err(e) = p.file.write_all(&buf[..n]) {
-            return Err((root_error(p.index, &RootError::io(&path, e)), rest_after));
-        }
-        p.hasher.update(&buf[..n]);
-        p.written += n as u64;
-        done += n as u64;
-    }
-    Ok(())
-}
-
-/// Checks a put whose bytes all arrived against its blake3 and gives it its
-/// mode and mtime; it then waits, staged, for the commit.
-fn finish_put(mut p: PendingPut) -> Result<StagedPut, OpError> {
-    let io = |e: std::io::Error| root_error(p.index, &RootError::io(&p.path, e));
-    let hash = p.hasher.finalize();
-    if hash.as_bytes()[..] != p.expected[..] {
-        return Err(op_error(
-            p.index,
-            p.path.as_str(),
-            ErrorCode::HashMismatch,
-            format!(
-                "{}: content does not match its blake3; the previous content is kept",
-                p.path
-            ),
-        ));
-    }
-    set_mode_and_mtime(&p.file, p.mode, p.mtime_ns).map_err(io)?;
-    let st = rustix::fs::fstat(&p.file).map_err(|e| io(e.into()))?;
-    let stage = p
-        .stage
-        .take()
-        .expect("a put being received has its staging file");
-    Ok(StagedPut {
-        index: p.index,
-        path: p.path.clone(),
-        dir: p.dir.clone(),
-        stage,
-        hash: *hash.as_bytes(),
-        mode: p.mode,
-        mtime_ns: p.mtime_ns,
-        inode: inode_of(&st),
-    })
-}
-
-/// Sets a staged file's permission bits and its times (both to the host's mtime).
-fn set_mode_and_mtime(file: &File, mode: u32, mtime_ns: i64) -> std::io::Result<()> {
-    rustix::fs::fchmod(file, Mode::from_raw_mode(mode & 0o777))?;
-    let ts = rustix::fs::Timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    rustix::fs::futimens(
-        file,
-        &Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-    )?;
-    Ok(())
-}
-
-/// The directories the commit places files in: the last one stays open
-/// while puts stay in it (they come sorted by path). Forgotten by anything
-/// that may remove or replace a directory.
-#[derive(Default)]
-struct Places {
-    last: Option<(String, OwnedFd)>,
-}
-
-impl Places {
-    fn forget(&mut self) {
-        self.last = None;
-    }
-
-    /// The directory that is to hold `path`, made (with its parents) if missing.
-    fn dir_of(&mut self, root: &Root, path: &RelPath) -> Result<&OwnedFd, RootError> {
-        let parent = path.parent().map(|p| p.to_string()).unwrap_or_default();
-        if !matches!(&self.last, Some((p, _)) if *p == parent) {
-            let fd = root.parent_dir(path, true)?.expect("parents created");
-            self.last = Some((parent, fd));
-        }
-        Ok(&self.last.as_ref().expect("just set").1)
-    }
-}
-
-/// Puts the staged file `p` in place by one rename (after a copy beside its
-/// final path when that is on another file system than the root, e.g. a
-/// volume mounted beneath it), and tells the hash cache its hash.
-fn place(
-    root: &Root,
-    cache: &HashCache,
-    p: &StagedPut,
-    places: &mut Places,
-) -> Result<(), RootError> {
-    let dir = places.dir_of(root, &p.path)?;
-    let inode = match rename_into_place(&p.dir, &p.stage, dir, &p.path)? {
-        Renamed::Done => p.inode,
-        Renamed::CrossDevice => copy_into_place(p, dir)?,
-    };
-    // After the rename: it changes the inode's ctime. Only if the path
-    // still holds the inode placed (nothing replaced it since).
-    if let Ok(st) = rustix::fs::statat(dir, p.path.file_name(), AtFlags::SYMLINK_NOFOLLOW)
-        && inode_of(&st) == inode
-    {
-        cache.put(p.path.as_str(), StatKey::of_stat(&st), p.hash);
-    }
-    Ok(())
-}
-
-/// How a rename into place went, when it did not fail.
-enum Renamed {
-    Done,
-    /// The final path is on another file system than the staged file.
-    CrossDevice,
-}
-
-/// Renames `stage` in `from` to `path`'s name in `to`. rename(2) never
-/// replaces a directory with a file: it fails, and the directory is left alone.
-fn rename_into_place(
-    from: &OwnedFd,
-    stage: &str,
-    to: &OwnedFd,
-    path: &RelPath,
-) -> Result<Renamed, RootError> {
-    match rustix::fs::renameat(from, stage, to, path.file_name()) {
-        Ok(()) => Ok(Renamed::Done),
-        Err(Errno::XDEV) => Ok(Renamed::CrossDevice),
-        Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => Err(RootError::Conflict {
-            path: path.clone(),
-            what: "is a directory (delete it first)".into(),
-        }),
-        Err(e) => Err(RootError::io(path, e)),
-    }
-}
-
-/// Copies the staged file `p` to a staging file beside its final path (in
-/// `dir`, on the final path's file system), sets its mode and mtime and
-/// renames it into place. Returns the placed inode's (device, inode).
-fn copy_into_place(p: &StagedPut, dir: &OwnedFd) -> Result<(u64, u64), RootError> {
-    let io = |e: std::io::Error| RootError::io(&p.path, e);
-    let from = rustix::fs::openat(
-        &*p.dir,
-        p.stage.as_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io(e.into()))?;
-    let stage = staging_name();
-    let to = rustix::fs::openat(
-        dir,
-        stage.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| io(e.into()))?;
-    let copied = (|| {
-        let mut to = File::from(to);
-        std::io::copy(&mut File::from(from), &mut to).map_err(io)?;
-        set_mode_and_mtime(&to, p.mode, p.mtime_ns).map_err(io)?;
-        let st = rustix::fs::fstat(&to).map_err(|e| io(e.into()))?;
-        match rename_into_place(dir, &stage, dir, &p.path)? {
-            Renamed::Done => Ok(inode_of(&st)),
-            Renamed::CrossDevice => Err(io(Errno::XDEV.into())),
-        }
-    })();
-    if copied.is_err() {
-        let _ = rustix::fs::unlinkat(dir, stage.as_str(), AtFlags::empty());
-    }
-    copied
 }
