@@ -6,7 +6,9 @@
 //! removed when it ends.
 //!
 //! - `GET /api/state`: `{"services": [ServiceState...]}` in launch order.
-//! - `GET /api/logs?service=NAME&tail=N`: `{"lines": [Line...]}`.
+//! - `GET /api/logs?service=A,B&after=SEQ&since_ms=T&tail=N` (every
+//!   parameter optional; no service: all): `{"lines": [{service, seq,
+//!   at_ms, source, text}...]}` in order.
 
 use crate::board::Shared;
 use http_body_util::Full;
@@ -146,18 +148,38 @@ fn answer<B>(req: &Request<B>, board: &Shared, expected: &str) -> Response<Full<
             &serde_json::json!({ "services": board.states() }),
         ),
         "/api/logs" => {
-            let Some(service) = param("service") else {
-                return refused(StatusCode::BAD_REQUEST, "which service? (?service=NAME)");
-            };
-            let tail = param("tail")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(crate::board::LOG_LINES);
-            match board.logs(service, tail) {
-                Some(lines) => json(StatusCode::OK, &serde_json::json!({ "lines": lines })),
-                None => refused(
-                    StatusCode::NOT_FOUND,
-                    &format!("no service {service:?} in this run"),
-                ),
+            let services: Vec<String> = param("service")
+                .map(|s| {
+                    s.split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let number = |name: &str| param(name).and_then(|v| v.parse::<u64>().ok());
+            let tail = number("tail").map_or(usize::MAX, |t| t as usize);
+            match board.lines(
+                &services,
+                number("after").unwrap_or(0),
+                number("since_ms").unwrap_or(0),
+                tail,
+            ) {
+                Ok(lines) => {
+                    let lines: Vec<serde_json::Value> = lines
+                        .into_iter()
+                        .map(|(service, l)| {
+                            serde_json::json!({
+                                "service": service,
+                                "seq": l.seq,
+                                "at_ms": l.at_ms,
+                                "source": l.source,
+                                "text": l.text,
+                            })
+                        })
+                        .collect();
+                    json(StatusCode::OK, &serde_json::json!({ "lines": lines }))
+                }
+                Err(why) => refused(StatusCode::NOT_FOUND, &why),
             }
         }
         _ => refused(StatusCode::NOT_FOUND, "no such endpoint"),

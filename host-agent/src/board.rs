@@ -9,8 +9,19 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Log lines kept per service.
+/// Log lines kept per service, at most.
 pub const LOG_LINES: usize = 2000;
+
+/// Bytes of log text kept for all services together: each keeps its share
+/// (at least [`MIN_LOG_BYTES`]), so 300 chatty services cannot take lks past
+/// its memory budget.
+pub const LOG_BYTES: usize = 24 << 20;
+
+/// The smallest share of [`LOG_BYTES`] a service keeps.
+pub const MIN_LOG_BYTES: usize = 64 << 10;
+
+/// Numbers every log line of the run, in order (for `lks logs -f`).
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Where a log line comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,6 +38,8 @@ pub enum Source {
 /// One log line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Line {
+    /// Its number in the run (increasing across services).
+    pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// Who said it.
@@ -77,6 +90,10 @@ pub struct ServiceState {
     pub last_sync: Option<LastSync>,
     #[serde(skip)]
     logs: VecDeque<Line>,
+    #[serde(skip)]
+    log_bytes: usize,
+    #[serde(skip)]
+    log_budget: usize,
 }
 
 /// Every service of the run, in launch order.
@@ -112,18 +129,31 @@ impl ServiceState {
             last_error: None,
             last_sync: None,
             logs: VecDeque::new(),
+            log_bytes: 0,
+            log_budget: LOG_BYTES,
         }
     }
 
     fn log(&mut self, source: Source, text: String) {
-        if self.logs.len() == LOG_LINES {
-            self.logs.pop_front();
-        }
+        self.log_bytes += text.len();
         self.logs.push_back(Line {
+            seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             at_ms: now_ms(),
             source,
             text,
         });
+        self.trim();
+    }
+
+    /// Drops the oldest lines past the line and byte budgets.
+    fn trim(&mut self) {
+        while self.logs.len() > LOG_LINES
+            || (self.log_bytes > self.log_budget && self.logs.len() > 1)
+        {
+            if let Some(l) = self.logs.pop_front() {
+                self.log_bytes -= l.text.len();
+            }
+        }
     }
 
     fn error(&mut self, text: String) {
@@ -135,23 +165,35 @@ impl ServiceState {
 impl Board {
     /// A board for the services of a run.
     pub fn new(order: &[String]) -> Board {
-        Board {
+        let mut board = Board {
             order: order.to_vec(),
             services: order
                 .iter()
                 .map(|s| (s.clone(), ServiceState::new(s)))
                 .collect(),
             first_failure: None,
-        }
+        };
+        board.share_log_budget();
+        board
     }
 
     fn service(&mut self, name: &str) -> &mut ServiceState {
         if !self.services.contains_key(name) {
             self.order.push(name.to_string());
+            self.services
+                .insert(name.to_string(), ServiceState::new(name));
+            self.share_log_budget();
         }
-        self.services
-            .entry(name.to_string())
-            .or_insert_with(|| ServiceState::new(name))
+        self.services.get_mut(name).expect("inserted")
+    }
+
+    /// Gives each service its share of [`LOG_BYTES`].
+    fn share_log_budget(&mut self) {
+        let share = (LOG_BYTES / self.services.len().max(1)).max(MIN_LOG_BYTES);
+        for s in self.services.values_mut() {
+            s.log_budget = share;
+            s.trim();
+        }
     }
 
     /// Folds one event of `service` in.
@@ -248,6 +290,44 @@ impl Board {
         let skip = s.logs.len().saturating_sub(tail);
         Some(s.logs.iter().skip(skip).cloned().collect())
     }
+
+    /// The log lines of `services` (every service when empty) numbered
+    /// after `after` and written at or after `since_ms`, in order, the last
+    /// `tail` of them, each with its service. Err: a name that is not a
+    /// service of the run.
+    pub fn lines(
+        &self,
+        services: &[String],
+        after: u64,
+        since_ms: u64,
+        tail: usize,
+    ) -> Result<Vec<(&str, &Line)>, String> {
+        let chosen: Vec<&ServiceState> = if services.is_empty() {
+            self.states()
+        } else {
+            services
+                .iter()
+                .map(|n| {
+                    self.services
+                        .get(n)
+                        .ok_or_else(|| format!("no service {n:?} in this run"))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let mut out: Vec<(&str, &Line)> = chosen
+            .iter()
+            .flat_map(|s| {
+                s.logs
+                    .iter()
+                    .filter(|l| l.seq > after && l.at_ms >= since_ms)
+                    .map(move |l| (s.name.as_str(), l))
+            })
+            .collect();
+        out.sort_by_key(|(_, l)| l.seq);
+        let skip = out.len().saturating_sub(tail);
+        out.drain(..skip);
+        Ok(out)
+    }
 }
 
 /// What `event` says failed, if it is a failure: a status of error (a start
@@ -306,6 +386,47 @@ mod tests {
         );
         assert_eq!(b.logs("web", 1).unwrap().len(), 1);
         assert!(b.logs("nope", 1).is_none());
+    }
+
+    #[test]
+    fn lines_of_several_services_come_in_order_after_a_number() {
+        let mut b = Board::new(&["a".into(), "b".into()]);
+        b.record("a", &Event::AppOutput("a1".into()));
+        b.record("b", &Event::AppOutput("b1".into()));
+        b.record("a", &Event::AppOutput("a2".into()));
+        let all = b.lines(&[], 0, 0, 100).unwrap();
+        let texts: Vec<&str> = all.iter().map(|(_, l)| l.text.as_str()).collect();
+        assert_eq!(texts, ["a1", "b1", "a2"]);
+        let after = all[0].1.seq;
+        let rest = b.lines(&["a".into()], after, 0, 100).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].0, rest[0].1.text.as_str()), ("a", "a2"));
+        assert_eq!(b.lines(&[], 0, 0, 1).unwrap().len(), 1);
+        assert!(b.lines(&["nope".into()], 0, 0, 1).is_err());
+    }
+
+    #[test]
+    fn the_logs_of_many_services_stay_within_the_byte_budget() {
+        let names: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+        let mut b = Board::new(&names);
+        let line = "x".repeat(1000);
+        for n in &names {
+            for _ in 0..LOG_LINES {
+                b.record(n, &Event::AppOutput(line.clone()));
+            }
+        }
+        let kept: usize = names
+            .iter()
+            .map(|n| {
+                b.logs(n, usize::MAX)
+                    .unwrap()
+                    .iter()
+                    .map(|l| l.text.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        assert!(kept <= LOG_BYTES, "{kept} bytes kept");
+        assert!(kept >= LOG_BYTES / 2, "{kept} bytes kept");
     }
 
     #[test]

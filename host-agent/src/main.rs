@@ -207,16 +207,31 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["table", "json"], default_value = "table")]
         output: String,
     },
-    /// Print a service's recent log lines from the running `lks up` (lks's own, its steps', its app's).
-    #[command(after_help = "Examples:\n  lks logs web\n  lks logs web --tail 20")]
+    /// Print the log lines of the running `lks up`'s services (lks's own, their steps', their apps').
+    #[command(
+        after_help = "Examples:\n  lks logs                      # every service, interleaved\n  \
+        lks logs web api -f           # follow two services until the run ends\n  \
+        lks logs web --since 5m --tail 20\n  \
+        lks logs web --json | jq .text\n\n\
+        -f is --follow here, as for kubectl and docker logs: the workspace file is --file."
+    )]
     Logs {
-        /// The service.
-        service: String,
-        /// How many of the last lines (the run keeps 2000 per service).
+        /// The services (default: every service).
+        services: Vec<String>,
+        /// Keep printing new lines until the run ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines of the last DURATION (e.g. 30s, 5m).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// At most the last N lines (the run keeps up to 2000 per service).
         #[arg(long, value_name = "N", default_value_t = 200)]
         tail: usize,
+        /// One JSON object a line: service, seq, at_ms, source, text.
+        #[arg(long)]
+        json: bool,
         /// The workspace file (default: lks.yaml here or in the nearest parent).
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        #[arg(long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
     },
 }
@@ -414,10 +429,22 @@ fn main() -> std::process::ExitCode {
                 status::status(file.as_deref(), output == "json").await
             }
             Command::Logs {
-                service,
+                services,
+                follow,
+                since,
                 tail,
+                json,
                 file,
-            } => status::logs(file.as_deref(), &service, tail).await,
+            } => {
+                let opts = status::LogsOptions {
+                    services,
+                    follow,
+                    since,
+                    tail,
+                    json,
+                };
+                status::logs(file.as_deref(), opts).await
+            }
             Command::Config(ConfigCommand::Check { file, runtime }) => {
                 config::check_command(file.as_deref(), runtime)
             }

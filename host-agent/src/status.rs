@@ -94,18 +94,107 @@ pub async fn status(file: Option<&Path>, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lks logs SERVICE [--tail N]`.
-pub async fn logs(file: Option<&Path>, service: &str, tail: usize) -> anyhow::Result<()> {
+/// What `lks logs` was asked.
+pub struct LogsOptions {
+    /// The services (none: all).
+    pub services: Vec<String>,
+    /// Keep printing new lines until the run ends.
+    pub follow: bool,
+    /// Only lines of the last this long.
+    pub since: Option<std::time::Duration>,
+    /// At most this many of the last lines (before following).
+    pub tail: usize,
+    /// One JSON object a line.
+    pub json: bool,
+}
+
+/// `lks logs [SERVICE...] [-f] [--since D] [--tail N] [--json]`.
+pub async fn logs(file: Option<&Path>, opts: LogsOptions) -> anyhow::Result<()> {
     let api = running(file)?;
-    let logs = get(&api, &format!("/api/logs?service={service}&tail={tail}")).await?;
-    for line in logs["lines"].as_array().into_iter().flatten() {
-        println!(
-            "{:<4} {}",
+    let since_ms = opts.since.map_or(0, |d| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |n| n.as_millis() as u64);
+        now.saturating_sub(d.as_millis() as u64)
+    });
+    // The service's name before each line unless one service was asked.
+    let prefixed = opts.services.len() != 1;
+    let width = if opts.services.is_empty() {
+        let state = get(&api, "/api/state").await?;
+        state["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str().map(str::len))
+            .max()
+            .unwrap_or(0)
+    } else {
+        opts.services.iter().map(String::len).max().unwrap_or(0)
+    };
+    let query = |after: u64, tail: Option<usize>| {
+        let mut q = format!(
+            "/api/logs?service={}&after={after}&since_ms={since_ms}",
+            opts.services.join(",")
+        );
+        if let Some(t) = tail {
+            q.push_str(&format!("&tail={t}"));
+        }
+        q
+    };
+    let mut after = 0u64;
+    let mut tail = Some(opts.tail);
+    loop {
+        let logs = match get(&api, &query(after, tail)).await {
+            Ok(l) => l,
+            // Following: the run ended.
+            Err(_) if opts.follow && after > 0 => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for line in logs["lines"].as_array().into_iter().flatten() {
+            after = after.max(line["seq"].as_u64().unwrap_or(0));
+            print_line(line, prefixed, width, opts.json)?;
+        }
+        if !opts.follow {
+            return Ok(());
+        }
+        // Following from the first answer on: every new line.
+        if after == 0 {
+            after = 1;
+        }
+        tail = None;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+fn print_line(
+    line: &serde_json::Value,
+    prefixed: bool,
+    width: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        writeln!(out, "{line}")
+    } else {
+        let service = line["service"].as_str().unwrap_or("");
+        let prefix = if prefixed {
+            format!("{service:<width$} | ", width = width.max(service.len()))
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{prefix}{:<4} {}",
             line["source"].as_str().unwrap_or(""),
             line["text"].as_str().unwrap_or("")
-        );
+        )
+    };
+    match written {
+        // `lks logs | head`: the reader is gone, and so is the point.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 /// `12s`, `3m4s`, `2h5m`.

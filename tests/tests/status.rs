@@ -110,3 +110,83 @@ fn status_and_logs_show_the_running_services() {
     let out = lks(ws, &["status"]);
     assert!(text(&out.stderr).contains("no lks up is running for"));
 }
+
+#[test]
+fn logs_of_every_service_follow_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(
+        ws,
+        "lks.yaml",
+        "services:\n  \
+         - name: ticker\n    command: sh -c \"i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done\"\n  \
+         - name: once\n    command: sh -c \"echo said once; exec sleep 1000\"\n",
+    );
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    up.wait(&["once", "said once"], Duration::from_secs(30));
+    up.wait(&["ticker", "tick 3"], Duration::from_secs(30));
+
+    // Every service, each line with its service.
+    let out = lks(ws, &["logs", "--tail", "1000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = text(&out.stdout);
+    assert!(all.contains("once   | app  said once"), "{all}");
+    assert!(all.contains("ticker | app  tick 1"), "{all}");
+
+    // The last N, as JSON, one object a line, in order.
+    let out = lks(ws, &["logs", "ticker", "--tail", "3", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64())
+    );
+    assert!(lines.iter().all(|l| l["service"] == "ticker"));
+
+    // Only what is recent.
+    let out = lks(ws, &["logs", "once", "--since", "1h"]);
+    assert!(text(&out.stdout).contains("said once"));
+
+    // Follow: new ticks keep coming, and it ends with the run.
+    let mut follow = Command::new(bin("lks"))
+        .args(["logs", "ticker", "-f", "--tail", "1"])
+        .current_dir(ws)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = lines_of(follow.stdout.take().unwrap());
+    let first: u64 = tick_of(&got.recv_timeout(Duration::from_secs(10)).unwrap());
+    let mut last = first;
+    while last < first + 5 {
+        let l = got
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a new tick");
+        let n = tick_of(&l);
+        assert_eq!(n, last + 1, "a tick lost or repeated: {l}");
+        last = n;
+    }
+    assert!(up.terminate().success());
+    let ended = wait_until(Duration::from_secs(10), || {
+        matches!(follow.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = follow.kill();
+    }
+    assert!(ended, "lks logs -f outlived the run");
+}
+
+fn lines_of(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    lks_e2e::lines(r)
+}
+
+fn tick_of(line: &str) -> u64 {
+    line.rsplit("tick ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("not a tick: {line}"))
+}
