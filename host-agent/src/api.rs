@@ -6,11 +6,14 @@
 //! removed when it ends.
 //!
 //! - `GET /api/state`: `{"services": [ServiceState...]}` in launch order.
+//! - `POST /api/trigger|disable|enable?service=NAME`: `{"done": "..."}`, or
+//!   404 with `{"error": "..."}` (see [`Action`]).
 //! - `GET /api/logs?service=A,B&after=SEQ&since_ms=T&tail=N` (every
 //!   parameter optional; no service: all): `{"lines": [{service, seq,
 //!   at_ms, source, text}...]}` in order.
 
 use crate::board::Shared;
+use crate::fleet::Action;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -18,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, oneshot};
 
 /// The file beside the run's work dir that says where its API is.
 pub const DISCOVERY: &str = "api.json";
@@ -31,6 +35,16 @@ pub struct Discovery {
     pub token: String,
     /// The pid of the `lks up` that serves it.
     pub pid: u32,
+}
+
+/// An action asked through the API, for `up.rs` to do on its fleet.
+pub struct Asked {
+    /// What to do.
+    pub action: Action,
+    /// To which service.
+    pub service: String,
+    /// What was done, or why not.
+    pub reply: oneshot::Sender<Result<&'static str, String>>,
 }
 
 /// The API of one run; stops serving and removes its discovery file when
@@ -47,8 +61,13 @@ impl Drop for Api {
     }
 }
 
-/// Serves `board` on a free port of 127.0.0.1 and writes `work/api.json`.
-pub async fn serve(board: Shared, work: &Path) -> std::io::Result<Api> {
+/// Serves `board` on a free port of 127.0.0.1 and writes `work/api.json`;
+/// actions go to `actions`.
+pub async fn serve(
+    board: Shared,
+    work: &Path,
+    actions: mpsc::UnboundedSender<Asked>,
+) -> std::io::Result<Api> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let token = hex::encode(rand::random::<[u8; 24]>());
@@ -71,10 +90,12 @@ pub async fn serve(board: Shared, work: &Path) -> std::io::Result<Api> {
             };
             let board = board.clone();
             let expected = expected.clone();
+            let actions = actions.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let answer = answer(&req, &board, &expected);
-                    async move { Ok::<_, Infallible>(answer) }
+                    let (board, expected, actions) =
+                        (board.clone(), expected.clone(), actions.clone());
+                    async move { Ok::<_, Infallible>(answer(req, &board, &expected, &actions).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
@@ -111,7 +132,12 @@ fn refused(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
 }
 
 /// The answer to one request.
-fn answer<B>(req: &Request<B>, board: &Shared, expected: &str) -> Response<Full<Bytes>> {
+async fn answer<B>(
+    req: Request<B>,
+    board: &Shared,
+    expected: &str,
+    actions: &mpsc::UnboundedSender<Asked>,
+) -> Response<Full<Bytes>> {
     let authorized = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -121,9 +147,6 @@ fn answer<B>(req: &Request<B>, board: &Shared, expected: &str) -> Response<Full<
             StatusCode::UNAUTHORIZED,
             "this run's token is needed (Authorization: Bearer TOKEN, from .lks/api.json)",
         );
-    }
-    if req.method() != hyper::Method::GET {
-        return refused(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }
     let query: Vec<(String, String)> = req
         .uri()
@@ -141,8 +164,37 @@ fn answer<B>(req: &Request<B>, board: &Shared, expected: &str) -> Response<Full<
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
+    let path = req.uri().path();
+    if req.method() == hyper::Method::POST {
+        let action = match path {
+            "/api/trigger" => Action::Trigger,
+            "/api/disable" => Action::Disable,
+            "/api/enable" => Action::Enable,
+            _ => return refused(StatusCode::NOT_FOUND, "no such action"),
+        };
+        let Some(service) = param("service") else {
+            return refused(StatusCode::BAD_REQUEST, "which service? (?service=NAME)");
+        };
+        let (reply, done) = oneshot::channel();
+        let asked = Asked {
+            action,
+            service: service.to_string(),
+            reply,
+        };
+        if actions.send(asked).is_err() {
+            return refused(StatusCode::SERVICE_UNAVAILABLE, "lks up is stopping");
+        }
+        return match done.await {
+            Ok(Ok(done)) => json(StatusCode::OK, &serde_json::json!({ "done": done })),
+            Ok(Err(why)) => refused(StatusCode::NOT_FOUND, &why),
+            Err(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "lks up is stopping"),
+        };
+    }
+    if req.method() != hyper::Method::GET {
+        return refused(StatusCode::METHOD_NOT_ALLOWED, "GET or POST");
+    }
     let board = board.lock().unwrap();
-    match req.uri().path() {
+    match path {
         "/api/state" => json(
             StatusCode::OK,
             &serde_json::json!({ "services": board.states() }),

@@ -31,6 +31,8 @@ pub enum Status {
     Error(String),
     /// Stopped.
     Stopped,
+    /// Stopped by hand (`lks disable`), until `lks enable`.
+    Disabled,
 }
 
 impl Status {
@@ -60,6 +62,7 @@ impl std::fmt::Display for Status {
             Status::Ready => f.write_str("ready"),
             Status::Error(e) => write!(f, "error: {e}"),
             Status::Stopped => f.write_str("stopped"),
+            Status::Disabled => f.write_str("disabled"),
         }
     }
 }

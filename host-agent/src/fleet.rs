@@ -48,6 +48,19 @@ pub struct Fleet<R: Runtime> {
     /// In the order they were started (dependencies first).
     order: Vec<String>,
     members: BTreeMap<String, Member<R::Handle>>,
+    /// Services disabled by hand (`lks disable`), kept for `lks enable`.
+    disabled: BTreeMap<String, (Service, Channel)>,
+}
+
+/// What a user asks of one service of a running fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start it anew now: a full sync, its build, its app (`lks trigger`).
+    Trigger,
+    /// Stop it and what it started; it stays stopped (`lks disable`).
+    Disable,
+    /// Start a disabled service again (`lks enable`).
+    Enable,
 }
 
 /// What a reload changed.
@@ -96,6 +109,7 @@ impl<R: Runtime + 'static> Fleet<R> {
             hub,
             order: Vec::new(),
             members: BTreeMap::new(),
+            disabled: BTreeMap::new(),
         }
     }
 
@@ -183,6 +197,47 @@ impl<R: Runtime + 'static> Fleet<R> {
             }
         }
         changes
+    }
+
+    /// Does `action` to `name`; what was done, or why not.
+    pub async fn act(&mut self, action: Action, name: &str) -> Result<&'static str, String> {
+        match action {
+            Action::Trigger => {
+                let Some(service) = self.members.get(name).map(|m| m.service.clone()) else {
+                    return Err(self.not_running(name));
+                };
+                let state = self.stop(name).await;
+                self.start(service, state);
+                Ok("started anew")
+            }
+            Action::Disable => {
+                let Some(service) = self.members.get(name).map(|m| m.service.clone()) else {
+                    return Err(self.not_running(name));
+                };
+                let state = self.stop(name).await.unwrap_or_else(Channel::new);
+                self.hub.service(name).status(Status::Disabled);
+                self.disabled.insert(name.to_string(), (service, state));
+                Ok("disabled")
+            }
+            Action::Enable => {
+                let Some((service, state)) = self.disabled.remove(name) else {
+                    return match self.members.contains_key(name) {
+                        true => Ok("runs already"),
+                        false => Err(format!("no service {name:?} in this run")),
+                    };
+                };
+                self.start(service, Some(state));
+                Ok("enabled")
+            }
+        }
+    }
+
+    fn not_running(&self, name: &str) -> String {
+        if self.disabled.contains_key(name) {
+            format!("{name} is disabled (lks enable {name})")
+        } else {
+            format!("no service {name:?} in this run")
+        }
     }
 
     /// Stops every service, dependents first.

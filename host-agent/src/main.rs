@@ -207,6 +207,17 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["table", "json"], default_value = "table")]
         output: String,
     },
+    /// Start services of the running `lks up` anew now: a full sync, their build, their app.
+    #[command(
+        after_help = "Examples:\n  lks trigger web\n  lks trigger web api -f path/to/lks.yaml"
+    )]
+    Trigger(ActArgs),
+    /// Stop services of the running `lks up` and what they started, until `lks enable`.
+    #[command(after_help = "Examples:\n  lks disable worker\n  lks enable worker")]
+    Disable(ActArgs),
+    /// Start services disabled with `lks disable` again.
+    #[command(after_help = "Examples:\n  lks enable worker")]
+    Enable(ActArgs),
     /// Print the log lines of the running `lks up`'s services (lks's own, their steps', their apps').
     #[command(
         after_help = "Examples:\n  lks logs                      # every service, interleaved\n  \
@@ -251,6 +262,16 @@ enum ConfigCommand {
         #[arg(long, value_enum)]
         runtime: Option<up::RuntimeKind>,
     },
+}
+
+#[derive(clap::Args)]
+struct ActArgs {
+    /// The services.
+    #[arg(required = true)]
+    services: Vec<String>,
+    /// The workspace file (default: lks.yaml here or in the nearest parent).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -427,6 +448,15 @@ fn main() -> std::process::ExitCode {
             } => kube::webhook_install::command(file.as_deref(), &target, command).await,
             Command::Status { file, output } => {
                 status::status(file.as_deref(), output == "json").await
+            }
+            Command::Trigger(a) => {
+                status::act(a.file.as_deref(), fleet::Action::Trigger, &a.services).await
+            }
+            Command::Disable(a) => {
+                status::act(a.file.as_deref(), fleet::Action::Disable, &a.services).await
+            }
+            Command::Enable(a) => {
+                status::act(a.file.as_deref(), fleet::Action::Enable, &a.services).await
             }
             Command::Logs {
                 services,

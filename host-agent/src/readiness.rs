@@ -54,6 +54,17 @@ pub async fn http_get_with(
     url: &str,
     authorization: Option<&str>,
 ) -> Result<(u16, String), String> {
+    http_call(hyper::Method::GET, url, authorization).await
+}
+
+/// A request without a body (GET, or a POST whose query says it all), with
+/// an `Authorization` header when one is given: the status code and the
+/// body, as [`http_get`].
+pub async fn http_call(
+    method: hyper::Method,
+    url: &str,
+    authorization: Option<&str>,
+) -> Result<(u16, String), String> {
     use http_body_util::BodyExt;
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
@@ -69,7 +80,7 @@ pub async fn http_get_with(
         .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, http_body_util::Empty<hyper::body::Bytes>>(connector);
-    let mut request = hyper::Request::get(uri);
+    let mut request = hyper::Request::builder().method(method).uri(uri);
     if let Some(a) = authorization {
         request = request.header(hyper::header::AUTHORIZATION, a);
     }

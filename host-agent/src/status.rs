@@ -31,11 +31,20 @@ fn running(file: Option<&Path>) -> anyhow::Result<Discovery> {
 
 /// GETs `path` of the running `lks up`'s API, as JSON.
 async fn get(api: &Discovery, path: &str) -> anyhow::Result<serde_json::Value> {
+    call(api, hyper::Method::GET, path).await
+}
+
+/// Asks `path` of the running `lks up`'s API, as JSON.
+async fn call(
+    api: &Discovery,
+    method: hyper::Method,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}{path}", api.url);
-    let (code, body) =
-        crate::readiness::http_get_with(&url, Some(&format!("Bearer {}", api.token)))
-            .await
-            .map_err(|e| anyhow::anyhow!("asking the running lks up: {e}"))?;
+    let auth = format!("Bearer {}", api.token);
+    let (code, body) = crate::readiness::http_call(method, &url, Some(&auth))
+        .await
+        .map_err(|e| anyhow::anyhow!("asking the running lks up: {e}"))?;
     let value: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("{url} answered {code}: {body}"))?;
     if code != 200 {
@@ -91,6 +100,41 @@ pub async fn status(file: Option<&Path>, json: bool) -> anyhow::Result<()> {
         ["SERVICE", "STATUS", "RESTARTS", "PID", "FOR", "LAST SYNC"],
         &rows,
     );
+    Ok(())
+}
+
+/// `lks trigger|disable|enable SERVICE...`: each in turn, a line each.
+pub async fn act(
+    file: Option<&Path>,
+    action: crate::fleet::Action,
+    services: &[String],
+) -> anyhow::Result<()> {
+    use crate::fleet::Action;
+    let api = running(file)?;
+    let verb = match action {
+        Action::Trigger => "trigger",
+        Action::Disable => "disable",
+        Action::Enable => "enable",
+    };
+    let mut failed = 0;
+    for service in services {
+        match call(
+            &api,
+            hyper::Method::POST,
+            &format!("/api/{verb}?service={service}"),
+        )
+        .await
+        {
+            Ok(done) => println!("{service}: {}", done["done"].as_str().unwrap_or("done")),
+            Err(e) => {
+                eprintln!("{service}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} not done", services.len());
+    }
     Ok(())
 }
 

@@ -139,7 +139,9 @@ async fn launch<R: Runtime + 'static>(
         }
     };
     // `lks status` and `lks logs` ask it; without it only they are missing.
-    let _api = match crate::api::serve(board, &ws.root.join(crate::config::WORK_DIR)).await {
+    let (actions, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let work = ws.root.join(crate::config::WORK_DIR);
+    let _api = match crate::api::serve(board, &work, actions).await {
         Ok(api) => Some(api),
         Err(e) => {
             hub.note(format!(
@@ -166,6 +168,13 @@ async fn launch<R: Runtime + 'static>(
             () = &mut reader_gone => break Stop::ReaderGone,
             () = &mut panicked => break Stop::Panicked,
             v = &mut verdict => break Stop::Judged(v),
+            Some(a) = asked.recv() => {
+                let done = fleet.act(a.action, &a.service).await;
+                if let Ok(what) = &done {
+                    hub.note(format!("{}: {what} (asked from the shell)", a.service));
+                }
+                let _ = a.reply.send(done);
+            }
             file = watch.changed() => {
                 let file = file.strip_prefix(&ws.root).unwrap_or(&file).display().to_string();
                 if let Some((new, order)) = reloaded(ws, targets, &file, &hub) {

@@ -190,3 +190,106 @@ fn tick_of(line: &str) -> u64 {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("not a tick: {line}"))
 }
+
+/// The app pid `lks status -o json` gives for `service`.
+fn app_pid(ws: &Path, service: &str) -> Option<u32> {
+    let out = lks(ws, &["status", "-o", "json"]);
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    services
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == service)
+        .and_then(|s| s["app_pid"].as_u64())
+        .map(|p| p as u32)
+}
+
+fn status_of(ws: &Path, service: &str) -> String {
+    let out = lks(ws, &["status", "-o", "json"]);
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == service)
+        .map(|s| s["status"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[test]
+fn trigger_disable_and_enable_steer_a_running_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    workspace(ws);
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    up.wait(&["quiet", "[ready]"], Duration::from_secs(30));
+    let first = wait_for_pid(ws, "talker");
+
+    // Trigger: started anew, a new app.
+    let out = lks(ws, &["trigger", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "talker: started anew");
+    assert!(wait_until(Duration::from_secs(20), || {
+        app_pid(ws, "talker").is_some_and(|p| p != first) && status_of(ws, "talker") == "ready"
+    }));
+    assert!(wait_until(Duration::from_secs(10), || !process_alive(
+        first
+    )));
+
+    // Disable: stopped with its app, and stays so.
+    let second = wait_for_pid(ws, "talker");
+    let out = lks(ws, &["disable", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "talker: disabled");
+    assert!(wait_until(Duration::from_secs(10), || !process_alive(
+        second
+    )));
+    assert_eq!(status_of(ws, "talker"), "disabled");
+    let out = lks(ws, &["trigger", "talker"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("talker is disabled (lks enable talker)"));
+
+    // Enable: it runs again.
+    let out = lks(ws, &["enable", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(wait_until(Duration::from_secs(20), || status_of(
+        ws, "talker"
+    ) == "ready"));
+    let third = wait_for_pid(ws, "talker");
+    assert!(process_alive(third) && third != second);
+
+    // Unknown services, and a request without the token.
+    let out = lks(ws, &["disable", "nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no service \"nope\" in this run"));
+    let found: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.join(".lks/api.json")).unwrap()).unwrap();
+    let addr = found["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let answer = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(
+            b"POST /api/disable?service=quiet HTTP/1.1\r\nHost: lks\r\n\
+              Connection: close\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(status_of(ws, "quiet"), "ready");
+    assert!(up.terminate().success());
+}
+
+fn wait_for_pid(ws: &Path, service: &str) -> u32 {
+    let mut pid = None;
+    assert!(wait_until(Duration::from_secs(20), || {
+        pid = app_pid(ws, service);
+        pid.is_some_and(process_alive)
+    }));
+    pid.unwrap()
+}
