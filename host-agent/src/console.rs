@@ -27,6 +27,10 @@ pub struct Console {
     bars: BTreeMap<String, ProgressBar>,
     colors: BTreeMap<String, anstyle::Style>,
     statuses: BTreeMap<String, Status>,
+    /// How many services the run has.
+    services: usize,
+    /// On a terminal: the last line, a summary of every service's status.
+    summary: Option<ProgressBar>,
 }
 
 impl Console {
@@ -46,15 +50,25 @@ impl Console {
             .enumerate()
             .map(|(i, s)| (s.clone(), COLORS[i % COLORS.len()].on_default()))
             .collect();
-        Console {
+        let multi = MultiProgress::with_draw_target(target);
+        let summary = (!multi.is_hidden()).then(|| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(ProgressStyle::with_template("{msg}").expect("template"));
+            bar
+        });
+        let console = Console {
             gone: Arc::new(Notify::new()),
             width: services.iter().map(|s| s.len()).max().unwrap_or(0),
             color,
-            multi: MultiProgress::with_draw_target(target),
+            multi,
             bars: BTreeMap::new(),
             colors,
             statuses: BTreeMap::new(),
-        }
+            services: services.len(),
+            summary,
+        };
+        console.summarize();
+        console
     }
 
     /// Resolves once stdout's reader has gone away.
@@ -131,9 +145,15 @@ impl Console {
         }
         self.statuses.insert(service.to_string(), status.clone());
         self.line(service, &format!("[{status}]"));
+        self.summarize();
         if status.is_long() {
+            let (multi, summary) = (&self.multi, &self.summary);
             let bar = self.bars.entry(service.to_string()).or_insert_with(|| {
-                let b = self.multi.add(ProgressBar::new_spinner());
+                // Above the summary, which stays the last line.
+                let b = match summary {
+                    Some(s) => multi.insert_before(s, ProgressBar::new_spinner()),
+                    None => multi.add(ProgressBar::new_spinner()),
+                };
                 b.set_style(
                     ProgressStyle::with_template("{spinner} {prefix} {msg} {elapsed}")
                         .expect("template"),
@@ -148,6 +168,37 @@ impl Console {
             self.multi.remove(&bar);
         }
     }
+}
+
+impl Console {
+    /// Updates the summary line (on a terminal).
+    fn summarize(&self) {
+        if let Some(bar) = &self.summary {
+            bar.set_message(summary(&self.statuses, self.services));
+        }
+    }
+}
+
+/// `lks: 3/5 ready · 1 error · 1 busy`: what every service is at.
+fn summary(statuses: &BTreeMap<String, Status>, services: usize) -> String {
+    let count = |f: &dyn Fn(&Status) -> bool| statuses.values().filter(|s| f(s)).count();
+    let ready = count(&|s| *s == Status::Ready);
+    let errors = count(&|s| matches!(s, Status::Error(_)));
+    let stopped = count(&|s| matches!(s, Status::Stopped | Status::Disabled));
+    let waiting = count(&|s| matches!(s, Status::Waiting(_)));
+    let busy = statuses.len() - ready - errors - stopped - waiting;
+    let mut parts = vec![format!("lks: {ready}/{services} ready")];
+    for (n, what) in [
+        (errors, if errors == 1 { "error" } else { "errors" }),
+        (busy, "busy"),
+        (waiting, "waiting"),
+        (stopped, "stopped"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.join(" · ")
 }
 
 /// An event as one line of text (without the service's prefix): what the
@@ -221,4 +272,28 @@ pub fn describe(event: &Event) -> String {
 pub fn say(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "lks: {line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_what_every_service_is_at() {
+        let statuses: BTreeMap<String, Status> = [
+            ("a", Status::Ready),
+            ("b", Status::Ready),
+            ("c", Status::Error("boom".into())),
+            ("d", Status::Building),
+            ("e", Status::Waiting("a".into())),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        assert_eq!(
+            summary(&statuses, 6),
+            "lks: 2/6 ready · 1 error · 1 busy · 1 waiting"
+        );
+        assert_eq!(summary(&BTreeMap::new(), 3), "lks: 0/3 ready");
+    }
 }

@@ -342,8 +342,15 @@ fn shutdown_signal(stdin: bool) -> anyhow::Result<impl std::future::Future<Outpu
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    // An agent whose life is its host's (`--exit-with-stdin`, the local
+    // runtime's) is in the host's process group: the terminal's Ctrl-C and
+    // hang-up reach it too. It leaves them to `lks`, which stops each agent
+    // and app in order (dying first, it would be reported as gone). With the
+    // handlers installed and not acted on, neither signal kills it.
+    let hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let closed = stdin.then(stdin_closed);
     Ok(async move {
+        let _hup = hup;
         let closed = async {
             match closed {
                 Some(c) => {
@@ -354,7 +361,7 @@ fn shutdown_signal(stdin: bool) -> anyhow::Result<impl std::future::Future<Outpu
         };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = int.recv(), if !stdin => tracing::info!("SIGINT: shutting down"),
             () = closed => tracing::info!("standard input closed (the host is gone): shutting down"),
         }
     })

@@ -582,3 +582,40 @@ fn every_service_of_lks_up_shares_one_inotify_instance() {
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn ctrl_c_to_the_terminals_process_group_stops_everything_without_errors() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    workspace(tmp.path(), port);
+    // As a shell runs it: lks up leads a process group, the terminal's
+    // foreground, and Ctrl-C sends SIGINT to all of that group.
+    let mut cmd = up_command(tmp.path(), &[]);
+    cmd.process_group(0);
+    let mut up = Up::spawn(cmd);
+    let pids = ready(&mut up, port);
+    // The terminal's signals are lks's to act on: an agent that gets one
+    // itself runs on (before, it died first and was reported as gone).
+    let agent = rustix::process::Pid::from_raw(pids[0]).unwrap();
+    rustix::process::kill_process(agent, rustix::process::Signal::INT).unwrap();
+    rustix::process::kill_process(agent, rustix::process::Signal::HUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        process_alive(pids[0] as u32),
+        "the agent died of SIGINT/SIGHUP"
+    );
+    assert_eq!(http_get(port, "/").as_deref(), Some("one\n"));
+    let group = rustix::process::Pid::from_raw(up.child.id() as i32).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
+    let exited = wait_until(Duration::from_secs(20), || {
+        matches!(up.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "lks up still runs after Ctrl-C");
+    assert!(up.child.wait().unwrap().success());
+    let said = up.drain().join("\n");
+    // lks stopped the agents, in order, rather than seeing them die first.
+    assert!(!said.contains("[error"), "{said}");
+    assert!(!said.contains("went away"), "{said}");
+    nothing_left(&pids, port, "Ctrl-C");
+}

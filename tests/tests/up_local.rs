@@ -629,3 +629,36 @@ fn a_deleted_service_directory_is_not_mirrored_and_syncing_resumes_when_it_retur
     );
     assert!(up.terminate().success());
 }
+
+#[test]
+fn on_a_terminal_a_last_line_sums_up_every_service() {
+    // `script` (util-linux) gives lks up a pseudo-terminal; the run ends
+    // after a few seconds with SIGINT, as Ctrl-C would end it.
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(
+        ws,
+        "lks.yaml",
+        "services:\n  - name: one\n    command: sh -c \"exec sleep 1000\"\n  \
+         - name: two\n    command: sh -c \"exec sleep 1000\"\n    deps: [one]\n",
+    );
+    let lks = bin("lks");
+    let run = format!(
+        "NO_COLOR=1 timeout -s INT 5 {} up --runtime local -f {}",
+        lks.display(),
+        ws.join("lks.yaml").display()
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &run, "/dev/null"])
+        .current_dir(ws)
+        .output()
+        .expect("run script(1) (util-linux)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("lks: 0/2 ready"), "{said}");
+    assert!(said.contains("lks: 2/2 ready"), "{said}");
+    // Off a terminal there is no such line.
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    up.wait(&["two", "[ready]"], Duration::from_secs(20));
+    assert!(!up.drain().iter().any(|l| l.contains("/2 ready")));
+    assert!(up.terminate().success());
+}

@@ -21,6 +21,9 @@ struct Shared {
     routes: Arc<Mutex<Vec<Route>>>,
     /// The roots watched now: none beneath another.
     watched: Vec<PathBuf>,
+    /// Roots whose directory was seen removed (notify's `DELETE_SELF`),
+    /// until a watch of the same root is confirmed.
+    removed: Arc<Mutex<std::collections::HashSet<PathBuf>>>,
     next_id: u64,
 }
 
@@ -61,6 +64,8 @@ impl Shared {
     fn start() -> notify::Result<Shared> {
         let routes: Arc<Mutex<Vec<Route>>> = Arc::new(Mutex::new(Vec::new()));
         let to = routes.clone();
+        let removed: Arc<Mutex<std::collections::HashSet<PathBuf>>> = Default::default();
+        let seen_removed = removed.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let routes = to.lock().unwrap();
             let everyone = |why: String| {
@@ -74,6 +79,13 @@ impl Shared {
                 }
                 Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
                 Ok(ev) => {
+                    if matches!(ev.kind, EventKind::Remove(_)) {
+                        for p in &ev.paths {
+                            if routes.iter().any(|r| r.root == *p) {
+                                seen_removed.lock().unwrap().insert(p.clone());
+                            }
+                        }
+                    }
                     for r in routes.iter() {
                         let mine: Vec<PathBuf> = ev
                             .paths
@@ -94,6 +106,7 @@ impl Shared {
             watcher,
             routes,
             watched: Vec::new(),
+            removed,
             next_id: 0,
         })
     }
@@ -185,18 +198,21 @@ pub(super) fn register(
 /// How long after a root was watched again its watch is confirmed.
 const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// A root watched again because its directory was replaced: notify keys its
-/// watches by path, so the old directory's late `DELETE_SELF` can remove the
-/// new watch (the path is the same). Shortly after, the root is watched once
-/// more (a no-op when the watch survived) and its routes rescan, for the
-/// events of the window.
+/// A root watched again (a second service in the same directory, or a
+/// directory replaced by another): notify keys its watches by path, so a
+/// replaced directory's late `DELETE_SELF` can remove the new watch (the path
+/// is the same). Shortly after, if the root's directory was seen removed,
+/// the root is watched once more and its routes rescan, for the events of
+/// the window; two services sharing a directory are left alone.
 fn confirm_later(root: PathBuf, id: u64) {
     std::thread::spawn(move || {
         std::thread::sleep(CONFIRM_AFTER);
         let Some(lock) = SHARED.get() else { return };
         let mut guard = lock.lock().unwrap();
         let Some(shared) = guard.as_mut() else { return };
-        if !shared.routes.lock().unwrap().iter().any(|r| r.id == id) {
+        if !shared.routes.lock().unwrap().iter().any(|r| r.id == id)
+            || !shared.removed.lock().unwrap().remove(&root)
+        {
             return;
         }
         let _ = shared.watcher.watch(&root, RecursiveMode::Recursive);
