@@ -35,6 +35,17 @@ pub enum Source {
     App,
 }
 
+impl Source {
+    /// Its name, as the API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Lks => "lks",
+            Source::Step => "step",
+            Source::App => "app",
+        }
+    }
+}
+
 /// One log line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Line {

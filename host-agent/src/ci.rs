@@ -39,7 +39,7 @@ pub async fn judge(board: Shared, timeout: Duration) -> Verdict {
                 .logs(service, TAIL)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|l| format!("{:<4} {}", source_name(l.source), l.text))
+                .map(|l| format!("{:<4} {}", l.source.name(), l.text))
                 .collect();
             return Verdict::Failed {
                 service: service.to_string(),
@@ -54,14 +54,6 @@ pub async fn judge(board: Shared, timeout: Duration) -> Verdict {
         if started.elapsed() >= timeout {
             return Verdict::TimedOut(timeout, waiting);
         }
-    }
-}
-
-fn source_name(s: crate::board::Source) -> &'static str {
-    match s {
-        crate::board::Source::Lks => "lks",
-        crate::board::Source::Step => "step",
-        crate::board::Source::App => "app",
     }
 }
 

@@ -122,6 +122,8 @@ pub struct ProcStat {
     pub ppid: u32,
     /// Its process group.
     pub pgrp: u32,
+    /// The CPU it used, user and system (clock ticks).
+    pub cpu_ticks: u64,
 }
 
 /// `/proc/PID/stat` of `pid`, if the process exists (zombies included).
@@ -134,13 +136,31 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
     let pgrp = rest.next()?.parse().ok()?;
+    // Fields 6 to 13 (session .. cmajflt), then utime and stime.
+    let mut rest = rest.skip(8);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
     Some(ProcStat {
         pid,
         comm,
         state,
         ppid,
         pgrp,
+        cpu_ticks: utime + stime,
     })
+}
+
+/// Every `pid N` a program printed, in order.
+pub fn pids_said(text: &str) -> Vec<u32> {
+    text.split("pid ")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Every process on the machine (as far as this pid namespace sees).

@@ -22,17 +22,10 @@ fn ci(ws: &Path, args: &[&str]) -> Output {
 /// Every agent and app a run recorded or printed is gone.
 fn nothing_left(out: &Output) {
     let said = text(&out.stdout);
-    let pids: Vec<u32> = said
-        .split("pid ")
-        .skip(1)
-        .filter_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
+    let left: Vec<u32> = pids_said(&said)
+        .into_iter()
+        .filter(|p| process_alive(*p))
         .collect();
-    let left: Vec<u32> = pids.into_iter().filter(|p| process_alive(*p)).collect();
     assert!(
         left.is_empty(),
         "still running after lks ci: {left:?}\n{said}"

@@ -38,13 +38,8 @@ fn pids_in(lines: &[String]) -> Vec<i32> {
     let pids: Vec<i32> = lines
         .iter()
         .filter(|l| l.starts_with("web "))
-        .flat_map(|l| l.split("pid ").skip(1))
-        .filter_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
+        .flat_map(|l| pids_said(l))
+        .map(|p| p as i32)
         .collect();
     assert!(pids.len() >= 2, "no agent and app pids: {lines:#?}");
     pids

@@ -394,32 +394,17 @@ impl Up {
 
     /// How many agents lks runs (its children), and their RSS together.
     fn agents(&self) -> anyhow::Result<(usize, u64)> {
-        let mut n = 0;
-        let mut rss = 0;
-        for entry in std::fs::read_dir("/proc")?.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some(after) = stat.rsplit_once(") ").map(|(_, a)| a) else {
-                continue;
-            };
-            let ppid: i32 = after
-                .split(' ')
-                .nth(1)
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            if ppid != self.pid() {
-                continue;
-            }
-            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                n += 1;
-                rss += kib(&status, "VmRSS:").unwrap_or(0) * 1024;
-            }
-        }
-        Ok((n, rss))
+        let children: Vec<u32> = lks_e2e::all_processes()
+            .into_iter()
+            .filter(|p| p.ppid == self.child.id())
+            .map(|p| p.pid)
+            .collect();
+        let rss = children
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .map(|status| kib(&status, "VmRSS:").unwrap_or(0) * 1024)
+            .sum();
+        Ok((children.len(), rss))
     }
 
     fn stop(&mut self) {
@@ -501,14 +486,9 @@ fn which_python() -> anyhow::Result<()> {
 
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat: did lks exit?"))?;
-    let after = stat.rsplit_once(") ").context("a /proc stat line")?.1;
-    let fields: Vec<&str> = after.split(' ').collect();
-    // After the command: state is field 3, utime 14 and stime 15 (1-based).
-    let utime: u64 = fields.get(11).context("utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
+    lks_e2e::proc_stat(pid as u32)
+        .map(|s| s.cpu_ticks)
+        .with_context(|| format!("no /proc/{pid}/stat: did lks exit?"))
 }
 
 /// The `KEY  N kB` figure of a /proc status file, in KiB.
