@@ -4,9 +4,11 @@
 //! for as long as it runs: a second one is refused, naming that pid. The
 //! local runtime records each agent it starts as `.lks/NAME/agent.pid` (pid
 //! and start time, so a pid the kernel gave to another process since is not
-//! mistaken for it). An agent ends with its `lks up` through its stdin
-//! pipe; one that could not (stopped, stuck) is found by these records and
-//! stopped, with its app, by the next `lks up` and by `lks down`.
+//! mistaken for it), and a host resource each process it runs
+//! (`.lks/NAME/run.pid`, `serve.pid`). An agent ends with its `lks up`
+//! through its stdin pipe; one that could not (stopped, stuck), and a host
+//! resource's process whose `lks up` was killed, are found by these records
+//! and stopped, with what they started, by the next `lks up` and by `lks down`.
 
 use rustix::fs::FlockOperation;
 use rustix::process::{Pid, Signal};
@@ -14,8 +16,8 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How long a leftover gets between SIGTERM and SIGKILL.
-const GRACE: Duration = Duration::from_secs(3);
+// How long a leftover gets between SIGTERM and SIGKILL: as any group lks stops.
+use crate::procs::GRACE;
 
 /// Why a workspace cannot be claimed.
 #[derive(Debug, thiserror::Error)]
@@ -82,22 +84,23 @@ impl Claim {
     }
 }
 
-/// The record of the agent of `service`.
-fn record_path(work: &Path, service: &str) -> PathBuf {
-    work.join(service).join("agent.pid")
+/// The record of the process `what` (`agent`, `run`, `serve`) of `service`.
+fn record_path(work: &Path, service: &str, what: &str) -> PathBuf {
+    work.join(service).join(format!("{what}.pid"))
 }
 
-/// Records the agent `pid` of `service` (best effort: without the record
-/// only a leftover goes unnoticed).
-pub fn record(work: &Path, service: &str, pid: u32) {
+/// Records `pid` as the process `what` of `service` (best effort: without
+/// the record only a leftover goes unnoticed).
+pub fn record(work: &Path, service: &str, what: &str, pid: u32) {
     if let Some(start) = start_time(pid) {
-        let _ = std::fs::write(record_path(work, service), format!("{pid} {start}\n"));
+        let _ = std::fs::create_dir_all(work.join(service));
+        let _ = std::fs::write(record_path(work, service, what), format!("{pid} {start}\n"));
     }
 }
 
-/// Forgets the agent of `service` (it was stopped).
-pub fn forget(work: &Path, service: &str) {
-    let _ = std::fs::remove_file(record_path(work, service));
+/// Forgets the process `what` of `service` (it was stopped, or ended).
+pub fn forget(work: &Path, service: &str, what: &str) {
+    let _ = std::fs::remove_file(record_path(work, service, what));
 }
 
 /// A process's start time (clock ticks since boot).
@@ -128,17 +131,23 @@ pub struct Stopped {
     pub pid: u32,
 }
 
-/// Stops every agent recorded under `work` that still runs (and its app),
-/// and removes the records. Call it holding the [`Claim`]: then none of them
-/// belongs to a running `lks up`.
+/// Stops every process recorded under `work` that still runs (and what it
+/// started), and removes the records. Call it holding the [`Claim`]: then
+/// none of them belongs to a running `lks up`.
 pub fn stop_leftovers(work: &Path) -> Vec<Stopped> {
     let Ok(dir) = std::fs::read_dir(work) else {
         return Vec::new();
     };
     let mut stopped = Vec::new();
-    for e in dir.flatten() {
+    let records = dir.flatten().flat_map(|e| {
         let service = e.file_name().to_string_lossy().into_owned();
-        let path = record_path(work, &service);
+        let files = std::fs::read_dir(e.path()).into_iter().flatten().flatten();
+        files
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pid"))
+            .map(move |p| (service.clone(), p))
+    });
+    for (service, path) in records {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
@@ -206,8 +215,8 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("web")).unwrap();
         // This very process, with a start time that is not its own: a reused pid.
         let me = std::process::id();
-        std::fs::write(record_path(tmp.path(), "web"), format!("{me} 1\n")).unwrap();
+        std::fs::write(record_path(tmp.path(), "web", "agent"), format!("{me} 1\n")).unwrap();
         assert!(stop_leftovers(tmp.path()).is_empty());
-        assert!(!record_path(tmp.path(), "web").exists());
+        assert!(!record_path(tmp.path(), "web", "agent").exists());
     }
 }

@@ -8,7 +8,7 @@
 use crate::config::{Service, Workspace};
 use crate::events::{Event, Hub, Status};
 use crate::runtime::Runtime;
-use crate::service::{self, Slot, State};
+use crate::service::{self, Slot, State, host};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
@@ -20,6 +20,8 @@ struct Member<H> {
     task: tokio::task::JoinHandle<()>,
     slot: Slot<H>,
     state: Channel,
+    /// What a host resource's task let go of when it was stopped.
+    leftovers: host::Leftovers,
 }
 
 /// A service's state channel. One receiver is kept with it: a watch channel
@@ -132,14 +134,25 @@ impl<R: Runtime + 'static> Fleet<R> {
         let state = state.unwrap_or_else(Channel::new);
         state.tx.send_replace(State::Pending);
         let slot: Slot<R::Handle> = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(service::run(
-            service.clone(),
-            self.runtime.clone(),
-            self.hub.service(&name),
-            deps,
-            state.tx.clone(),
-            slot.clone(),
-        ));
+        let leftovers = host::Leftovers::default();
+        let task = match service.host {
+            // No runtime starts a host resource: its own task runs it.
+            Some(_) => tokio::spawn(host::run(
+                service.clone(),
+                self.hub.service(&name),
+                deps,
+                state.tx.clone(),
+                leftovers.clone(),
+            )),
+            None => tokio::spawn(service::run(
+                service.clone(),
+                self.runtime.clone(),
+                self.hub.service(&name),
+                deps,
+                state.tx.clone(),
+                slot.clone(),
+            )),
+        };
         self.order.retain(|n| *n != name);
         self.order.push(name.clone());
         self.members.insert(
@@ -149,6 +162,7 @@ impl<R: Runtime + 'static> Fleet<R> {
                 task,
                 slot,
                 state,
+                leftovers,
             },
         );
     }
@@ -160,6 +174,7 @@ impl<R: Runtime + 'static> Fleet<R> {
         self.order.retain(|n| n != name);
         member.task.abort();
         let _ = member.task.await;
+        member.leftovers.stop().await;
         let to = self.hub.service(name);
         if let Some(instance) = member.slot.lock().await.take()
             && let Err(e) = self.runtime.stop(&member.service, instance).await

@@ -1,5 +1,37 @@
 //! What `/proc` says of this machine's processes: every pid, and a process's
-//! state, parent, group and start time (one parser of `/proc/PID/stat`).
+//! state, parent, group and start time (one parser of `/proc/PID/stat`);
+//! and how lks stops a process group it started (an app its agent left, a
+//! host resource's commands).
+
+use std::time::{Duration, Instant};
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(3);
+
+/// SIGTERM to the process group `pgid`, then SIGKILL to what is left of it
+/// after [`GRACE`]. `leader`, when it is lks's own child, is reaped on the
+/// way: a zombie still counts as a member of its group.
+pub async fn stop_group(pgid: rustix::process::Pid, leader: Option<&mut tokio::process::Child>) {
+    use rustix::process::{Signal, kill_process_group, test_kill_process_group};
+    if kill_process_group(pgid, Signal::TERM).is_err() {
+        if let Some(leader) = leader {
+            let _ = leader.wait().await;
+        }
+        return; // already gone
+    }
+    let deadline = Instant::now() + GRACE;
+    let mut leader = leader;
+    if let Some(l) = leader.as_deref_mut() {
+        let _ = tokio::time::timeout_at(deadline.into(), l.wait()).await;
+    }
+    while test_kill_process_group(pgid).is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = kill_process_group(pgid, Signal::KILL);
+    if let Some(l) = leader {
+        let _ = l.wait().await;
+    }
+}
 
 /// The fields of `/proc/PID/stat` lks uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

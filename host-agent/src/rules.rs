@@ -198,6 +198,7 @@ mod tests {
             },
             k8s: vec![],
             workspace_files: vec![],
+            host: None,
         }
     }
 

@@ -265,15 +265,20 @@ impl Workspace {
     /// The services built from the working tree and live updated (in
     /// containers and pods; the others run the registry's `latest`): the
     /// `--local` ones, or without any, the targets named (aliases
-    /// expanded), or with no target, every service.
+    /// expanded), or with no target, every service. Host resources are
+    /// never among them: no runtime builds or deploys them.
     pub fn live(&self, targets: &[String], local: &[String]) -> BTreeSet<String> {
-        if !local.is_empty() {
+        let named: BTreeSet<String> = if !local.is_empty() {
             local.iter().cloned().collect()
         } else if !targets.is_empty() {
             self.expand_targets(targets).into_iter().collect()
         } else {
             self.services.keys().cloned().collect()
-        }
+        };
+        named
+            .into_iter()
+            .filter(|n| self.services.get(n).is_none_or(|s| s.host.is_none()))
+            .collect()
     }
 
     /// The targets with aliases expanded, without their dependencies

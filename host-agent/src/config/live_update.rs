@@ -211,7 +211,7 @@ fn run_step(doc: &mut Doc, node: &Node, what: &str) -> Option<RunStep> {
 
 /// A list of globs relative to the service directory, compiled. None when
 /// any is bad (each recorded).
-fn globs(doc: &mut Doc, node: &Node, what: &str) -> Option<(Vec<String>, GlobSet)> {
+pub(super) fn globs(doc: &mut Doc, node: &Node, what: &str) -> Option<(Vec<String>, GlobSet)> {
     let patterns = doc.strings(node, what)?;
     let mut compiled = vec![];
     for (p, at) in &patterns {

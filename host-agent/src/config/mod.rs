@@ -7,6 +7,7 @@
 
 mod error;
 mod graph;
+mod host;
 mod live_update;
 mod service;
 #[cfg(test)]
@@ -186,6 +187,10 @@ pub struct Service {
     pub k8s: Vec<PathBuf>,
     /// The workspace's `lks.yaml` and its work dir ([`WORK_DIR`]).
     pub workspace_files: Vec<PathBuf>,
+    /// A host-side resource (`host:`): commands lks runs on the host
+    /// itself, whatever the runtime; it has no build, manifests nor app
+    /// command then.
+    pub host: Option<Host>,
 }
 
 impl Service {
@@ -200,6 +205,34 @@ impl Service {
             .chain(self.workspace_files.iter().cloned())
             .collect()
     }
+
+    /// The workspace's work dir ([`WORK_DIR`]), once the workspace is loaded.
+    pub fn work_dir(&self) -> Option<&Path> {
+        self.workspace_files
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n == WORK_DIR))
+            .map(PathBuf::as_path)
+    }
+}
+
+/// A host-side resource: what Tilt's `local_resource` is for (a compile on
+/// the host, code generation, a one-shot job, a host-side server). It runs
+/// in the service's directory with its `env`, on the host, whatever the
+/// runtime.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Commands (argv each, no shell) run in order: at start, on a change
+    /// of a watched file, on `lks trigger`. The first failure stops the rest.
+    pub run: Vec<Vec<String>>,
+    /// Globs (relative to the service dir) whose changes run it again.
+    pub watch: Vec<String>,
+    /// `watch`, compiled.
+    pub watch_matcher: GlobSet,
+    /// Changes of watched files wait for `lks trigger`.
+    pub manual: bool,
+    /// A long-running process (argv) started once `run` succeeded, and
+    /// restarted after each successful run again; empty: none.
+    pub serve: Vec<String>,
 }
 
 /// How a service is built.

@@ -36,6 +36,7 @@ const KEYS: &[&str] = &[
     "build",
     "k8s",
     "live_update",
+    "host",
 ];
 const READINESS_KEYS: &[&str] = &["http", "tcp", "exec", "period", "timeout"];
 const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "target", "local"];
@@ -98,6 +99,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         live_update: super::live_update::default_live_update(&dir),
         k8s: vec![],
         workspace_files: vec![],
+        host: None,
     };
     let mut deps = vec![];
     let mut host_refs = vec![];
@@ -152,6 +154,10 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
                 }
             }
             "k8s" => service.k8s = manifests(doc, v, &w, &dir),
+            "host" => {
+                service.host = super::host::host(doc, v, &w);
+                super::host::conflicts(doc, map, &owner);
+            }
             _ => {}
         }
     }

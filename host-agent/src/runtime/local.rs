@@ -112,7 +112,7 @@ impl Runtime for Local {
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(io("starting lks-agent"))?;
         if let Some(pid) = child.id() {
-            crate::claim::record(&self.work, &service.name, pid);
+            crate::claim::record(&self.work, &service.name, "agent", pid);
         }
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
@@ -198,22 +198,9 @@ impl Runtime for Local {
         if app != 0
             && let Some(pgid) = rustix::process::Pid::from_raw(app as i32)
         {
-            stop_group(pgid).await;
+            crate::procs::stop_group(pgid, None).await;
         }
-        crate::claim::forget(&self.work, &service.name);
+        crate::claim::forget(&self.work, &service.name, "agent");
         Ok(())
     }
-}
-
-/// SIGTERM to a process group, then SIGKILL if it is still there after 3 s.
-async fn stop_group(pgid: rustix::process::Pid) {
-    use rustix::process::{Signal, kill_process_group, test_kill_process_group};
-    if kill_process_group(pgid, Signal::TERM).is_err() {
-        return; // already gone
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while test_kill_process_group(pgid).is_ok() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = kill_process_group(pgid, Signal::KILL);
 }

@@ -1,6 +1,7 @@
 //! What each runtime needs from a service's definition: `lks config check`
 //! reports what the runtime `lks up` would choose (or `--runtime`) lacks,
-//! with the other mistakes of `lks.yaml`. `lks up` itself runs the other
+//! with the other mistakes of `lks.yaml`. A host resource (`host:`) needs
+//! nothing of any runtime. `lks up` itself runs the other
 //! services and reports such a one once, without retrying it.
 
 use super::Kind;
@@ -34,6 +35,8 @@ pub fn unmet(ws: &Workspace, kind: Kind) -> Vec<ConfigError> {
 /// What `service` lacks for `kind`, said with what to do.
 fn missing(service: &Service, kind: Kind) -> Option<String> {
     match kind {
+        // A host resource runs on the host whatever the runtime.
+        _ if service.host.is_some() => None,
         Kind::Local if service.command.is_empty() => Some(
             "it has no `command`, which the local runtime runs to start the app \
              (add `command:`, or use --runtime docker or kube)"

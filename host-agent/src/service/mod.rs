@@ -9,7 +9,9 @@
 //! - [`update`]: the life of a live service (first sync, then batches).
 //! - [`readiness`]: its readiness check.
 //! - [`report`]: what its agent and its pods say.
+//! - [`host`]: a host-side resource (`host:`), which has no runtime.
 
+pub mod host;
 mod readiness;
 mod report;
 mod start;

@@ -2,6 +2,7 @@
 //! full message (file:line:col), the happy path, and the launch order.
 
 mod errors;
+mod host;
 mod resolve;
 mod workspace;
 
