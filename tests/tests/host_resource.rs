@@ -259,6 +259,97 @@ fn serve_is_restarted_by_a_rerun_and_gone_after_lks_stops() {
 }
 
 #[test]
+fn a_failing_rerun_keeps_the_serve_and_the_next_good_edit_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(ws, "web/page.txt", "good 1\n");
+    write(
+        ws,
+        "lks.yaml",
+        "services:\n  - name: web\n    dir: web\n    host:\n      \
+         run: [\"sh -c 'echo checking; grep -q good page.txt'\"]\n      watch: [\"*.txt\"]\n      \
+         serve: sh -c \"echo $$ >> serve.pids; exec sleep 1000\"\n",
+    );
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    let first = nth_serve(ws, 1);
+    let mark = up.mark();
+    write(ws, "web/page.txt", "broken\n");
+    up.wait_since(
+        mark,
+        &[
+            "web",
+            "failed (exit code 1); the app keeps running the previous version",
+        ],
+        Duration::from_secs(10),
+    );
+    up.wait_since(mark, &["web", "[error: "], Duration::from_secs(5));
+    assert!(process_alive(first), "the failed run stopped the serve");
+    assert_eq!(lines_of(&ws.join("web/serve.pids")).len(), 1);
+    let mark = up.mark();
+    write(ws, "web/page.txt", "good 2\n");
+    up.wait_since(mark, &["web", "[ready]"], Duration::from_secs(20));
+    let second = nth_serve(ws, 2);
+    assert!(gone(first), "the old serve survived the good run");
+    assert!(process_alive(second));
+    assert!(up.terminate().success());
+    assert!(gone(second));
+}
+
+#[test]
+fn a_serve_whose_port_is_taken_names_the_holder_and_starts_once_it_is_free() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(
+        ws,
+        "lks.yaml",
+        &format!(
+            "services:\n  - name: web\n    ports: [{port}]\n    host:\n      \
+             serve: sh -c \"exec sleep 1000\"\n"
+        ),
+    );
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    let line = up.wait(&["web", "already taken"], Duration::from_secs(30));
+    assert!(
+        line.contains(&format!(
+            "port {port} is already taken by pid {}",
+            std::process::id()
+        )),
+        "{line}"
+    );
+    assert!(!up.drain().iter().any(|l| l.contains("[ready]")));
+    drop(squatter);
+    up.wait(&["web", "[ready]"], Duration::from_secs(30));
+    assert!(up.terminate().success());
+}
+
+#[test]
+fn a_serve_that_exits_fails_lks_ci() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    write(
+        ws,
+        "lks.yaml",
+        &format!(
+            "services:\n  - name: web\n    host:\n      \
+             serve: sh -c \"echo serve is dying; exit 5\"\n    \
+             readiness: {{tcp: \"127.0.0.1:{port}\", timeout: 60s}}\n"
+        ),
+    );
+    let out = lks(ws, &["ci", "--runtime", "local", "--timeout", "60s"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("lks ci: web failed: the app exited with exit code 5"),
+        "{err}"
+    );
+    assert!(err.contains("app  serve is dying"), "{err}");
+}
+
+#[test]
 fn a_serve_that_lks_up_left_when_it_was_killed_is_stopped_by_the_next_one() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path();

@@ -210,7 +210,19 @@ impl Resource {
     }
 
     /// Starts the serve process; false (the error reported) when it cannot.
+    /// A port it is to listen on that another process holds is named with
+    /// that process, and the start tried again later (never ready behind it).
     fn start_serve(&mut self) -> bool {
+        let ports = crate::ports::of_local_service(&self.service);
+        if let Err(e) = crate::runtime::RuntimeError::check_ports(&self.service, &ports) {
+            let why = e.to_string();
+            let delay = self.serve_backoff.next_delay();
+            self.to.status(Status::Error(why.clone()));
+            let _ = self.state.send(State::Failed(why));
+            self.to.send(Event::Retrying(delay));
+            self.serve_due = Some(tokio::time::Instant::now() + delay);
+            return false;
+        }
         match Process::spawn(
             &self.service,
             &self.host.serve,
