@@ -350,6 +350,34 @@ fn a_serve_that_exits_fails_lks_ci() {
 }
 
 #[test]
+fn editing_its_definition_starts_it_anew_with_the_new_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    serving_workspace(ws);
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    up.wait(&["web", "[ready]"], Duration::from_secs(60));
+    let first = nth_serve(ws, 1);
+    let yaml = std::fs::read_to_string(ws.join("lks.yaml")).unwrap();
+    write(
+        ws,
+        "lks.yaml",
+        &yaml.replace("echo built", "echo built anew"),
+    );
+    up.wait(
+        &["lks.yaml changed: restarted with its new definition: web"],
+        Duration::from_secs(20),
+    );
+    let second = nth_serve(ws, 2);
+    assert!(gone(first), "the reload left the old serve running");
+    assert_eq!(
+        lines_of(&ws.join("web/builds.log")),
+        ["built", "built anew"]
+    );
+    assert!(up.terminate().success());
+    assert!(gone(second));
+}
+
+#[test]
 fn a_serve_that_lks_up_left_when_it_was_killed_is_stopped_by_the_next_one() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path();
