@@ -22,6 +22,9 @@ install_missing() { # command package
 }
 install_missing node nodejs
 install_missing go golang-go
+# The web page's tests drive a real headless Chromium over WebDriver.
+install_missing chromium chromium
+install_missing chromedriver chromium-driver
 
 # kubernetes-validate (PyPI) checks every Kubernetes object lks renders
 # against the API schemas (no cluster can run on these machines).

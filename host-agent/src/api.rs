@@ -1,30 +1,49 @@
 //! The API of a running `lks up`: a small HTTP server on 127.0.0.1 over the
-//! [`board`](crate::board), for `lks status` and `lks logs` (and, to come,
-//! the web page). Every request carries the run's token (`Authorization:
-//! Bearer TOKEN`): another local user or a web page cannot read the logs.
-//! Where to find it is written to `.lks/api.json` (mode 0600) for the run and
-//! removed when it ends.
+//! [`board`](crate::board), for the shell's commands (`lks status`, `lks
+//! logs`, `lks trigger`...) and the web page ([`ui`](crate::ui)).
+//!
+//! Who may use it: only connections from this user's processes (or root's;
+//! the peer's uid is looked up in `/proc/net/tcp`), with a `Host` of
+//! 127.0.0.1 or localhost (no DNS rebinding), and, except for the page's
+//! static assets, the run's token: `Authorization: Bearer TOKEN` (from
+//! `.lks/api.json`, mode 0600, removed when the run ends; the page gets it
+//! inside its HTML, which another web site cannot read; the event stream
+//! takes it as `?token=`, as EventSource cannot send headers). Another web
+//! page cannot send the header without a CORS preflight, which is never
+//! allowed: no CSRF.
 //!
 //! - `GET /api/state`: `{"services": [ServiceState...]}` in launch order.
-//! - `POST /api/trigger|disable|enable?service=NAME`: `{"done": "..."}`, or
-//!   404 with `{"error": "..."}` (see [`Action`]).
 //! - `GET /api/logs?service=A,B&after=SEQ&since_ms=T&tail=N` (every
 //!   parameter optional; no service: all): `{"lines": [{service, seq,
 //!   at_ms, source, text}...]}` in order.
+//! - `GET /api/events`: server-sent events: `snapshot` (every service and
+//!   the last log lines), then `delta`s (the services that changed, the new
+//!   lines), at most 10 a second.
+//! - `POST /api/ACTION?service=NAME`, ACTION one of `trigger`, `restart`,
+//!   `disable`, `enable`, `manual`, `auto` (see [`Action`]): `{"done":
+//!   "..."}`, or 404 with `{"error": "..."}`.
 
 use crate::board::Shared;
 use crate::fleet::Action;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The file beside the run's work dir that says where its API is.
 pub const DISCOVERY: &str = "api.json";
+
+/// The web UI's port when none is asked (Tilt's: a habit worth keeping).
+pub const UI_PORT: u16 = 10350;
+
+/// How many ports after the asked one are tried when it is taken.
+const PORTS_TRIED: u16 = 100;
 
 /// What `.lks/api.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,11 +66,41 @@ pub struct Asked {
     pub reply: oneshot::Sender<Result<&'static str, String>>,
 }
 
-/// The API of one run; stops serving and removes its discovery file when
-/// dropped.
+/// A response of the API.
+pub type Answer = Response<BoxBody<Bytes, Infallible>>;
+
+/// The API of one run; stops serving (also its event streams) and removes
+/// its discovery file when dropped.
 pub struct Api {
     file: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    page: Option<String>,
+    stop: watch::Sender<bool>,
+    streams: Streams,
+}
+
+/// How many event streams are open.
+pub type Streams = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+impl Api {
+    /// The web page's address, when the run has one.
+    pub fn page(&self) -> Option<&str> {
+        self.page.as_deref()
+    }
+
+    /// The run ends: no more requests; the event streams say `end` to their
+    /// pages (waited for up to a second).
+    pub async fn close(self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.file);
+        self.stop.send_replace(true);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.streams.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Drop for Api {
@@ -61,41 +110,72 @@ impl Drop for Api {
     }
 }
 
-/// Serves `board` on a free port of 127.0.0.1 and writes `work/api.json`;
-/// actions go to `actions`.
+/// What every request is answered with.
+#[derive(Clone)]
+struct Served {
+    board: Shared,
+    token: String,
+    actions: mpsc::UnboundedSender<Asked>,
+    /// The page is served.
+    ui: bool,
+    /// The port, for the `Host` check.
+    port: u16,
+    /// True when the run ends: the event streams end.
+    stop: watch::Receiver<bool>,
+    streams: Streams,
+}
+
+/// Serves `board` on 127.0.0.1 and writes `work/api.json`; actions go to
+/// `actions`. With `ui`, the web page too, on that port (or the next free
+/// one; 0: any); else on any free port.
 pub async fn serve(
     board: Shared,
     work: &Path,
     actions: mpsc::UnboundedSender<Asked>,
+    ui: Option<u16>,
 ) -> std::io::Result<Api> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let listener = bind(ui).await?;
+    let port = listener.local_addr()?.port();
+    let url = format!("http://127.0.0.1:{port}");
     let token = hex::encode(rand::random::<[u8; 24]>());
     let file = work.join(DISCOVERY);
     write_private(
         &file,
         &serde_json::to_vec(&Discovery {
-            url,
+            url: url.clone(),
             token: token.clone(),
             pid: std::process::id(),
         })
         .map_err(std::io::Error::other)?,
     )?;
-    let expected = format!("Bearer {token}");
+    let (stop_tx, stop) = watch::channel(false);
+    let streams = Streams::default();
+    let served = Served {
+        board,
+        token,
+        actions,
+        ui: ui.is_some(),
+        port,
+        stop,
+        streams: streams.clone(),
+    };
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let Ok((tcp, peer)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
-            let board = board.clone();
-            let expected = expected.clone();
-            let actions = actions.clone();
+            let served = served.clone();
             tokio::spawn(async move {
+                let ours = ours(peer, served.port);
                 let service = hyper::service::service_fn(move |req| {
-                    let (board, expected, actions) =
-                        (board.clone(), expected.clone(), actions.clone());
-                    async move { Ok::<_, Infallible>(answer(req, &board, &expected, &actions).await) }
+                    let (served, ours) = (served.clone(), ours.clone());
+                    async move {
+                        Ok::<_, Infallible>(match ours {
+                            Ok(()) => answer(req, &served).await,
+                            Err(why) => refused(StatusCode::FORBIDDEN, &why),
+                        })
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
@@ -103,7 +183,57 @@ pub async fn serve(
             });
         }
     });
-    Ok(Api { file, task })
+    Ok(Api {
+        file,
+        task,
+        page: ui.map(|_| format!("{url}/")),
+        stop: stop_tx,
+        streams,
+    })
+}
+
+/// A listener on 127.0.0.1: `port` or one of the next free ones (0 or
+/// None: any).
+async fn bind(port: Option<u16>) -> std::io::Result<tokio::net::TcpListener> {
+    if let Some(first) = port.filter(|p| *p != 0) {
+        for p in first..first.saturating_add(PORTS_TRIED) {
+            if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", p)).await {
+                return Ok(l);
+            }
+        }
+    }
+    tokio::net::TcpListener::bind(("127.0.0.1", 0)).await
+}
+
+/// Ok when the connection from `peer` (to our `port`) comes from a process
+/// of this user or of root; else why not.
+fn ours(peer: SocketAddr, port: u16) -> Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    match peer_uid(peer, port) {
+        Some(uid) if uid == me || uid == 0 => Ok(()),
+        Some(uid) => Err(format!(
+            "this lks up belongs to uid {me}; uid {uid} cannot use it"
+        )),
+        None => Err("cannot tell which user connected (/proc/net/tcp)".into()),
+    }
+}
+
+/// The uid owning the socket at `peer` connected to 127.0.0.1:`port`, from
+/// `/proc/net/tcp` (where the peer's end lists `peer` as its local address).
+fn peer_uid(peer: SocketAddr, port: u16) -> Option<u32> {
+    let SocketAddr::V4(peer) = peer else {
+        return None;
+    };
+    let hex = |ip: std::net::Ipv4Addr, port: u16| {
+        format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()))
+    };
+    let local = hex(*peer.ip(), peer.port());
+    let remote = hex(std::net::Ipv4Addr::LOCALHOST, port);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 7 && f[1] == local && f[2] == remote).then(|| f[7].parse().ok())?
+    })
 }
 
 /// Writes `bytes` to `path`, readable by its owner only.
@@ -119,82 +249,106 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
+    Full::new(bytes.into()).boxed()
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Answer {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(value.to_string())))
+        .header(hyper::header::CACHE_CONTROL, "no-store")
+        .body(full(value.to_string()))
         .expect("a valid response")
 }
 
-fn refused(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
+fn refused(status: StatusCode, why: &str) -> Answer {
     json(status, &serde_json::json!({ "error": why }))
 }
 
+/// The request's query parameters, decoded.
+fn query<B>(req: &Request<B>) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Whether the request names this server as 127.0.0.1 or localhost (a
+/// rebound DNS name is refused).
+fn host_is_ours<B>(req: &Request<B>, port: u16) -> bool {
+    let Some(host) = req.headers().get(hyper::header::HOST) else {
+        return false;
+    };
+    let host = host.to_str().unwrap_or("");
+    [format!("127.0.0.1:{port}"), format!("localhost:{port}")]
+        .iter()
+        .any(|h| h == host)
+}
+
 /// The answer to one request.
-async fn answer<B>(
-    req: Request<B>,
-    board: &Shared,
-    expected: &str,
-    actions: &mpsc::UnboundedSender<Asked>,
-) -> Response<Full<Bytes>> {
-    let authorized = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .is_some_and(|v| subtle::ConstantTimeEq::ct_eq(v.as_bytes(), expected.as_bytes()).into());
-    if !authorized {
+async fn answer<B>(req: Request<B>, served: &Served) -> Answer {
+    if !host_is_ours(&req, served.port) {
         return refused(
-            StatusCode::UNAUTHORIZED,
-            "this run's token is needed (Authorization: Bearer TOKEN, from .lks/api.json)",
+            StatusCode::FORBIDDEN,
+            "ask for 127.0.0.1 or localhost (this server answers no other name)",
         );
     }
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = query(&req);
     let param = |name: &str| {
         query
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let path = req.uri().path();
+    let path = req.uri().path().to_string();
+    let get = req.method() == hyper::Method::GET;
+    if get && !path.starts_with("/api/") {
+        return match served.ui {
+            true => crate::ui::asset(&path, &served.token),
+            false => refused(
+                StatusCode::NOT_FOUND,
+                "this lks up runs without its web UI (--no-ui)",
+            ),
+        };
+    }
+    let header_token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Only the event stream takes it in the URL (EventSource sends no headers).
+    let token = header_token.or(param("token").filter(|_| get && path == "/api/events"));
+    let authorized = token.is_some_and(|t| {
+        subtle::ConstantTimeEq::ct_eq(t.as_bytes(), served.token.as_bytes()).into()
+    });
+    if !authorized {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "this run's token is needed (Authorization: Bearer TOKEN, from .lks/api.json)",
+        );
+    }
     if req.method() == hyper::Method::POST {
-        let action = match path {
-            "/api/trigger" => Action::Trigger,
-            "/api/disable" => Action::Disable,
-            "/api/enable" => Action::Enable,
-            _ => return refused(StatusCode::NOT_FOUND, "no such action"),
+        let Some(action) = path.strip_prefix("/api/").and_then(Action::named) else {
+            return refused(StatusCode::NOT_FOUND, "no such action");
         };
         let Some(service) = param("service") else {
             return refused(StatusCode::BAD_REQUEST, "which service? (?service=NAME)");
         };
-        let (reply, done) = oneshot::channel();
-        let asked = Asked {
-            action,
-            service: service.to_string(),
-            reply,
-        };
-        if actions.send(asked).is_err() {
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "lks up is stopping");
-        }
-        return match done.await {
-            Ok(Ok(done)) => json(StatusCode::OK, &serde_json::json!({ "done": done })),
-            Ok(Err(why)) => refused(StatusCode::NOT_FOUND, &why),
-            Err(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "lks up is stopping"),
-        };
+        return act(served, action, service).await;
     }
-    if req.method() != hyper::Method::GET {
+    if !get {
         return refused(StatusCode::METHOD_NOT_ALLOWED, "GET or POST");
     }
-    let board = board.lock().unwrap();
-    match path {
+    if path == "/api/events" {
+        return crate::ui::events(
+            served.board.clone(),
+            served.stop.clone(),
+            served.streams.clone(),
+        );
+    }
+    let board = served.board.lock().unwrap();
+    match path.as_str() {
         "/api/state" => json(
             StatusCode::OK,
             &serde_json::json!({ "services": board.states() }),
@@ -216,24 +370,31 @@ async fn answer<B>(
                 number("since_ms").unwrap_or(0),
                 tail,
             ) {
-                Ok(lines) => {
-                    let lines: Vec<serde_json::Value> = lines
-                        .into_iter()
-                        .map(|(service, l)| {
-                            serde_json::json!({
-                                "service": service,
-                                "seq": l.seq,
-                                "at_ms": l.at_ms,
-                                "source": l.source,
-                                "text": l.text,
-                            })
-                        })
-                        .collect();
-                    json(StatusCode::OK, &serde_json::json!({ "lines": lines }))
-                }
+                Ok(lines) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "lines": crate::board::lines_json(&lines) }),
+                ),
                 Err(why) => refused(StatusCode::NOT_FOUND, &why),
             }
         }
         _ => refused(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// Hands `action` on `service` to the run's loop and waits for what it did.
+async fn act(served: &Served, action: Action, service: &str) -> Answer {
+    let (reply, done) = oneshot::channel();
+    let asked = Asked {
+        action,
+        service: service.to_string(),
+        reply,
+    };
+    if served.actions.send(asked).is_err() {
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "lks up is stopping");
+    }
+    match done.await {
+        Ok(Ok(done)) => json(StatusCode::OK, &serde_json::json!({ "done": done })),
+        Ok(Err(why)) => refused(StatusCode::NOT_FOUND, &why),
+        Err(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "lks up is stopping"),
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Log lines kept per service, at most.
 pub const LOG_LINES: usize = 2000;
@@ -72,6 +73,8 @@ pub struct LastSync {
     pub deleted: usize,
     /// How long it took.
     pub ms: u64,
+    /// Some of the paths it changed (a batch's).
+    pub paths: Vec<String>,
 }
 
 /// What the board knows of one service.
@@ -81,6 +84,27 @@ pub struct ServiceState {
     pub name: String,
     /// Its status as the console shows it (`ready`, `error: ...`).
     pub status: String,
+    /// Where its updates are: `pending`, `building`, `syncing`,
+    /// `running step`, `ok`, `error`.
+    pub update: &'static str,
+    /// Where what runs is: `waiting for deps`, `starting`, `restarting`,
+    /// `ready`, `crash loop`, `error`, `stopped`, `disabled`.
+    pub runtime: &'static str,
+    /// Its group in the page: the smallest alias it is in, or none.
+    pub group: Option<String>,
+    /// What it depends on.
+    pub deps: Vec<String>,
+    /// Its declared ports, reached on 127.0.0.1 (forwarded from containers
+    /// and pods).
+    pub endpoints: Vec<String>,
+    /// Changes wait for a trigger.
+    pub manual: bool,
+    /// How many changed paths wait for a trigger.
+    pub waiting: usize,
+    /// When what runs now was started, in ms since the Unix epoch.
+    pub started_ms: Option<u64>,
+    /// The board's tick at its last change (for deltas).
+    pub version: u64,
     /// Whether it is ready.
     pub ready: bool,
     /// Since when it has its status, in ms since the Unix epoch.
@@ -114,6 +138,18 @@ pub struct Board {
     services: BTreeMap<String, ServiceState>,
     /// The first failure of the run: the service and what failed.
     first_failure: Option<(String, String)>,
+    /// Counts the changes; watched by the API's streams.
+    tick: Tick,
+}
+
+/// The board's change counter, which the streams of the API wait on.
+#[derive(Debug)]
+struct Tick(watch::Sender<u64>);
+
+impl Default for Tick {
+    fn default() -> Tick {
+        Tick(watch::channel(0).0)
+    }
 }
 
 /// The board, shared by the console that fills it and the API that reads it.
@@ -130,6 +166,15 @@ impl ServiceState {
         ServiceState {
             name: name.to_string(),
             status: Status::Waiting("its turn".into()).to_string(),
+            update: "pending",
+            runtime: "waiting for deps",
+            group: None,
+            deps: Vec::new(),
+            endpoints: Vec::new(),
+            manual: false,
+            waiting: 0,
+            started_ms: None,
+            version: 0,
             ready: false,
             since_ms: now_ms(),
             agent_pid: None,
@@ -167,6 +212,54 @@ impl ServiceState {
         }
     }
 
+    /// Where its updates and what runs are after `event`.
+    fn phases(&mut self, event: &Event) {
+        match event {
+            Event::Status(status) => match status {
+                Status::Waiting(_) => (self.update, self.runtime) = ("pending", "waiting for deps"),
+                Status::Starting => {
+                    self.runtime = "starting";
+                    self.started_ms = Some(now_ms());
+                }
+                Status::Building => self.update = "building",
+                Status::Syncing => self.update = "syncing",
+                Status::RunningStep(_) => self.update = "running step",
+                Status::Restarting => self.runtime = "restarting",
+                Status::CheckingReadiness => {
+                    if self.runtime != "crash loop" {
+                        self.runtime = "starting";
+                    }
+                    if self.update != "error" {
+                        self.update = "ok";
+                    }
+                }
+                Status::Ready => (self.update, self.runtime) = ("ok", "ready"),
+                // A crash loop is the runtime's error, not the update's.
+                Status::Error(_) if self.runtime == "crash loop" => {}
+                Status::Error(_) => {
+                    self.update = "error";
+                    if self.runtime != "ready" {
+                        self.runtime = "error";
+                    }
+                }
+                Status::Stopped => self.runtime = "stopped",
+                Status::Disabled => self.runtime = "disabled",
+            },
+            Event::Synced { .. } if self.update != "error" => self.update = "ok",
+            Event::StepFailed { .. } | Event::SyncError(_) => self.update = "error",
+            Event::AppExited {
+                crashes_in_a_row, ..
+            } => {
+                self.runtime = if *crashes_in_a_row >= 2 {
+                    "crash loop"
+                } else {
+                    "restarting"
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn error(&mut self, text: String) {
         self.errors += 1;
         self.last_error = Some(text);
@@ -183,9 +276,60 @@ impl Board {
                 .map(|s| (s.clone(), ServiceState::new(s)))
                 .collect(),
             first_failure: None,
+            tick: Tick::default(),
         };
         board.share_log_budget();
         board
+    }
+
+    /// What the workspace says of each service: its group, deps and
+    /// endpoints.
+    pub fn describe(&mut self, ws: &crate::config::Workspace) {
+        // A reload's removed services leave the board.
+        self.services
+            .retain(|name, _| ws.services.contains_key(name));
+        self.order.retain(|name| ws.services.contains_key(name));
+        for (name, service) in &ws.services {
+            let Some(s) = self.services.get_mut(name) else {
+                continue;
+            };
+            s.group = group_of(ws, name);
+            s.deps = service.deps.clone();
+            s.endpoints = service
+                .ports
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}/"))
+                .collect();
+        }
+        self.bump(None);
+    }
+
+    /// Counts a change (of `service`, when it is one service's).
+    fn bump(&mut self, service: Option<&str>) {
+        self.tick.0.send_modify(|t| *t += 1);
+        let tick = *self.tick.0.borrow();
+        match service.and_then(|n| self.services.get_mut(n)) {
+            Some(s) => s.version = tick,
+            None => self.services.values_mut().for_each(|s| s.version = tick),
+        }
+    }
+
+    /// The tick now, and a receiver that wakes at every change.
+    pub fn watch(&self) -> (u64, watch::Receiver<u64>) {
+        (*self.tick.0.borrow(), self.tick.0.subscribe())
+    }
+
+    /// The services changed after tick `since`, in launch order.
+    pub fn changed_since(&self, since: u64) -> Vec<&ServiceState> {
+        self.states()
+            .into_iter()
+            .filter(|s| s.version > since)
+            .collect()
+    }
+
+    /// The number of the last log line written.
+    pub fn last_seq() -> u64 {
+        SEQ.load(std::sync::atomic::Ordering::Relaxed) - 1
     }
 
     fn service(&mut self, name: &str) -> &mut ServiceState {
@@ -209,12 +353,18 @@ impl Board {
 
     /// Folds one event of `service` in.
     pub fn record(&mut self, service: &str, event: &Event) {
+        self.fold(service, event);
+        self.bump(Some(service));
+    }
+
+    fn fold(&mut self, service: &str, event: &Event) {
         if self.first_failure.is_none()
             && let Some(why) = failure(event)
         {
             self.first_failure = Some((service.to_string(), why));
         }
         let s = self.service(service);
+        s.phases(event);
         match event {
             Event::Status(status) => {
                 let text = status.to_string();
@@ -248,8 +398,11 @@ impl Board {
                     files: summary.files,
                     deleted: summary.deleted,
                     ms: *ms as u64,
+                    paths: summary.paths.clone(),
                 });
             }
+            Event::TriggerMode { manual } => s.manual = *manual,
+            Event::ChangesWaiting(n) => s.waiting = *n,
             Event::SyncError(e) => s.error(e.clone()),
             Event::StepFailed {
                 cmd,
@@ -328,9 +481,11 @@ impl Board {
         let mut out: Vec<(&str, &Line)> = chosen
             .iter()
             .flat_map(|s| {
+                // Numbered in order: the lines after `after` are a suffix.
+                let first = s.logs.partition_point(|l| l.seq <= after);
                 s.logs
-                    .iter()
-                    .filter(|l| l.seq > after && l.at_ms >= since_ms)
+                    .range(first..)
+                    .filter(|l| l.at_ms >= since_ms)
                     .map(move |l| (s.name.as_str(), l))
             })
             .collect();
@@ -339,6 +494,45 @@ impl Board {
         out.drain(..skip);
         Ok(out)
     }
+}
+
+/// Log lines with their services, as the API gives them: `{service, seq,
+/// at_ms, source, text}`.
+pub fn lines_json(lines: &[(&str, &Line)]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(|(service, l)| {
+            serde_json::json!({
+                "service": service,
+                "seq": l.seq,
+                "at_ms": l.at_ms,
+                "source": l.source,
+                "text": l.text,
+            })
+        })
+        .collect()
+}
+
+/// The smallest alias `name` is in (through aliases of aliases), or none.
+fn group_of(ws: &crate::config::Workspace, name: &str) -> Option<String> {
+    fn members(ws: &crate::config::Workspace, alias: &str, depth: usize) -> Vec<String> {
+        let Some(names) = ws.aliases.get(alias) else {
+            return vec![alias.to_string()];
+        };
+        if depth > 32 {
+            return Vec::new();
+        }
+        names
+            .iter()
+            .flat_map(|n| members(ws, n, depth + 1))
+            .collect()
+    }
+    ws.aliases
+        .keys()
+        .map(|a| (members(ws, a, 0), a))
+        .filter(|(m, _)| m.iter().any(|n| n == name))
+        .min_by_key(|(m, _)| m.len())
+        .map(|(_, a)| a.clone())
 }
 
 /// What `event` says failed, if it is a failure: a status of error (a start

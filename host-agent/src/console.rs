@@ -264,6 +264,12 @@ pub fn describe(event: &Event) -> String {
         Event::AgentWarning(w) => format!("agent warning: {w}"),
         Event::PodRuns(pod) => format!("pod {pod} runs"),
         Event::StopFailed(e) => format!("stopping: {e}"),
+        Event::TriggerMode { manual: true } => {
+            "manual trigger mode: changes wait for lks trigger".into()
+        }
+        Event::TriggerMode { manual: false } => "changes apply as they come".into(),
+        Event::ChangesWaiting(0) => "no changes wait any more".into(),
+        Event::ChangesWaiting(n) => format!("{n} changed path(s) wait for lks trigger"),
     }
 }
 

@@ -80,6 +80,13 @@ pub struct Summary {
     pub steps: Vec<(u32, bool, u64)>,
     /// Whether the app restarted.
     pub restarted: bool,
+    /// Some of the changed paths (a batch's; at most [`Summary::PATHS`]).
+    pub paths: Vec<String>,
+}
+
+impl Summary {
+    /// How many changed paths a summary names.
+    pub const PATHS: usize = 20;
 }
 
 impl From<&crate::session::Report> for Summary {
@@ -94,6 +101,7 @@ impl From<&crate::session::Report> for Summary {
                 .map(|s| (s.index, s.success, s.duration_ms))
                 .collect(),
             restarted: r.restarted,
+            paths: Vec::new(),
         }
     }
 }
@@ -217,6 +225,14 @@ pub enum Event {
     PodRuns(String),
     /// Stopping it failed.
     StopFailed(String),
+    /// Its trigger mode was set: manual (changes wait for a trigger) or not.
+    TriggerMode {
+        /// Whether changes wait.
+        manual: bool,
+    },
+    /// This many changed paths wait for a trigger (manual mode; 0: none
+    /// wait any more).
+    ChangesWaiting(usize),
 }
 
 /// A message on the channel.

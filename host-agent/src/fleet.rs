@@ -9,6 +9,7 @@ use crate::config::{Service, Workspace};
 use crate::events::{Event, Hub, Status};
 use crate::runtime::Runtime;
 use crate::service::{self, Slot, State, host};
+use crate::steer::Steer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
@@ -52,6 +53,8 @@ pub struct Fleet<R: Runtime> {
     members: BTreeMap<String, Member<R::Handle>>,
     /// Services disabled by hand (`lks disable`), kept for `lks enable`.
     disabled: BTreeMap<String, (Service, Channel)>,
+    /// The hand on each service's live updates; outlives its restarts.
+    steers: BTreeMap<String, Arc<Steer>>,
 }
 
 /// What a user asks of one service of a running fleet.
@@ -63,6 +66,40 @@ pub enum Action {
     Disable,
     /// Start a disabled service again (`lks enable`).
     Enable,
+    /// Restart its app alone, without a sync or a build (`lks restart`).
+    Restart,
+    /// Changes wait until triggered (`lks manual`).
+    Manual,
+    /// Changes apply as they come, the default (`lks auto`).
+    Auto,
+}
+
+impl Action {
+    /// Its name in the API and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Trigger => "trigger",
+            Action::Disable => "disable",
+            Action::Enable => "enable",
+            Action::Restart => "restart",
+            Action::Manual => "manual",
+            Action::Auto => "auto",
+        }
+    }
+
+    /// The action of that name.
+    pub fn named(name: &str) -> Option<Action> {
+        [
+            Action::Trigger,
+            Action::Disable,
+            Action::Enable,
+            Action::Restart,
+            Action::Manual,
+            Action::Auto,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)
+    }
 }
 
 /// What a reload changed.
@@ -112,6 +149,7 @@ impl<R: Runtime + 'static> Fleet<R> {
             order: Vec::new(),
             members: BTreeMap::new(),
             disabled: BTreeMap::new(),
+            steers: BTreeMap::new(),
         }
     }
 
@@ -134,6 +172,7 @@ impl<R: Runtime + 'static> Fleet<R> {
         let state = state.unwrap_or_else(Channel::new);
         state.tx.send_replace(State::Pending);
         let slot: Slot<R::Handle> = Arc::new(Mutex::new(None));
+        let steer = self.steer(&name);
         let leftovers = host::Leftovers::default();
         let task = match service.host {
             // No runtime starts a host resource: its own task runs it.
@@ -151,6 +190,7 @@ impl<R: Runtime + 'static> Fleet<R> {
                 deps,
                 state.tx.clone(),
                 slot.clone(),
+                steer,
             )),
         };
         self.order.retain(|n| *n != name);
@@ -216,14 +256,38 @@ impl<R: Runtime + 'static> Fleet<R> {
 
     /// Does `action` to `name`; what was done, or why not.
     pub async fn act(&mut self, action: Action, name: &str) -> Result<&'static str, String> {
+        let steer = self.steer(name);
         match action {
-            Action::Trigger => {
+            Action::Trigger if self.members.contains_key(name) && steer.held() > 0 => {
+                steer.release();
+                Ok("applying the changes that waited")
+            }
+            Action::Restart if self.members.contains_key(name) && steer.is_live() => {
+                steer.restart_app();
+                Ok("restarting its app")
+            }
+            Action::Trigger | Action::Restart => {
                 let Some(service) = self.members.get(name).map(|m| m.service.clone()) else {
                     return Err(self.not_running(name));
                 };
                 let state = self.stop(name).await;
                 self.start(service, state);
-                Ok("started anew")
+                Ok(match action {
+                    Action::Restart => "started anew (it has no live app to restart alone)",
+                    _ => "started anew",
+                })
+            }
+            Action::Manual | Action::Auto => {
+                if !self.members.contains_key(name) && !self.disabled.contains_key(name) {
+                    return Err(self.not_running(name));
+                }
+                let manual = action == Action::Manual;
+                steer.set_manual(manual);
+                self.hub.service(name).send(Event::TriggerMode { manual });
+                Ok(match manual {
+                    true => "changes now wait for a trigger",
+                    false => "changes apply as they come",
+                })
             }
             Action::Disable => {
                 let Some(service) = self.members.get(name).map(|m| m.service.clone()) else {
@@ -245,6 +309,11 @@ impl<R: Runtime + 'static> Fleet<R> {
                 Ok("enabled")
             }
         }
+    }
+
+    /// The hand on `name`'s live updates (made on first use).
+    fn steer(&mut self, name: &str) -> Arc<Steer> {
+        self.steers.entry(name.to_string()).or_default().clone()
     }
 
     fn not_running(&self, name: &str) -> String {

@@ -32,9 +32,11 @@ mod service;
 mod session;
 mod source;
 mod status;
+mod steer;
 mod sync;
 mod tree;
 mod tunnel;
+mod ui;
 mod up;
 mod watch;
 mod yaml;
@@ -207,11 +209,23 @@ enum Command {
         #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["table", "json"], default_value = "table")]
         output: String,
     },
-    /// Start services of the running `lks up` anew now: a full sync, their build, their app.
+    /// Update services of the running `lks up` now: the changes that wait (manual mode), else a full sync, their build, their app.
     #[command(
         after_help = "Examples:\n  lks trigger web\n  lks trigger web api -f path/to/lks.yaml"
     )]
     Trigger(ActArgs),
+    /// Restart the apps of services of the running `lks up`, without a sync or a build.
+    #[command(after_help = "Examples:\n  lks restart web\n\n\
+        A service that is not live updated (or not started yet) is started anew instead.")]
+    Restart(ActArgs),
+    /// Manual trigger mode: the services' changes wait until `lks trigger` (or `lks auto`).
+    #[command(after_help = "Examples:\n  lks manual web      # edits pile up\n  \
+        lks trigger web     # now they are applied, in one batch\n  \
+        lks auto web        # back to applying every change as it comes")]
+    Manual(ActArgs),
+    /// Apply the services' changes as they come again (the default), and what waits now.
+    #[command(after_help = "Examples:\n  lks auto web")]
+    Auto(ActArgs),
     /// Stop services of the running `lks up` and what they started, until `lks enable`.
     #[command(after_help = "Examples:\n  lks disable worker\n  lks enable worker")]
     Disable(ActArgs),
@@ -290,6 +304,13 @@ struct UpArgs {
     runtime: Option<up::RuntimeKind>,
     #[command(flatten)]
     target: kube::target::Selection,
+    /// The web UI's port on 127.0.0.1 [default: 10350, or the next free one;
+    /// `lks ci`: no web UI unless given]; 0: any free port.
+    #[arg(long, value_name = "PORT")]
+    ui_port: Option<u16>,
+    /// No web UI (`lks status`, `lks logs` and the other commands still work).
+    #[arg(long, conflicts_with = "ui_port")]
+    no_ui: bool,
     /// Tilt-style arguments after `--` (e.g. `-- --local bank`).
     #[arg(last = true, value_name = "ARGS")]
     rest: Vec<String>,
@@ -322,6 +343,10 @@ impl UpArgs {
             runtime: self.runtime,
             kube: self.target,
             ci: None,
+            ui: match self.no_ui {
+                true => None,
+                false => Some(self.ui_port.unwrap_or(api::UI_PORT)),
+            },
         })
     }
 }
@@ -414,8 +439,12 @@ fn main() -> std::process::ExitCode {
             }
             Command::Up(args) => up::up(args.options()?).await,
             Command::Ci { up, timeout } => {
+                let headless = up.ui_port.is_none();
                 let mut opts = up.options()?;
                 opts.ci = Some(timeout);
+                if headless {
+                    opts.ui = None;
+                }
                 up::up(opts).await
             }
             Command::Down {
@@ -451,6 +480,15 @@ fn main() -> std::process::ExitCode {
             }
             Command::Trigger(a) => {
                 status::act(a.file.as_deref(), fleet::Action::Trigger, &a.services).await
+            }
+            Command::Restart(a) => {
+                status::act(a.file.as_deref(), fleet::Action::Restart, &a.services).await
+            }
+            Command::Manual(a) => {
+                status::act(a.file.as_deref(), fleet::Action::Manual, &a.services).await
+            }
+            Command::Auto(a) => {
+                status::act(a.file.as_deref(), fleet::Action::Auto, &a.services).await
             }
             Command::Disable(a) => {
                 status::act(a.file.as_deref(), fleet::Action::Disable, &a.services).await

@@ -103,19 +103,15 @@ pub async fn status(file: Option<&Path>, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lks trigger|disable|enable SERVICE...`: each in turn, a line each.
+/// `lks trigger|restart|disable|enable|manual|auto SERVICE...`: each in
+/// turn, a line each.
 pub async fn act(
     file: Option<&Path>,
     action: crate::fleet::Action,
     services: &[String],
 ) -> anyhow::Result<()> {
-    use crate::fleet::Action;
     let api = running(file)?;
-    let verb = match action {
-        Action::Trigger => "trigger",
-        Action::Disable => "disable",
-        Action::Enable => "enable",
-    };
+    let verb = action.name();
     let mut failed = 0;
     for service in services {
         match call(

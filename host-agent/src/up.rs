@@ -33,6 +33,9 @@ pub struct UpOptions {
     /// `lks ci`: stop once every service is ready or one failed, or after
     /// this long.
     pub ci: Option<std::time::Duration>,
+    /// The web UI's port (the next free one if taken; 0: any); None: no
+    /// web UI (the API still serves the shell's commands).
+    pub ui: Option<u16>,
 }
 
 pub use crate::runtime::Kind as RuntimeKind;
@@ -89,15 +92,15 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let live = ws.live(&opts.targets, &opts.local);
     let say = crate::console::say;
     match kind {
-        RuntimeKind::Local => run(&ws, &targets, &order, opts.ci, Local::new(&work, &token)?).await,
+        RuntimeKind::Local => run(&ws, &targets, &order, &opts, Local::new(&work, &token)?).await,
         RuntimeKind::Docker => {
             let r = DockerRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
-            run(&ws, &targets, &order, opts.ci, r).await
+            run(&ws, &targets, &order, &opts, r).await
         }
         RuntimeKind::Kube => {
             let target = target::connect(&ws.kube, &opts.kube, true).await?;
             let r = KubeRuntime::new(&ws.root, target, registry()?, &token, live, &say).await?;
-            run(&ws, &targets, &order, opts.ci, r).await
+            run(&ws, &targets, &order, &opts, r).await
         }
     }
 }
@@ -107,11 +110,11 @@ async fn run<R: Runtime + 'static>(
     ws: &Workspace,
     targets: &[String],
     order: &[String],
-    ci: Option<std::time::Duration>,
+    opts: &UpOptions,
     runtime: R,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(runtime);
-    let result = launch(ws, targets, order, ci, runtime.clone()).await;
+    let result = launch(ws, targets, order, opts, runtime.clone()).await;
     runtime.shutdown().await;
     result
 }
@@ -120,14 +123,16 @@ async fn launch<R: Runtime + 'static>(
     ws: &Workspace,
     targets: &[String],
     order: &[String],
-    ci: Option<std::time::Duration>,
+    opts: &UpOptions,
     runtime: Arc<R>,
 ) -> anyhow::Result<()> {
+    let ci = opts.ci;
     let (hub, feed) = events::channel();
     let console = Console::new(order);
     let reader_gone = console.reader_gone();
     let board: crate::board::Shared = Default::default();
     *board.lock().unwrap() = crate::board::Board::new(order);
+    board.lock().unwrap().describe(ws);
     let console = tokio::spawn(console.run(feed, board.clone()));
     let verdict = {
         let board = board.clone();
@@ -141,8 +146,13 @@ async fn launch<R: Runtime + 'static>(
     // `lks status` and `lks logs` ask it; without it only they are missing.
     let (actions, mut asked) = tokio::sync::mpsc::unbounded_channel();
     let work = ws.root.join(crate::config::WORK_DIR);
-    let _api = match crate::api::serve(board, &work, actions).await {
-        Ok(api) => Some(api),
+    let api = match crate::api::serve(board.clone(), &work, actions, opts.ui).await {
+        Ok(api) => {
+            if let Some(url) = api.page() {
+                hub.note(format!("web UI at {url}"));
+            }
+            Some(api)
+        }
         Err(e) => {
             hub.note(format!(
                 "warning: cannot serve the run's API on 127.0.0.1 ({e}); lks status and lks logs will not find it"
@@ -179,6 +189,9 @@ async fn launch<R: Runtime + 'static>(
                 let file = file.strip_prefix(&ws.root).unwrap_or(&file).display().to_string();
                 if let Some((new, order)) = reloaded(ws, targets, &file, &hub) {
                     let changes = fleet.reload(&new, &order).await;
+                    // The stopped ones' last events first: then they leave the board.
+                    hub.flush().await;
+                    board.lock().unwrap().describe(&new);
                     hub.note(format!("{file} changed: {changes}"));
                     watch = ConfigWatch::new(&new);
                 }
@@ -194,6 +207,9 @@ async fn launch<R: Runtime + 'static>(
     }
     fleet.stop_all().await;
     hub.flush().await;
+    if let Some(api) = api {
+        api.close().await;
+    }
     drop(fleet);
     drop(hub);
     let _ = console.await;

@@ -8,6 +8,7 @@ pub mod kube;
 pub mod raw;
 
 mod agents;
+mod browser;
 mod docker;
 mod golden;
 mod net;
@@ -16,6 +17,7 @@ mod trees;
 mod up;
 
 pub use agents::*;
+pub use browser::*;
 pub use docker::*;
 pub use golden::*;
 pub use net::*;

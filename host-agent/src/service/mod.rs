@@ -21,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::config::Service;
 use crate::events::{Event, Reporter, Status};
 use crate::runtime::{Instance, Runtime};
+use crate::steer::Steer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
@@ -53,6 +54,7 @@ pub async fn run<R: Runtime>(
     deps: Vec<(String, watch::Receiver<State>)>,
     state: Arc<watch::Sender<State>>,
     slot: Slot<R::Handle>,
+    steer: Arc<Steer>,
 ) {
     // `${host:NAME}` in the environment: how this runtime reaches NAME.
     let service = Service {
@@ -70,6 +72,7 @@ pub async fn run<R: Runtime>(
             to,
             state,
             slot,
+            steer,
         },
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
     };
@@ -84,6 +87,8 @@ struct Cx<R: Runtime> {
     to: Reporter,
     state: Arc<watch::Sender<State>>,
     slot: Slot<R::Handle>,
+    /// The hand on its live updates (manual mode, restart the app alone).
+    steer: Arc<Steer>,
 }
 
 /// How the next life of a service begins.

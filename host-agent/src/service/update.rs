@@ -12,6 +12,7 @@ use crate::mirror::{Mirror, Part, Pending, Plan};
 use crate::rules::{Batch, Decision, decide};
 use crate::runtime::{Live, Mode, Runtime, Tunnel};
 use crate::session::{Followup, Report};
+use crate::steer::{Asks, LiveGuard};
 use crate::watch::Changes;
 use anyhow::{anyhow, bail};
 use lks_proto::RelPath;
@@ -59,6 +60,10 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, reach: Reach, rebuilding: bool)
     });
     check_report(&report, &cx.to)?;
     let mut check_readiness = true;
+    let _live = LiveGuard::new(&cx.steer);
+    let mut asks = cx.steer.subscribe();
+    let mut seen = asks.borrow_and_update().clone();
+    let mut held = Held::default();
 
     loop {
         let (changed, session) = mirror.split();
@@ -70,22 +75,121 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, reach: Reach, rebuilding: bool)
             }
             std::future::pending::<()>().await
         };
-        let next = tokio::select! {
+        let wake = tokio::select! {
             _ = ready_check => unreachable!("pending"),
-            c = changed.next() => c,
+            c = changed.next() => Wake::Changes(c),
             g = gone.wait() => return Ok(End::Gone(g)),
+            Ok(()) = asks.changed() => Wake::Asked(asks.borrow_and_update().clone()),
         };
         // An interrupted check runs again after this batch.
         check_readiness = *cx.state.borrow() != State::Ready;
-        let Some(changes) = next else {
-            bail!("the file watcher stopped")
+        let after = match wake {
+            Wake::Changes(None) => bail!("the file watcher stopped"),
+            Wake::Changes(Some(changes)) if seen.manual && held.wants(&changes) => {
+                held.add(cx, &mirror, &outside, changes);
+                After::Done
+            }
+            Wake::Changes(Some(changes)) => {
+                on_changes(cx, &mut mirror, live, &outside, changes).await?
+            }
+            Wake::Asked(now) => {
+                let after =
+                    on_asked(cx, &mut mirror, live, &outside, &mut held, &seen, &now).await?;
+                seen = now;
+                after
+            }
         };
-        match on_changes(cx, &mut mirror, live, &outside, changes).await? {
+        match after {
             After::Done => {}
             After::Recheck => check_readiness = true,
             After::Rebuild => return Ok(End::Rebuild),
         }
     }
+}
+
+/// What woke a live service's loop.
+enum Wake {
+    /// Files changed (None: the watcher stopped).
+    Changes(Option<Changes>),
+    /// Someone asked something of it by hand (what has been asked so far).
+    Asked(Asks),
+}
+
+/// Changes that wait for a trigger (manual mode).
+#[derive(Default)]
+struct Held(Option<Changes>);
+
+impl Held {
+    /// Whether `changes` should wait: not an empty batch (a retry of
+    /// refused operations, which goes on at once).
+    fn wants(&self, changes: &Changes) -> bool {
+        changes.rescan || !changes.paths.is_empty()
+    }
+
+    /// Keeps `changes` until released; says how many paths wait.
+    fn add(&mut self, cx: &Cx<impl Runtime>, mirror: &Mirror, outside: &Ignores, changes: Changes) {
+        let held = self.0.get_or_insert_with(Changes::default);
+        held.paths.extend(changes.paths);
+        held.rescan |= changes.rescan;
+        let waiting = mirror
+            .touched(held, outside)
+            .len()
+            .max(usize::from(held.rescan));
+        cx.steer.set_held(waiting);
+        cx.to.send(Event::ChangesWaiting(waiting));
+    }
+
+    /// What waited, timed from now (the wait is not the sync's).
+    fn take(&mut self, cx: &Cx<impl Runtime>) -> Option<Changes> {
+        let mut changes = self.0.take()?;
+        changes.first_event = Some(Instant::now());
+        cx.steer.set_held(0);
+        cx.to.send(Event::ChangesWaiting(0));
+        Some(changes)
+    }
+}
+
+/// What was asked by hand since `seen`: restart the app alone; apply the
+/// changes that waited (a trigger, or manual mode switched off).
+async fn on_asked<R: Runtime>(
+    cx: &Cx<R>,
+    mirror: &mut Mirror,
+    live: &Live,
+    outside: &Ignores,
+    held: &mut Held,
+    seen: &Asks,
+    now: &Asks,
+) -> anyhow::Result<After> {
+    let mut after = After::Done;
+    if now.release > seen.release
+        && let Some(changes) = held.take(cx)
+    {
+        after = on_changes(cx, mirror, live, outside, changes).await?;
+    }
+    if now.restart > seen.restart && !matches!(after, After::Rebuild) {
+        after = restart_app(cx, mirror).await?;
+    }
+    Ok(after)
+}
+
+/// Restarts the app alone: a batch without changes whose follow-up is the
+/// restart.
+async fn restart_app<R: Runtime>(cx: &Cx<R>, mirror: &mut Mirror) -> anyhow::Result<After> {
+    let Pending::Planned(plan) = mirror.take(Changes::default()).await else {
+        bail!("cannot restart the app: its directory cannot be synced now");
+    };
+    cx.to.status(Status::Restarting);
+    let followup = Followup {
+        steps: Vec::new(),
+        restart: true,
+        sync_point: false,
+    };
+    let report = mirror.apply(plan, followup).await?;
+    if report_failed(cx, &report) {
+        return Ok(After::Done);
+    }
+    cx.state.send_replace(State::Pending);
+    Ok(After::Recheck)
 }
 
 /// One batch of changes: planned, decided, synced.
@@ -143,12 +247,16 @@ async fn on_changes<R: Runtime>(
         sync_point: false,
     };
     let first_event = plan.changes.first_event;
+    let paths: Vec<String> = plan.changed.iter().take(Summary::PATHS).cloned().collect();
     let report = mirror.apply(plan, followup).await?;
     warn(service, mirror.take_warnings());
     let ms = first_event.map(|t| t.elapsed().as_millis()).unwrap_or(0);
     cx.to.send(Event::Synced {
         kind: SyncKind::Batch,
-        summary: Summary::from(&report),
+        summary: Summary {
+            paths,
+            ..Summary::from(&report)
+        },
         ms,
     });
     if report_failed(cx, &report) {
