@@ -182,6 +182,7 @@ impl<R: Runtime + 'static> Fleet<R> {
                 deps,
                 state.tx.clone(),
                 leftovers.clone(),
+                steer,
             )),
             None => tokio::spawn(service::run(
                 service.clone(),

@@ -190,6 +190,54 @@ fn a_manual_resource_waits_for_lks_trigger() {
     assert!(up.terminate().success());
 }
 
+#[test]
+fn lks_manual_and_auto_switch_a_resources_trigger_mode_at_run_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    write(ws, "gen/api.proto", "one\n");
+    write(
+        ws,
+        "lks.yaml",
+        "services:\n  - name: codegen\n    dir: gen\n    host:\n      \
+         run: \"sh -c 'echo ran >> runs.log'\"\n      watch: [\"*.proto\"]\n",
+    );
+    let runs = ws.join("gen/runs.log");
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    up.wait(&["codegen", "[ready]"], Duration::from_secs(60));
+    let out = lks(ws, &["manual", "codegen"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    write(ws, "gen/api.proto", "two\n");
+    up.wait(
+        &["codegen", "1 changed path(s) wait for lks trigger"],
+        Duration::from_secs(10),
+    );
+    let out = lks(ws, &["status", "-o", "json"]);
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(services[0]["manual"], true, "{services}");
+    assert_eq!(services[0]["waiting"], 1, "{services}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines_of(&runs).len(), 1);
+    // Back to automatic: what waited runs now.
+    let out = lks(ws, &["auto", "codegen"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        wait_until(Duration::from_secs(10), || lines_of(&runs).len() == 2),
+        "{}",
+        up.drain().join("\n")
+    );
+    up.wait(
+        &["codegen", "no changes wait any more"],
+        Duration::from_secs(5),
+    );
+    write(ws, "gen/api.proto", "three\n");
+    assert!(
+        wait_until(Duration::from_secs(10), || lines_of(&runs).len() == 3),
+        "{}",
+        up.drain().join("\n")
+    );
+    assert!(up.terminate().success());
+}
+
 /// A resource whose `serve` ignores SIGTERM (it and its children: an
 /// ignored signal is inherited), each start appending its pid to
 /// `web/serve.pids`.
@@ -252,6 +300,20 @@ fn serve_is_restarted_by_a_rerun_and_gone_after_lks_stops() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let third = nth_serve(ws, 3);
     up.wait(&["web", "[ready]"], Duration::from_secs(20));
+    assert_eq!(lines_of(&ws.join("web/builds.log")).len(), 3);
+
+    // `lks restart`: the serve alone, its commands not run again.
+    let out = lks(ws, &["restart", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("restarting its app"),
+        "{}",
+        text(&out.stdout)
+    );
+    let fourth = nth_serve(ws, 4);
+    assert!(gone(third), "restart left the old serve running");
+    assert_eq!(lines_of(&ws.join("web/builds.log")).len(), 3);
+    let third = fourth;
 
     assert!(up.terminate().success());
     assert!(gone(third), "lks left the serve running");

@@ -9,9 +9,11 @@
 //! failure is an error status, the rest are not run), then starts its
 //! `serve` process (restarted with backoff when it exits by itself, as the
 //! agent restarts an app) and waits for its readiness check; then it is
-//! ready and its dependents start. A change of a watched file runs it again
-//! (`manual`: the change waits for `lks trigger`, which starts the resource
-//! anew as it starts any service anew). A re-run keeps the old `serve`
+//! ready and its dependents start. A change of a watched file runs it again;
+//! in manual mode (`manual: true`, or `lks manual` through its
+//! [`Steer`]) the change waits until triggered, and `lks trigger` runs it
+//! then (with nothing waiting, the fleet starts it anew, which runs it too).
+//! `lks restart` restarts its `serve` alone. A re-run keeps the old `serve`
 //! running until the commands succeeded.
 //!
 //! - [`process`]: one process (a command, the serve), its group and output.
@@ -26,7 +28,9 @@ use super::State;
 use crate::backoff::Backoff;
 use crate::config::{Host, Service};
 use crate::events::{Event, Reporter, Status};
+use crate::steer::{Asks, LiveGuard, Steer};
 use process::{Process, Role};
+use std::collections::BTreeSet;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,13 +42,15 @@ use watched::Watched;
 const HEALTHY: Duration = Duration::from_secs(10);
 
 /// Runs the host resource `service` (which has `host:`) until its task is
-/// aborted; the processes it lets go of then are in `leftovers`.
+/// aborted; the processes it lets go of then are in `leftovers`. `steer` is
+/// the hand on it (manual mode, trigger, restart of the serve alone).
 pub async fn run(
     service: Service,
     to: Reporter,
     deps: Vec<(String, watch::Receiver<State>)>,
     state: Arc<watch::Sender<State>>,
     leftovers: Leftovers,
+    steer: Arc<Steer>,
 ) {
     let Some(host) = service.host.clone() else {
         return;
@@ -55,12 +61,21 @@ pub async fn run(
         env: crate::runtime::expand_env(&service.env, |_| "127.0.0.1".into()),
         ..service
     };
+    // `manual: true` is its mode until someone switches it by hand.
+    if host.manual && *steer.subscribe().borrow() == Asks::default() {
+        steer.set_manual(true);
+        to.send(Event::TriggerMode { manual: true });
+    }
     for (name, mut rx) in deps {
         to.status(Status::Waiting(name.clone()));
         let _ = rx.wait_for(|s| *s == State::Ready).await;
     }
     let span = tracing::info_span!("host", name = %service.name);
+    let asks = steer.subscribe();
     let resource = Resource {
+        steer,
+        asks,
+        waiting: BTreeSet::new(),
         service,
         host,
         to,
@@ -85,6 +100,8 @@ enum Wake {
     ServeExited(std::io::Result<ExitStatus>),
     /// Time to start the serve process again after it exited.
     ServeDue,
+    /// Someone asked something of it by hand (what has been asked so far).
+    Asked(Asks),
 }
 
 /// A failed command of `run`.
@@ -95,6 +112,11 @@ struct Failed {
 }
 
 struct Resource {
+    steer: Arc<Steer>,
+    /// What has been asked of it by hand; `borrow()` is what was seen.
+    asks: watch::Receiver<Asks>,
+    /// Changed paths that wait for a trigger (manual mode).
+    waiting: BTreeSet<String>,
     service: Service,
     host: Host,
     to: Reporter,
@@ -122,12 +144,25 @@ impl Resource {
                 self.service.dir.display()
             ))),
         }
+        // With a serve, `lks restart` restarts it alone.
+        // A new life: nothing waits for a trigger (any more).
+        if self.steer.held() > 0 {
+            self.steer.set_held(0);
+            self.to.send(Event::ChangesWaiting(0));
+        }
+        let steer = self.steer.clone();
+        let _live = (!self.host.serve.is_empty()).then(|| LiveGuard::new(&steer));
+        let mut seen = self.asks.borrow_and_update().clone();
         self.update().await;
         loop {
             match self.next().await {
-                Wake::Changed(paths) => self.on_change(paths).await,
+                Wake::Changed(paths) => self.on_change(paths, seen.manual).await,
                 Wake::ServeExited(status) => self.on_serve_exit(status),
                 Wake::ServeDue => self.on_serve_due().await,
+                Wake::Asked(now) => {
+                    self.on_asked(&seen, &now).await;
+                    seen = now;
+                }
             }
         }
     }
@@ -138,6 +173,7 @@ impl Resource {
             paths = changed(&mut self.watched) => Wake::Changed(paths),
             status = exited(&mut self.serve) => Wake::ServeExited(status),
             () = until(due) => Wake::ServeDue,
+            Ok(()) = self.asks.changed() => Wake::Asked(self.asks.borrow_and_update().clone()),
         }
     }
 
@@ -278,19 +314,49 @@ impl Resource {
     }
 
     /// Watched files changed: run it again, or (manual) say they wait.
-    async fn on_change(&mut self, paths: Vec<String>) {
+    async fn on_change(&mut self, paths: Vec<String>, manual: bool) {
         let shown = shown(&paths);
-        if self.host.manual {
+        if manual {
             self.to.send(Event::Progress(format!(
                 "changed: {shown}; waits for `lks trigger {}`",
                 self.service.name
             )));
+            self.waiting.extend(paths);
+            self.steer.set_held(self.waiting.len());
+            self.to.send(Event::ChangesWaiting(self.waiting.len()));
             return;
         }
         self.to.send(Event::Progress(format!(
             "changed: {shown}; running it again"
         )));
         self.update().await;
+    }
+
+    /// What was asked by hand since `seen`: run it for the changes that
+    /// waited (a trigger, or manual mode switched off); restart its serve
+    /// alone.
+    async fn on_asked(&mut self, seen: &Asks, now: &Asks) {
+        if now.release > seen.release && !self.waiting.is_empty() {
+            let paths: Vec<String> = std::mem::take(&mut self.waiting).into_iter().collect();
+            self.steer.set_held(0);
+            self.to.send(Event::ChangesWaiting(0));
+            self.to.send(Event::Progress(format!(
+                "triggered: {}; running it again",
+                shown(&paths)
+            )));
+            return self.update().await;
+        }
+        if now.restart > seen.restart
+            && let Some(mut old) = self.serve.take()
+        {
+            self.to.status(Status::Restarting);
+            old.stop().await;
+            self.restarts += 1;
+            self.serve_due = None;
+            if self.start_serve() {
+                self.check_readiness().await;
+            }
+        }
     }
 
     /// The serve process exited by itself: reported, started again after a
