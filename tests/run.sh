@@ -154,6 +154,7 @@ cargo test --workspace --locked -- --test-threads=2
 cargo run -p lks-e2e --bin lks-bench --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-up --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-scale --locked -- --smoke
+cargo run -p lks-e2e --bin lks-bench-ui --locked -- --smoke
 cargo run -p lks-e2e --bin lks-bench-docker --locked -- --smoke
 if [ -n "${LKS_TEST_KUBECONFIG:-}" ]; then
     cargo run -p lks-e2e --bin lks-bench-kube --locked -- --smoke

@@ -118,7 +118,7 @@ struct Served {
     actions: mpsc::UnboundedSender<Asked>,
     /// The page is served.
     ui: bool,
-    /// The port, for the `Host` check.
+    /// Its port, for the peer's uid.
     port: u16,
     /// True when the run ends: the event streams end.
     stop: watch::Receiver<bool>,
@@ -276,19 +276,18 @@ fn query<B>(req: &Request<B>) -> Vec<(String, String)> {
 
 /// Whether the request names this server as 127.0.0.1 or localhost (a
 /// rebound DNS name is refused).
-fn host_is_ours<B>(req: &Request<B>, port: u16) -> bool {
+fn host_is_ours<B>(req: &Request<B>) -> bool {
     let Some(host) = req.headers().get(hyper::header::HOST) else {
         return false;
     };
     let host = host.to_str().unwrap_or("");
-    [format!("127.0.0.1:{port}"), format!("localhost:{port}")]
-        .iter()
-        .any(|h| h == host)
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    name == "127.0.0.1" || name.eq_ignore_ascii_case("localhost")
 }
 
 /// The answer to one request.
 async fn answer<B>(req: Request<B>, served: &Served) -> Answer {
-    if !host_is_ours(&req, served.port) {
+    if !host_is_ours(&req) {
         return refused(
             StatusCode::FORBIDDEN,
             "ask for 127.0.0.1 or localhost (this server answers no other name)",

@@ -268,19 +268,17 @@ fn trigger_disable_and_enable_steer_a_running_service() {
         .unwrap()
         .trim_start_matches("http://")
         .to_string();
-    let answer = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(
-            b"POST /api/disable?service=quiet HTTP/1.1\r\nHost: lks\r\n\
-              Connection: close\r\nContent-Length: 0\r\n\r\n",
-        )
-        .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        answer
-    };
+    let answer = raw_post(&addr, &addr, "/api/disable?service=quiet", None);
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Another name for the server (a rebound DNS name): refused, even with the token.
+    let token = found["token"].as_str().unwrap();
+    let answer = raw_post(
+        &addr,
+        "evil.example:80",
+        "/api/disable?service=quiet",
+        Some(token),
+    );
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert_eq!(status_of(ws, "quiet"), "ready");
     assert!(up.terminate().success());
 }
@@ -292,4 +290,165 @@ fn wait_for_pid(ws: &Path, service: &str) -> u32 {
         pid.is_some_and(process_alive)
     }));
     pid.unwrap()
+}
+
+/// A POST to `path` on `addr` with the `Host` header `host` (and the token,
+/// if any), the answer whole.
+fn raw_post(addr: &str, host: &str, path: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A field of `service` in `lks status -o json`.
+fn field_of(ws: &Path, service: &str, field: &str) -> serde_json::Value {
+    let out = lks(ws, &["status", "-o", "json"]);
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == service)
+        .map(|s| s[field].clone())
+        .unwrap()
+}
+
+#[test]
+fn restart_and_manual_mode_from_the_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    workspace(ws);
+    let mut up = Up::start(ws, &["--runtime", "local", "--no-ui"]);
+    up.wait(&["quiet", "[ready]"], Duration::from_secs(30));
+    assert!(
+        !up.drain().iter().any(|l| l.contains("web UI at")),
+        "--no-ui printed a web UI line"
+    );
+    let first = wait_for_pid(ws, "talker");
+    let agent = field_of(ws, "talker", "agent_pid");
+
+    // Restart: a new app under the same agent.
+    let out = lks(ws, &["restart", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "talker: restarting its app");
+    let restarted = wait_until(Duration::from_secs(20), || {
+        app_pid(ws, "talker").is_some_and(|p| p != first) && status_of(ws, "talker") == "ready"
+    });
+    assert!(restarted, "not restarted:\n{}", up.drain().join("\n"));
+    assert!(wait_until(Duration::from_secs(10), || !process_alive(
+        first
+    )));
+    assert_eq!(
+        field_of(ws, "talker", "agent_pid"),
+        agent,
+        "the agent was started anew"
+    );
+
+    // Manual: a change waits until the trigger.
+    let out = lks(ws, &["manual", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "talker: changes now wait for a trigger"
+    );
+    write(ws, "waits.txt", "waited\n");
+    assert!(
+        wait_until(Duration::from_secs(10), || field_of(
+            ws, "talker", "waiting"
+        ) == 1),
+        "no change waits: {}\n{}",
+        field_of(ws, "talker", "waiting"),
+        up.drain().join("\n")
+    );
+    let synced = ws.join(".lks/talker/root/waits.txt");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!synced.exists(), "synced without a trigger");
+    let out = lks(ws, &["trigger", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "talker: applying the changes that waited"
+    );
+    assert!(wait_until(Duration::from_secs(10), || synced.exists()));
+    assert_eq!(field_of(ws, "talker", "waiting"), 0);
+    assert_eq!(
+        field_of(ws, "talker", "last_sync")["paths"],
+        serde_json::json!(["waits.txt"])
+    );
+
+    // Auto: changes apply as they come again.
+    let out = lks(ws, &["auto", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    write(ws, "flows.txt", "at once\n");
+    assert!(wait_until(Duration::from_secs(10), || ws
+        .join(".lks/talker/root/flows.txt")
+        .exists()));
+    assert!(up.terminate().success());
+}
+
+#[test]
+fn another_user_cannot_use_the_api_even_with_the_token() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test runs a request as another user: it needs root (CI runs as root)"
+        );
+        eprintln!(
+            "*** another_user_cannot_use_the_api_even_with_the_token did NOT run: it needs root ***"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    workspace(ws);
+    let mut up = Up::start(ws, &["--runtime", "local"]);
+    up.wait(&["quiet", "[ready]"], Duration::from_secs(30));
+    let found: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.join(".lks/api.json")).unwrap()).unwrap();
+    let (url, token) = (
+        found["url"].as_str().unwrap(),
+        found["token"].as_str().unwrap(),
+    );
+    let script = format!(
+        "import urllib.request, urllib.error\n\
+         r = urllib.request.Request('{url}/api/disable?service=quiet', method='POST', headers={{'Authorization': 'Bearer {token}'}})\n\
+         try:\n    urllib.request.urlopen(r); print('200')\n\
+         except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n"
+    );
+    let me = rustix::process::geteuid().as_raw();
+    let other = if me == 65534 { 65533 } else { 65534 };
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={other}"))
+        .arg(format!("--regid={other}"))
+        .arg("--clear-groups")
+        // Not a shim in root's home (another user cannot run it).
+        .arg(if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        })
+        .args(["-c", &script])
+        .output()
+        .expect("setpriv (util-linux)");
+    let said = text(&out.stdout);
+    assert!(said.starts_with("403"), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains(&format!("uid {other} cannot use it")),
+        "{said}"
+    );
+    assert_eq!(status_of(ws, "quiet"), "ready");
+    // The same request from this user works.
+    let out = lks(ws, &["disable", "quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(up.terminate().success());
 }

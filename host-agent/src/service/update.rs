@@ -60,9 +60,10 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, reach: Reach, rebuilding: bool)
     });
     check_report(&report, &cx.to)?;
     let mut check_readiness = true;
-    let _live = LiveGuard::new(&cx.steer);
+    // Subscribed before it says it is live: nothing asked after is missed.
     let mut asks = cx.steer.subscribe();
     let mut seen = asks.borrow_and_update().clone();
+    let _live = LiveGuard::new(&cx.steer);
     let mut held = Held::default();
 
     loop {
@@ -85,7 +86,8 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, reach: Reach, rebuilding: bool)
         check_readiness = *cx.state.borrow() != State::Ready;
         let after = match wake {
             Wake::Changes(None) => bail!("the file watcher stopped"),
-            Wake::Changes(Some(changes)) if seen.manual && held.wants(&changes) => {
+            // The mode as it is now (it may have changed since `seen`).
+            Wake::Changes(Some(changes)) if asks.borrow().manual && held.wants(&changes) => {
                 held.add(cx, &mirror, &outside, changes);
                 After::Done
             }

@@ -21,7 +21,7 @@ const page = {
   all: [],              // lines of every service
   view: [],             // lines of the shown service (logOf)
   onlyErrors: false,
-  stats: { snapshots: 0, deltas: 0, lines: 0, lastDelta: 0 },
+  stats: { snapshots: 0, deltas: 0, lines: 0, lastDelta: 0, painted: 0 },
 };
 window.lksPage = page;  // for tests and benchmarks
 
@@ -55,6 +55,10 @@ function onSnapshot(snap) {
   buildTable();
   showLogs(page.logOf && page.services.has(page.logOf) ? page.logOf : null);
   summarize();
+  if (!page.stats.painted) {
+    // After the next frame is painted: when the page is usable.
+    requestAnimationFrame(() => setTimeout(() => (page.stats.painted = performance.now())));
+  }
 }
 
 function onDelta(delta) {
