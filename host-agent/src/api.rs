@@ -221,19 +221,16 @@ fn ours(peer: SocketAddr, port: u16) -> Result<(), String> {
 /// The uid owning the socket at `peer` connected to 127.0.0.1:`port`, from
 /// `/proc/net/tcp` (where the peer's end lists `peer` as its local address).
 fn peer_uid(peer: SocketAddr, port: u16) -> Option<u32> {
+    use crate::procs::TcpSocket;
     let SocketAddr::V4(peer) = peer else {
         return None;
     };
-    let hex = |ip: std::net::Ipv4Addr, port: u16| {
-        format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()))
-    };
-    let local = hex(*peer.ip(), peer.port());
-    let remote = hex(std::net::Ipv4Addr::LOCALHOST, port);
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 7 && f[1] == local && f[2] == remote).then(|| f[7].parse().ok())?
-    })
+    let local = TcpSocket::v4(*peer.ip(), peer.port());
+    let remote = TcpSocket::v4(std::net::Ipv4Addr::LOCALHOST, port);
+    crate::procs::tcp_sockets()
+        .into_iter()
+        .find(|s| s.local == local && s.remote == remote)
+        .map(|s| s.uid)
 }
 
 /// Writes `bytes` to `path`, readable by its owner only.
@@ -395,5 +392,24 @@ async fn act(served: &Served, action: Action, service: &str) -> Answer {
         Ok(Ok(done)) => json(StatusCode::OK, &serde_json::json!({ "done": done })),
         Ok(Err(why)) => refused(StatusCode::NOT_FOUND, &why),
         Err(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "lks up is stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_of_a_loopback_connection_is_this_user() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        assert_eq!(peer_uid(peer, port), Some(me));
+        assert_eq!(ours(peer, port), Ok(()));
+        // No such connection: cannot tell, refused.
+        let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(ours(nobody, port).is_err());
     }
 }

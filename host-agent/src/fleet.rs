@@ -237,8 +237,14 @@ impl<R: Runtime + 'static> Fleet<R> {
                 changes.stopped.push(name.clone());
             }
         }
+        // Disabled ones stay disabled (with their new definition, for enable).
+        self.disabled.retain(|name, _| order.contains(name));
         for name in order {
             let new = &ws.services[name];
+            if let Some((service, _)) = self.disabled.get_mut(name) {
+                *service = new.clone();
+                continue;
+            }
             match self.members.get(name) {
                 Some(m) if same_definition(&m.service, new) => {}
                 Some(_) => {

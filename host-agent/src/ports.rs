@@ -81,11 +81,7 @@ pub fn first_taken(ports: &[u16]) -> Option<Taken> {
 
 /// The process listening on TCP `port`, if it can be found.
 pub fn holder(port: u16) -> Option<Holder> {
-    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|t| listening_inodes(&t, port))
-        .collect();
+    let inodes: Vec<u64> = listening_inodes(&crate::procs::tcp_sockets(), port);
     if inodes.is_empty() {
         return None;
     }
@@ -115,19 +111,12 @@ pub fn holder(port: u16) -> Option<Holder> {
     None
 }
 
-/// The inodes of the sockets listening on `port` in a `/proc/net/tcp` table.
-fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // local_address is HEXIP:HEXPORT; state 0A is LISTEN; inode is field 9.
-            let local_port = f.get(1)?.rsplit_once(':')?.1;
-            (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A")
-                .then(|| f.get(9)?.parse().ok())
-                .flatten()
-        })
+/// The inodes of the sockets listening on `port`.
+fn listening_inodes(sockets: &[crate::procs::TcpSocket], port: u16) -> Vec<u64> {
+    sockets
+        .iter()
+        .filter(|s| s.listening && s.local.1 == port)
+        .map(|s| s.inode)
         .collect()
 }
 
@@ -159,7 +148,9 @@ mod tests {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1\n\
            1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4343 1\n";
-        assert_eq!(listening_inodes(table, 8080), vec![4242]);
-        assert!(listening_inodes(table, 8081).is_empty());
+        let sockets = crate::procs::tcp_table(table);
+        assert_eq!(listening_inodes(&sockets, 8080), vec![4242]);
+        assert!(listening_inodes(&sockets, 8081).is_empty());
+        assert_eq!(sockets[1].remote, ("0100007F".to_string(), 50000));
     }
 }

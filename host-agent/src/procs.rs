@@ -1,7 +1,8 @@
 //! What `/proc` says of this machine's processes: every pid, and a process's
 //! state, parent, group and start time (one parser of `/proc/PID/stat`);
 //! and how lks stops a process group it started (an app its agent left, a
-//! host resource's commands).
+//! host resource's commands). Also the TCP sockets of `/proc/net/tcp*`
+//! (one parser, for `ports.rs` and the API's peer check).
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,60 @@ fn parse(line: &str) -> Option<Stat> {
         // Field 22.
         start: f.get(19)?.parse().ok()?,
     })
+}
+
+/// One TCP socket of `/proc/net/tcp` or `/proc/net/tcp6`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// Its local address as the kernel writes it (hex IP), and port.
+    pub local: (String, u16),
+    /// The remote end, likewise.
+    pub remote: (String, u16),
+    /// Whether it listens.
+    pub listening: bool,
+    /// The uid that owns it.
+    pub uid: u32,
+    /// Its inode (`socket:[INODE]` among a process's descriptors).
+    pub inode: u64,
+}
+
+impl TcpSocket {
+    /// How the kernel writes an IPv4 address and port.
+    pub fn v4(ip: std::net::Ipv4Addr, port: u16) -> (String, u16) {
+        (format!("{:08X}", u32::from_le_bytes(ip.octets())), port)
+    }
+}
+
+/// Every TCP socket of this network namespace (IPv4 and IPv6).
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| tcp_table(&t))
+        .collect()
+}
+
+/// The sockets of one `/proc/net/tcp*` table.
+pub fn tcp_table(table: &str) -> Vec<TcpSocket> {
+    let address = |a: &str| {
+        let (ip, port) = a.rsplit_once(':')?;
+        Some((ip.to_string(), u16::from_str_radix(port, 16).ok()?))
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode; 0A is LISTEN.
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(TcpSocket {
+                local: address(f.get(1)?)?,
+                remote: address(f.get(2)?)?,
+                listening: *f.get(3)? == "0A",
+                uid: f.get(7)?.parse().ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// Every pid this pid namespace shows.

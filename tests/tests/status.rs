@@ -247,6 +247,13 @@ fn trigger_disable_and_enable_steer_a_running_service() {
     let out = lks(ws, &["trigger", "talker"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("talker is disabled (lks enable talker)"));
+    // A reload keeps it disabled (before: any reload started it again).
+    let mark = up.mark();
+    let yaml = std::fs::read_to_string(ws.join("lks.yaml")).unwrap();
+    write(ws, "lks.yaml", &format!("{yaml}# edited\n"));
+    up.wait_since(mark, &["lks.yaml changed"], Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status_of(ws, "talker"), "disabled");
 
     // Enable: it runs again.
     let out = lks(ws, &["enable", "talker"]);
