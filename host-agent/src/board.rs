@@ -142,6 +142,16 @@ pub struct Board {
     tick: Tick,
 }
 
+/// What a change of the board touched.
+enum Changed<'a> {
+    /// Only log lines were added.
+    Lines,
+    /// One service's state.
+    Service(&'a str),
+    /// Every service's.
+    All,
+}
+
 /// The board's change counter, which the streams of the API wait on.
 #[derive(Debug)]
 struct Tick(watch::Sender<u64>);
@@ -301,16 +311,21 @@ impl Board {
                 .map(|p| format!("http://127.0.0.1:{p}/"))
                 .collect();
         }
-        self.bump(None);
+        self.bump(Changed::All);
     }
 
     /// Counts a change (of `service`, when it is one service's).
-    fn bump(&mut self, service: Option<&str>) {
+    fn bump(&mut self, changed: Changed) {
         self.tick.0.send_modify(|t| *t += 1);
         let tick = *self.tick.0.borrow();
-        match service.and_then(|n| self.services.get_mut(n)) {
-            Some(s) => s.version = tick,
-            None => self.services.values_mut().for_each(|s| s.version = tick),
+        match changed {
+            Changed::Lines => {}
+            Changed::Service(name) => {
+                if let Some(s) = self.services.get_mut(name) {
+                    s.version = tick;
+                }
+            }
+            Changed::All => self.services.values_mut().for_each(|s| s.version = tick),
         }
     }
 
@@ -354,7 +369,13 @@ impl Board {
     /// Folds one event of `service` in.
     pub fn record(&mut self, service: &str, event: &Event) {
         self.fold(service, event);
-        self.bump(Some(service));
+        // A line of output is a new line, not a new state: deltas carry
+        // only the services whose state changed.
+        let output = matches!(event, Event::AppOutput(_) | Event::StepOutput(_));
+        self.bump(match output {
+            true => Changed::Lines,
+            false => Changed::Service(service),
+        });
     }
 
     fn fold(&mut self, service: &str, event: &Event) {
@@ -551,6 +572,24 @@ fn failure(event: &Event) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deltas_carry_the_services_whose_state_changed_not_those_that_only_logged() {
+        let mut b = Board::new(&["a".into(), "b".into()]);
+        let (t0, _) = b.watch();
+        b.record("a", &Event::Status(Status::Ready));
+        b.record("b", &Event::AppOutput("hello".into()));
+        let (t1, _) = b.watch();
+        assert!(t1 > t0, "the tick counts every change");
+        let names: Vec<&str> = b
+            .changed_since(t0)
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["a"]);
+        assert!(b.changed_since(t1).is_empty());
+        assert_eq!(b.lines(&[], 0, 0, 10).unwrap().len(), 2);
+    }
 
     #[test]
     fn events_fold_into_each_services_state_and_logs() {

@@ -2,7 +2,9 @@
 //! over WebDriver (Debian's `chromium` and `chromium-driver`; `tests/run.sh`
 //! installs them). The browser reaches loopback only: every other address
 //! goes to a proxy on a closed loopback port, and its background services
-//! (updates, sync, safe browsing) are off.
+//! (updates, sync, safe browsing) are off. chromedriver runs in a process
+//! group of its own with the browser it starts: the whole group is stopped
+//! at the end, also when a test fails.
 
 use crate::*;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -45,12 +47,16 @@ impl Browser {
         let chromium = require("chromium", "chromium");
         let chromedriver = require("chromedriver", "chromium-driver");
         let port = free_port();
-        let driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let driver = {
+            use std::os::unix::process::CommandExt;
+            Command::new(chromedriver)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("start chromedriver")
+        };
         let profile = tempfile::tempdir().unwrap();
         let mut driver = DriverGuard(Some(driver));
         let up = wait_until(Duration::from_secs(20), || {
@@ -167,28 +173,53 @@ impl Browser {
         path
     }
 
-    /// Ends the session and chromedriver.
-    pub async fn close(mut self) {
+    /// Ends the session, then chromedriver and the browser.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        stop_child(&mut self.driver, Duration::from_secs(5));
+    }
+
+    /// chromedriver's pid, which is its process group's (for a signal
+    /// handler's clean-up: [`stop_group`]).
+    pub fn group(&self) -> u32 {
+        self.driver.id()
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // chromedriver takes its browser with it.
-        stop_child(&mut self.driver, Duration::from_secs(5));
+        stop_group(&mut self.driver);
     }
 }
 
-/// Stops chromedriver if the session never came.
+/// Stops chromedriver and its browser if the session never came.
 struct DriverGuard(Option<Child>);
 
 impl Drop for DriverGuard {
     fn drop(&mut self) {
         if let Some(c) = &mut self.0 {
-            stop_child(c, Duration::from_secs(5));
+            stop_group(c);
         }
+    }
+}
+
+/// Stops chromedriver's process group (it and the browser it started):
+/// SIGTERM, up to 5 s, SIGKILL; reaps chromedriver.
+fn stop_group(driver: &mut Child) {
+    kill_group(driver.id());
+    stop_child(driver, Duration::from_secs(1));
+}
+
+/// SIGTERM to the process group `pgid`, up to 5 s for it to end, SIGKILL.
+pub fn kill_group(pgid: u32) {
+    use rustix::process::{Pid, Signal, kill_process_group};
+    let Some(pid) = Pid::from_raw(pgid as i32) else {
+        return;
+    };
+    let _ = kill_process_group(pid, Signal::TERM);
+    if !wait_until(Duration::from_secs(5), || {
+        live_group_members(pgid).is_empty()
+    }) {
+        let _ = kill_process_group(pid, Signal::KILL);
     }
 }
 

@@ -6,7 +6,7 @@
 
 const TOKEN = document.querySelector('meta[name="lks-token"]').content;
 const ALL_LINES = 20000;      // lines of all services kept in the page
-const SHOWN_LINES = 3000;     // lines in the log view, at most
+const SHOWN_LINES = 1500;     // lines in the log view, at most
 const NO_GROUP = "services";  // the group of services in no alias
 
 const $ = (id) => document.getElementById(id);
@@ -21,16 +21,29 @@ const page = {
   all: [],              // lines of every service
   view: [],             // lines of the shown service (logOf)
   onlyErrors: false,
-  stats: { snapshots: 0, deltas: 0, lines: 0, lastDelta: 0, painted: 0 },
+  // What the page did, and its longest work of each kind (ms): for tests
+  // and the benchmark.
+  stats: { snapshots: 0, deltas: 0, lines: 0, lastDelta: 0, painted: 0, longest: {} },
 };
 window.lksPage = page;  // for tests and benchmarks
 
 // ---- the stream -------------------------------------------------------
 
+/// Runs `f`, keeping the longest time it took under `what`.
+function timed(what, f) {
+  const t = performance.now();
+  try {
+    return f();
+  } finally {
+    const ms = performance.now() - t;
+    if (!(page.stats.longest[what] >= ms)) page.stats.longest[what] = ms;
+  }
+}
+
 function connect() {
   const es = new EventSource("/api/events?token=" + encodeURIComponent(TOKEN));
-  es.addEventListener("snapshot", (e) => onSnapshot(JSON.parse(e.data)));
-  es.addEventListener("delta", (e) => onDelta(JSON.parse(e.data)));
+  es.addEventListener("snapshot", (e) => timed("snapshot", () => onSnapshot(JSON.parse(e.data))));
+  es.addEventListener("delta", (e) => timed("delta", () => onDelta(JSON.parse(e.data))));
   es.addEventListener("end", () => {
     es.close();
     connection("the run ended", "down");
@@ -413,7 +426,7 @@ function addLines(lines, skipped) {
   pendingLines.push(...(page.logOf ? lines.filter((l) => l.service === page.logOf) : lines));
   if (!framePending) {
     framePending = true;
-    requestAnimationFrame(flushLines);
+    requestAnimationFrame(() => timed("lines", flushLines));
   }
 }
 
@@ -421,22 +434,38 @@ let pendingLines = [];
 let framePending = false;
 let matching = 0;
 
+/// Lines in the log view now.
+let shown = 0;
+
+/// New lines, appended as one chunk: the browser lays out and paints only
+/// the chunks in view (content-visibility), and old lines go a chunk at a
+/// time.
 function flushLines() {
   framePending = false;
   const lines = pendingLines;
   pendingLines = [];
   const { pass, search } = filters();
   const log = $("log");
-  const frag = document.createDocumentFragment();
+  const chunk = el("div", "chunk");
   for (const l of lines) {
     if (!pass(l)) continue;
     matching++;
-    frag.append(lineNode(l, search));
+    chunk.append(lineNode(l, search));
   }
-  log.append(frag);
-  while (log.childElementCount > SHOWN_LINES) log.firstElementChild.remove();
+  if (chunk.childElementCount) {
+    shown += chunk.childElementCount;
+    log.append(chunk);
+    trimLog(log);
+  }
   showMatches(search);
   follow();
+}
+
+function trimLog(log) {
+  while (shown > SHOWN_LINES && log.childElementCount > 1) {
+    shown -= log.firstElementChild.childElementCount;
+    log.firstElementChild.remove();
+  }
 }
 
 function renderLog() {
@@ -445,14 +474,21 @@ function renderLog() {
   const chosen = page.view.filter((l) => l.skipped ? !search : pass(l));
   matching = chosen.length;
   const frag = document.createDocumentFragment();
-  for (const l of chosen.slice(-SHOWN_LINES)) frag.append(lineNode(l, search));
+  let chunk = null;
+  const last = chosen.slice(-SHOWN_LINES);
+  last.forEach((l, i) => {
+    if (i % 200 === 0) frag.append((chunk = el("div", "chunk")));
+    chunk.append(lineNode(l, search));
+  });
+  shown = last.length;
   $("log").replaceChildren(frag);
   showMatches(search);
   follow();
 }
 
 function showMatches(search) {
-  $("matches").textContent = search ? matching + " matching line" + (matching === 1 ? "" : "s") : "";
+  const text = search ? matching + " matching line" + (matching === 1 ? "" : "s") : "";
+  if ($("matches").textContent !== text) $("matches").textContent = text;
 }
 
 function follow() {
@@ -574,8 +610,11 @@ $("search").addEventListener("input", () => {
   searchTimer = setTimeout(renderLog, 120);
 });
 $("follow").addEventListener("change", follow);
-setInterval(() => {
-  for (const [name, row] of page.rows) row.cells.age.textContent = age(page.services.get(name)?.started_ms);
-}, 1000);
+setInterval(() => timed("ages", () => {
+  for (const [name, row] of page.rows) {
+    const a = age(page.services.get(name)?.started_ms);
+    if (row.cells.age.textContent !== a) row.cells.age.textContent = a;
+  }
+}), 1000);
 
 connect();

@@ -16,7 +16,7 @@
 
 use anyhow::{Context, bail};
 use lks_e2e::bench::{Args, Row, fmt_ms, median};
-use lks_e2e::{Browser, Up, ui_url, write};
+use lks_e2e::{Browser, Up, kill_group, ui_url, write};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -84,20 +84,28 @@ fn parse(args: std::iter::Skip<std::env::Args>) -> anyhow::Result<Config> {
     })
 }
 
-/// A workspace of `n` services, each an app that writes `rate` lines a second.
+/// Each service's app: writes `RATE` lines a second (one Python process,
+/// sleeping in between: the load is the logs, not the forks of a shell
+/// loop's `sleep`).
+const APP: &str = r#"import os, sys, time
+name, pause = os.environ["NAME"], 1.0 / float(os.environ["RATE"])
+i = 0
+while True:
+    print(f"{name} line {i} status=ok", flush=True)
+    i += 1
+    time.sleep(pause)
+"#;
+
+/// A workspace of `n` services, each an app that writes `rate` lines a
+/// second, in aliases of 25.
 fn generate(dir: &std::path::Path, n: usize, rate: u64) -> Vec<String> {
     let names: Vec<String> = (0..n).map(|i| format!("svc-{i:03}")).collect();
-    let pause = 1.0 / rate as f64;
     let mut yaml = String::from("services:\n");
     for name in &names {
         yaml.push_str(&format!(
-            "  - name: {name}\n    dir: {name}\n    command: sh -c 'i=0; while :; do echo \"{name} line $i status=ok\"; i=$((i+1)); sleep {pause}; done'\n"
+            "  - name: {name}\n    dir: {name}\n    command: python3 -u app.py\n    env: {{NAME: {name}, RATE: \"{rate}\"}}\n"
         ));
-        write(
-            dir,
-            &format!("{name}/README"),
-            "a service of the benchmark\n",
-        );
+        write(dir, &format!("{name}/app.py"), APP);
     }
     yaml.push_str("aliases:\n");
     for (g, chunk) in names.chunks(25).enumerate() {
@@ -134,6 +142,19 @@ async fn run(c: &Config) -> anyhow::Result<Vec<Row>> {
         tmp.path().display()
     );
     let mut up = Up::start(tmp.path(), &["--runtime", "local", "--ui-port", "0"]);
+    let lks = up.child.id();
+    let browser_group = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let group = browser_group.clone();
+    lks_e2e::bench::on_signals("lks-bench-ui", move || {
+        let g = group.load(std::sync::atomic::Ordering::SeqCst);
+        if g != 0 {
+            kill_group(g);
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(lks as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        lks_e2e::wait_until(Duration::from_secs(120), || !lks_e2e::process_alive(lks));
+    })?;
     let url = ui_url(&mut up);
     let started = Instant::now();
     let limit = Duration::from_secs(60 + c.services as u64);
@@ -156,6 +177,7 @@ async fn run(c: &Config) -> anyhow::Result<Vec<Row>> {
     );
 
     let b = Browser::start().await;
+    browser_group.store(b.group(), std::sync::atomic::Ordering::SeqCst);
     b.client.goto("about:blank").await?;
     let (_, base_p99, base_max) = lateness(&b, c.window).await?;
 
@@ -178,13 +200,34 @@ async fn run(c: &Config) -> anyhow::Result<Vec<Row>> {
 
     // Logs streaming: lateness, then clicks.
     let before: Value = b
-        .js("return [lksPage.stats.lines, lksPage.stats.deltas]", vec![])
+        .js(
+            "lksPage.stats.longest = {}; return [lksPage.stats.lines, lksPage.stats.deltas]",
+            vec![],
+        )
         .await;
     let t0 = Instant::now();
+    b.js(
+        "window.frames_ = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) frames_.push(e); }) \
+           .observe({type: 'long-animation-frame'});",
+        vec![],
+    )
+    .await;
     let (_, p99, max) = lateness(&b, c.window).await?;
+    // The longest frame: its script, and its style and layout (Chromium's
+    // long-animation-frame entries).
+    let worst: Value = b
+        .js(
+            "const f = frames_.sort((a, b) => b.duration - a.duration)[0]; if (!f) return null; \
+             const end = f.startTime + f.duration; \
+             return [f.duration, f.scripts.reduce((s, x) => s + x.duration, 0), \
+                     f.styleAndLayoutStart ? end - f.styleAndLayoutStart : 0, frames_.length];",
+            vec![],
+        )
+        .await;
     let after: Value = b
         .js("return [lksPage.stats.lines, lksPage.stats.deltas]", vec![])
         .await;
+    let longest: Value = b.js("return lksPage.stats.longest", vec![]).await;
     let secs = t0.elapsed().as_secs_f64();
     let rate =
         |i: usize| (after[i].as_f64().unwrap_or(0.0) - before[i].as_f64().unwrap_or(0.0)) / secs;
@@ -247,6 +290,29 @@ async fn run(c: &Config) -> anyhow::Result<Vec<Row>> {
         Row::info(
             "click -> its logs shown, max".into(),
             fmt_ms(click_max),
+            "-".into(),
+        ),
+        Row::info(
+            "longest frame: all / its scripts / style+layout (long frames)".into(),
+            match worst.as_array() {
+                Some(w) => format!(
+                    "{} / {} / {} ({})",
+                    fmt_ms(w[0].as_f64().unwrap_or(0.0)),
+                    fmt_ms(w[1].as_f64().unwrap_or(0.0)),
+                    fmt_ms(w[2].as_f64().unwrap_or(0.0)),
+                    w[3]
+                ),
+                None => "none over 50 ms".into(),
+            },
+            "-".into(),
+        ),
+        Row::info(
+            "the page's longest work: delta / new lines / ages".into(),
+            ["delta", "lines", "ages"]
+                .iter()
+                .map(|k| fmt_ms(longest[k].as_f64().unwrap_or(f64::NAN)))
+                .collect::<Vec<_>>()
+                .join(" / "),
             "-".into(),
         ),
         Row::info(
