@@ -493,11 +493,47 @@ fn break_hard_link(
     st: &rustix::fs::Stat,
     mode: u32,
 ) -> Result<(), RootError> {
-    let io = |e: std::io::Error| RootError::io(path, e);
     let euid = rustix::process::geteuid();
     if !euid.is_root() && euid.as_raw() != st.st_uid {
         return Err(RootError::io(path, Errno::PERM));
     }
+    let from = File::from(rustix::io::dup(fd).map_err(|e| RootError::io(path, e))?);
+    copy_beside(dir, path, from, |to| {
+        if euid.is_root() {
+            rustix::fs::fchown(
+                to,
+                Some(rustix::process::Uid::from_raw(st.st_uid)),
+                Some(rustix::process::Gid::from_raw(st.st_gid)),
+            )?;
+        }
+        rustix::fs::fchmod(to, Mode::from_raw_mode(mode & 0o777))?;
+        let time = |sec: i64, nsec: u64| rustix::fs::Timespec {
+            tv_sec: sec as _,
+            tv_nsec: nsec as _,
+        };
+        rustix::fs::futimens(
+            to,
+            &rustix::fs::Timestamps {
+                last_access: time(st.st_atime as i64, st.st_atime_nsec as u64),
+                last_modification: time(st.st_mtime as i64, st.st_mtime_nsec as u64),
+            },
+        )?;
+        Ok(())
+    })
+    .map(|_| ())
+}
+
+/// Copies `from` to a new staging file in `dir`, lets `finish` give the copy
+/// what it needs (mode, owner, times), then renames it over `path`'s name in
+/// `dir`; the copy is removed if any step fails. The copy's stat. How a
+/// file gets a new inode in place: a staged file that cannot be renamed
+/// across file systems, a hard-linked file whose mode changes.
+pub fn copy_beside(
+    dir: &OwnedFd,
+    path: &RelPath,
+    mut from: File,
+    finish: impl FnOnce(&File) -> std::io::Result<()>,
+) -> Result<rustix::fs::Stat, RootError> {
     let stage = staging_name();
     let copy = rustix::fs::openat(
         dir,
@@ -505,39 +541,26 @@ fn break_hard_link(
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
-    .map_err(|e| io(e.into()))?;
-    let done = (|| -> std::io::Result<()> {
-        let mut from = File::from(rustix::io::dup(fd)?);
-        let mut to = File::from(copy);
-        std::io::copy(&mut from, &mut to)?;
-        if euid.is_root() {
-            rustix::fs::fchown(
-                &to,
-                Some(rustix::process::Uid::from_raw(st.st_uid)),
-                Some(rustix::process::Gid::from_raw(st.st_gid)),
-            )?;
+    .map_err(|e| RootError::io(path, e))?;
+    let mut to = File::from(copy);
+    let copied = (|| {
+        std::io::copy(&mut from, &mut to).map_err(|e| RootError::io(path, e))?;
+        finish(&to).map_err(|e| RootError::io(path, e))?;
+        let st = rustix::fs::fstat(&to).map_err(|e| RootError::io(path, e))?;
+        match rustix::fs::renameat(dir, stage.as_str(), dir, path.file_name()) {
+            Ok(()) => Ok(st),
+            // rename(2) never replaces a directory with a file.
+            Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => Err(RootError::Conflict {
+                path: path.clone(),
+                what: "is a directory (delete it first)".into(),
+            }),
+            Err(e) => Err(RootError::io(path, e)),
         }
-        rustix::fs::fchmod(&to, Mode::from_raw_mode(mode & 0o777))?;
-        rustix::fs::futimens(
-            &to,
-            &rustix::fs::Timestamps {
-                last_access: rustix::fs::Timespec {
-                    tv_sec: st.st_atime as _,
-                    tv_nsec: st.st_atime_nsec as _,
-                },
-                last_modification: rustix::fs::Timespec {
-                    tv_sec: st.st_mtime as _,
-                    tv_nsec: st.st_mtime_nsec as _,
-                },
-            },
-        )?;
-        rustix::fs::renameat(dir, stage.as_str(), dir, path.file_name())?;
-        Ok(())
     })();
-    done.map_err(|e| {
+    if copied.is_err() {
         let _ = rustix::fs::unlinkat(dir, stage.as_str(), AtFlags::empty());
-        io(e)
-    })
+    }
+    copied
 }
 
 /// The entries of the directory `fd` (without `.` and `..`), each with its

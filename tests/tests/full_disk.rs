@@ -215,3 +215,27 @@ fn an_operation_refused_for_a_full_disk_is_tried_again_until_it_lands_without_an
     let status = watch.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// A directory of the root on another file system (a volume mounted inside
+/// it): the batch's staged file cannot be renamed there (EXDEV), so it is
+/// copied beside its final path and renamed over it, whole, with its mode and
+/// mtime, and no staging file is left on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_into_a_volume_mounted_inside_the_root_lands_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _volume = Tmpfs::mount(&root.join("volume"), "8m");
+    std::fs::write(root.join("volume/file"), OLD).unwrap();
+    let agent = Agent::start(&root, TOKEN);
+    let data: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let r = apply(&agent.url, put("volume/file", &data)).await;
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    assert_eq!(std::fs::read(root.join("volume/file")).unwrap(), data);
+    let meta = std::fs::metadata(root.join("volume/file")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    assert_eq!(meta.mtime(), 1_700_000_000);
+    let left = staging_files(&root);
+    assert!(left.is_empty(), "staging files left behind: {left:?}");
+    drop(agent);
+}

@@ -2,7 +2,7 @@
 
 use super::stage::{StagedPut, set_mode_and_mtime};
 use crate::manifest::{HashCache, StatKey, inode_of};
-use crate::root::{Root, RootError, staging_name};
+use crate::root::{Root, RootError, copy_beside};
 use lks_proto::RelPath;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -87,34 +87,15 @@ pub(super) fn rename_into_place(
 /// `dir`, on the final path's file system), sets its mode and mtime and
 /// renames it into place. Returns the placed inode's (device, inode).
 pub(super) fn copy_into_place(p: &StagedPut, dir: &OwnedFd) -> Result<(u64, u64), RootError> {
-    let io = |e: std::io::Error| RootError::io(&p.path, e);
     let from = rustix::fs::openat(
         &*p.dir,
         p.stage.as_str(),
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| io(e.into()))?;
-    let stage = staging_name();
-    let to = rustix::fs::openat(
-        dir,
-        stage.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| io(e.into()))?;
-    let copied = (|| {
-        let mut to = File::from(to);
-        std::io::copy(&mut File::from(from), &mut to).map_err(io)?;
-        set_mode_and_mtime(&to, p.mode, p.mtime_ns).map_err(io)?;
-        let st = rustix::fs::fstat(&to).map_err(|e| io(e.into()))?;
-        match rename_into_place(dir, &stage, dir, &p.path)? {
-            Renamed::Done => Ok(inode_of(&st)),
-            Renamed::CrossDevice => Err(io(Errno::XDEV.into())),
-        }
-    })();
-    if copied.is_err() {
-        let _ = rustix::fs::unlinkat(dir, stage.as_str(), AtFlags::empty());
-    }
-    copied
+    .map_err(|e| RootError::io(&p.path, e))?;
+    let st = copy_beside(dir, &p.path, File::from(from), |to| {
+        set_mode_and_mtime(to, p.mode, p.mtime_ns)
+    })?;
+    Ok(inode_of(&st))
 }
