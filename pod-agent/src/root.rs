@@ -507,15 +507,17 @@ fn break_hard_link(
             )?;
         }
         rustix::fs::fchmod(to, Mode::from_raw_mode(mode & 0o777))?;
-        let time = |sec: i64, nsec: u64| rustix::fs::Timespec {
-            tv_sec: sec as _,
-            tv_nsec: nsec as _,
-        };
         rustix::fs::futimens(
             to,
             &rustix::fs::Timestamps {
-                last_access: time(st.st_atime as i64, st.st_atime_nsec as u64),
-                last_modification: time(st.st_mtime as i64, st.st_mtime_nsec as u64),
+                last_access: rustix::fs::Timespec {
+                    tv_sec: st.st_atime as _,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: st.st_mtime as _,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
             },
         )?;
         Ok(())
