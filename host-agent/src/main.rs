@@ -76,7 +76,10 @@ enum Command {
         # in containers: web built from the working tree and live updated, its deps from `latest`\n  \
         lks up --runtime docker web\n\n  \
         # in a cluster: a branch environment of its own (the namespace is created when missing)\n  \
-        lks up --context kind-lks --namespace pr-42 web\n\n\
+        lks up --context kind-lks --namespace pr-42 web\n\n  \
+        # the web UI on another port, or none (lks status, logs, trigger... still work)\n  \
+        lks up --ui-port 8080\n  \
+        lks up --no-ui\n\n\
         The kube runtime applies only to local clusters (kind-*, k3d-*, minikube, docker-desktop,\n\
         a server on this machine) and to contexts listed in lks.yaml under kube.allow_contexts.\n\
         Ctrl-C (or SIGTERM) stops everything lks started.")]
