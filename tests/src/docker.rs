@@ -124,13 +124,16 @@ impl Drop for DockerCleanup {
         for v in &made.volumes {
             let _ = docker_unchecked(&["volume", "rm", "-f", v]);
         }
+        // --no-prune: untagged parents stay, since another test's build
+        // running now may be using one as its cache (a CI run failed with
+        // "failed to set parent sha256:...: unknown parent image ID").
         for repo in &made.repos {
             for t in local_tags(repo) {
-                let _ = docker_unchecked(&["rmi", "-f", &t]);
+                let _ = docker_unchecked(&["rmi", "-f", "--no-prune", &t]);
             }
         }
         for i in &made.images {
-            let _ = docker_unchecked(&["rmi", "-f", i]);
+            let _ = docker_unchecked(&["rmi", "-f", "--no-prune", i]);
         }
     }
 }

@@ -154,7 +154,8 @@ fn a_dependency_latest_is_built_and_pushed_once_then_pulled_not_rebuilt() {
     let tags = local_tags(&back_repo);
     assert!(!tags.is_empty());
     for tag in &tags {
-        docker(&["rmi", tag]);
+        // --no-prune: the parents may be another test's build cache now.
+        docker(&["rmi", "--no-prune", tag]);
     }
     assert!(
         !docker_exists("image", &first_id),

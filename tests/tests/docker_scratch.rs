@@ -57,7 +57,7 @@ impl Drop for Cleanup {
             .args(["rm", "-f", &self.container])
             .output();
         let _ = Command::new("docker")
-            .args(["rmi", "-f", &self.image])
+            .args(["rmi", "-f", "--no-prune", &self.image])
             .output();
     }
 }
