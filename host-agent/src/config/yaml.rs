@@ -52,6 +52,13 @@ pub(super) fn parse(shown: &Path, text: &str) -> Result<Node, ConfigError> {
             L::UnexpectedAnchor(m) => (*m, "anchors and aliases are not supported".into()),
             L::MappingKeyMustBeScalar(m) => (*m, "keys must be plain strings".into()),
             L::UnexpectedTag(m) => (*m, "tags (!...) are not supported".into()),
+            L::ScanError(m, se) if se.info().contains("mapping values are not allowed") => (
+                *m,
+                format!(
+                    "{}: a value with \": \" in it must be quoted (e.g. command: 'sh -c \"echo a: b\"')",
+                    se.info()
+                ),
+            ),
             L::ScanError(m, se) => (*m, se.info().to_string()),
             L::DuplicateKey(inner) => (
                 inner

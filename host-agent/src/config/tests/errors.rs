@@ -336,6 +336,15 @@ fn yaml_syntax_errors_duplicate_keys_and_second_documents_are_positioned() {
         f.errors(),
         [r#"services/web/lks.service.yaml:3:1: duplicate key "name""#]
     );
+    // A colon and a space in an unquoted value: how to write it is said.
+    let f = web(&["name: web", r#"command: sh -c "echo a: b""#]);
+    let errors = f.errors();
+    assert!(
+        errors.len() == 1
+            && errors[0].starts_with("services/web/lks.service.yaml:2:")
+            && errors[0].contains("must be quoted"),
+        "{errors:?}"
+    );
     let f = web(&["---", "name: web", "---", "name: api"]);
     assert_eq!(
         f.errors(),
