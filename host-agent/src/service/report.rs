@@ -30,7 +30,10 @@ pub async fn agent_events(to: Reporter, mut events: AgentEvents, app_pid: AppPid
                     restarts: a.restarts,
                 });
             }
-            Kind::AppExited(e) if e.requested => to.status(Status::Restarting),
+            // Asked for by the loop, which says so itself and checks
+            // readiness after: from here, `restarting` could come after that
+            // check's `ready`, and stay the status of an app that runs.
+            Kind::AppExited(e) if e.requested => {}
             Kind::AppExited(e) => {
                 let how = if e.signal != 0 {
                     format!("signal {}", e.signal)
