@@ -47,17 +47,19 @@ impl Browser {
         let chromium = require("chromium", "chromium");
         let chromedriver = require("chromedriver", "chromium-driver");
         let port = free_port();
+        let profile = tempfile::tempdir().unwrap();
         let driver = {
             use std::os::unix::process::CommandExt;
             Command::new(chromedriver)
                 .arg(format!("--port={port}"))
+                // The browser's own temporary files go with its profile.
+                .env("TMPDIR", profile.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .process_group(0)
                 .spawn()
                 .expect("start chromedriver")
         };
-        let profile = tempfile::tempdir().unwrap();
         let mut driver = DriverGuard(Some(driver));
         let up = wait_until(Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -72,7 +74,10 @@ impl Browser {
             "--disable-gpu".into(),
             "--disable-dev-shm-usage".into(),
             "--window-size=1400,1000".into(),
-            format!("--user-data-dir={}", profile.path().display()),
+            format!(
+                "--user-data-dir={}",
+                profile.path().join("profile").display()
+            ),
             // Loopback only: anything else goes to a closed port.
             "--proxy-server=http://127.0.0.1:9".into(),
             "--proxy-bypass-list=127.0.0.1;localhost".into(),
