@@ -202,6 +202,16 @@ pub fn read_pid_file(path: &Path, timeout: Duration, not: Option<u32>) -> u32 {
     pid.unwrap()
 }
 
+/// Runs `lks ARGS` in `dir` (with `NO_COLOR=1`) to the end; its output.
+pub fn lks_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin("lks"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run lks")
+}
+
 /// Runs `lks ARGS` with `env`, failing the test if it takes over `timeout`.
 pub fn run_lks(
     args: &[&str],

@@ -11,7 +11,7 @@
 
 use lks_e2e::{
     DockerCleanup, DockerObjects, K8S_VERSION, assert_snapshot, bin, docker, docker_inspect,
-    docker_text, docker_unchecked, kubernetes_validate, require_image, text,
+    docker_text, docker_unchecked, kubernetes_validate, lks_in, require_image, text,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -35,11 +35,7 @@ services: []
 ";
 
 fn lks(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("lks"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run lks")
+    lks_in(dir, args)
 }
 
 /// `lks cluster create --dry-run [extra]` in `dir`; must succeed.

@@ -9,16 +9,11 @@
 
 use lks_e2e::*;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-fn lks(ws: &Path, args: &[&str]) -> Output {
-    Command::new(bin("lks"))
-        .args(args)
-        .current_dir(ws)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run lks")
+fn lks(dir: &Path, args: &[&str]) -> Output {
+    lks_in(dir, args)
 }
 
 /// The lines of `file` (none when it does not exist).

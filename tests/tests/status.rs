@@ -7,13 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn lks(ws: &Path, args: &[&str]) -> Output {
-    Command::new(bin("lks"))
-        .args(args)
-        .current_dir(ws)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run lks")
+fn lks(dir: &Path, args: &[&str]) -> Output {
+    lks_in(dir, args)
 }
 
 fn workspace(ws: &Path) {
@@ -193,26 +188,14 @@ fn tick_of(line: &str) -> u64 {
 
 /// The app pid `lks status -o json` gives for `service`.
 fn app_pid(ws: &Path, service: &str) -> Option<u32> {
-    let out = lks(ws, &["status", "-o", "json"]);
-    let services: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    services
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == service)
-        .and_then(|s| s["app_pid"].as_u64())
-        .map(|p| p as u32)
+    field_of(ws, service, "app_pid").as_u64().map(|p| p as u32)
 }
 
 fn status_of(ws: &Path, service: &str) -> String {
-    let out = lks(ws, &["status", "-o", "json"]);
-    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    services
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == service)
-        .map(|s| s["status"].as_str().unwrap().to_string())
-        .unwrap()
+    field_of(ws, service, "status")
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -317,17 +300,15 @@ fn raw_post(addr: &str, host: &str, path: &str, token: Option<&str>) -> String {
     answer
 }
 
-/// A field of `service` in `lks status -o json`.
+/// A field of `service` in `lks status -o json` (null when there is none,
+/// or no answer).
 fn field_of(ws: &Path, service: &str, field: &str) -> serde_json::Value {
     let out = lks(ws, &["status", "-o", "json"]);
-    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     services
         .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == service)
-        .map(|s| s[field].clone())
-        .unwrap()
+        .and_then(|all| all.iter().find(|s| s["name"] == service))
+        .map_or(serde_json::Value::Null, |s| s[field].clone())
 }
 
 #[test]
