@@ -113,6 +113,11 @@ struct ServeArgs {
     /// pipe, so the agent does not outlive it however it dies.
     #[arg(long)]
     exit_with_stdin: bool,
+    /// Do not watch the root for changes made by others: every Manifest after
+    /// the first looks at the whole root again (a watch costs one of the
+    /// user's inotify instances; the kernel allows 128 by default).
+    #[arg(long)]
+    no_watch_root: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -397,6 +402,7 @@ mod tests {
                 workdir: Some(".".into()),
                 start,
                 exit_with_stdin: true,
+                watch_root: false,
                 app: vec!["node".into(), "--inspect".into(), "server.js".into()],
             };
             let cli =
@@ -413,6 +419,7 @@ mod tests {
             assert_eq!(args.grace_period, 3.0);
             assert_eq!(args.workdir, Some(PathBuf::from(".")));
             assert!(args.serve.exit_with_stdin);
+            assert!(args.serve.no_watch_root);
             assert_eq!(args.command, spec.app, "the app's own flags stay the app's");
             let app = app_spec(&args).unwrap();
             assert_eq!(
@@ -434,6 +441,7 @@ mod tests {
             workdir: None,
             start: Start::Now,
             exit_with_stdin: false,
+            watch_root: true,
             app: vec!["app".into()],
         };
         let cli = Cli::try_parse_from(std::iter::once("lks-agent".to_string()).chain(spec.args()))
@@ -443,6 +451,7 @@ mod tests {
         };
         assert_eq!(args.workdir, None);
         assert!(!args.serve.exit_with_stdin);
+        assert!(!args.serve.no_watch_root);
         assert!(!args.no_start && args.wait_for_sync.is_none());
         assert_eq!(
             lks_proto::launch::listening_address(&format!(

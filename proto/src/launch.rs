@@ -20,6 +20,10 @@ pub fn listening_address(line: &str) -> Option<&str> {
 /// The agent's flag: shut down when standard input closes.
 pub const EXIT_WITH_STDIN: &str = "--exit-with-stdin";
 
+/// The agent's flag: do not watch the root for changes made by others
+/// (every `Manifest` after the first looks at the whole root again).
+pub const NO_WATCH_ROOT: &str = "--no-watch-root";
+
 /// When the supervised app first starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -52,6 +56,11 @@ pub struct Supervise {
     /// launching process holds the other end of a pipe, so the agent ends
     /// with it however it dies (`--exit-with-stdin`; the local runtime).
     pub exit_with_stdin: bool,
+    /// The agent watches its root (inotify) so that answering `Manifest`
+    /// again rescans nothing. The local runtime's agents, which never
+    /// outlive their lks and so are never asked twice after a reconnect, do
+    /// not: the kernel allows a user 128 inotify instances in all.
+    pub watch_root: bool,
     /// The app's argv.
     pub app: Vec<String>,
 }
@@ -74,6 +83,9 @@ impl Supervise {
         }
         if self.exit_with_stdin {
             out.push(EXIT_WITH_STDIN.into());
+        }
+        if !self.watch_root {
+            out.push(NO_WATCH_ROOT.into());
         }
         match self.start {
             Start::Now => {}

@@ -29,7 +29,7 @@ pub mod v1 {
 pub const BOOT_ID_METADATA: &str = "lks-boot-id";
 
 /// Version of the protocol spoken by this build; `Hello` refuses a different one.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Metadata key carrying the bearer token on every call.
 pub const AUTHORIZATION: &str = "authorization";

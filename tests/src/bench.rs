@@ -119,23 +119,30 @@ pub fn scratch_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
         .context("create a temporary directory")
 }
 
-/// Generates the source tree (`files` files, about `mb` MB in all) under
-/// `src` with [`crate::generate_tree`] and prints what it made; returns the
-/// files' paths.
-pub fn generate_source(src: &Path, files: usize, mb: u64) -> Vec<PathBuf> {
+/// Generates the source tree (`files` files in `dirs` directories, about
+/// `mb` MB in all) under `src` with [`crate::generate_tree_in`] and prints
+/// what it made; returns the files' paths.
+pub fn generate_source(src: &Path, files: usize, dirs: usize, mb: u64) -> Vec<PathBuf> {
     let t = Instant::now();
-    let files = crate::generate_tree(src, files, mb * 1_000_000, 1);
+    let files = crate::generate_tree_in(src, files, dirs, mb * 1_000_000, 1);
     let total: u64 = files
         .iter()
         .map(|p| p.metadata().map(|m| m.len()).unwrap_or(0))
         .sum();
     println!(
-        "  generated {} files, {} in {}",
+        "  generated {} files in {} directories, {} in {}",
         files.len(),
+        dirs,
         fmt_bytes(total),
         fmt_ms(ms(t.elapsed()))
     );
     files
+}
+
+/// The directories of a generated tree of `files` files when none are
+/// given: one for every ten files, as in a `node_modules` tree.
+pub fn default_dirs(files: usize) -> usize {
+    (files / 10).max(1)
 }
 
 /// Runs `lks sync SRC --to URL --once` with `LKS_TOKEN=token`; returns its

@@ -126,6 +126,28 @@ pub struct ProcStat {
     pub cpu_ticks: u64,
 }
 
+/// The resident memory of a process, from `/proc/PID/status`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// Resident now (VmRSS), bytes.
+    pub rss: u64,
+    /// The most it was ever resident (VmHWM), bytes.
+    pub peak: u64,
+}
+
+/// The resident memory of `pid`, if the process exists.
+pub fn proc_memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(Memory {
+        rss: kib("VmRSS:")? * 1024,
+        peak: kib("VmHWM:")? * 1024,
+    })
+}
+
 /// `/proc/PID/stat` of `pid`, if the process exists (zombies included).
 pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

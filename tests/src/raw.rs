@@ -62,7 +62,7 @@ impl Client {
 
     /// Every manifest entry, or the status of the first failure.
     pub async fn manifest(&mut self) -> Result<Vec<lks_proto::v1::Entry>, Status> {
-        let req = self.req(ManifestRequest {});
+        let req = self.req(ManifestRequest::default());
         let fut = async {
             let mut stream = self.inner.manifest(req).await?.into_inner();
             let mut out = Vec::new();
@@ -133,6 +133,7 @@ impl Batch {
             blake3: hash.to_vec(),
             mtime_ns: 1_700_000_000_000_000_000,
             base_blake3: base.to_vec(),
+            data: Vec::new(),
         }))
     }
 

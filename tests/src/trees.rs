@@ -157,14 +157,46 @@ pub fn unique() -> String {
 /// Writes a generated tree of `files` files totalling about `total_bytes` under
 /// `root`, spread over nested directories; returns the paths written.
 pub fn generate_tree(root: &Path, files: usize, total_bytes: u64, seed: u64) -> Vec<PathBuf> {
+    let dir_of = |i: usize| format!("d{}/s{}", i % 50, (i / 50) % 20);
+    generate_files(root, files, total_bytes, seed, dir_of)
+}
+
+/// Writes `files` files totalling about `total_bytes` into `dirs` leaf
+/// directories under `root`, two levels deep as a `node_modules` or a
+/// vendored tree is (`dirs` of 10,000 is 100 directories of 100), the files
+/// dealt out over them in turn; returns the paths written.
+pub fn generate_tree_in(
+    root: &Path,
+    files: usize,
+    dirs: usize,
+    total_bytes: u64,
+    seed: u64,
+) -> Vec<PathBuf> {
+    let dirs = dirs.clamp(1, files.max(1));
+    let fan = (dirs as f64).sqrt().ceil() as usize;
+    let dir_of = |i: usize| {
+        let d = i % dirs;
+        format!("p{}/q{}", d / fan, d % fan)
+    };
+    generate_files(root, files, total_bytes, seed, dir_of)
+}
+
+fn generate_files(
+    root: &Path,
+    files: usize,
+    total_bytes: u64,
+    seed: u64,
+    dir_of: impl Fn(usize) -> String,
+) -> Vec<PathBuf> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(files);
     let avg = (total_bytes / files.max(1) as u64).max(1);
+    let mut made = std::collections::HashSet::new();
     for i in 0..files {
-        let dir = root
-            .join(format!("d{}", i % 50))
-            .join(format!("s{}", (i / 50) % 20));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = root.join(dir_of(i));
+        if made.insert(dir.clone()) {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
         let size = rng.below(avg * 2) as usize;
         let path = dir.join(format!("f{i}.dat"));
         std::fs::write(&path, rng.bytes(size)).unwrap();

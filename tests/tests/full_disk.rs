@@ -69,6 +69,7 @@ fn put(path: &str, data: &[u8]) -> Vec<ApplyRequest> {
             blake3: blake3::hash(data).as_bytes().to_vec(),
             mtime_ns: 1_700_000_000_000_000_000,
             base_blake3: vec![],
+            data: Vec::new(),
         })),
     }];
     for chunk in data.chunks(lks_proto::limits::DATA_CHUNK_BYTES) {

@@ -153,6 +153,7 @@ impl DockerRuntime {
                 lks_proto::launch::Start::Now
             },
             exit_with_stdin: false,
+            watch_root: true,
             app: argv,
         }
         .args();

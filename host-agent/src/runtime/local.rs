@@ -100,6 +100,7 @@ impl Runtime for Local {
             // lks holds the pipe's other end (in the child's handle): the
             // agent and its app end with lks, also when it is killed.
             exit_with_stdin: true,
+            watch_root: false,
             app: service.command.clone(),
         };
         let mut cmd = Command::new(&self.agent);

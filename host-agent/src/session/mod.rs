@@ -220,7 +220,7 @@ impl Session {
         let url = self.url.clone();
         let mut stream = self
             .client
-            .manifest(v1::ManifestRequest {})
+            .manifest(v1::ManifestRequest::default())
             .await
             .map_err(|s| SessionError::from_status(&url, s))?
             .into_inner();

@@ -148,6 +148,7 @@ pub(super) fn send_file(
             blake3: hash.to_vec(),
             mtime_ns: node.mtime_ns,
             base_blake3,
+            data: Vec::new(),
         })
     };
     if node.size < chunk::DELTA_MIN_FILE_BYTES {

@@ -182,6 +182,13 @@ impl<'a> Batch<'a> {
                         })
                     }
                     Op::Commit(c) => self.commit = Some(c),
+                    // TODO(helper): packed small files.
+                    Op::Puts(_) => self.record(op_error(
+                        index,
+                        "",
+                        ErrorCode::Protocol,
+                        "Puts is not supported yet".into(),
+                    )),
                     Op::Data(_) | Op::Copy(_) => unreachable!(),
                 }
             }

@@ -35,7 +35,7 @@
 
 use anyhow::{Context, bail};
 use lks_e2e::bench::{
-    Args, Row, cpus, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
+    Args, Row, cpus, default_dirs, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
     percentile, profile, scratch_dir, settle, spread, timed_sh, timed_with_input,
 };
 use lks_e2e::{Rng, Watch, bin, http_get, process_alive, wait_until};
@@ -55,10 +55,11 @@ const LABEL: &str = "dev.lks.bench-docker";
 const EXAMPLE_PORTS: [u16; 2] = [18080, 18081];
 
 const USAGE: &str = "\
-usage: lks-bench-docker [--smoke] [--files N] [--mb N] [--runs N] [--edits N] [--up-edits N]
+usage: lks-bench-docker [--smoke] [--files N] [--dirs N] [--mb N] [--runs N] [--edits N] [--up-edits N]
 
   --smoke        a small, quick run (200 files / 2 MB, 3 runs, 3 edits each)
   --files N      files in the generated tree (default 5000)
+  --dirs N       directories they are spread over (default: one per 10 files)
   --mb N         total size of the generated tree in MB (default 50)
   --runs N       cold and warm initial-sync runs, each (default 5)
   --edits N      single-file edits, for lks and for docker exec tar (default 100)
@@ -74,6 +75,7 @@ Build the binaries and the static agent first; real numbers come from release bu
 struct Config {
     smoke: bool,
     files: usize,
+    dirs: usize,
     mb: u64,
     runs: usize,
     edits: usize,
@@ -84,13 +86,14 @@ impl Config {
     fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Config> {
         let args = Args::parse(
             args,
-            &["--files", "--mb", "--runs", "--edits", "--up-edits"],
+            &["--files", "--dirs", "--mb", "--runs", "--edits", "--up-edits"],
             USAGE,
         )?;
         let c = if args.smoke {
             Config {
                 smoke: true,
                 files: 200,
+                dirs: 0,
                 mb: 2,
                 runs: 3,
                 edits: 3,
@@ -100,14 +103,17 @@ impl Config {
             Config {
                 smoke: false,
                 files: 5000,
+                dirs: 0,
                 mb: 50,
                 runs: 5,
                 edits: 100,
                 up_edits: 30,
             }
         };
+        let files = args.number("--files", c.files as u64) as usize;
         Ok(Config {
-            files: args.number("--files", c.files as u64) as usize,
+            files,
+            dirs: args.number("--dirs", default_dirs(files) as u64) as usize,
             mb: args.number("--mb", c.mb),
             runs: args.number("--runs", c.runs as u64) as usize,
             edits: args.number("--edits", c.edits as u64) as usize,
@@ -971,7 +977,7 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     );
 
     let src = base.join("src");
-    let files = generate_source(&src, cfg.files, cfg.mb);
+    let files = generate_source(&src, cfg.files, cfg.dirs, cfg.mb);
     let mut rows = Vec::new();
     let mut containers: Vec<Container> = Vec::new();
 

@@ -385,11 +385,8 @@ impl Up {
 
     /// lks's VmRSS and VmHWM, in bytes.
     fn memory(&self) -> anyhow::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        Ok((
-            kib(&status, "VmRSS:")? * 1024,
-            kib(&status, "VmHWM:")? * 1024,
-        ))
+        let m = lks_e2e::proc_memory(self.child.id()).context("lks is gone")?;
+        Ok((m.rss, m.peak))
     }
 
     /// How many agents lks runs (its children), and their RSS together.
@@ -401,8 +398,8 @@ impl Up {
             .collect();
         let rss = children
             .iter()
-            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-            .map(|status| kib(&status, "VmRSS:").unwrap_or(0) * 1024)
+            .filter_map(|&pid| lks_e2e::proc_memory(pid))
+            .map(|m| m.rss)
             .sum();
         Ok((children.len(), rss))
     }
@@ -491,15 +488,3 @@ fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
         .with_context(|| format!("no /proc/{pid}/stat: did lks exit?"))
 }
 
-/// The `KEY  N kB` figure of a /proc status file, in KiB.
-fn kib(status: &str, key: &str) -> anyhow::Result<u64> {
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .with_context(|| format!("no {key} in /proc status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("a kB figure")?
-        .parse()?)
-}

@@ -4,8 +4,11 @@
 //! 1. cold initial sync (`lks sync --once` into an empty agent root) vs
 //!    `tar -cf - | tar -xf -` into an empty directory;
 //! 2. warm resync (`lks sync --once` again, nothing changed) vs the same tar;
-//! 3. edit -> applied latency in watch mode, detected with inotify on the
-//!    agent's root and confirmed by blake3;
+//! 3. watch start (`lks sync` in watch mode, from its start until its
+//!    initial sync against the synced agent is done), then edit -> applied
+//!    latency in watch mode, detected with inotify on the agent's root and
+//!    confirmed by blake3, and the resident memory of `lks` and the agent
+//!    (their peaks, VmHWM);
 //! 4. the bytes a 1-byte change in a large file puts on the wire.
 //!
 //! Every lks run is checked for correctness (the trees must be equal); a wrong
@@ -24,7 +27,7 @@
 
 use anyhow::{Context, bail};
 use lks_e2e::bench::{
-    Args, Row, cpus, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
+    Args, Row, cpus, default_dirs, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
     percentile, profile, scratch_dir, settle, spread, timed_sh,
 };
 use lks_e2e::{Agent, Rng, Watch, diff, snapshot};
@@ -37,22 +40,25 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "lks-bench-token";
 const USAGE: &str = "\
-usage: lks-bench [--smoke] [--files N] [--mb N] [--edits N] [--big-mib N]
+usage: lks-bench [--smoke] [--files N] [--dirs N] [--mb N] [--edits N] [--big-mib N]
 
   --smoke      a small, quick run (300 files / 3 MB, 20 edits, a 4 MiB big file)
-  --files N    files in the generated tree (default 5000)
+  --files N    files in the generated tree (default 5000; 100000 for a node_modules-sized tree)
+  --dirs N     directories they are spread over (default: one per 10 files)
   --mb N       total size of the generated tree in MB (default 50)
   --edits N    single-file edits for the latency measurement (default 200)
   --big-mib N  size of the file for the delta measurement in MiB (default 64)
 
 Build the binaries first; the real numbers come from a release build:
-  cargo build --release --workspace --bins && ./target/release/lks-bench";
+  cargo build --release --workspace --bins && TMPDIR=/dev/shm ./target/release/lks-bench
+  TMPDIR=/dev/shm ./target/release/lks-bench --files 100000";
 
 /// What to measure, and how much.
 #[derive(Clone, Debug)]
 struct Config {
     smoke: bool,
     files: usize,
+    dirs: usize,
     mb: u64,
     edits: usize,
     big_mib: u64,
@@ -62,11 +68,16 @@ struct Config {
 
 impl Config {
     fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Config> {
-        let args = Args::parse(args, &["--files", "--mb", "--edits", "--big-mib"], USAGE)?;
+        let args = Args::parse(
+            args,
+            &["--files", "--dirs", "--mb", "--edits", "--big-mib"],
+            USAGE,
+        )?;
         let c = if args.smoke {
             Config {
                 smoke: true,
                 files: 300,
+                dirs: 0,
                 mb: 3,
                 edits: 20,
                 big_mib: 4,
@@ -77,6 +88,7 @@ impl Config {
             Config {
                 smoke: false,
                 files: 5000,
+                dirs: 0,
                 mb: 50,
                 edits: 200,
                 big_mib: 64,
@@ -84,8 +96,10 @@ impl Config {
                 warm_runs: 5,
             }
         };
+        let files = args.number("--files", c.files as u64) as usize;
         Ok(Config {
-            files: args.number("--files", c.files as u64) as usize,
+            files,
+            dirs: args.number("--dirs", default_dirs(files) as u64) as usize,
             mb: args.number("--mb", c.mb),
             edits: args.number("--edits", c.edits as u64) as usize,
             big_mib: args.number("--big-mib", c.big_mib),
@@ -206,9 +220,13 @@ enum Detected {
 
 /// Results of the watch-mode latency measurement.
 struct Latency {
+    /// From the start of `lks sync` until its initial sync was done.
+    start: Duration,
     ours: Vec<f64>,
     by_poll: usize,
     batches: Vec<Summary>,
+    /// `lks sync`'s memory after the edits.
+    memory: lks_e2e::Memory,
 }
 
 /// Takes the `batch N: ...` lines `lks sync` printed so far.
@@ -236,7 +254,10 @@ fn measure_latency(
         .canonicalize()
         .context("canonicalize the agent's root")?;
     let (_watcher, events) = watch_agent_root(&dst)?;
+    settle();
+    let t0 = Instant::now();
     let mut watch = Watch::start(src, url, TOKEN, &[]);
+    let start = t0.elapsed();
     let avg = (cfg.mb * 1_000_000 / cfg.files as u64).max(1);
     let mut rng = Rng::new(7);
     let mut ours = Vec::with_capacity(cfg.edits);
@@ -315,6 +336,7 @@ fn measure_latency(
         collect(&mut watch, &mut batches)?;
     }
     verify_equal(src, &dst, "after the watch-mode edits")?;
+    let memory = lks_e2e::proc_memory(watch.pid()).context("lks sync is gone")?;
     let status = watch.terminate();
     if !status.success() {
         bail!("lks sync (watch mode) exited with {status} on SIGTERM");
@@ -327,9 +349,11 @@ fn measure_latency(
         }
     }
     Ok(Latency {
+        start,
         ours,
         by_poll,
         batches,
+        memory,
     })
 }
 
@@ -337,9 +361,10 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let tmp = scratch_dir("lks-bench.")?;
     let base = tmp.path();
     println!(
-        "lks-bench{}: {} files / {} MB tree, {} edits, {} MiB delta file; {} build, {} CPUs, in {} ({})",
+        "lks-bench{}: {} files in {} directories / {} MB tree, {} edits, {} MiB delta file; {} build, {} CPUs, in {} ({})",
         if cfg.smoke { " --smoke" } else { "" },
         cfg.files,
+        cfg.dirs,
         cfg.mb,
         cfg.edits,
         cfg.big_mib,
@@ -351,7 +376,7 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     println!("  binaries: {}", lks_e2e::bin("lks").display());
 
     let src = base.join("src");
-    let files = generate_source(&src, cfg.files, cfg.mb);
+    let files = generate_source(&src, cfg.files, cfg.dirs, cfg.mb);
     let mut rows = Vec::new();
 
     // 1. Cold initial sync vs tar | tar, alternating, fresh destinations. No
@@ -451,6 +476,11 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         cfg.edits
     );
     let lat = measure_latency(cfg, &src, &adst, &agent.url, &files)?;
+    let agent_memory = lks_e2e::proc_memory(agent.pid()).context("the agent is gone")?;
+    println!(
+        "   watch start (lks sync until its initial sync is done): {}",
+        fmt_ms(ms(lat.start))
+    );
     let batch_ms: Vec<f64> = lat.batches.iter().map(|b| b.ms).collect();
     let batch_files: u64 = lat.batches.iter().map(|b| b.files).sum();
     println!(
@@ -493,6 +523,28 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         fmt_ms(percentile(&batch_ms, 50.0)),
         "-".into(),
     ));
+    rows.push(Row {
+        measure: "watch start: `lks sync` until its initial sync is done".into(),
+        ours: fmt_ms(ms(lat.start)),
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: "<= 2 s".into(),
+        pass: Some(lat.start <= Duration::from_secs(2)),
+    });
+    let budget = 50 * 1024 * 1024;
+    for (who, m) in [
+        ("lks sync (watch)", lat.memory),
+        ("lks-agent", agent_memory),
+    ] {
+        rows.push(Row {
+            measure: format!("{who}: resident memory, peak (now)"),
+            ours: format!("{} ({})", fmt_bytes(m.peak), fmt_bytes(m.rss)),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "<= 50 MiB".into(),
+            pass: Some(m.peak <= budget),
+        });
+    }
     drop(agent);
 
     // 4. Delta: one byte changed in the middle of a large random file.
@@ -556,8 +608,9 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
 fn main() -> std::process::ExitCode {
     let details = |cfg: &Config, _| {
         format!(
-            "{} files / {} MB, {} edits, {} MiB delta file, {} build",
+            "{} files in {} directories / {} MB, {} edits, {} MiB delta file, {} build",
             cfg.files,
+            cfg.dirs,
             cfg.mb,
             cfg.edits,
             cfg.big_mib,

@@ -332,6 +332,7 @@ impl Cx {
                 None => lks_proto::launch::Start::Now,
             },
             exit_with_stdin: false,
+            watch_root: true,
             app: argv,
         };
         let command: Vec<String> = std::iter::once(AGENT_BIN.to_string())
