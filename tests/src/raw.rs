@@ -6,7 +6,7 @@ use lks_proto::v1::agent_client::AgentClient;
 use lks_proto::v1::apply_request::Op;
 use lks_proto::v1::{
     ApplyRequest, ApplyResult, ChunksRequest, Commit, Copy, Data, Delete, ErrorCode, EventsRequest,
-    HelloRequest, ManifestRequest, Mkdir, OpError, Put, Symlink,
+    HelloRequest, ManifestRequest, Mkdir, OpError, Put, Puts, Symlink,
 };
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -105,17 +105,37 @@ impl Client {
     }
 }
 
-/// A batch under construction; every method returns the index of its operation.
+/// A batch under construction; every method returns the index of its
+/// operation (a `Puts` message is one operation per put).
 #[derive(Default)]
 pub struct Batch {
     /// The messages so far.
     pub ops: Vec<ApplyRequest>,
+    /// The index the next operation gets.
+    next_index: u64,
 }
 
 impl Batch {
     pub fn push(&mut self, op: Op) -> u64 {
+        let width = match &op {
+            Op::Puts(p) => p.puts.len() as u64,
+            _ => 1,
+        };
         self.ops.push(ApplyRequest { op: Some(op) });
-        (self.ops.len() - 1) as u64
+        let index = self.next_index;
+        self.next_index += width;
+        index
+    }
+
+    /// A Put with all of `data` inline (no Data message).
+    pub fn put_inline(&mut self, path: &str, data: &[u8], mode: u32) -> u64 {
+        self.push(Op::Put(whole_put(path, data, mode)))
+    }
+
+    /// One Puts message of `puts`; the index of each put.
+    pub fn puts(&mut self, puts: Vec<Put>) -> Vec<u64> {
+        let first = self.push(Op::Puts(Puts { puts }));
+        (first..self.next_index).collect()
     }
 
     pub fn put_header(
@@ -190,7 +210,8 @@ impl Batch {
     /// A message with no operation in it.
     pub fn empty(&mut self) -> u64 {
         self.ops.push(ApplyRequest { op: None });
-        (self.ops.len() - 1) as u64
+        self.next_index += 1;
+        self.next_index - 1
     }
 
     /// The operations followed by a Commit.
@@ -205,6 +226,19 @@ impl Batch {
     /// The operations with no Commit.
     pub fn without_commit(self) -> Vec<ApplyRequest> {
         self.ops
+    }
+}
+
+/// A Put of `data` with all its bytes inline, its real size and hash.
+pub fn whole_put(path: &str, data: &[u8], mode: u32) -> Put {
+    Put {
+        path: path.into(),
+        mode,
+        size: data.len() as u64,
+        blake3: blake3::hash(data).as_bytes().to_vec(),
+        mtime_ns: 1_700_000_000_000_000_000,
+        base_blake3: Vec::new(),
+        data: data.to_vec(),
     }
 }
 

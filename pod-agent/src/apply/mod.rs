@@ -133,67 +133,71 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Applies one operation.
+    /// Applies one message: one operation, or for a `Puts` one per file.
     pub fn apply(&mut self, req: ApplyRequest) -> Result<(), BatchError> {
+        let op = match req.op {
+            Some(Op::Data(d)) => return self.next_index().map(|i| self.data(i, &d.bytes)),
+            Some(Op::Copy(c)) => {
+                return self.next_index().map(|i| self.copy(i, c.offset, c.length));
+            }
+            Some(op) => op,
+            None => {
+                let index = self.next_index()?;
+                self.record(op_error(
+                    index,
+                    "",
+                    ErrorCode::Protocol,
+                    "empty operation".into(),
+                ));
+                return Ok(());
+            }
+        };
+        self.abandon_pending("the next operation started before all its bytes arrived");
+        self.skipping = 0;
+        if let Op::Puts(puts) = op {
+            // Each put is an operation of its own, with its own index.
+            for p in puts.puts {
+                let index = self.next_index()?;
+                self.whole_put(index, p);
+            }
+            return Ok(());
+        }
+        let index = self.next_index()?;
+        match op {
+            Op::Put(p) => self.put(index, p),
+            Op::Delete(d) => self.defer(index, &d.path, true, |index, path| Deferred::Delete {
+                index,
+                path,
+            }),
+            Op::Mkdir(m) => self.defer(index, &m.path, true, |index, path| Deferred::Mkdir {
+                index,
+                path,
+                mode: m.mode,
+            }),
+            Op::Symlink(s) => self.defer(index, &s.path, true, |index, path| Deferred::Symlink {
+                index,
+                path,
+                target: s.target,
+            }),
+            Op::Chmod(c) => self.defer(index, &c.path, false, |index, path| Deferred::Chmod {
+                index,
+                path,
+                mode: c.mode,
+            }),
+            Op::Commit(c) => self.commit = Some(c),
+            Op::Puts(_) | Op::Data(_) | Op::Copy(_) => unreachable!("handled above"),
+        }
+        Ok(())
+    }
+
+    /// The index of the next operation, counted against the batch's limit.
+    fn next_index(&mut self) -> Result<u64, BatchError> {
         let index = self.ops;
         self.ops += 1;
         if self.ops > MAX_OPS_PER_BATCH {
             return Err(BatchError::TooManyOps);
         }
-        let Some(op) = req.op else {
-            self.record(op_error(
-                index,
-                "",
-                ErrorCode::Protocol,
-                "empty operation".into(),
-            ));
-            return Ok(());
-        };
-        match op {
-            Op::Data(d) => self.data(index, &d.bytes),
-            Op::Copy(c) => self.copy(index, c.offset, c.length),
-            other => {
-                self.abandon_pending("the next operation started before all its bytes arrived");
-                self.skipping = 0;
-                match other {
-                    Op::Put(p) => self.put(index, p),
-                    Op::Delete(d) => self.defer(index, &d.path, true, |index, path| {
-                        Deferred::Delete { index, path }
-                    }),
-                    Op::Mkdir(m) => {
-                        self.defer(index, &m.path, true, |index, path| Deferred::Mkdir {
-                            index,
-                            path,
-                            mode: m.mode,
-                        })
-                    }
-                    Op::Symlink(s) => {
-                        self.defer(index, &s.path, true, |index, path| Deferred::Symlink {
-                            index,
-                            path,
-                            target: s.target,
-                        })
-                    }
-                    Op::Chmod(c) => {
-                        self.defer(index, &c.path, false, |index, path| Deferred::Chmod {
-                            index,
-                            path,
-                            mode: c.mode,
-                        })
-                    }
-                    Op::Commit(c) => self.commit = Some(c),
-                    // TODO(helper): packed small files.
-                    Op::Puts(_) => self.record(op_error(
-                        index,
-                        "",
-                        ErrorCode::Protocol,
-                        "Puts is not supported yet".into(),
-                    )),
-                    Op::Data(_) | Op::Copy(_) => unreachable!(),
-                }
-            }
-        }
-        Ok(())
+        Ok(index)
     }
 
     /// Ends the batch. With its commit, the recorded operations are applied
@@ -286,12 +290,35 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn put(&mut self, index: u64, p: lks_proto::v1::Put) {
+    /// A put of a `Puts` message: all its bytes must be in it.
+    fn whole_put(&mut self, index: u64, p: lks_proto::v1::Put) {
+        if p.data.len() as u64 != p.size {
+            self.record(op_error(
+                index,
+                &p.path,
+                ErrorCode::Protocol,
+                format!(
+                    "{}: a put in Puts carries all its bytes, this one {} of {}",
+                    errors::echoed(&p.path),
+                    p.data.len(),
+                    p.size
+                ),
+            ));
+            return;
+        }
+        self.put(index, p);
+    }
+
+    /// A put: its inline bytes now, the rest (Data, Copy) as it comes.
+    fn put(&mut self, index: u64, mut p: lks_proto::v1::Put) {
+        let data = std::mem::take(&mut p.data);
+        // What follows in Data/Copy messages, skipped if the put fails now.
+        let rest = p.size.saturating_sub(data.len() as u64);
         let path = match RelPath::new(p.path.clone()) {
             Ok(path) => path,
             Err(e) => {
                 self.record(path_error(index, &p.path, &e));
-                self.skipping = p.size;
+                self.skipping = rest;
                 return;
             }
         };
@@ -305,17 +332,30 @@ impl<'a> Batch<'a> {
                     p.size
                 ),
             ));
-            self.skipping = p.size;
+            self.skipping = rest;
+            return;
+        }
+        if data.len() as u64 > p.size {
+            self.record(op_error(
+                index,
+                path.as_str(),
+                ErrorCode::Protocol,
+                format!("{path}: more bytes than the announced size"),
+            ));
             return;
         }
         match self.start_put(index, &path, &p) {
             Ok(pending) => {
                 self.pending = Some(pending);
-                self.maybe_finish_put();
+                if data.is_empty() {
+                    self.maybe_finish_put();
+                } else {
+                    self.receive(index, &data);
+                }
             }
             Err(e) => {
                 self.record(e);
-                self.skipping = p.size;
+                self.skipping = rest;
             }
         }
     }
@@ -442,7 +482,7 @@ impl<'a> Batch<'a> {
         if self.skip(bytes.len() as u64) {
             return;
         }
-        let Some(pending) = self.pending.as_mut() else {
+        if self.pending.is_none() {
             self.record(op_error(
                 index,
                 "",
@@ -450,7 +490,14 @@ impl<'a> Batch<'a> {
                 "Data without a Put".into(),
             ));
             return;
-        };
+        }
+        self.receive(index, bytes);
+    }
+
+    /// Appends `bytes` (of the operation `index`: a Data, or a put's inline
+    /// bytes) to the put being received.
+    fn receive(&mut self, index: u64, bytes: &[u8]) {
+        let pending = self.pending.as_mut().expect("a put being received");
         if pending.written + bytes.len() as u64 > pending.size {
             let path = pending.path.to_string();
             self.fail_pending(op_error(
