@@ -184,6 +184,34 @@ impl ContextRules {
 /// directory that holds one, its rules), outermost first.
 type Chain = Arc<Vec<(usize, Arc<Gitignore>)>>;
 
+/// Whether paths are ignored, given that none of their parents is (a walk
+/// that prunes ignored directories only needs this), for many paths in a
+/// row: the `.lksignore` files of the last directory asked about are kept at
+/// hand.
+pub struct Entries<'a> {
+    ignores: &'a Ignores,
+    last: Option<(String, Chain)>,
+}
+
+impl Entries<'_> {
+    /// Whether `path` is ignored, given that none of its parents is.
+    pub fn ignores(&mut self, path: &RelPath, is_dir: bool) -> bool {
+        let ig = self.ignores;
+        if ig.docker.as_ref().is_some_and(|d| d.excludes(path)) {
+            return true;
+        }
+        let dir = path.as_str().rsplit_once('/').map_or("", |(d, _)| d);
+        let chain = match &self.last {
+            Some((d, chain)) if d == dir => chain,
+            _ => {
+                let chain = ig.chain(dir);
+                &self.last.insert((dir.to_string(), chain)).1
+            }
+        };
+        ig.ignored_with(chain, path, is_dir)
+    }
+}
+
 /// The ignore rules of one local tree.
 pub struct Ignores {
     root: PathBuf,
@@ -238,25 +266,31 @@ impl Ignores {
             && !self.ignored_by_non_docker(dir, true)
     }
 
-    /// Whether `path` is ignored, given that none of its parents is (a walk
-    /// that prunes ignored directories only needs this).
-    pub fn ignores_entry(&self, path: &RelPath, is_dir: bool) -> bool {
-        if self.docker.as_ref().is_some_and(|d| d.excludes(path)) {
-            return true;
+    /// A matcher for many entries in a row (a walk's, a manifest's): the
+    /// rules of their directory are looked up once for a run of siblings.
+    pub fn entries(&self) -> Entries<'_> {
+        Entries {
+            ignores: self,
+            last: None,
         }
-        self.ignored_by_non_docker(path, is_dir)
     }
 
     fn ignored_by_non_docker(&self, path: &RelPath, is_dir: bool) -> bool {
+        let parent = path.parent();
+        let chain = self.chain(parent.as_ref().map_or("", |p| p.as_str()));
+        self.ignored_with(&chain, path, is_dir)
+    }
+
+    /// Whether `path` is ignored by the rules other than Docker's, `chain`
+    /// being the `.lksignore` files of its directory.
+    fn ignored_with(&self, chain: &Chain, path: &RelPath, is_dir: bool) -> bool {
         if path.file_name() == ".git" || (!is_dir && is_temporary(path.file_name())) {
             return true;
         }
-        if self.excludes.matched(path.as_str(), is_dir).is_ignore() {
+        if !self.excludes.is_empty() && self.excludes.matched(path.as_str(), is_dir).is_ignore() {
             return true;
         }
         // The deepest .lksignore with an opinion decides.
-        let parent = path.parent();
-        let chain = self.chain(parent.as_ref().map_or("", |p| p.as_str()));
         for (len, g) in chain.iter().rev() {
             let rel_in_dir = if *len == 0 {
                 path.as_str()
@@ -304,28 +338,30 @@ impl Ignores {
         base
     }
 
-    /// Keeps the paths of a whole tree (sorted: a directory before what it
-    /// holds) that are not ignored, in time linear in its size however deep
-    /// it is: what an ignored directory holds is ignored with it, so each
-    /// path is matched once, given its parent is not ignored.
+    /// Keeps the entries of a whole tree (sorted by path: a directory
+    /// before what it holds) that are not ignored, in time linear in its size
+    /// however deep it is: what an ignored directory holds is ignored with
+    /// it, so each path is matched once, given its parent is not ignored.
     pub fn retain_unignored<T>(
         &self,
-        tree: &mut std::collections::BTreeMap<RelPath, T>,
+        entries: &mut Vec<(RelPath, T)>,
         is_dir: impl Fn(&T) -> bool,
     ) {
         if self.docker.as_ref().is_some_and(|d| d.has_exceptions()) {
             // A `!` exception may take back what is beneath an ignored
             // directory: every path on its own.
-            tree.retain(|p, n| !self.ignores_path(p, is_dir(n)));
+            entries.retain(|(p, n)| !self.ignores_path(p, is_dir(n)));
             return;
         }
-        let mut ignored_dirs = std::collections::HashSet::new();
-        tree.retain(|p, n| {
+        let mut ignored_dirs: std::collections::HashSet<RelPath> = Default::default();
+        let mut matcher = self.entries();
+        entries.retain(|(p, n)| {
             let dir = is_dir(n);
-            let ignored = p
-                .parent()
-                .is_some_and(|parent| ignored_dirs.contains(&parent))
-                || self.ignores_entry(p, dir);
+            let under_ignored = !ignored_dirs.is_empty()
+                && p.as_str()
+                    .rsplit_once('/')
+                    .is_some_and(|(parent, _)| ignored_dirs.contains(parent));
+            let ignored = under_ignored || matcher.ignores(p, dir);
             if ignored && dir {
                 ignored_dirs.insert(p.clone());
             }
@@ -378,6 +414,18 @@ impl Ignores {
         };
         map.insert(dir.to_string(), g.clone());
         g
+    }
+
+    /// What a walk saw listing `dir` (relative to the root, `""` for the
+    /// root): whether it holds a `.lksignore`. One it does not hold is not
+    /// looked for again (a directory costs one `stat` less).
+    pub fn listed(&self, dir: &str, has_lksignore: bool) {
+        if !has_lksignore {
+            let mut map = self.lksignore.lock().unwrap();
+            if !map.contains_key(dir) {
+                map.insert(dir.to_string(), None);
+            }
+        }
     }
 
     /// Whether a change to `path` changes the rules themselves.

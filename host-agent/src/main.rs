@@ -28,6 +28,7 @@ mod registry;
 mod reload;
 mod rules;
 mod runtime;
+mod scan;
 mod service;
 mod session;
 mod source;

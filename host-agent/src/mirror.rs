@@ -8,7 +8,7 @@
 //! last confirmed is its own.
 
 use crate::ignores::Ignores;
-use crate::plan::{Op, plan};
+use crate::plan::Op;
 use crate::session::{Followup, Report, Session, SessionError};
 use crate::source::Source;
 use crate::watch::{Changes, TreeWatcher};
@@ -225,8 +225,12 @@ impl Mirror {
             self.refresh(&changes);
         }
         for p in &mut self.parts {
-            let w = p.session.fetch_manifest(&p.source.ignores).await?;
+            let w = p
+                .session
+                .fetch_manifest(&p.source.ignores, &p.source.tree.nodes)
+                .await?;
             self.warnings.extend(w);
+            p.source.unsettled();
             if keep_agent_only {
                 let tree = &p.source.tree.nodes;
                 let kept = p.session.keep_only(|path| tree.contains_key(path));
@@ -247,9 +251,33 @@ impl Mirror {
     /// by itself) refuses the batch whole: what it really has is fetched, the
     /// batch planned again against that, and sent once more.
     pub async fn apply(&mut self, plan: Plan, followup: Followup) -> Result<Report, SessionError> {
-        let report = self.apply_once(plan, followup).await?;
+        let whole = plan.problems.is_empty();
+        let report = match self.apply_once(plan, followup).await {
+            Ok(report) => report,
+            Err(e) => {
+                // What the agent has now is not known: the next plan (after
+                // its tree is fetched again) looks at everything.
+                self.unsettled();
+                return Err(e);
+            }
+        };
         self.retry.after(&report);
+        if whole && report.errors.is_empty() && report.vanished == 0 {
+            // Both trees are equal now: the next plan looks only at what
+            // changes from here.
+            for p in &mut self.parts {
+                p.source.settled();
+            }
+        } else {
+            self.unsettled();
+        }
         Ok(report)
+    }
+
+    fn unsettled(&mut self) {
+        for p in &mut self.parts {
+            p.source.unsettled();
+        }
     }
 
     /// When the operations that failed are tried again (None: nothing
@@ -266,8 +294,12 @@ impl Mirror {
             Err(SessionError::Restarted { .. }) => {
                 for p in &mut self.parts {
                     p.session.hello_again().await?;
-                    let w = p.session.fetch_manifest(&p.source.ignores).await?;
+                    let w = p
+                        .session
+                        .fetch_manifest(&p.source.ignores, &p.source.tree.nodes)
+                        .await?;
                     self.warnings.extend(w);
+                    p.source.unsettled();
                 }
                 self.warnings.push(
                     "the agent restarted since the last batch; resynced against what it has".into(),
@@ -297,8 +329,12 @@ impl Mirror {
         }
         if !report.errors.is_empty() {
             for p in &mut self.parts {
-                let w = p.session.fetch_manifest(&p.source.ignores).await?;
+                let w = p
+                    .session
+                    .fetch_manifest(&p.source.ignores, &p.source.tree.nodes)
+                    .await?;
                 self.warnings.extend(w);
+                p.source.unsettled();
             }
         }
         Ok(report)
@@ -353,7 +389,7 @@ impl Mirror {
         let mut changed = Vec::new();
         let mut problems = Vec::new();
         for p in &mut self.parts {
-            let (part_ops, part_problems) = plan(&mut p.source.tree, p.session.remote());
+            let (part_ops, part_problems) = p.source.plan(p.session.remote());
             problems.extend(part_problems);
             let base = p
                 .source

@@ -2,9 +2,9 @@
 //! local tree. Deletes first (a deleted directory takes its children with it),
 //! then directories parents-first, then files and symlinks.
 
-use crate::tree::{Kind, LocalTree, Node, Tree};
+use crate::tree::{Kind, LocalTree, Node, Tree, remove_subtree, subtree};
 use lks_proto::RelPath;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// One operation the agent is asked to perform.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,89 +45,40 @@ impl Op {
 /// the agent sets the host's mtime on every file it writes). Files that cannot
 /// be read are reported in the second value and left out.
 ///
-/// One merge pass over both trees (both are sorted, parents first), so a
-/// batch of one change in a tree of thousands costs a few hundred
-/// microseconds, not a lookup per path.
+/// One merge pass over both trees (both are sorted, parents first).
 pub fn plan(local: &mut LocalTree, remote: &Tree) -> (Vec<Op>, Vec<String>) {
-    let mut deletes = Vec::new();
-    let mut deleted: HashSet<RelPath> = HashSet::new();
     let mut out = Planned::default();
-    let mut l = local.nodes.iter().peekable();
-    let mut r = remote.iter().peekable();
-    loop {
-        let order = match (l.peek(), r.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((lp, _)), Some((rp, _))) => lp.cmp(rp),
-        };
-        match order {
-            // Only local: new.
-            std::cmp::Ordering::Less => {
-                let (path, lnode) = l.next().expect("peeked");
-                out.local(path, lnode, None);
-            }
-            // Only remote: gone locally (topmost only).
-            std::cmp::Ordering::Greater => {
-                let (path, _) = r.next().expect("peeked");
-                if !covered(&deleted, path) {
-                    deletes.push(Op::Delete(path.clone()));
-                    deleted.insert(path.clone());
-                }
-            }
-            std::cmp::Ordering::Equal => {
-                let (path, lnode) = l.next().expect("peeked");
-                let (_, rnode) = r.next().expect("peeked");
-                if covered(&deleted, path) {
-                    out.local(path, lnode, None);
-                } else if lnode.kind != rnode.kind
-                    && (rnode.kind == Kind::Dir || lnode.kind == Kind::Dir)
-                {
-                    // A directory became something else or the reverse.
-                    deletes.push(Op::Delete(path.clone()));
-                    deleted.insert(path.clone());
-                    out.local(path, lnode, None);
-                } else {
-                    out.local(path, lnode, Some(rnode));
-                }
-            }
-        }
-    }
-    // Same size, other mtime: only the content tells.
-    let mut problems = Vec::new();
-    for (path, rfile) in out.to_hash {
-        let hash = match local.hash(&path) {
-            Ok(h) => h,
-            // Gone since the scan (a short-lived file): not a change; its
-            // deletion's event brings what follows.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                problems.push(format!("cannot read {path}: {e}"));
-                continue;
-            }
-        };
-        let node = local.nodes[&path].clone();
-        if rfile.hash == Some(hash) && rfile.size == node.size {
-            if rfile.mode != node.mode {
-                out.rest.push(Op::Chmod(path, node.mode));
-            }
-        } else {
-            out.rest.push(Op::Put {
-                path,
-                node,
-                base: rfile.hash,
-            });
-        }
-    }
-    let mut ops = deletes;
-    ops.extend(out.dirs);
-    ops.extend(out.rest);
-    (ops, problems)
+    out.merge(local.nodes.iter(), remote.iter());
+    out.finish(local)
 }
 
+/// [`plan`] for the subtrees at `roots` alone (each path and what is beneath
+/// it), for when the trees are known to be equal everywhere else (they were
+/// after the last batch, and only these paths changed since): an edit in a
+/// tree of 100,000 files costs what its paths cost, not a pass over both
+/// trees.
+pub fn plan_beneath(
+    local: &mut LocalTree,
+    remote: &Tree,
+    roots: &BTreeSet<RelPath>,
+) -> (Vec<Op>, Vec<String>) {
+    let mut out = Planned::default();
+    for root in roots {
+        // A root beneath another one is covered by it.
+        let s = root.as_str();
+        if s.match_indices('/').any(|(i, _)| roots.contains(&s[..i])) {
+            continue;
+        }
+        out.merge(subtree(&local.nodes, root), subtree(remote, root));
+    }
+    out.finish(local)
+}
 /// The operations for local entries, as the merge finds them.
 #[derive(Default)]
 struct Planned {
+    deletes: Vec<Op>,
+    /// The paths deleted: what is beneath them goes with them.
+    deleted: HashSet<RelPath>,
     dirs: Vec<Op>,
     rest: Vec<Op>,
     /// Files of the same size as the agent's but another mtime, with what
@@ -136,6 +87,94 @@ struct Planned {
 }
 
 impl Planned {
+    /// Merges two sorted runs of entries (parents first): what only `local`
+    /// has is made, what only `remote` has is deleted (its topmost path), and
+    /// what both have is compared.
+    fn merge<'a>(
+        &mut self,
+        local: impl Iterator<Item = (&'a RelPath, &'a Node)>,
+        remote: impl Iterator<Item = (&'a RelPath, &'a Node)>,
+    ) {
+        let mut l = local.peekable();
+        let mut r = remote.peekable();
+        loop {
+            let order = match (l.peek(), r.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((lp, _)), Some((rp, _))) => lp.cmp(rp),
+            };
+            match order {
+                // Only local: new.
+                std::cmp::Ordering::Less => {
+                    let (path, lnode) = l.next().expect("peeked");
+                    self.local(path, lnode, None);
+                }
+                // Only remote: gone locally (topmost only).
+                std::cmp::Ordering::Greater => {
+                    let (path, _) = r.next().expect("peeked");
+                    if !covered(&self.deleted, path) {
+                        self.delete(path);
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    let (path, lnode) = l.next().expect("peeked");
+                    let (_, rnode) = r.next().expect("peeked");
+                    if covered(&self.deleted, path) {
+                        self.local(path, lnode, None);
+                    } else if lnode.kind != rnode.kind
+                        && (rnode.kind == Kind::Dir || lnode.kind == Kind::Dir)
+                    {
+                        // A directory became something else or the reverse.
+                        self.delete(path);
+                        self.local(path, lnode, None);
+                    } else {
+                        self.local(path, lnode, Some(rnode));
+                    }
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, path: &RelPath) {
+        self.deletes.push(Op::Delete(path.clone()));
+        self.deleted.insert(path.clone());
+    }
+
+    /// Hashes what only the content tells (same size, other mtime) and
+    /// orders the operations: deletes, directories, the rest.
+    fn finish(mut self, local: &mut LocalTree) -> (Vec<Op>, Vec<String>) {
+        let mut problems = Vec::new();
+        for (path, rfile) in std::mem::take(&mut self.to_hash) {
+            let hash = match local.hash(&path) {
+                Ok(h) => h,
+                // Gone since the scan (a short-lived file): not a change; its
+                // deletion's event brings what follows.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    problems.push(format!("cannot read {path}: {e}"));
+                    continue;
+                }
+            };
+            let node = local.nodes[&path].clone();
+            if rfile.hash == Some(hash) && rfile.size == node.size {
+                if rfile.mode != node.mode {
+                    self.rest.push(Op::Chmod(path, node.mode));
+                }
+            } else {
+                self.rest.push(Op::Put {
+                    path,
+                    node,
+                    base: rfile.hash,
+                });
+            }
+        }
+        let mut ops = self.deletes;
+        ops.extend(self.dirs);
+        ops.extend(self.rest);
+        (ops, problems)
+    }
+
     /// What `lnode` at `path` needs, given the agent's node there (if any,
     /// and not deleted by this plan).
     fn local(&mut self, path: &RelPath, lnode: &Node, rnode: Option<&Node>) {
@@ -148,7 +187,7 @@ impl Planned {
             Kind::Symlink => {
                 if rnode.is_none_or(|r| r.kind != Kind::Symlink || r.target != lnode.target) {
                     self.rest
-                        .push(Op::Symlink(path.clone(), lnode.target.clone()));
+                        .push(Op::Symlink(path.clone(), lnode.target.to_string()));
                 }
             }
             Kind::File => {
@@ -198,52 +237,22 @@ fn covered(deleted: &HashSet<RelPath>, path: &RelPath) -> bool {
 pub fn confirm(remote: &mut Tree, op: &Op) {
     match op {
         Op::Delete(p) => {
-            let doomed: Vec<RelPath> = remote
-                .range(p.clone()..)
-                .take_while(|(q, _)| q.as_str().starts_with(p.as_str()))
-                .filter(|(q, _)| q.starts_with(p))
-                .map(|(q, _)| q.clone())
-                .collect();
-            for q in doomed {
-                remote.remove(&q);
-            }
+            remove_subtree(remote, p);
         }
         Op::Mkdir(p, mode) => {
-            remote.insert(
-                p.clone(),
-                Node {
-                    kind: Kind::Dir,
-                    mode: *mode,
-                    size: 0,
-                    mtime_ns: 0,
-                    hash: None,
-                    target: String::new(),
-                    stat: None,
-                },
-            );
+            remote.insert(p.clone(), Node::dir(*mode));
         }
         Op::Put { path, node, .. } => {
             remote.insert(
                 path.clone(),
                 Node {
-                    stat: None,
+                    ident: Default::default(),
                     ..node.clone()
                 },
             );
         }
         Op::Symlink(p, target) => {
-            remote.insert(
-                p.clone(),
-                Node {
-                    kind: Kind::Symlink,
-                    mode: 0o777,
-                    size: 0,
-                    mtime_ns: 0,
-                    hash: None,
-                    target: target.clone(),
-                    stat: None,
-                },
-            );
+            remote.insert(p.clone(), Node::symlink(target));
         }
         Op::Chmod(p, mode) => {
             if let Some(n) = remote.get_mut(p) {
@@ -283,21 +292,13 @@ mod tests {
             size: data.len() as u64,
             mtime_ns,
             hash: Some(*blake3::hash(data).as_bytes()),
-            target: String::new(),
-            stat: None,
+            target: Box::default(),
+            ident: Default::default(),
         }
     }
 
     fn dir() -> Node {
-        Node {
-            kind: Kind::Dir,
-            mode: 0o755,
-            size: 0,
-            mtime_ns: 0,
-            hash: None,
-            target: String::new(),
-            stat: None,
-        }
+        Node::dir(0o755)
     }
 
     #[test]

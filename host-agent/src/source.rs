@@ -3,9 +3,24 @@
 //! keep damage on the host from being mirrored onto an agent.
 
 use crate::ignores::Ignores;
-use crate::tree::{LocalTree, Tree};
+use crate::plan::{Op, plan, plan_beneath};
+use crate::tree::{LocalTree, Tree, subtree};
 use lks_proto::RelPath;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+/// What may differ between a source's tree and the tree its agent last
+/// confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dirty {
+    /// Anything: the next plan looks at both trees whole (the first one,
+    /// after a rescan, after the agent's tree was fetched again or an
+    /// operation failed).
+    All,
+    /// Only these paths and what is beneath them (what the watcher
+    /// reported since the last batch that went through whole).
+    Beneath(BTreeSet<RelPath>),
+}
 
 /// One mirrored local directory.
 pub struct Source {
@@ -16,6 +31,8 @@ pub struct Source {
     pub ignores: Ignores,
     /// Its tree as last scanned or refreshed.
     pub tree: LocalTree,
+    /// Where it may differ from the agent's.
+    dirty: Dirty,
 }
 
 impl Source {
@@ -27,6 +44,27 @@ impl Source {
             excludes: excludes.to_vec(),
             ignores: Ignores::load(root, excludes),
             tree: LocalTree::new(root),
+            dirty: Dirty::All,
+        }
+    }
+
+    /// The agent's tree may differ anywhere (it was fetched again, or an
+    /// operation failed): the next plan looks at both trees whole.
+    pub fn unsettled(&mut self) {
+        self.dirty = Dirty::All;
+    }
+
+    /// A plan went through whole: the trees are equal (until the next change).
+    pub fn settled(&mut self) {
+        self.dirty = Dirty::Beneath(BTreeSet::new());
+    }
+
+    /// The operations that make `remote` equal to the tree, looking only
+    /// where they may differ; what could not be planned, to tell the user.
+    pub fn plan(&mut self, remote: &Tree) -> (Vec<Op>, Vec<String>) {
+        match &self.dirty {
+            Dirty::All => plan(&mut self.tree, remote),
+            Dirty::Beneath(roots) => plan_beneath(&mut self.tree, remote, roots),
         }
     }
 
@@ -35,6 +73,7 @@ impl Source {
     pub fn rescan(&mut self) -> Vec<String> {
         self.ignores = Ignores::load(&self.root, &self.excludes);
         self.tree.rescan(&self.ignores);
+        self.dirty = Dirty::All;
         self.warnings()
     }
 
@@ -51,7 +90,10 @@ impl Source {
             return self.rescan();
         }
         for p in paths.into_iter().flatten() {
-            self.tree.refresh(p, &self.ignores);
+            let top = self.tree.refresh(p, &self.ignores);
+            if let Dirty::Beneath(roots) = &mut self.dirty {
+                roots.insert(top);
+            }
         }
         self.warnings()
     }
@@ -76,17 +118,30 @@ impl Source {
         None
     }
 
-    /// Whether mirroring onto `remote` would delete anything.
+    /// Whether mirroring onto `remote` would delete anything (looking only
+    /// where the trees may differ).
     pub fn deletes_pending(&self, remote: &Tree) -> bool {
         // Both are sorted: one merge walk, no lookups.
-        let mut local = self.tree.nodes.keys().peekable();
-        for r in remote.keys() {
-            while local.next_if(|l| *l < r).is_some() {}
-            if local.peek() != Some(&r) {
-                return true;
+        let only_remote = |local: &mut dyn Iterator<Item = &RelPath>,
+                           remote: &mut dyn Iterator<Item = &RelPath>| {
+            let mut local = local.peekable();
+            for r in remote {
+                while local.next_if(|l| *l < r).is_some() {}
+                if local.peek() != Some(&r) {
+                    return true;
+                }
             }
+            false
+        };
+        match &self.dirty {
+            Dirty::All => only_remote(&mut self.tree.nodes.keys(), &mut remote.keys()),
+            Dirty::Beneath(roots) => roots.iter().any(|root| {
+                only_remote(
+                    &mut subtree(&self.tree.nodes, root).map(|(p, _)| p),
+                    &mut subtree(remote, root).map(|(p, _)| p),
+                )
+            }),
         }
-        false
     }
 
     fn warnings(&mut self) -> Vec<String> {
@@ -98,5 +153,140 @@ impl Source {
             .collect();
         out.append(&mut self.tree.warnings);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::confirm;
+    use crate::tree::Kind;
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// What the agent would confirm after a full sync of `source`.
+    fn confirmed(source: &mut Source) -> Tree {
+        let paths: Vec<RelPath> = source.tree.nodes.keys().cloned().collect();
+        let mut remote = Tree::new();
+        for p in paths {
+            if source.tree.nodes[&p].kind == Kind::File {
+                source.tree.hash(&p).unwrap();
+            }
+            let mut n = source.tree.nodes[&p].clone();
+            n.ident = Default::default();
+            remote.insert(p, n);
+        }
+        remote
+    }
+
+    fn sorted(mut ops: Vec<Op>) -> Vec<String> {
+        let mut v: Vec<String> = ops.drain(..).map(|o| format!("{o:?}")).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn planning_beneath_the_changed_paths_gives_what_a_whole_plan_gives() {
+        for seed in [0x5eed, 0xfeed_beef, 42] {
+            edits_planned_beneath_match_whole_plans(seed);
+        }
+    }
+
+    fn edits_planned_beneath_match_whole_plans(seed: u64) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let names = ["a", "a b", "a-x", "b", "c"];
+        let mut rng = Rng(seed);
+        let pick = |rng: &mut Rng, depth: u64| -> String {
+            let n = 1 + rng.below(depth);
+            (0..n)
+                .map(|_| names[rng.below(names.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        for _ in 0..40 {
+            let p = root.join(pick(&mut rng, 3));
+            if std::fs::create_dir_all(p.parent().unwrap()).is_ok() && !p.is_dir() {
+                let _ = std::fs::write(&p, "first");
+            }
+        }
+        let mut source = Source::new(root, &[]);
+        source.rescan();
+        let mut remote = confirmed(&mut source);
+        for round in 0..150 {
+            source.settled();
+            let mut touched = Vec::new();
+            for _ in 0..1 + rng.below(4) {
+                let rel = pick(&mut rng, 3);
+                let abs = root.join(&rel);
+                match rng.below(5) {
+                    // Edit (or create) a file.
+                    0 | 1 => {
+                        if std::fs::create_dir_all(abs.parent().unwrap()).is_ok() && !abs.is_dir() {
+                            let _ = std::fs::write(&abs, format!("round {round}"));
+                        }
+                    }
+                    // Delete whatever is there.
+                    2 => {
+                        let _ = std::fs::remove_file(&abs);
+                        let _ = std::fs::remove_dir_all(&abs);
+                    }
+                    // A directory where a file may be.
+                    3 => {
+                        let _ = std::fs::remove_file(&abs);
+                        let _ = std::fs::create_dir_all(abs.join("inner"));
+                        let _ = std::fs::write(abs.join("inner/f"), "f");
+                    }
+                    // A mode change.
+                    _ => {
+                        use std::os::unix::fs::PermissionsExt;
+                        if abs.is_file() {
+                            let mode = if rng.below(2) == 0 { 0o755 } else { 0o644 };
+                            let _ = std::fs::set_permissions(
+                                &abs,
+                                std::fs::Permissions::from_mode(mode),
+                            );
+                        }
+                    }
+                }
+                touched.push(RelPath::new(rel).unwrap());
+            }
+            source.apply(false, touched.iter().map(Some));
+            let (beneath, problems) = source.plan(&remote);
+            assert!(problems.is_empty(), "{problems:?}");
+            let (whole, _) = plan(&mut source.tree, &remote);
+            assert_eq!(
+                sorted(beneath.clone()),
+                sorted(whole),
+                "seed {seed} round {round}, touched {touched:?}"
+            );
+            // A deletion: a path the agent has and the tree has not (a
+            // directory that became a file is not one).
+            assert_eq!(
+                source.deletes_pending(&remote),
+                beneath
+                    .iter()
+                    .any(|o| matches!(o, Op::Delete(p) if !source.tree.nodes.contains_key(p))),
+                "round {round}"
+            );
+            // The agent applies it: its tree is the local one again.
+            for op in &beneath {
+                let mut op = op.clone();
+                if let Op::Put { path, node, .. } = &mut op {
+                    node.hash = Some(source.tree.hash(path).unwrap());
+                }
+                confirm(&mut remote, &op);
+            }
+            assert_eq!(plan(&mut source.tree, &remote).0, vec![], "round {round}");
+        }
     }
 }

@@ -1,13 +1,19 @@
 //! The local tree: what should be on the agent, as a map from path to [`Node`].
 //!
-//! Scanning stats everything but hashes lazily: a file's blake3 is computed only
-//! when the plan needs it, and cached by (device, inode, size, mtime, ctime), so a
-//! rescan of an unchanged tree hashes nothing.
+//! Scanning (see [`crate::scan`]) stats everything but hashes lazily: a
+//! file's blake3 is computed only when the plan needs it, and kept in its
+//! node while the file is the same version (device, inode, size, mtime,
+//! ctime), so a rescan of an unchanged tree hashes nothing.
+//!
+//! A node is small (96 bytes) and a path's text is shared by every tree that
+//! holds it: 100,000 files cost a few tens of MiB, not a hundred.
 
 use crate::ignores::Ignores;
+use crate::scan;
 use lks_proto::RelPath;
 use lks_proto::v1::{Entry, EntryKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +26,50 @@ pub enum Kind {
     Dir,
     /// A symbolic link.
     Symlink,
+}
+
+/// Which version of a local file a node describes, beyond its size and
+/// mtime: its inode, its change time and (folded to 32 bits) its device. A
+/// hash computed for one version holds while all of them stay the same.
+/// Zero for the agent's nodes (unknown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ident {
+    ino: u64,
+    ctime_ns: i64,
+    dev: u32,
+}
+
+impl Ident {
+    /// The identity of a file's metadata.
+    pub fn of(md: &std::fs::Metadata) -> Ident {
+        Ident {
+            ino: md.ino(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            dev: fold(md.dev()),
+        }
+    }
+
+    /// The identity of a `stat` result (the same as [`Ident::of`] its metadata).
+    // The field types of `stat` differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn of_stat(st: &rustix::fs::Stat) -> Ident {
+        Ident {
+            ino: st.st_ino as u64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            dev: fold(st.st_dev as u64),
+        }
+    }
+
+    /// Whether it names a version (a local file's, not the agent's).
+    pub fn is_known(&self) -> bool {
+        self.ino != 0
+    }
+}
+
+/// A device number in 32 bits (Linux's encoding puts major and minor in the
+/// low 32 bits for every device number below 2^32; the rest is folded in).
+fn fold(dev: u64) -> u32 {
+    (dev ^ (dev >> 32)) as u32
 }
 
 /// One entry of a tree, local or remote.
@@ -35,16 +85,41 @@ pub struct Node {
     pub mtime_ns: i64,
     /// blake3 (files), when known.
     pub hash: Option<[u8; 32]>,
-    /// Target (symlinks).
-    pub target: String,
-    /// Identity of this version of a local file, for the hash cache.
-    pub stat: Option<StatKey>,
+    /// Target (symlinks); empty otherwise.
+    pub target: Box<str>,
+    /// Which version of a local file this is (the hash cache's key).
+    pub ident: Ident,
 }
 
 impl Node {
-    /// Converts an entry from the agent's manifest.
-    pub fn from_entry(e: &Entry) -> Option<(RelPath, Node)> {
-        let path = RelPath::new(e.path.clone()).ok()?;
+    /// A directory.
+    pub fn dir(mode: u32) -> Node {
+        Node {
+            kind: Kind::Dir,
+            mode,
+            size: 0,
+            mtime_ns: 0,
+            hash: None,
+            target: Box::default(),
+            ident: Ident::default(),
+        }
+    }
+
+    /// A symlink to `target`.
+    pub fn symlink(target: &str) -> Node {
+        Node {
+            kind: Kind::Symlink,
+            mode: 0o777,
+            size: 0,
+            mtime_ns: 0,
+            hash: None,
+            target: target.into(),
+            ident: Ident::default(),
+        }
+    }
+
+    /// The node of an entry of the agent's manifest.
+    pub fn from_entry(e: &Entry) -> Option<Node> {
         let kind = match EntryKind::try_from(e.kind).ok()? {
             EntryKind::File => Kind::File,
             EntryKind::Dir => Kind::Dir,
@@ -52,40 +127,26 @@ impl Node {
             EntryKind::Unspecified => return None,
         };
         let hash = <[u8; 32]>::try_from(e.blake3.as_slice()).ok();
-        Some((
-            path,
-            Node {
-                kind,
-                mode: e.mode & 0o777,
-                size: e.size,
-                mtime_ns: e.mtime_ns,
-                hash,
-                target: e.link_target.clone(),
-                stat: None,
-            },
-        ))
+        Some(Node {
+            kind,
+            mode: e.mode & 0o777,
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            hash,
+            target: e.link_target.as_str().into(),
+            ident: Ident::default(),
+        })
     }
-}
 
-/// The identity of one version of a local file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct StatKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-}
-
-impl StatKey {
-    fn of(md: &std::fs::Metadata) -> StatKey {
-        StatKey {
-            dev: md.dev(),
-            ino: md.ino(),
-            size: md.size(),
-            mtime_ns: mtime_ns(md),
-            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-        }
+    /// Whether `self` (a fresh look at a local file) is the very version
+    /// `old` described: then `old`'s hash is `self`'s.
+    fn same_version(&self, old: &Node) -> bool {
+        self.kind == Kind::File
+            && old.kind == Kind::File
+            && self.ident.is_known()
+            && self.ident == old.ident
+            && self.size == old.size
+            && self.mtime_ns == old.mtime_ns
     }
 }
 
@@ -96,12 +157,34 @@ fn mtime_ns(md: &std::fs::Metadata) -> i64 {
 /// A tree: path -> node, sorted so parents come before their children.
 pub type Tree = BTreeMap<RelPath, Node>;
 
+/// `path` and everything beneath it in `tree`, in order. (In the tree's
+/// order a subtree is not one range: `a b` sorts between `a` and `a/b`;
+/// what is beneath `a` is the range from `a/` to `a0`, `0` following `/`.)
+pub fn subtree<'a>(
+    tree: &'a Tree,
+    path: &RelPath,
+) -> impl Iterator<Item = (&'a RelPath, &'a Node)> + use<'a> {
+    let (lo, hi) = (format!("{path}/"), format!("{path}0"));
+    tree.get_key_value(path.as_str())
+        .into_iter()
+        .chain(tree.range::<str, _>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str()))))
+}
+
+/// Removes `path` and everything beneath it from `tree`; returns what was
+/// there, in order.
+pub fn remove_subtree(tree: &mut Tree, path: &RelPath) -> Vec<(RelPath, Node)> {
+    let doomed: Vec<RelPath> = subtree(tree, path).map(|(p, _)| p.clone()).collect();
+    doomed
+        .into_iter()
+        .filter_map(|p| tree.remove_entry(&p))
+        .collect()
+}
+
 /// The local tree and what is needed to keep it current.
 pub struct LocalTree {
     root: PathBuf,
     /// Current entries.
     pub nodes: Tree,
-    hashes: HashMap<RelPath, (StatKey, [u8; 32])>,
     /// Things skipped while scanning, to tell the user once.
     pub warnings: Vec<String>,
 }
@@ -112,7 +195,6 @@ impl LocalTree {
         LocalTree {
             root: root.to_path_buf(),
             nodes: Tree::new(),
-            hashes: HashMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -127,147 +209,70 @@ impl LocalTree {
         self.root.join(rel.as_str())
     }
 
-    /// Rescans everything.
+    /// Rescans everything (on every core), keeping the hashes of the files
+    /// that did not change.
     pub fn rescan(&mut self, ignores: &Ignores) {
-        self.nodes.clear();
-        let root = self.root.clone();
-        self.walk(&root, None, ignores);
+        let found = scan::walk(&self.root, None, ignores, scan::threads());
+        self.warnings.extend(found.warnings);
+        let mut entries = found.entries;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let old = std::mem::take(&mut self.nodes);
+        carry_hashes(&mut entries, old.iter());
+        drop(old);
+        // Built from sorted entries: every node of the map is full.
+        self.nodes = entries.into_iter().collect();
     }
 
-    /// Brings the entry at `path` (and, for a directory, everything beneath it)
-    /// up to date after the watcher reported it.
-    pub fn refresh(&mut self, path: &RelPath, ignores: &Ignores) {
+    /// Brings the entry at `path` (and, for a directory, everything beneath
+    /// it) up to date after the watcher reported it. Returns the topmost path
+    /// it looked at again: `path`, or an ancestor that was missing from the
+    /// tree (it is looked at instead, whole).
+    pub fn refresh(&mut self, path: &RelPath, ignores: &Ignores) -> RelPath {
+        // A path whose parent is missing (or not a directory) is looked at
+        // from its topmost missing ancestor.
+        if let Some(parent) = path.parent()
+            && self.nodes.get(&parent).is_none_or(|n| n.kind != Kind::Dir)
+        {
+            return self.refresh(&parent, ignores);
+        }
         let abs = self.abs(path);
         let md = std::fs::symlink_metadata(&abs).ok();
         let is_dir = md.as_ref().is_some_and(|m| m.is_dir());
         // Drop what was there; it is re-added below if it still exists.
-        self.remove_subtree(path);
-        let Some(md) = md else { return };
+        let mut old = remove_subtree(&mut self.nodes, path);
+        let Some(md) = md else {
+            return path.clone();
+        };
         if ignores.ignores_path(path, is_dir) && !(is_dir && ignores.may_reinclude_beneath(path)) {
-            return;
-        }
-        // A path whose parent vanished or is not a directory is handled when
-        // the parent's own event arrives.
-        if let Some(parent) = path.parent()
-            && self.nodes.get(&parent).is_none_or(|n| n.kind != Kind::Dir)
-        {
-            self.refresh(&parent, ignores);
-            return;
+            return path.clone();
         }
         let included = !ignores.ignores_path(path, is_dir);
-        if included && let Some(node) = self.describe(path, &md) {
+        if included && let Some(mut node) = self.describe(path, &md) {
+            if let Some((_, was)) = old.first().filter(|(p, _)| p == path)
+                && node.same_version(was)
+            {
+                node.hash = was.hash;
+            }
             self.nodes.insert(path.clone(), node);
         }
         if is_dir {
-            self.walk(&abs, Some(path.clone()), ignores);
+            let found = scan::walk(&abs, Some(path), ignores, 1);
+            self.warnings.extend(found.warnings);
+            let mut entries = found.entries;
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            old.retain(|(_, n)| n.kind == Kind::File && n.hash.is_some());
+            carry_hashes(&mut entries, old.iter().map(|(p, n)| (p, n)));
+            self.nodes.extend(entries);
         }
-    }
-
-    fn remove_subtree(&mut self, path: &RelPath) {
-        let doomed: Vec<RelPath> = self
-            .nodes
-            .range(path.clone()..)
-            .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
-            .filter(|(p, _)| p.starts_with(path))
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in doomed {
-            self.nodes.remove(&p);
-        }
-    }
-
-    /// Describes everything beneath `dir` (`rel` in the tree). An explicit
-    /// stack, not recursion: a tree thousands of levels deep costs memory
-    /// in proportion to its size, never the stack.
-    fn walk(&mut self, dir: &Path, rel: Option<RelPath>, ignores: &Ignores) {
-        let mut pending = vec![(dir.to_path_buf(), rel)];
-        while let Some((dir, rel)) = pending.pop() {
-            let subdirs = self.walk_one(&dir, rel, ignores);
-            // Reversed: the first subdirectory is walked first, as before.
-            pending.extend(
-                subdirs
-                    .into_iter()
-                    .rev()
-                    .map(|(abs, child)| (abs, Some(child))),
-            );
-        }
-    }
-
-    /// Describes the entries of one directory; its subdirectories to walk.
-    fn walk_one(
-        &mut self,
-        dir: &Path,
-        rel: Option<RelPath>,
-        ignores: &Ignores,
-    ) -> Vec<(std::path::PathBuf, RelPath)> {
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) => {
-                if rel.is_none() || dir.exists() {
-                    self.warnings
-                        .push(format!("cannot list {}: {e}", dir.display()));
-                }
-                return Vec::new();
-            }
-        };
-        let mut subdirs = Vec::new();
-        for item in rd.flatten() {
-            let name = item.file_name();
-            let Some(name) = name.to_str() else {
-                self.warnings.push(format!(
-                    "skipping {}: its name is not UTF-8",
-                    item.path().display()
-                ));
-                continue;
-            };
-            let child = match &rel {
-                None => RelPath::new(name),
-                Some(r) => r.join(name),
-            };
-            let child = match child {
-                Ok(c) => c,
-                Err(e) => {
-                    self.warnings
-                        .push(format!("skipping {}: {e}", item.path().display()));
-                    continue;
-                }
-            };
-            // fstatat relative to the directory: no path walk per entry.
-            let Ok(md) = item.metadata() else {
-                continue;
-            };
-            let is_dir = md.is_dir();
-            if ignores.ignores_entry(&child, is_dir) {
-                if is_dir && ignores.may_reinclude_beneath(&child) {
-                    subdirs.push((item.path(), child));
-                }
-                continue;
-            }
-            if let Some(node) = self.describe(&child, &md) {
-                self.nodes.insert(child.clone(), node);
-                if is_dir {
-                    subdirs.push((item.path(), child));
-                }
-            }
-        }
-        subdirs
+        path.clone()
     }
 
     fn describe(&mut self, rel: &RelPath, md: &std::fs::Metadata) -> Option<Node> {
         let ft = md.file_type();
-        let mut node = Node {
-            kind: Kind::File,
-            mode: md.mode() & 0o777,
-            size: 0,
-            mtime_ns: 0,
-            hash: None,
-            target: String::new(),
-            stat: None,
-        };
+        let mode = md.mode() & 0o777;
         if ft.is_dir() {
-            node.kind = Kind::Dir;
+            Some(Node::dir(mode))
         } else if ft.is_symlink() {
-            node.kind = Kind::Symlink;
             let target = std::fs::read_link(self.abs(rel)).ok()?;
             let Some(target) = target.to_str() else {
                 self.warnings
@@ -280,48 +285,126 @@ impl LocalTree {
                 ));
                 return None;
             }
-            node.target = target.to_string();
+            Some(Node::symlink(target))
         } else if ft.is_file() {
-            let key = StatKey::of(md);
-            node.size = md.size();
-            node.mtime_ns = mtime_ns(md);
-            node.hash = self
-                .hashes
-                .get(rel)
-                .filter(|(k, _)| *k == key)
-                .map(|(_, h)| *h);
-            node.stat = Some(key);
+            Some(Node {
+                kind: Kind::File,
+                mode,
+                size: md.size(),
+                mtime_ns: mtime_ns(md),
+                hash: None,
+                target: Box::default(),
+                ident: Ident::of(md),
+            })
         } else {
             self.warnings
                 .push(format!("skipping {rel}: not a file, directory or symlink"));
-            return None;
+            None
         }
-        Some(node)
     }
 
-    /// The blake3 of the local file at `rel`, computing and caching it if needed.
+    /// The blake3 of the local file at `rel`, computing and keeping it if
+    /// needed.
     pub fn hash(&mut self, rel: &RelPath) -> std::io::Result<[u8; 32]> {
         if let Some(h) = self.nodes.get(rel).and_then(|n| n.hash) {
             return Ok(h);
         }
         let mut f = std::fs::File::open(self.abs(rel))?;
-        let key = StatKey::of(&f.metadata()?);
+        let before = f.metadata()?;
         let mut hasher = blake3::Hasher::new();
         std::io::copy(&mut f, &mut hasher)?;
         let h = *hasher.finalize().as_bytes();
-        let md_after = f.metadata()?;
-        if StatKey::of(&md_after) != key {
+        let after = f.metadata()?;
+        let version = |md: &std::fs::Metadata| (Ident::of(md), md.size(), mtime_ns(md));
+        if version(&after) != version(&before) {
             return Err(std::io::Error::other(format!(
                 "{rel} changed while it was being read"
             )));
         }
-        self.hashes.insert(rel.clone(), (key, h));
         if let Some(n) = self.nodes.get_mut(rel) {
             n.hash = Some(h);
-            n.stat = Some(key);
-            n.size = key.size;
-            n.mtime_ns = key.mtime_ns;
+            n.ident = Ident::of(&after);
+            n.size = after.size();
+            n.mtime_ns = mtime_ns(&after);
         }
         Ok(h)
+    }
+}
+
+/// Gives each file of `entries` (sorted) the hash its node in `old` (sorted)
+/// had, when it is the same version.
+fn carry_hashes<'a>(
+    entries: &mut [(RelPath, Node)],
+    old: impl Iterator<Item = (&'a RelPath, &'a Node)>,
+) {
+    let mut old = old.peekable();
+    for (path, node) in entries.iter_mut() {
+        while old.next_if(|(p, _)| *p < path).is_some() {}
+        if let Some((p, was)) = old.peek()
+            && *p == path
+            && was.hash.is_some()
+            && node.same_version(was)
+        {
+            node.hash = was.hash;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_subtree_is_the_path_and_what_is_beneath_it_not_its_look_alikes() {
+        let mut t = Tree::new();
+        for p in ["a", "a b", "a-x", "a/b", "a/b/c", "a0", "ab"] {
+            t.insert(rp(p), Node::dir(0o755));
+        }
+        let got: Vec<&str> = subtree(&t, &rp("a")).map(|(p, _)| p.as_str()).collect();
+        assert_eq!(got, ["a", "a/b", "a/b/c"]);
+        let gone = remove_subtree(&mut t, &rp("a/b"));
+        assert_eq!(gone.len(), 2);
+        assert_eq!(t.len(), 5);
+    }
+
+    #[test]
+    fn a_rescan_keeps_the_hash_of_an_unchanged_file_and_drops_a_changed_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("same"), "same").unwrap();
+        std::fs::write(tmp.path().join("edited"), "one").unwrap();
+        let ignores = Ignores::load(tmp.path(), &[]);
+        let mut tree = LocalTree::new(tmp.path());
+        tree.rescan(&ignores);
+        tree.hash(&rp("same")).unwrap();
+        tree.hash(&rp("edited")).unwrap();
+        std::fs::write(tmp.path().join("edited"), "two").unwrap();
+        tree.rescan(&ignores);
+        assert_eq!(
+            tree.nodes[&rp("same")].hash,
+            Some(*blake3::hash(b"same").as_bytes())
+        );
+        assert_eq!(tree.nodes[&rp("edited")].hash, None);
+        assert_eq!(
+            tree.hash(&rp("edited")).unwrap(),
+            *blake3::hash(b"two").as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_refresh_beneath_a_missing_directory_looks_at_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ignores = Ignores::load(tmp.path(), &[]);
+        let mut tree = LocalTree::new(tmp.path());
+        tree.rescan(&ignores);
+        std::fs::create_dir_all(tmp.path().join("new/deep")).unwrap();
+        std::fs::write(tmp.path().join("new/deep/f"), "f").unwrap();
+        let top = tree.refresh(&rp("new/deep/f"), &ignores);
+        assert_eq!(top, rp("new"));
+        let paths: Vec<&str> = tree.nodes.keys().map(|p| p.as_str()).collect();
+        assert_eq!(paths, ["new", "new/deep", "new/deep/f"]);
     }
 }

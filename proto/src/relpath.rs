@@ -36,8 +36,11 @@ pub enum PathError {
 /// `.` or `..`, no NUL, within the length limits. Joining it to a root can only
 /// name something beneath that root (symlinks aside, which the agent refuses to
 /// traverse).
+///
+/// Its text is shared: a clone is a reference count, so the trees that hold
+/// the same paths (what the host has, what the agent confirmed) keep one copy.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RelPath(String);
+pub struct RelPath(std::sync::Arc<str>);
 
 impl RelPath {
     /// Validates `s`.
@@ -66,7 +69,7 @@ impl RelPath {
         if crate::is_staging_name(s.rsplit('/').next().unwrap_or_default()) {
             return Err(PathError::Reserved(s));
         }
-        Ok(RelPath(s))
+        Ok(RelPath(s.into()))
     }
 
     /// The path as a `/`-separated string.
@@ -86,7 +89,7 @@ impl RelPath {
 
     /// The parent, or `None` for a path directly beneath the root.
     pub fn parent(&self) -> Option<RelPath> {
-        self.0.rsplit_once('/').map(|(p, _)| RelPath(p.to_string()))
+        self.0.rsplit_once('/').map(|(p, _)| RelPath(p.into()))
     }
 
     /// `self/name`, validated.
@@ -97,7 +100,8 @@ impl RelPath {
     /// Whether `self` is `other` or beneath it.
     pub fn starts_with(&self, other: &RelPath) -> bool {
         self.0 == other.0
-            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&*other.0)
+                && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
     /// Number of components.

@@ -292,7 +292,10 @@ async fn grpc_to_the_agent_runs_over_a_stream_that_is_not_tcp() {
         .unwrap();
     let mut source = crate::source::Source::new(local.path(), &[]);
     source.rescan();
-    session.fetch_manifest(&source.ignores).await.unwrap();
+    session
+        .fetch_manifest(&source.ignores, &source.tree.nodes)
+        .await
+        .unwrap();
     let (ops, problems) = crate::plan::plan(&mut source.tree, session.remote());
     assert!(problems.is_empty(), "{problems:?}");
     let report = session.apply(&source.tree, ops).await.unwrap();

@@ -44,6 +44,7 @@ impl Report {
             self.restart_skipped = other.restart_skipped;
         }
         self.files += other.files;
+        self.vanished += other.vanished;
         self.deleted += other.deleted;
         self.other += other.other;
         self.wire_bytes += other.wire_bytes;
@@ -68,6 +69,9 @@ pub struct Report {
     pub restart_skipped: String,
     /// Files written.
     pub files: usize,
+    /// Files not sent because they were gone when read (a short-lived
+    /// file): not a change, but the agent has what it had there.
+    pub vanished: usize,
     /// Paths deleted.
     pub deleted: usize,
     /// Directories created or changed, symlinks, modes.
@@ -214,46 +218,70 @@ impl Session {
         }
     }
 
-    /// Replaces the confirmed tree with the agent's manifest, leaving out what
-    /// the local rules ignore (the agent's copy of those is never touched).
-    pub async fn fetch_manifest(&mut self, ignores: &Ignores) -> Result<Vec<String>, SessionError> {
+    /// Replaces the confirmed tree with the agent's manifest (of the
+    /// session's directory alone), leaving out what the local rules ignore
+    /// (the agent's copy of those is never touched). `local` is the local
+    /// tree: the paths both have share its text.
+    pub async fn fetch_manifest(
+        &mut self,
+        ignores: &Ignores,
+        local: &Tree,
+    ) -> Result<Vec<String>, SessionError> {
         let url = self.url.clone();
         let mut stream = self
             .client
-            .manifest(v1::ManifestRequest::default())
+            .manifest(v1::ManifestRequest {
+                prefix: self
+                    .prefix
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            })
             .await
             .map_err(|s| SessionError::from_status(&url, s))?
             .into_inner();
-        let mut remote = Tree::new();
+        let mut entries: Vec<(RelPath, Node)> = Vec::new();
         let mut warnings = Vec::new();
         let mut prefix_exists = self.prefix.is_none();
+        // Both sorted: one walk along the local paths finds the shared ones.
+        let mut shared = local.keys().peekable();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|s| SessionError::from_status(&url, s))?;
             warnings.extend(batch.warnings.into_iter().map(|w| format!("agent: {w}")));
             for e in &batch.entries {
-                let Some((path, node)) = Node::from_entry(e) else {
-                    continue;
+                let rest = match &self.prefix {
+                    None => e.path.as_str(),
+                    Some(pre) if e.path == pre.as_str() => {
+                        prefix_exists = e.kind == v1::EntryKind::Dir as i32;
+                        continue;
+                    }
+                    Some(pre) => match e
+                        .path
+                        .strip_prefix(pre.as_str())
+                        .and_then(|r| r.strip_prefix('/'))
+                    {
+                        Some(rest) => rest,
+                        None => continue,
+                    },
                 };
-                match &self.prefix {
-                    None => {
-                        remote.insert(path, node);
-                    }
-                    Some(pre) if path == *pre => prefix_exists = node.kind == Kind::Dir,
-                    Some(pre) => {
-                        if let Some(rest) = path
-                            .as_str()
-                            .strip_prefix(pre.as_str())
-                            .and_then(|r| r.strip_prefix('/'))
-                            && let Ok(rest) = RelPath::new(rest)
-                        {
-                            remote.insert(rest, node);
-                        }
-                    }
+                while shared.next_if(|l| l.as_str() < rest).is_some() {}
+                let path = match shared.peek() {
+                    Some(l) if l.as_str() == rest => (*l).clone(),
+                    _ => match RelPath::new(rest) {
+                        Ok(p) => p,
+                        Err(_) => continue,
+                    },
+                };
+                if let Some(node) = Node::from_entry(e) {
+                    entries.push((path, node));
                 }
             }
         }
-        ignores.retain_unignored(&mut remote, |n| n.kind == Kind::Dir);
-        self.remote = remote;
+        // Sorted already (the agent sends them so): this only checks.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        ignores.retain_unignored(&mut entries, |n| n.kind == Kind::Dir);
+        // Built from sorted entries: every node of the map is full.
+        self.remote = entries.into_iter().collect();
         self.prefix_exists = prefix_exists;
         Ok(warnings)
     }
@@ -397,6 +425,7 @@ impl Session {
             };
             if vanished[i] {
                 // Not sent: the agent has what it had.
+                report.vanished += 1;
                 continue;
             }
             if failed[i] {

@@ -249,8 +249,8 @@ mod tests {
             size,
             mtime_ns: 1,
             hash: None,
-            target: String::new(),
-            stat: None,
+            target: Box::default(),
+            ident: Default::default(),
         };
         let put = |p: &str, size| Op::Put {
             path: RelPath::new(p).unwrap(),
