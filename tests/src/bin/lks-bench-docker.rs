@@ -35,8 +35,8 @@
 
 use anyhow::{Context, bail};
 use lks_e2e::bench::{
-    Args, Row, cpus, default_dirs, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
-    percentile, profile, scratch_dir, settle, spread, timed_sh, timed_with_input,
+    Args, Row, cpus, default_dirs, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once,
+    median, ms, percentile, profile, scratch_dir, settle, spread, timed_sh, timed_with_input,
 };
 use lks_e2e::{Rng, Watch, bin, http_get, process_alive, wait_until};
 use notify::{RecursiveMode, Watcher};
@@ -86,7 +86,14 @@ impl Config {
     fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Config> {
         let args = Args::parse(
             args,
-            &["--files", "--dirs", "--mb", "--runs", "--edits", "--up-edits"],
+            &[
+                "--files",
+                "--dirs",
+                "--mb",
+                "--runs",
+                "--edits",
+                "--up-edits",
+            ],
             USAGE,
         )?;
         let c = if args.smoke {

@@ -487,4 +487,3 @@ fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
         .map(|s| s.cpu_ticks)
         .with_context(|| format!("no /proc/{pid}/stat: did lks exit?"))
 }
-

@@ -27,8 +27,8 @@
 
 use anyhow::{Context, bail};
 use lks_e2e::bench::{
-    Args, Row, cpus, default_dirs, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once, median, ms,
-    percentile, profile, scratch_dir, settle, spread, timed_sh,
+    Args, Row, cpus, default_dirs, fmt_bytes, fmt_ms, fs_kind, generate_source, lks_sync_once,
+    median, ms, percentile, profile, scratch_dir, settle, spread, timed_sh,
 };
 use lks_e2e::{Agent, Rng, Watch, diff, snapshot};
 use notify::event::ModifyKind;
