@@ -49,13 +49,9 @@ pub(super) fn produce(
         None => p.to_string(),
     };
     let mut out = Produced::default();
-    let index = std::cell::Cell::new(0u64);
-    let mut send = |op: WireOp| -> bool {
-        index.set(index.get() + 1);
-        tx.blocking_send(ApplyRequest { op: Some(op) }).is_ok()
-    };
+    let mut outbox = Outbox::new(tx);
     if let Some(pre) = ensure_prefix
-        && !send(WireOp::Mkdir(v1::Mkdir {
+        && !outbox.send(WireOp::Mkdir(v1::Mkdir {
             path: pre.to_string(),
             mode: 0o755,
         }))
@@ -63,18 +59,18 @@ pub(super) fn produce(
         return out;
     }
     for (i, op) in ops.iter().enumerate() {
-        out.starts.push(index.get());
+        out.starts.push(outbox.index);
         let ok = match op {
-            Op::Delete(p) => send(WireOp::Delete(v1::Delete { path: wire(p) })),
-            Op::Mkdir(p, mode) => send(WireOp::Mkdir(v1::Mkdir {
+            Op::Delete(p) => outbox.send(WireOp::Delete(v1::Delete { path: wire(p) })),
+            Op::Mkdir(p, mode) => outbox.send(WireOp::Mkdir(v1::Mkdir {
                 path: wire(p),
                 mode: *mode,
             })),
-            Op::Symlink(p, t) => send(WireOp::Symlink(v1::Symlink {
+            Op::Symlink(p, t) => outbox.send(WireOp::Symlink(v1::Symlink {
                 path: wire(p),
                 target: t.clone(),
             })),
-            Op::Chmod(p, mode) => send(WireOp::Chmod(v1::Chmod {
+            Op::Chmod(p, mode) => outbox.send(WireOp::Chmod(v1::Chmod {
                 path: wire(p),
                 mode: *mode,
             })),
@@ -86,7 +82,7 @@ pub(super) fn produce(
                     node,
                     base.as_ref().filter(|_| bases.contains_key(path)),
                     bases.get(path),
-                    &mut send,
+                    &mut outbox,
                 ) {
                     Ok(sent) => {
                         if let Some((size, hash, chunks)) = sent.file {
@@ -112,8 +108,75 @@ pub(super) fn produce(
             return out;
         }
     }
-    send(WireOp::Commit(commit));
+    outbox.send(WireOp::Commit(commit));
     out
+}
+
+/// Files this small travel together, several in one message.
+const PACKED_FILE_BYTES: u64 = 64 * 1024;
+/// A message of small files is sent once it holds this many bytes...
+const PACK_BYTES: usize = 1024 * 1024;
+/// ...or this many files.
+const PACK_FILES: usize = 1024;
+
+/// The messages of a batch on their way out: it counts operations (the
+/// agent's error indices count them so) and packs small files together
+/// (one message for up to [`PACK_FILES`] of them, not two each).
+pub(super) struct Outbox {
+    tx: mpsc::Sender<ApplyRequest>,
+    /// The index of the next operation.
+    index: u64,
+    pack: Vec<v1::Put>,
+    pack_bytes: usize,
+}
+
+impl Outbox {
+    fn new(tx: mpsc::Sender<ApplyRequest>) -> Outbox {
+        Outbox {
+            tx,
+            index: 0,
+            pack: Vec::new(),
+            pack_bytes: 0,
+        }
+    }
+
+    /// Sends one operation (after the small files packed so far); false
+    /// once the stream is closed.
+    fn send(&mut self, op: WireOp) -> bool {
+        if !self.flush() {
+            return false;
+        }
+        self.index += 1;
+        self.deliver(op)
+    }
+
+    /// Adds a whole small file (all its bytes in `put.data`) to the pack.
+    fn pack(&mut self, put: v1::Put) -> bool {
+        self.index += 1;
+        self.pack_bytes += put.data.len() + put.path.len();
+        self.pack.push(put);
+        if self.pack_bytes >= PACK_BYTES || self.pack.len() >= PACK_FILES {
+            return self.flush();
+        }
+        true
+    }
+
+    /// Sends the small files packed so far.
+    fn flush(&mut self) -> bool {
+        self.pack_bytes = 0;
+        let op = match self.pack.len() {
+            0 => return true,
+            1 => WireOp::Put(self.pack.pop().expect("one")),
+            _ => WireOp::Puts(v1::Puts {
+                puts: std::mem::take(&mut self.pack),
+            }),
+        };
+        self.deliver(op)
+    }
+
+    fn deliver(&self, op: WireOp) -> bool {
+        self.tx.blocking_send(ApplyRequest { op: Some(op) }).is_ok()
+    }
 }
 
 /// The outcome of sending one file.
@@ -133,41 +196,40 @@ pub(super) fn send_file(
     node: &Node,
     base: Option<&[u8; 32]>,
     base_chunks: Option<&Arc<Vec<Chunk>>>,
-    send: &mut impl FnMut(WireOp) -> bool,
+    outbox: &mut Outbox,
 ) -> std::io::Result<SentFile> {
     let closed = SentFile {
         open: false,
         file: None,
     };
     let mut f = std::fs::File::open(abs)?;
-    let put = |size: u64, hash: &[u8; 32], base_blake3: Vec<u8>| {
-        WireOp::Put(v1::Put {
-            path: path.to_string(),
-            mode: node.mode,
-            size,
-            blake3: hash.to_vec(),
-            mtime_ns: node.mtime_ns,
-            base_blake3,
-            data: Vec::new(),
-        })
+    let put = |size: u64, hash: &[u8; 32], base_blake3: Vec<u8>, data: Vec<u8>| v1::Put {
+        path: path.to_string(),
+        mode: node.mode,
+        size,
+        blake3: hash.to_vec(),
+        mtime_ns: node.mtime_ns,
+        base_blake3,
+        data,
     };
     if node.size < chunk::DELTA_MIN_FILE_BYTES {
-        // Small: one read, hashed in memory.
+        // Small: one read, hashed in memory, its bytes in the Put itself
+        // (and the smallest packed with others).
         let mut data = Vec::with_capacity(node.size as usize);
         (&mut f)
             .take(chunk::DELTA_MIN_FILE_BYTES)
             .read_to_end(&mut data)?;
         let hash = *blake3::hash(&data).as_bytes();
         let size = data.len() as u64;
-        if !send(put(size, &hash, Vec::new())) {
-            return Ok(closed);
-        }
-        if !data.is_empty() && !send(WireOp::Data(v1::Data { bytes: data })) {
-            return Ok(closed);
-        }
+        let put = put(size, &hash, Vec::new(), data);
+        let open = if size <= PACKED_FILE_BYTES {
+            outbox.pack(put)
+        } else {
+            outbox.send(WireOp::Put(put))
+        };
         return Ok(SentFile {
-            open: true,
-            file: Some((size, hash, None)),
+            open,
+            file: open.then_some((size, hash, None)),
         });
     }
     // Large: one streaming pass for the hash and the chunks, then the pieces.
@@ -190,13 +252,13 @@ pub(super) fn send_file(
     } else {
         Vec::new()
     };
-    if !send(put(size, &hash, base_blake3)) {
+    if !outbox.send(WireOp::Put(put(size, &hash, base_blake3, Vec::new()))) {
         return Ok(closed);
     }
     for piece in pieces {
         match piece {
             Piece::Copy { offset, length } => {
-                if !send(WireOp::Copy(v1::Copy { offset, length })) {
+                if !outbox.send(WireOp::Copy(v1::Copy { offset, length })) {
                     return Ok(closed);
                 }
             }
@@ -206,7 +268,7 @@ pub(super) fn send_file(
                     let n = (length - done).min(DATA_CHUNK_BYTES as u64) as usize;
                     let mut buf = vec![0u8; n];
                     f.read_exact_at(&mut buf, offset + done)?;
-                    if !send(WireOp::Data(v1::Data { bytes: buf })) {
+                    if !outbox.send(WireOp::Data(v1::Data { bytes: buf })) {
                         return Ok(closed);
                     }
                     done += n as u64;
@@ -279,5 +341,73 @@ mod tests {
             }
         }
         assert_eq!(puts, vec!["kept.txt".to_string()]);
+    }
+
+    #[test]
+    fn small_files_travel_together_and_each_keeps_its_operation_index() {
+        let root = tempfile::tempdir().unwrap();
+        let node = |size| Node {
+            kind: Kind::File,
+            mode: 0o644,
+            size,
+            mtime_ns: 1,
+            hash: None,
+            target: Box::default(),
+            ident: Default::default(),
+        };
+        let mut ops = Vec::new();
+        for i in 0..5 {
+            std::fs::write(root.path().join(format!("s{i}")), format!("small {i}")).unwrap();
+            ops.push(Op::Put {
+                path: RelPath::new(format!("s{i}")).unwrap(),
+                node: node(7),
+                base: None,
+            });
+        }
+        let big = vec![7u8; 300 * 1024];
+        std::fs::write(root.path().join("big"), &big).unwrap();
+        ops.push(Op::Put {
+            path: RelPath::new("big").unwrap(),
+            node: node(big.len() as u64),
+            base: None,
+        });
+        ops.push(Op::Delete(RelPath::new("gone").unwrap()));
+        let (tx, mut rx) = mpsc::channel(64);
+        let produced = produce(
+            root.path(),
+            &ops,
+            &HashMap::new(),
+            None,
+            None,
+            v1::Commit::default(),
+            tx,
+        );
+        let mut kinds = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            kinds.push(match m.op.unwrap() {
+                WireOp::Puts(p) => {
+                    assert!(p.puts.iter().all(|p| p.data.len() as u64 == p.size));
+                    format!("puts {}", p.puts.len())
+                }
+                WireOp::Put(p) => format!("put {} inline {}", p.path, p.data.len()),
+                WireOp::Data(d) => format!("data {}", d.bytes.len()),
+                WireOp::Delete(_) => "delete".into(),
+                WireOp::Commit(_) => "commit".into(),
+                other => format!("{other:?}"),
+            });
+        }
+        assert_eq!(
+            kinds,
+            [
+                "puts 5",
+                "put big inline 0",
+                "data 307200",
+                "delete",
+                "commit"
+            ]
+        );
+        // One index per small file, then the big one's Put and Data.
+        assert_eq!(produced.starts, [0, 1, 2, 3, 4, 5, 7]);
+        assert_eq!(produced.sent.len(), 6);
     }
 }
