@@ -48,6 +48,13 @@ impl StatKey {
     }
 }
 
+impl StatKey {
+    /// The (device, inode): which file it is.
+    pub fn inode(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+}
+
 /// The (device, inode) of a `stat` result: which file it is.
 #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
 pub fn inode_of(st: &rustix::fs::Stat) -> (u64, u64) {

@@ -96,9 +96,38 @@ impl RootError {
 pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
+    /// The mount it is on.
+    mount: Mount,
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+/// Which mounted file system a directory is on: its mount id where the
+/// kernel tells it (statx, Linux 5.8), else its device. A rename works only
+/// within one mount, and a bind mount of the root's device beneath it has
+/// the root's device but not its mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mount {
+    Id(u64),
+    Device(u64),
+}
+
+impl Mount {
+    /// The mount of the open directory `fd`.
+    #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+    pub fn of(fd: &OwnedFd) -> std::io::Result<Mount> {
+        use rustix::fs::StatxFlags;
+        match rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID) {
+            Ok(stx) if StatxFlags::from_bits_retain(stx.stx_mask).contains(StatxFlags::MNT_ID) => {
+                Ok(Mount::Id(stx.stx_mnt_id))
+            }
+            // statx without mount ids, or none at all (an old kernel, a
+            // seccomp profile that refuses it): the device tells most cases.
+            _ => Ok(Mount::Device(rustix::fs::fstat(fd)?.st_dev as u64)),
+        }
+    }
+}
+
+/// How a directory beneath the root is opened: never through a symlink.
+pub const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
@@ -109,7 +138,14 @@ impl Root {
         std::fs::create_dir_all(path)?;
         let path = path.canonicalize()?;
         let fd = rustix::fs::open(&path, DIR_FLAGS, Mode::empty())?;
-        Ok(Root { fd, path })
+        let mount = Mount::of(&fd)?;
+        Ok(Root { fd, path, mount })
+    }
+
+    /// Whether the open directory `dir` is on the root's own mount: a
+    /// directory can be renamed from the staging directory into it.
+    pub fn on_root_mount(&self, dir: &OwnedFd) -> bool {
+        Mount::of(dir).is_ok_and(|m| m == self.mount)
     }
 
     /// The root's absolute path.

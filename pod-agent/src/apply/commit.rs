@@ -1,10 +1,11 @@
 //! The commit's side: staged files put in place, each by one rename.
 
 use super::stage::{StagedPut, set_mode_and_mtime};
+use super::subtree::{Made, Subtree};
 use crate::manifest::{HashCache, StatKey, inode_of};
 use crate::root::{Root, RootError, copy_beside};
 use lks_proto::RelPath;
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -44,7 +45,7 @@ pub(super) fn place(
 ) -> Result<(), RootError> {
     let dir = places.dir_of(root, &p.path)?;
     let inode = match rename_into_place(&p.dir, &p.stage, dir, &p.path)? {
-        Renamed::Done => p.inode,
+        Renamed::Done => p.inode(),
         Renamed::CrossDevice => copy_into_place(p, dir)?,
     };
     // After the rename: it changes the inode's ctime. Only if the path
@@ -53,6 +54,53 @@ pub(super) fn place(
         && inode_of(&st) == inode
     {
         cache.put(p.path.as_str(), StatKey::of_stat(&st), p.hash);
+    }
+    Ok(())
+}
+
+/// Puts the staged subtree `s` in place by one rename of its top from
+/// `staging`, never over anything: if its name was taken since the batch
+/// staged it, nothing of it is placed. Then tells the hash cache the hash
+/// of each file in it (the rename of their directory changes neither their
+/// inodes nor their ctimes).
+pub(super) fn place_subtree(
+    root: &Root,
+    cache: &HashCache,
+    staging: &OwnedFd,
+    s: &Subtree,
+    places: &mut Places,
+) -> Result<(), RootError> {
+    let dir = places.dir_of(root, &s.top)?;
+    let name = s.top.file_name();
+    let taken = || RootError::Conflict {
+        path: s.top.clone(),
+        what: "appeared while the batch was on its way; nothing of this new directory was placed"
+            .into(),
+    };
+    match rustix::fs::renameat_with(staging, s.stage.as_str(), dir, name, RenameFlags::NOREPLACE) {
+        Ok(()) => {}
+        Err(Errno::EXIST) => return Err(taken()),
+        // A file system without RENAME_NOREPLACE: a plain rename, after a
+        // look (it would replace an empty directory made in between).
+        Err(Errno::INVAL) => {
+            if Root::kind_at(dir, name)
+                .map_err(|e| RootError::io(&s.top, e))?
+                .is_some()
+            {
+                return Err(taken());
+            }
+            rustix::fs::renameat(staging, s.stage.as_str(), dir, name)
+                .map_err(|e| RootError::io(&s.top, e))?;
+        }
+        Err(e) => return Err(RootError::io(&s.top, e)),
+    }
+    for made in &s.made {
+        if let Made::File {
+            path, hash, key, ..
+        } = made
+        {
+            cache.put(path.as_str(), *key, *hash);
+        }
     }
     Ok(())
 }

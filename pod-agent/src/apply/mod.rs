@@ -18,17 +18,20 @@
 mod commit;
 mod errors;
 mod stage;
+mod subtree;
 
-use commit::{Places, place};
-use errors::{op_error, path_error, root_error};
+use commit::{Places, place, place_subtree};
+use errors::{bounded, echoed, op_error, path_error, root_error};
 use stage::{PendingPut, StagedPut, copy_range, finish_put};
+use subtree::{Made, Subtree, Subtrees};
 
 use crate::manifest::HashCache;
 use crate::root::{Root, RootError, StagingDir, open_file_in};
-use lks_proto::RelPath;
 use lks_proto::limits::{MAX_FILE_BYTES, MAX_OPS_PER_BATCH};
 use lks_proto::v1::{ApplyRequest, ApplyResult, Commit, ErrorCode, OpError, apply_request::Op};
-use rustix::fs::{Mode, OFlags};
+use lks_proto::{RelPath, link_stays_inside};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
@@ -65,6 +68,8 @@ enum Deferred {
         path: RelPath,
         mode: u32,
     },
+    /// A new directory staged whole (see subtree.rs), by its number.
+    Subtree(usize),
 }
 
 /// Receives the operations of one batch and, at its commit, applies them in
@@ -93,6 +98,8 @@ pub struct Batch<'a> {
     staged: u64,
     /// The last directory a put was checked against (puts come sorted by path).
     checked_dir: Option<String>,
+    /// New directories made whole in the staging directory.
+    subtrees: Subtrees,
 }
 
 impl<'a> Batch<'a> {
@@ -113,6 +120,7 @@ impl<'a> Batch<'a> {
             staging: None,
             staged: 0,
             checked_dir: None,
+            subtrees: Subtrees::default(),
         }
     }
 
@@ -126,8 +134,13 @@ impl<'a> Batch<'a> {
     ///
     /// [`MAX_ERRORS_PER_BATCH`]: lks_proto::limits::MAX_ERRORS_PER_BATCH
     fn record(&mut self, e: OpError) {
+        self.record_with(|| e);
+    }
+
+    /// Records the error `e` makes, if it is to be reported.
+    fn record_with(&mut self, e: impl FnOnce() -> OpError) {
         if self.errors.len() < lks_proto::limits::MAX_ERRORS_PER_BATCH {
-            self.errors.push(e);
+            self.errors.push(e());
         } else {
             self.more_errors += 1;
         }
@@ -169,16 +182,8 @@ impl<'a> Batch<'a> {
                 index,
                 path,
             }),
-            Op::Mkdir(m) => self.defer(index, &m.path, true, |index, path| Deferred::Mkdir {
-                index,
-                path,
-                mode: m.mode,
-            }),
-            Op::Symlink(s) => self.defer(index, &s.path, true, |index, path| Deferred::Symlink {
-                index,
-                path,
-                target: s.target,
-            }),
+            Op::Mkdir(m) => self.mkdir(index, &m.path, m.mode),
+            Op::Symlink(s) => self.symlink(index, &s.path, s.target),
             Op::Chmod(c) => self.defer(index, &c.path, false, |index, path| Deferred::Chmod {
                 index,
                 path,
@@ -243,14 +248,114 @@ impl<'a> Batch<'a> {
     ) {
         match RelPath::new(raw) {
             Err(e) => self.record(path_error(index, raw, &e)),
-            Ok(path) => {
-                if reshapes {
-                    self.reshaped.insert(path.to_string());
-                    self.checked_dir = None;
-                }
-                self.deferred.push(op(index, path));
+            Ok(path) => self.defer_at(&path, reshapes, op(index, path.clone())),
+        }
+    }
+
+    /// Records the operation `op` on `path` for the commit.
+    fn defer_at(&mut self, path: &RelPath, reshapes: bool, op: Deferred) {
+        if reshapes {
+            self.reshaped.insert(path.to_string());
+            self.checked_dir = None;
+        }
+        self.subtrees.touch(path, reshapes);
+        self.deferred.push(op);
+    }
+
+    /// A Mkdir: made in a staged subtree where it can be, else recorded for
+    /// the commit.
+    fn mkdir(&mut self, index: u64, raw: &str, mode: u32) {
+        let path = match RelPath::new(raw) {
+            Ok(path) => path,
+            Err(e) => return self.record(path_error(index, raw, &e)),
+        };
+        let staged = if self.subtrees.contains(path.as_str()) {
+            // Made by this batch already: a new mode.
+            self.subtrees.chmod(index, &path, mode).is_some()
+        } else {
+            match self.staged_parent(&path) {
+                Some((id, parent)) => self
+                    .subtrees
+                    .mkdir_in(id, &parent, index, &path, mode)
+                    .is_some(),
+                None => self.stage_top(index, &path, mode),
+            }
+        };
+        if !staged {
+            let op = Deferred::Mkdir {
+                index,
+                path: path.clone(),
+                mode,
+            };
+            self.defer_at(&path, true, op);
+        }
+    }
+
+    /// Stages the new directory `path` as the top of a subtree if it can be
+    /// (see subtree.rs): it does not exist, its parent does, on the root's
+    /// mount, and nothing earlier in the batch reshapes that place.
+    fn stage_top(&mut self, index: u64, path: &RelPath, mode: u32) -> bool {
+        if self.reshaped.contains(path.as_str()) || self.reshaped_above(path) {
+            return false;
+        }
+        let Ok(Some(parent)) = self.root.parent_dir(path, false) else {
+            return false;
+        };
+        if !matches!(
+            rustix::fs::statat(&parent, path.file_name(), AtFlags::SYMLINK_NOFOLLOW),
+            Err(Errno::NOENT)
+        ) || !self.root.on_root_mount(&parent)
+        {
+            return false;
+        }
+        let Ok(staging) = self.staging_fd() else {
+            return false;
+        };
+        let stage = self.stage_name();
+        match self.subtrees.stage_top(&staging, stage, index, path, mode) {
+            Ok(id) => {
+                self.deferred.push(Deferred::Subtree(id));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The staged directory that is to hold `path`, if its parent is one
+    /// (of a subtree not sealed): its subtree and its descriptor.
+    fn staged_parent(&mut self, path: &RelPath) -> Option<(usize, Arc<OwnedFd>)> {
+        let (parent, _) = path.as_str().rsplit_once('/')?;
+        self.subtrees.open(parent)
+    }
+
+    /// A Symlink: made in a staged subtree where it can be, else recorded
+    /// for the commit.
+    fn symlink(&mut self, index: u64, raw: &str, target: String) {
+        let path = match RelPath::new(raw) {
+            Ok(path) => path,
+            Err(e) => return self.record(path_error(index, raw, &e)),
+        };
+        if let Some((id, parent)) = self.staged_parent(&path) {
+            if !link_stays_inside(&path, &target) {
+                let e = RootError::LinkEscapes { path, target };
+                return self.record(root_error(index, &e));
+            }
+            if rustix::fs::symlinkat(target.as_str(), &*parent, path.file_name()).is_ok() {
+                return self.subtrees.made(id, Made::Symlink { index, path });
             }
         }
+        let op = Deferred::Symlink {
+            index,
+            path: path.clone(),
+            target,
+        };
+        self.defer_at(&path, true, op);
+    }
+
+    /// A fresh name in the staging directory.
+    fn stage_name(&mut self) -> String {
+        self.staged += 1;
+        format!("{}{}", lks_proto::STAGING_PREFIX, self.staged - 1)
     }
 
     /// Applies the recorded operations, in order (the commit arrived).
@@ -283,10 +388,32 @@ impl<'a> Batch<'a> {
                     places.forget();
                     root.chmod(&path, mode).map_err(|e| root_error(index, &e))
                 }
+                Deferred::Subtree(id) => {
+                    let s = self.subtrees.take(id);
+                    let staging = self.subtrees.staging().expect("staged").clone();
+                    if let Err(e) = place_subtree(root, self.cache, &staging, &s, &mut places) {
+                        self.fail_subtree(&s, &e);
+                    }
+                    Ok(())
+                }
             };
             if let Err(e) = done {
                 self.record(e);
             }
+        }
+    }
+
+    /// A subtree could not be put in place: its Mkdir and every operation
+    /// made in it failed, each reported by its own index.
+    fn fail_subtree(&mut self, s: &Subtree, e: &RootError) {
+        self.record(root_error(s.index, e));
+        for made in &s.made {
+            self.record_with(|| {
+                let mut err = root_error(made.index(), e);
+                err.path = echoed(made.path().as_str());
+                err.message = bounded(format!("{}: not placed: {e}", made.path()));
+                err
+            });
         }
     }
 
@@ -299,7 +426,7 @@ impl<'a> Batch<'a> {
                 ErrorCode::Protocol,
                 format!(
                     "{}: a put in Puts carries all its bytes, this one {} of {}",
-                    errors::echoed(&p.path),
+                    p.path,
                     p.data.len(),
                     p.size
                 ),
@@ -366,6 +493,12 @@ impl<'a> Batch<'a> {
         path: &RelPath,
         p: &lks_proto::v1::Put,
     ) -> Result<PendingPut, OpError> {
+        if p.base_blake3.is_empty()
+            && let Some(pending) = self.start_put_in_subtree(index, path, p)
+        {
+            return Ok(pending);
+        }
+        self.subtrees.touch(path, false);
         self.check_parent(index, path)?;
         let base = if p.base_blake3.is_empty() {
             None
@@ -374,8 +507,7 @@ impl<'a> Batch<'a> {
         };
         let io = |e: std::io::Error| root_error(index, &RootError::io(path, e));
         let dir = self.staging_fd().map_err(io)?;
-        let stage = format!("{}{}", lks_proto::STAGING_PREFIX, self.staged);
-        self.staged += 1;
+        let stage = self.stage_name();
         let fd = rustix::fs::openat(
             &*dir,
             stage.as_str(),
@@ -396,6 +528,40 @@ impl<'a> Batch<'a> {
             mode: p.mode,
             mtime_ns: p.mtime_ns,
             expected: p.blake3.clone(),
+            subtree: None,
+        })
+    }
+
+    /// A put beneath a staged directory, made there under its final name
+    /// (None when it cannot be: the put takes the usual way).
+    fn start_put_in_subtree(
+        &mut self,
+        index: u64,
+        path: &RelPath,
+        p: &lks_proto::v1::Put,
+    ) -> Option<PendingPut> {
+        let (id, dir) = self.staged_parent(path)?;
+        let fd = rustix::fs::openat(
+            &*dir,
+            path.file_name(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .ok()?;
+        Some(PendingPut {
+            index,
+            path: path.clone(),
+            dir,
+            stage: Some(path.file_name().to_string()),
+            file: File::from(fd),
+            base: None,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            size: p.size,
+            mode: p.mode,
+            mtime_ns: p.mtime_ns,
+            expected: p.blake3.clone(),
+            subtree: Some(id),
         })
     }
 
@@ -563,6 +729,22 @@ impl<'a> Batch<'a> {
         }
         let p = self.pending.take().expect("pending");
         match finish_put(p) {
+            Ok(StagedPut {
+                subtree: Some(id),
+                index,
+                path,
+                hash,
+                key,
+                ..
+            }) => self.subtrees.made(
+                id,
+                Made::File {
+                    index,
+                    path,
+                    hash,
+                    key,
+                },
+            ),
             Ok(staged) => self.deferred.push(Deferred::Put(staged)),
             Err(e) => self.record(e),
         }

@@ -2,7 +2,7 @@
 //! checked against their blake3, given their mode and mtime.
 
 use super::errors::{op_error, root_error};
-use crate::manifest::inode_of;
+use crate::manifest::StatKey;
 use crate::root::RootError;
 use lks_proto::RelPath;
 use lks_proto::v1::{ErrorCode, OpError};
@@ -29,6 +29,9 @@ pub(super) struct PendingPut {
     pub(super) mode: u32,
     pub(super) mtime_ns: i64,
     pub(super) expected: Vec<u8>,
+    /// The staged subtree it is made in directly (under its final name),
+    /// if so.
+    pub(super) subtree: Option<usize>,
 }
 
 impl Drop for PendingPut {
@@ -52,9 +55,18 @@ pub(super) struct StagedPut {
     pub(super) hash: [u8; 32],
     pub(super) mode: u32,
     pub(super) mtime_ns: i64,
-    /// The staged file's (device, inode), by which the hash cache learns
-    /// it once in place.
-    pub(super) inode: (u64, u64),
+    /// The staged file's stat, by which the hash cache learns it once in
+    /// place.
+    pub(super) key: StatKey,
+    /// The staged subtree it was made in, if so.
+    pub(super) subtree: Option<usize>,
+}
+
+impl StagedPut {
+    /// The staged file's (device, inode).
+    pub(super) fn inode(&self) -> (u64, u64) {
+        self.key.inode()
+    }
 }
 
 /// Appends `length` bytes at `offset` of the base file to the staged file.
@@ -131,7 +143,8 @@ pub(super) fn finish_put(mut p: PendingPut) -> Result<StagedPut, OpError> {
         hash: *hash.as_bytes(),
         mode: p.mode,
         mtime_ns: p.mtime_ns,
-        inode: inode_of(&st),
+        key: StatKey::of_stat(&st),
+        subtree: p.subtree,
     })
 }
 
