@@ -184,6 +184,34 @@ impl ContextRules {
 /// directory that holds one, its rules), outermost first.
 type Chain = Arc<Vec<(usize, Arc<Gitignore>)>>;
 
+/// See [`Ignores::tree_filter`].
+pub struct TreeFilter<'a> {
+    entries: Entries<'a>,
+    ignored_dirs: std::collections::HashSet<RelPath>,
+}
+
+impl TreeFilter<'_> {
+    /// Whether to keep `path` (the next of the tree, in order).
+    pub fn keeps(&mut self, path: &RelPath, is_dir: bool) -> bool {
+        let ig = self.entries.ignores;
+        if ig.docker.as_ref().is_some_and(|d| d.has_exceptions()) {
+            // A `!` exception may take back what is beneath an ignored
+            // directory: every path on its own.
+            return !ig.ignores_path(path, is_dir);
+        }
+        let under_ignored = !self.ignored_dirs.is_empty()
+            && path
+                .as_str()
+                .rsplit_once('/')
+                .is_some_and(|(parent, _)| self.ignored_dirs.contains(parent));
+        let ignored = under_ignored || self.entries.ignores(path, is_dir);
+        if ignored && is_dir {
+            self.ignored_dirs.insert(path.clone());
+        }
+        !ignored
+    }
+}
+
 /// Whether paths are ignored, given that none of their parents is (a walk
 /// that prunes ignored directories only needs this), for many paths in a
 /// row: the `.lksignore` files of the last directory asked about are kept at
@@ -338,35 +366,16 @@ impl Ignores {
         base
     }
 
-    /// Keeps the entries of a whole tree (sorted by path: a directory
-    /// before what it holds) that are not ignored, in time linear in its size
-    /// however deep it is: what an ignored directory holds is ignored with
-    /// it, so each path is matched once, given its parent is not ignored.
-    pub fn retain_unignored<T>(
-        &self,
-        entries: &mut Vec<(RelPath, T)>,
-        is_dir: impl Fn(&T) -> bool,
-    ) {
-        if self.docker.as_ref().is_some_and(|d| d.has_exceptions()) {
-            // A `!` exception may take back what is beneath an ignored
-            // directory: every path on its own.
-            entries.retain(|(p, n)| !self.ignores_path(p, is_dir(n)));
-            return;
+    /// A filter for the entries of a whole tree, given in order (sorted by
+    /// path: a directory before what it holds), that keeps what is not
+    /// ignored in time linear in its size however deep it is: what an
+    /// ignored directory holds is ignored with it, so each path is matched
+    /// once, given its parent is not ignored.
+    pub fn tree_filter(&self) -> TreeFilter<'_> {
+        TreeFilter {
+            entries: self.entries(),
+            ignored_dirs: Default::default(),
         }
-        let mut ignored_dirs: std::collections::HashSet<RelPath> = Default::default();
-        let mut matcher = self.entries();
-        entries.retain(|(p, n)| {
-            let dir = is_dir(n);
-            let under_ignored = !ignored_dirs.is_empty()
-                && p.as_str()
-                    .rsplit_once('/')
-                    .is_some_and(|(parent, _)| ignored_dirs.contains(parent));
-            let ignored = under_ignored || matcher.ignores(p, dir);
-            if ignored && dir {
-                ignored_dirs.insert(p.clone());
-            }
-            !ignored
-        });
     }
 
     /// Whether `path` is ignored, checking every parent too (for single paths

@@ -2,7 +2,7 @@
 //! local tree. Deletes first (a deleted directory takes its children with it),
 //! then directories parents-first, then files and symlinks.
 
-use crate::tree::{Kind, LocalTree, Node, Tree, remove_subtree, subtree};
+use crate::tree::{Kind, Local, LocalTree, Node, Tree, remove_subtree, subtree};
 use lks_proto::RelPath;
 use std::collections::{BTreeSet, HashSet};
 
@@ -92,7 +92,7 @@ impl Planned {
     /// what both have is compared.
     fn merge<'a>(
         &mut self,
-        local: impl Iterator<Item = (&'a RelPath, &'a Node)>,
+        local: impl Iterator<Item = (&'a RelPath, &'a Local)>,
         remote: impl Iterator<Item = (&'a RelPath, &'a Node)>,
     ) {
         let mut l = local.peekable();
@@ -156,7 +156,7 @@ impl Planned {
                     continue;
                 }
             };
-            let node = local.nodes[&path].clone();
+            let node = local.nodes[&path].node.clone();
             if rfile.hash == Some(hash) && rfile.size == node.size {
                 if rfile.mode != node.mode {
                     self.rest.push(Op::Chmod(path, node.mode));
@@ -177,7 +177,7 @@ impl Planned {
 
     /// What `lnode` at `path` needs, given the agent's node there (if any,
     /// and not deleted by this plan).
-    fn local(&mut self, path: &RelPath, lnode: &Node, rnode: Option<&Node>) {
+    fn local(&mut self, path: &RelPath, lnode: &Local, rnode: Option<&Node>) {
         match lnode.kind {
             Kind::Dir => {
                 if rnode.is_none_or(|r| r.kind != Kind::Dir || r.mode != lnode.mode) {
@@ -208,7 +208,7 @@ impl Planned {
                     // hashing here; the sender hashes what it reads, once.
                     _ => self.rest.push(Op::Put {
                         path: path.clone(),
-                        node: lnode.clone(),
+                        node: lnode.node.clone(),
                         base: rfile.and_then(|r| r.hash),
                     }),
                 }
@@ -243,13 +243,7 @@ pub fn confirm(remote: &mut Tree, op: &Op) {
             remote.insert(p.clone(), Node::dir(*mode));
         }
         Op::Put { path, node, .. } => {
-            remote.insert(
-                path.clone(),
-                Node {
-                    ident: Default::default(),
-                    ..node.clone()
-                },
-            );
+            remote.insert(path.clone(), node.clone());
         }
         Op::Symlink(p, target) => {
             remote.insert(p.clone(), Node::symlink(target));
@@ -293,7 +287,6 @@ mod tests {
             mtime_ns,
             hash: Some(*blake3::hash(data).as_bytes()),
             target: Box::default(),
-            ident: Default::default(),
         }
     }
 
@@ -304,7 +297,7 @@ mod tests {
     #[test]
     fn a_deleted_directory_is_one_delete_not_one_per_child() {
         let (_d, mut l) = local(&[("keep.txt", b"k")]);
-        let mut remote = l.nodes.clone();
+        let mut remote = Tree::new();
         remote.insert(rp("gone"), dir());
         remote.insert(rp("gone/a"), file(b"a", 0o644, 1));
         remote.insert(rp("gone/sub"), dir());

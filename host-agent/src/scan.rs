@@ -12,7 +12,7 @@
 //! at half that.
 
 use crate::ignores::{Ignores, LKSIGNORE};
-use crate::tree::{Ident, Kind, Node};
+use crate::tree::{Ident, Kind, Local, Node};
 use lks_proto::RelPath;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::ffi::{CStr, CString};
@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 #[derive(Default)]
 pub struct Found {
     /// Every entry that is not ignored.
-    pub entries: Vec<(RelPath, Node)>,
+    pub entries: Vec<(RelPath, Local)>,
     /// What was skipped and why, to tell the user.
     pub warnings: Vec<String>,
 }
@@ -73,15 +73,20 @@ pub fn walk(dir: &Path, rel: Option<&RelPath>, ignores: &Ignores, threads: usize
     }
     std::thread::scope(|s| {
         let others: Vec<_> = (1..threads).map(|_| s.spawn(walker)).collect();
-        let mut found = walker();
+        let mut all = vec![walker()];
         for other in others {
             match other.join() {
-                Ok(mut f) => {
-                    found.entries.append(&mut f.entries);
-                    found.warnings.append(&mut f.warnings);
-                }
+                Ok(f) => all.push(f),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
+        }
+        let mut found = Found {
+            entries: Vec::with_capacity(all.iter().map(|f| f.entries.len()).sum()),
+            warnings: Vec::new(),
+        };
+        for f in all {
+            found.entries.extend(f.entries);
+            found.warnings.extend(f.warnings);
         }
         found
     })
@@ -253,17 +258,19 @@ fn describe(
     name: &CStr,
     rel: &RelPath,
     st: &rustix::fs::Stat,
-) -> Result<Node, String> {
+) -> Result<Local, String> {
     let mode = st.st_mode & 0o777;
     match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => Ok(Node::dir(mode)),
-        FileType::RegularFile => Ok(Node {
-            kind: Kind::File,
-            mode,
-            size: st.st_size as u64,
-            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
-            hash: None,
-            target: Box::default(),
+        FileType::Directory => Ok(Local::plain(Node::dir(mode))),
+        FileType::RegularFile => Ok(Local {
+            node: Node {
+                kind: Kind::File,
+                mode,
+                size: st.st_size as u64,
+                mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+                hash: None,
+                target: Box::default(),
+            },
             ident: Ident::of_stat(st),
         }),
         FileType::Symlink => {
@@ -277,7 +284,7 @@ fn describe(
                     "skipping symlink {rel} -> {target}: it points outside the synced tree"
                 ));
             }
-            Ok(Node::symlink(target))
+            Ok(Local::plain(Node::symlink(target)))
         }
         _ => Err(format!("skipping {rel}: not a file, directory or symlink")),
     }

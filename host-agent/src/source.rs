@@ -181,8 +181,7 @@ mod tests {
             if source.tree.nodes[&p].kind == Kind::File {
                 source.tree.hash(&p).unwrap();
             }
-            let mut n = source.tree.nodes[&p].clone();
-            n.ident = Default::default();
+            let n = source.tree.nodes[&p].node.clone();
             remote.insert(p, n);
         }
         remote

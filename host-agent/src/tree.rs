@@ -5,8 +5,10 @@
 //! node while the file is the same version (device, inode, size, mtime,
 //! ctime), so a rescan of an unchanged tree hashes nothing.
 //!
-//! A node is small (96 bytes) and a path's text is shared by every tree that
-//! holds it: 100,000 files cost a few tens of MiB, not a hundred.
+//! Nodes are small (72 bytes on the agent's side, 96 on the local one, which
+//! also knows which version of a file it saw) and a path's text is shared by
+//! every tree that holds it: 100,000 files cost a few tens of MiB, not a
+//! hundred.
 
 use crate::ignores::Ignores;
 use crate::scan;
@@ -72,7 +74,8 @@ fn fold(dev: u64) -> u32 {
     (dev ^ (dev >> 32)) as u32
 }
 
-/// One entry of a tree, local or remote.
+/// What a path holds, as both sides know it: an entry of the agent's tree,
+/// and the part of a local one an operation carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     /// Kind.
@@ -87,8 +90,51 @@ pub struct Node {
     pub hash: Option<[u8; 32]>,
     /// Target (symlinks); empty otherwise.
     pub target: Box<str>,
-    /// Which version of a local file this is (the hash cache's key).
+}
+
+/// An entry of the local tree: what it holds, and which version of a file
+/// it is (what its hash is kept by).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Local {
+    /// What it holds.
+    pub node: Node,
+    /// Which version of a file it is.
     pub ident: Ident,
+}
+
+impl Local {
+    /// A local entry whose version does not matter (a directory, a symlink).
+    pub fn plain(node: Node) -> Local {
+        Local {
+            node,
+            ident: Ident::default(),
+        }
+    }
+
+    /// Whether `self` (a fresh look at a local file) is the very version
+    /// `old` described: then `old`'s hash is `self`'s.
+    fn same_version(&self, old: &Local) -> bool {
+        self.kind == Kind::File
+            && old.kind == Kind::File
+            && self.ident.is_known()
+            && self.ident == old.ident
+            && self.size == old.size
+            && self.mtime_ns == old.mtime_ns
+    }
+}
+
+/// A local entry reads as what it holds.
+impl std::ops::Deref for Local {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for Local {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
 }
 
 impl Node {
@@ -101,7 +147,6 @@ impl Node {
             mtime_ns: 0,
             hash: None,
             target: Box::default(),
-            ident: Ident::default(),
         }
     }
 
@@ -114,7 +159,6 @@ impl Node {
             mtime_ns: 0,
             hash: None,
             target: target.into(),
-            ident: Ident::default(),
         }
     }
 
@@ -134,19 +178,7 @@ impl Node {
             mtime_ns: e.mtime_ns,
             hash,
             target: e.link_target.as_str().into(),
-            ident: Ident::default(),
         })
-    }
-
-    /// Whether `self` (a fresh look at a local file) is the very version
-    /// `old` described: then `old`'s hash is `self`'s.
-    fn same_version(&self, old: &Node) -> bool {
-        self.kind == Kind::File
-            && old.kind == Kind::File
-            && self.ident.is_known()
-            && self.ident == old.ident
-            && self.size == old.size
-            && self.mtime_ns == old.mtime_ns
     }
 }
 
@@ -154,25 +186,50 @@ fn mtime_ns(md: &std::fs::Metadata) -> i64 {
     md.mtime() * 1_000_000_000 + md.mtime_nsec()
 }
 
-/// A tree: path -> node, sorted so parents come before their children.
+/// A tree: path -> node, sorted so parents come before their children (the
+/// agent's, as it last confirmed it).
 pub type Tree = BTreeMap<RelPath, Node>;
+
+/// The local tree's entries, in the same order.
+pub type LocalNodes = BTreeMap<RelPath, Local>;
 
 /// `path` and everything beneath it in `tree`, in order. (In the tree's
 /// order a subtree is not one range: `a b` sorts between `a` and `a/b`;
 /// what is beneath `a` is the range from `a/` to `a0`, `0` following `/`.)
-pub fn subtree<'a>(
-    tree: &'a Tree,
+pub fn subtree<'a, V>(
+    tree: &'a BTreeMap<RelPath, V>,
     path: &RelPath,
-) -> impl Iterator<Item = (&'a RelPath, &'a Node)> + use<'a> {
+) -> impl Iterator<Item = (&'a RelPath, &'a V)> + use<'a, V> {
     let (lo, hi) = (format!("{path}/"), format!("{path}0"));
     tree.get_key_value(path.as_str())
         .into_iter()
         .chain(tree.range::<str, _>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str()))))
 }
 
+/// How many entries [`build_sorted`] holds at a time.
+pub const PART: usize = 16 * 1024;
+
+/// Builds a tree from `entries` given in order (sorted by path), a part at
+/// a time: `BTreeMap::from_iter` holds all of them in a vector (and sorts
+/// them again, with a scratch half as large) while it builds, which for
+/// 100,000 entries is 20 MiB for a moment; this holds one part, and each
+/// part is appended (in time linear in the tree: a few passes in all).
+pub fn build_sorted<V>(entries: impl IntoIterator<Item = (RelPath, V)>) -> BTreeMap<RelPath, V> {
+    let mut tree = BTreeMap::new();
+    let mut part = Vec::with_capacity(PART);
+    for e in entries {
+        part.push(e);
+        if part.len() == PART {
+            tree.append(&mut part.drain(..).collect());
+        }
+    }
+    tree.append(&mut part.into_iter().collect());
+    tree
+}
+
 /// Removes `path` and everything beneath it from `tree`; returns what was
 /// there, in order.
-pub fn remove_subtree(tree: &mut Tree, path: &RelPath) -> Vec<(RelPath, Node)> {
+pub fn remove_subtree<V>(tree: &mut BTreeMap<RelPath, V>, path: &RelPath) -> Vec<(RelPath, V)> {
     let doomed: Vec<RelPath> = subtree(tree, path).map(|(p, _)| p.clone()).collect();
     doomed
         .into_iter()
@@ -184,7 +241,7 @@ pub fn remove_subtree(tree: &mut Tree, path: &RelPath) -> Vec<(RelPath, Node)> {
 pub struct LocalTree {
     root: PathBuf,
     /// Current entries.
-    pub nodes: Tree,
+    pub nodes: LocalNodes,
     /// Things skipped while scanning, to tell the user once.
     pub warnings: Vec<String>,
 }
@@ -194,7 +251,7 @@ impl LocalTree {
     pub fn new(root: &Path) -> LocalTree {
         LocalTree {
             root: root.to_path_buf(),
-            nodes: Tree::new(),
+            nodes: LocalNodes::new(),
             warnings: Vec::new(),
         }
     }
@@ -219,8 +276,7 @@ impl LocalTree {
         let old = std::mem::take(&mut self.nodes);
         carry_hashes(&mut entries, old.iter());
         drop(old);
-        // Built from sorted entries: every node of the map is full.
-        self.nodes = entries.into_iter().collect();
+        self.nodes = build_sorted(entries);
     }
 
     /// Brings the entry at `path` (and, for a directory, everything beneath
@@ -267,11 +323,11 @@ impl LocalTree {
         path.clone()
     }
 
-    fn describe(&mut self, rel: &RelPath, md: &std::fs::Metadata) -> Option<Node> {
+    fn describe(&mut self, rel: &RelPath, md: &std::fs::Metadata) -> Option<Local> {
         let ft = md.file_type();
         let mode = md.mode() & 0o777;
         if ft.is_dir() {
-            Some(Node::dir(mode))
+            Some(Local::plain(Node::dir(mode)))
         } else if ft.is_symlink() {
             let target = std::fs::read_link(self.abs(rel)).ok()?;
             let Some(target) = target.to_str() else {
@@ -285,15 +341,17 @@ impl LocalTree {
                 ));
                 return None;
             }
-            Some(Node::symlink(target))
+            Some(Local::plain(Node::symlink(target)))
         } else if ft.is_file() {
-            Some(Node {
-                kind: Kind::File,
-                mode,
-                size: md.size(),
-                mtime_ns: mtime_ns(md),
-                hash: None,
-                target: Box::default(),
+            Some(Local {
+                node: Node {
+                    kind: Kind::File,
+                    mode,
+                    size: md.size(),
+                    mtime_ns: mtime_ns(md),
+                    hash: None,
+                    target: Box::default(),
+                },
                 ident: Ident::of(md),
             })
         } else {
@@ -334,8 +392,8 @@ impl LocalTree {
 /// Gives each file of `entries` (sorted) the hash its node in `old` (sorted)
 /// had, when it is the same version.
 fn carry_hashes<'a>(
-    entries: &mut [(RelPath, Node)],
-    old: impl Iterator<Item = (&'a RelPath, &'a Node)>,
+    entries: &mut [(RelPath, Local)],
+    old: impl Iterator<Item = (&'a RelPath, &'a Local)>,
 ) {
     let mut old = old.peekable();
     for (path, node) in entries.iter_mut() {
@@ -369,6 +427,18 @@ mod tests {
         let gone = remove_subtree(&mut t, &rp("a/b"));
         assert_eq!(gone.len(), 2);
         assert_eq!(t.len(), 5);
+    }
+
+    #[test]
+    fn a_tree_built_a_part_at_a_time_is_the_tree() {
+        let entries: Vec<(RelPath, u32)> = (0..3 * PART as u32 + 7)
+            .map(|i| (rp(&format!("d{:02}/f{i:06}", i % 13)), i))
+            .collect();
+        let mut sorted = entries.clone();
+        sorted.sort();
+        let built = build_sorted(sorted);
+        let want: BTreeMap<RelPath, u32> = entries.into_iter().collect();
+        assert_eq!(built, want);
     }
 
     #[test]

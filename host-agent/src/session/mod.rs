@@ -3,7 +3,7 @@
 
 use crate::ignores::Ignores;
 use crate::plan::{Op, confirm};
-use crate::tree::{Kind, LocalTree, Node, Tree};
+use crate::tree::{self, Kind, LocalTree, Node, Tree};
 use crate::tunnel::{self, Client, WireCounter};
 use lks_proto::chunk::{self, Chunk};
 use lks_proto::limits::{HOST_BYTES_PER_BATCH, HOST_FILES_PER_BATCH};
@@ -222,10 +222,10 @@ impl Session {
     /// session's directory alone), leaving out what the local rules ignore
     /// (the agent's copy of those is never touched). `local` is the local
     /// tree: the paths both have share its text.
-    pub async fn fetch_manifest(
+    pub async fn fetch_manifest<V>(
         &mut self,
         ignores: &Ignores,
-        local: &Tree,
+        local: &std::collections::BTreeMap<RelPath, V>,
     ) -> Result<Vec<String>, SessionError> {
         let url = self.url.clone();
         let mut stream = self
@@ -240,7 +240,11 @@ impl Session {
             .await
             .map_err(|s| SessionError::from_status(&url, s))?
             .into_inner();
+        // What it confirmed before goes first, and the tree is built as the
+        // entries arrive: a tree of 100,000 entries is never held twice.
+        self.remote = Tree::new();
         let mut entries: Vec<(RelPath, Node)> = Vec::new();
+        let mut keep = ignores.tree_filter();
         let mut warnings = Vec::new();
         let mut prefix_exists = self.prefix.is_none();
         // Both sorted: one walk along the local paths finds the shared ones.
@@ -272,16 +276,17 @@ impl Session {
                         Err(_) => continue,
                     },
                 };
-                if let Some(node) = Node::from_entry(e) {
+                if let Some(node) = Node::from_entry(e)
+                    && keep.keeps(&path, node.kind == Kind::Dir)
+                {
                     entries.push((path, node));
                 }
             }
+            if entries.len() >= tree::PART {
+                add_entries(&mut self.remote, &mut entries);
+            }
         }
-        // Sorted already (the agent sends them so): this only checks.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        ignores.retain_unignored(&mut entries, |n| n.kind == Kind::Dir);
-        // Built from sorted entries: every node of the map is full.
-        self.remote = entries.into_iter().collect();
+        add_entries(&mut self.remote, &mut entries);
         self.prefix_exists = prefix_exists;
         Ok(warnings)
     }
@@ -484,6 +489,21 @@ impl Session {
         let chunks = Arc::new(chunks);
         self.chunks.insert(*base, chunks.clone());
         Some(chunks)
+    }
+}
+
+/// Adds `entries` (taken) to `tree`: in one pass when they are sorted and
+/// follow what it holds (the agent sends them so), else one by one.
+fn add_entries(tree: &mut Tree, entries: &mut Vec<(RelPath, Node)>) {
+    let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0)
+        && match (tree.last_key_value(), entries.first()) {
+            (Some((last, _)), Some((first, _))) => last < first,
+            _ => true,
+        };
+    if sorted {
+        tree.append(&mut tree::build_sorted(entries.drain(..)));
+    } else {
+        tree.extend(entries.drain(..));
     }
 }
 

@@ -312,7 +312,6 @@ mod tests {
             mtime_ns: 1,
             hash: None,
             target: Box::default(),
-            ident: Default::default(),
         };
         let put = |p: &str, size| Op::Put {
             path: RelPath::new(p).unwrap(),
@@ -353,7 +352,6 @@ mod tests {
             mtime_ns: 1,
             hash: None,
             target: Box::default(),
-            ident: Default::default(),
         };
         let mut ops = Vec::new();
         for i in 0..5 {
