@@ -17,6 +17,7 @@ mod service;
 mod steps;
 mod supervise;
 mod turns;
+mod watch;
 mod webhook;
 
 use anyhow::Context;
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 /// Events kept for slow subscribers before they start missing some.
 const EVENTS_CAPACITY: usize = 1024;
@@ -244,7 +245,7 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     let children = children::Children::start().context("cannot watch for SIGCHLD")?;
     adopt_orphans();
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     tracing::info!(root = %root.path().display(), "serving");
     // The first line on stdout, before the app can write anything there.
     println!("{}{addr}", lks_proto::launch::LISTENING);
@@ -269,6 +270,7 @@ async fn serve(args: ServeArgs, app: Option<supervise::AppSpec>) -> anyhow::Resu
     };
     let server = AgentServer::new(service::AgentService::new(
         root,
+        !args.no_watch_root,
         events,
         followup,
         shutdown_rx.clone(),

@@ -228,8 +228,9 @@ impl Root {
         open_file_in(&dir, path)
     }
 
-    /// Creates a directory (and its parents) or sets the mode of an existing one.
-    pub fn mkdir(&self, path: &RelPath, mode: u32) -> Result<(), RootError> {
+    /// Creates a directory (and its parents) or sets the mode of an existing
+    /// one; returns it, open.
+    pub fn mkdir(&self, path: &RelPath, mode: u32) -> Result<OwnedFd, RootError> {
         let dir = self.parent_dir(path, true)?.expect("created");
         let name = path.file_name();
         match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode & 0o777)) {
@@ -247,7 +248,8 @@ impl Root {
             Err(e) => return Err(RootError::io(path, e)),
         };
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))
-            .map_err(|e| RootError::io(path, e))
+            .map_err(|e| RootError::io(path, e))?;
+        Ok(fd)
     }
 
     /// Removes whatever is at `path` (a directory with everything beneath it).
@@ -296,12 +298,13 @@ impl Root {
         })
     }
 
-    /// Sets the permission bits of a file or directory (never through a symlink).
+    /// Sets the permission bits of a file or directory (never through a
+    /// symlink); returns its stat after.
     ///
     /// A regular file with more than one hard link may share its inode with
     /// a file outside the root: its link is broken first (see
     /// [`break_hard_link`]), so only this path gets the new mode.
-    pub fn chmod(&self, path: &RelPath, mode: u32) -> Result<(), RootError> {
+    pub fn chmod(&self, path: &RelPath, mode: u32) -> Result<rustix::fs::Stat, RootError> {
         let Some(dir) = self.parent_dir(path, false)? else {
             return Err(RootError::io(path, Errno::NOENT));
         };
@@ -334,12 +337,23 @@ impl Root {
                 });
             }
             if st.st_mode & 0o777 == mode & 0o777 {
-                return Ok(());
+                return Ok(st);
             }
             return break_hard_link(&dir, path, &fd, &st, mode);
         }
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))
-            .map_err(|e| RootError::io(path, e))
+            .map_err(|e| RootError::io(path, e))?;
+        rustix::fs::fstat(&fd).map_err(|e| RootError::io(path, e))
+    }
+
+    /// The root opened afresh (not a dup: its own offset, for listing it).
+    pub fn reopen(&self) -> std::io::Result<OwnedFd> {
+        Ok(rustix::fs::openat(
+            &self.fd,
+            c".",
+            DIR_FLAGS,
+            Mode::empty(),
+        )?)
     }
 
     /// A descriptor of the root itself.
@@ -387,61 +401,30 @@ impl Root {
     pub fn walk<T>(
         &self,
         top: T,
-        mut visit: impl FnMut(std::io::Result<&OwnedFd>, &T) -> Vec<(CString, T)>,
+        visit: impl FnMut(std::io::Result<&OwnedFd>, &T) -> Vec<(CString, T)>,
     ) {
-        /// A directory still to visit: its parent's descriptor (shared with
-        /// its siblings, closed when the last of them is opened), its name.
-        struct Next<T> {
-            parent: std::sync::Arc<OwnedFd>,
-            name: CString,
-            depth: usize,
-            data: T,
-        }
-        let mut stack: Vec<Next<T>> = Vec::new();
-        let push =
-            |stack: &mut Vec<Next<T>>, fd: OwnedFd, depth: usize, subdirs: Vec<(CString, T)>| {
-                let fd = std::sync::Arc::new(fd);
-                for (name, data) in subdirs {
-                    stack.push(Next {
-                        parent: fd.clone(),
-                        name,
-                        depth: depth + 1,
-                        data,
-                    });
-                }
-            };
-        // Opened afresh (not a dup): its own offset, read from the start.
-        match rustix::fs::openat(&self.fd, c".", DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => {
-                let subdirs = visit(Ok(&fd), &top);
-                push(&mut stack, fd, 0, subdirs);
+        self.walk_beneath(None, top, visit)
+    }
+
+    /// Walks the directory `dir` beneath the root (the root itself for
+    /// None), opened by the descriptor walk, and everything beneath it, as
+    /// [`Root::walk`] does.
+    pub fn walk_beneath<T>(
+        &self,
+        dir: Option<&RelPath>,
+        top: T,
+        visit: impl FnMut(std::io::Result<&OwnedFd>, &T) -> Vec<(CString, T)>,
+    ) {
+        let opened = match dir {
+            // Opened afresh (not a dup): its own offset, read from the start.
+            None => {
+                rustix::fs::openat(&self.fd, c".", DIR_FLAGS, Mode::empty()).map_err(Into::into)
             }
-            Err(e) => {
-                visit(Err(e.into()), &top);
-            }
-        }
-        while let Some(next) = stack.pop() {
-            if next.depth > MAX_DELETE_DEPTH {
-                visit(Err(too_deep()), &next.data);
-                continue;
-            }
-            let opened = rustix::fs::openat(
-                &*next.parent,
-                next.name.as_c_str(),
-                DIR_FLAGS,
-                Mode::empty(),
-            );
-            drop(next.parent);
-            match opened {
-                Ok(fd) => {
-                    let subdirs = visit(Ok(&fd), &next.data);
-                    push(&mut stack, fd, next.depth, subdirs);
-                }
-                Err(e) => {
-                    visit(Err(e.into()), &next.data);
-                }
-            }
-        }
+            Some(dir) => self
+                .open_dir(dir)
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        };
+        walk_from(opened, top, visit)
     }
 
     /// Removes the staging files and directories left behind by an agent
@@ -528,7 +511,7 @@ fn break_hard_link(
     fd: &OwnedFd,
     st: &rustix::fs::Stat,
     mode: u32,
-) -> Result<(), RootError> {
+) -> Result<rustix::fs::Stat, RootError> {
     let euid = rustix::process::geteuid();
     if !euid.is_root() && euid.as_raw() != st.st_uid {
         return Err(RootError::io(path, Errno::PERM));
@@ -558,7 +541,6 @@ fn break_hard_link(
         )?;
         Ok(())
     })
-    .map(|_| ())
 }
 
 /// Copies `from` to a new staging file in `dir`, lets `finish` give the copy
@@ -599,6 +581,69 @@ pub fn copy_beside(
         let _ = rustix::fs::unlinkat(dir, stage.as_str(), AtFlags::empty());
     }
     copied
+}
+
+/// Walks the directory `opened` and everything beneath it, depth first with
+/// an explicit stack, as [`Root::walk`] describes: `visit` gets each
+/// directory (`opened` first, with `top`) opened from its parent's
+/// descriptor with `O_NOFOLLOW | O_DIRECTORY`, or why it could not be, and
+/// returns the subdirectories to enter.
+pub fn walk_from<T>(
+    opened: std::io::Result<OwnedFd>,
+    top: T,
+    mut visit: impl FnMut(std::io::Result<&OwnedFd>, &T) -> Vec<(CString, T)>,
+) {
+    /// A directory still to visit: its parent's descriptor (shared with
+    /// its siblings, closed when the last of them is opened), its name.
+    struct Next<T> {
+        parent: std::sync::Arc<OwnedFd>,
+        name: CString,
+        depth: usize,
+        data: T,
+    }
+    let mut stack: Vec<Next<T>> = Vec::new();
+    let push = |stack: &mut Vec<Next<T>>, fd: OwnedFd, depth: usize, subdirs: Vec<(CString, T)>| {
+        let fd = std::sync::Arc::new(fd);
+        for (name, data) in subdirs {
+            stack.push(Next {
+                parent: fd.clone(),
+                name,
+                depth: depth + 1,
+                data,
+            });
+        }
+    };
+    match opened {
+        Ok(fd) => {
+            let subdirs = visit(Ok(&fd), &top);
+            push(&mut stack, fd, 0, subdirs);
+        }
+        Err(e) => {
+            visit(Err(e), &top);
+        }
+    }
+    while let Some(next) = stack.pop() {
+        if next.depth > MAX_DELETE_DEPTH {
+            visit(Err(too_deep()), &next.data);
+            continue;
+        }
+        let opened = rustix::fs::openat(
+            &*next.parent,
+            next.name.as_c_str(),
+            DIR_FLAGS,
+            Mode::empty(),
+        );
+        drop(next.parent);
+        match opened {
+            Ok(fd) => {
+                let subdirs = visit(Ok(&fd), &next.data);
+                push(&mut stack, fd, next.depth, subdirs);
+            }
+            Err(e) => {
+                visit(Err(e.into()), &next.data);
+            }
+        }
+    }
 }
 
 /// The entries of the directory `fd` (without `.` and `..`), each with its

@@ -2,7 +2,7 @@
 
 use crate::apply::{Batch, BatchError};
 use crate::followup::Followup;
-use crate::manifest::{HashCache, scan};
+use crate::manifest::Manifest;
 use crate::root::Root;
 use crate::turns::{self, Turns};
 use futures::{FutureExt, Stream};
@@ -30,7 +30,8 @@ const MANIFEST_BATCH: usize = 2000;
 /// State shared by every call.
 pub struct AgentService {
     root: Arc<Root>,
-    cache: Arc<HashCache>,
+    /// What the agent knows of its root, kept current.
+    manifest: Arc<Manifest>,
     boot_id: String,
     /// One batch at a time, follow-up included: batches are applied in the
     /// order they arrive, and a batch waits for the steps and restart of the
@@ -43,17 +44,19 @@ pub struct AgentService {
 }
 
 impl AgentService {
-    /// A service for `root`, publishing on `events`, running `followup` after
-    /// each committed batch.
+    /// A service for `root` (watched, from the first Manifest on, if
+    /// `watch_root`), publishing on `events`, running `followup` after each
+    /// committed batch.
     pub fn new(
         root: Arc<Root>,
+        watch_root: bool,
         events: broadcast::Sender<Event>,
         followup: Followup,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         AgentService {
+            manifest: Arc::new(Manifest::new(root.clone(), watch_root)),
             root,
-            cache: Arc::new(HashCache::default()),
             boot_id: hex::encode(rand::random::<[u8; 8]>()),
             turns: Turns::default(),
             events,
@@ -99,33 +102,34 @@ impl Agent for AgentService {
 
     async fn manifest(
         &self,
-        _req: Request<ManifestRequest>,
+        req: Request<ManifestRequest>,
     ) -> Result<Response<Self::ManifestStream>, Status> {
-        let root = self.root.clone();
-        let cache = self.cache.clone();
-        // Scanning and hashing happen off the async workers.
-        let (entries, warnings) = tokio::task::spawn_blocking(move || scan(&root, &cache))
+        let prefix = match req.into_inner().prefix {
+            p if p.is_empty() => None,
+            p => Some(
+                RelPath::new(p)
+                    .map_err(|e| Status::invalid_argument(format!("refused prefix: {e}")))?,
+            ),
+        };
+        let manifest = self.manifest.clone();
+        let asked = prefix.clone();
+        // Looking at the root and hashing happen off the async workers.
+        let warnings = tokio::task::spawn_blocking(move || manifest.refresh(asked.as_ref()))
             .await
             .map_err(|e| Status::internal(format!("manifest scan failed: {e}")))?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let mut batches: Vec<Result<ManifestBatch, Status>> = entries
-            .chunks(MANIFEST_BATCH)
-            .map(|c| {
-                Ok(ManifestBatch {
-                    entries: c.to_vec(),
-                    warnings: vec![],
-                })
-            })
-            .collect();
-        if batches.is_empty() || !warnings.is_empty() {
-            batches.push(Ok(ManifestBatch {
-                entries: vec![],
-                warnings,
-            }));
-        }
-        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+        let answer = Answer {
+            manifest: self.manifest.clone(),
+            prefix: prefix.map(|p| p.to_string()),
+            after: None,
+            warnings: Some(warnings),
+        };
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            answer,
+            |mut answer| async move { answer.next().map(|batch| (Ok(batch), answer)) },
+        ))))
     }
 
     async fn chunks(
@@ -193,10 +197,10 @@ impl Agent for AgentService {
         // small files do not cost a thread wake-up each.
         let (tx, mut rx) = mpsc::channel::<Vec<ApplyRequest>>(16);
         let root = self.root.clone();
-        let cache = self.cache.clone();
+        let manifest = self.manifest.clone();
         let worker = tokio::task::spawn_blocking(
             move || -> Result<(ApplyResult, Option<Commit>), BatchError> {
-                let mut batch = Batch::new(&root, &cache);
+                let mut batch = Batch::new(&root, &manifest);
                 'run: while let Some(reqs) = rx.blocking_recv() {
                     for req in reqs {
                         batch.apply(req)?;
@@ -339,6 +343,43 @@ impl AgentService {
             caps.push("supervise".into());
         }
         caps
+    }
+}
+
+/// A Manifest answer on its way: batches of entries read from memory (each
+/// under the lock a moment), then the warnings.
+struct Answer {
+    manifest: Arc<Manifest>,
+    prefix: Option<String>,
+    /// The last path sent.
+    after: Option<String>,
+    /// Sent last (and in the only batch when there is no entry); None once sent.
+    warnings: Option<Vec<String>>,
+}
+
+impl Answer {
+    fn next(&mut self) -> Option<ManifestBatch> {
+        let entries = self.manifest.page(
+            self.prefix.as_deref(),
+            self.after.as_deref(),
+            MANIFEST_BATCH,
+        );
+        if let Some(last) = entries.last() {
+            self.after = Some(last.path.clone());
+            return Some(ManifestBatch {
+                entries,
+                warnings: vec![],
+            });
+        }
+        let warnings = self.warnings.take()?;
+        // Nothing at all to answer is still one (empty) batch.
+        if warnings.is_empty() && self.after.is_some() {
+            return None;
+        }
+        Some(ManifestBatch {
+            entries: vec![],
+            warnings,
+        })
     }
 }
 

@@ -8,6 +8,9 @@ use lks_proto::v1::{
     ApplyRequest, ApplyResult, ChunksRequest, Commit, Copy, Data, Delete, ErrorCode, EventsRequest,
     HelloRequest, ManifestRequest, Mkdir, OpError, Put, Puts, Symlink,
 };
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -70,6 +73,29 @@ impl Client {
                 out.extend(batch.entries);
             }
             Ok(out)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .expect("Manifest timed out")
+    }
+
+    /// The answer for `prefix` ("" for the whole root): its entries and its
+    /// warnings, or the status of the first failure.
+    pub async fn manifest_of(
+        &mut self,
+        prefix: &str,
+    ) -> Result<(Vec<lks_proto::v1::Entry>, Vec<String>), Status> {
+        let req = self.req(ManifestRequest {
+            prefix: prefix.into(),
+        });
+        let fut = async {
+            let mut stream = self.inner.manifest(req).await?.into_inner();
+            let (mut entries, mut warnings) = (Vec::new(), Vec::new());
+            while let Some(batch) = stream.message().await? {
+                entries.extend(batch.entries);
+                warnings.extend(batch.warnings);
+            }
+            Ok((entries, warnings))
         };
         tokio::time::timeout(CALL_TIMEOUT, fut)
             .await
@@ -276,4 +302,65 @@ pub fn expect_error(r: &ApplyResult, index: u64, code: ErrorCode, needle: &str) 
         e.message
     );
     e.clone()
+}
+
+/// `lks-agent serve` with extra arguments and its log at debug level
+/// (`LKS_LOG=lks_agent=debug`), for tests that read what it says it did.
+pub struct LoggingAgent {
+    child: Child,
+    /// `http://ADDR`.
+    pub url: String,
+    /// Lines the agent wrote to stderr.
+    pub stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl LoggingAgent {
+    pub fn start(root: &Path, token: &str, extra: &[&str]) -> LoggingAgent {
+        let mut child = Command::new(crate::bin("lks-agent"))
+            .args(["serve", "--root"])
+            .arg(root)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("LKS_TOKEN", token)
+            .env("LKS_LOG", "lks_agent=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lks-agent");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read agent stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from lks-agent: {line:?}"));
+        let url = format!("http://{addr}");
+        let stderr = crate::lines(child.stderr.take().unwrap());
+        LoggingAgent { child, url, stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line of its log that holds `needle`, waiting up to 10 s.
+    pub fn next_line_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the agent logged no line with {needle:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for LoggingAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

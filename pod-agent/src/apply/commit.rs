@@ -2,7 +2,7 @@
 
 use super::stage::{StagedPut, set_mode_and_mtime};
 use super::subtree::{Made, Subtree};
-use crate::manifest::{HashCache, StatKey, inode_of};
+use crate::manifest::{Committing, StatKey, inode_of};
 use crate::root::{Root, RootError, copy_beside};
 use lks_proto::RelPath;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
@@ -11,11 +11,11 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 
 /// The directories the commit places files in: the last one stays open
-/// while puts stay in it (they come sorted by path). Forgotten by anything
-/// that may remove or replace a directory.
+/// while puts stay in it (they come sorted by path), with its watch.
+/// Forgotten by anything that may remove or replace a directory.
 #[derive(Default)]
 pub(super) struct Places {
-    last: Option<(String, OwnedFd)>,
+    last: Option<(String, OwnedFd, Option<i32>)>,
 }
 
 impl Places {
@@ -23,54 +23,110 @@ impl Places {
         self.last = None;
     }
 
-    /// The directory that is to hold `path`, made (with its parents) if missing.
-    pub(super) fn dir_of(&mut self, root: &Root, path: &RelPath) -> Result<&OwnedFd, RootError> {
+    /// The directory that is to hold `path`, made (with its parents) if
+    /// missing, and its watch if the root is watched.
+    pub(super) fn dir_of(
+        &mut self,
+        root: &Root,
+        seen: &Committing,
+        path: &RelPath,
+    ) -> Result<(&OwnedFd, Option<i32>), RootError> {
         let parent = path.parent().map(|p| p.to_string()).unwrap_or_default();
-        if !matches!(&self.last, Some((p, _)) if *p == parent) {
+        if !matches!(&self.last, Some((p, _, _)) if *p == parent) {
             let fd = root.parent_dir(path, true)?.expect("parents created");
-            self.last = Some((parent, fd));
+            let wd = seen.watch_of(&fd, &parent);
+            self.last = Some((parent, fd, wd));
         }
-        Ok(&self.last.as_ref().expect("just set").1)
+        let (_, fd, wd) = self.last.as_ref().expect("just set");
+        Ok((fd, *wd))
     }
 }
 
 /// Puts the staged file `p` in place by one rename (after a copy beside its
 /// final path when that is on another file system than the root, e.g. a
-/// volume mounted beneath it), and tells the hash cache its hash.
+/// volume mounted beneath it), and tells the manifest.
 pub(super) fn place(
     root: &Root,
-    cache: &HashCache,
+    seen: &Committing,
     p: &StagedPut,
     places: &mut Places,
 ) -> Result<(), RootError> {
-    let dir = places.dir_of(root, &p.path)?;
-    let inode = match rename_into_place(&p.dir, &p.stage, dir, &p.path)? {
-        Renamed::Done => p.inode(),
-        Renamed::CrossDevice => copy_into_place(p, dir)?,
+    let (dir, wd) = places.dir_of(root, seen, &p.path)?;
+    let name = p.path.file_name();
+    seen.expect(wd, name);
+    let inode = match rename_into_place(&p.dir, &p.stage, dir, &p.path) {
+        Ok(Renamed::Done) => p.inode(),
+        Ok(Renamed::CrossDevice) => {
+            // The copy beside it makes events of its own.
+            seen.not_done(wd, name, p.path.as_str());
+            copy_into_place(p, dir)?
+        }
+        Err(e) => {
+            seen.not_done(wd, name, p.path.as_str());
+            return Err(e);
+        }
     };
     // After the rename: it changes the inode's ctime. Only if the path
     // still holds the inode placed (nothing replaced it since).
-    if let Ok(st) = rustix::fs::statat(dir, p.path.file_name(), AtFlags::SYMLINK_NOFOLLOW)
-        && inode_of(&st) == inode
-    {
-        cache.put(p.path.as_str(), StatKey::of_stat(&st), p.hash);
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if inode_of(&st) == inode => {
+            seen.file(p.path.as_str(), StatKey::of_stat(&st), p.hash, p.mode)
+        }
+        _ => seen.changed(p.path.as_str()),
     }
     Ok(())
 }
 
 /// Puts the staged subtree `s` in place by one rename of its top from
 /// `staging`, never over anything: if its name was taken since the batch
-/// staged it, nothing of it is placed. Then tells the hash cache the hash
-/// of each file in it (the rename of their directory changes neither their
-/// inodes nor their ctimes).
+/// staged it, nothing of it is placed. Its directories are watched before
+/// (nothing done in them once in place goes unseen), and the manifest
+/// learns everything in it as staged: the rename of their directory
+/// changes neither the files' inodes nor their ctimes.
 pub(super) fn place_subtree(
     root: &Root,
-    cache: &HashCache,
+    seen: &Committing,
     staging: &OwnedFd,
     s: &Subtree,
     places: &mut Places,
 ) -> Result<(), RootError> {
-    let dir = places.dir_of(root, &s.top)?;
+    let (dir, wd) = places.dir_of(root, seen, &s.top)?;
+    let name = s.top.file_name();
+    let watched = match rustix::fs::openat(
+        staging,
+        s.stage.as_str(),
+        crate::root::DIR_FLAGS,
+        Mode::empty(),
+    ) {
+        Ok(top) => seen.watch_subtree(top, &s.top),
+        Err(e) => return Err(RootError::io(&s.top, e)),
+    };
+    seen.expect(wd, name);
+    if let Err(e) = rename_subtree(staging, s, dir) {
+        seen.not_done(wd, name, s.top.as_str());
+        seen.unwatch_subtree(watched);
+        return Err(e);
+    }
+    seen.subtree_dir(s.top.as_str(), s.mode, &watched);
+    for made in &s.made {
+        match made {
+            Made::Dir { path, mode, .. } => seen.subtree_dir(path.as_str(), *mode, &watched),
+            Made::File {
+                path,
+                hash,
+                key,
+                mode,
+                ..
+            } => seen.file(path.as_str(), *key, *hash, *mode),
+            Made::Symlink { path, target, .. } => seen.symlink(path.as_str(), target),
+        }
+    }
+    Ok(())
+}
+
+/// Renames the top of `s` from `staging` to its name in `dir`, never over
+/// anything.
+fn rename_subtree(staging: &OwnedFd, s: &Subtree, dir: &OwnedFd) -> Result<(), RootError> {
     let name = s.top.file_name();
     let taken = || RootError::Conflict {
         path: s.top.clone(),
@@ -78,8 +134,8 @@ pub(super) fn place_subtree(
             .into(),
     };
     match rustix::fs::renameat_with(staging, s.stage.as_str(), dir, name, RenameFlags::NOREPLACE) {
-        Ok(()) => {}
-        Err(Errno::EXIST) => return Err(taken()),
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(taken()),
         // A file system without RENAME_NOREPLACE: a plain rename, after a
         // look (it would replace an empty directory made in between).
         Err(Errno::INVAL) => {
@@ -90,19 +146,10 @@ pub(super) fn place_subtree(
                 return Err(taken());
             }
             rustix::fs::renameat(staging, s.stage.as_str(), dir, name)
-                .map_err(|e| RootError::io(&s.top, e))?;
+                .map_err(|e| RootError::io(&s.top, e))
         }
-        Err(e) => return Err(RootError::io(&s.top, e)),
+        Err(e) => Err(RootError::io(&s.top, e)),
     }
-    for made in &s.made {
-        if let Made::File {
-            path, hash, key, ..
-        } = made
-        {
-            cache.put(path.as_str(), *key, *hash);
-        }
-    }
-    Ok(())
 }
 
 /// How a rename into place went, when it did not fail.

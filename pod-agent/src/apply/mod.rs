@@ -25,7 +25,7 @@ use errors::{bounded, echoed, op_error, path_error, root_error};
 use stage::{PendingPut, StagedPut, copy_range, finish_put};
 use subtree::{Made, Subtree, Subtrees};
 
-use crate::manifest::HashCache;
+use crate::manifest::Manifest;
 use crate::root::{Root, RootError, StagingDir, open_file_in};
 use lks_proto::limits::{MAX_FILE_BYTES, MAX_OPS_PER_BATCH};
 use lks_proto::v1::{ApplyRequest, ApplyResult, Commit, ErrorCode, OpError, apply_request::Op};
@@ -76,7 +76,7 @@ enum Deferred {
 /// order.
 pub struct Batch<'a> {
     root: &'a Root,
-    cache: &'a HashCache,
+    manifest: &'a Manifest,
     ops: u64,
     errors: Vec<OpError>,
     /// Errors past the ones reported.
@@ -104,10 +104,10 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// A new, empty batch.
-    pub fn new(root: &'a Root, cache: &'a HashCache) -> Self {
+    pub fn new(root: &'a Root, manifest: &'a Manifest) -> Self {
         Batch {
             root,
-            cache,
+            manifest,
             ops: 0,
             errors: Vec::new(),
             more_errors: 0,
@@ -341,7 +341,12 @@ impl<'a> Batch<'a> {
                 return self.record(root_error(index, &e));
             }
             if rustix::fs::symlinkat(target.as_str(), &*parent, path.file_name()).is_ok() {
-                return self.subtrees.made(id, Made::Symlink { index, path });
+                let made = Made::Symlink {
+                    index,
+                    path,
+                    target,
+                };
+                return self.subtrees.made(id, made);
             }
         }
         let op = Deferred::Symlink {
@@ -358,22 +363,37 @@ impl<'a> Batch<'a> {
         format!("{}{}", lks_proto::STAGING_PREFIX, self.staged - 1)
     }
 
-    /// Applies the recorded operations, in order (the commit arrived).
+    /// Applies the recorded operations, in order (the commit arrived), and
+    /// tells the manifest what each changed.
     fn apply_deferred(&mut self) {
+        let root = self.root;
+        let seen = self.manifest.commit();
         let mut places = Places::default();
         for op in std::mem::take(&mut self.deferred) {
-            let root = self.root;
             let done = match op {
                 Deferred::Put(p) => {
-                    place(root, self.cache, &p, &mut places).map_err(|e| root_error(p.index, &e))
+                    place(root, &seen, &p, &mut places).map_err(|e| root_error(p.index, &e))
                 }
                 Deferred::Delete { index, path } => {
                     places.forget();
-                    root.delete(&path).map_err(|e| root_error(index, &e))
+                    seen.forget(path.as_str());
+                    root.delete(&path).map_err(|e| {
+                        seen.changed(path.as_str());
+                        root_error(index, &e)
+                    })
                 }
                 Deferred::Mkdir { index, path, mode } => {
                     places.forget();
-                    root.mkdir(&path, mode).map_err(|e| root_error(index, &e))
+                    match root.mkdir(&path, mode) {
+                        Ok(dir) => {
+                            seen.dir(path.as_str(), &dir, mode);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            seen.changed(path.as_str());
+                            Err(root_error(index, &e))
+                        }
+                    }
                 }
                 Deferred::Symlink {
                     index,
@@ -381,17 +401,34 @@ impl<'a> Batch<'a> {
                     target,
                 } => {
                     places.forget();
-                    root.symlink(&path, &target)
-                        .map_err(|e| root_error(index, &e))
+                    match root.symlink(&path, &target) {
+                        Ok(()) => {
+                            seen.symlink(path.as_str(), &target);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            seen.changed(path.as_str());
+                            Err(root_error(index, &e))
+                        }
+                    }
                 }
                 Deferred::Chmod { index, path, mode } => {
                     places.forget();
-                    root.chmod(&path, mode).map_err(|e| root_error(index, &e))
+                    match root.chmod(&path, mode) {
+                        Ok(st) => {
+                            seen.chmodded(path.as_str(), &st);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            seen.changed(path.as_str());
+                            Err(root_error(index, &e))
+                        }
+                    }
                 }
                 Deferred::Subtree(id) => {
                     let s = self.subtrees.take(id);
                     let staging = self.subtrees.staging().expect("staged").clone();
-                    if let Err(e) = place_subtree(root, self.cache, &staging, &s, &mut places) {
+                    if let Err(e) = place_subtree(root, &seen, &staging, &s, &mut places) {
                         self.fail_subtree(&s, &e);
                     }
                     Ok(())
@@ -617,7 +654,7 @@ impl<'a> Batch<'a> {
             .map_err(|e| root_error(index, &e))?
             .ok_or_else(gone)?;
         let h = self
-            .cache
+            .manifest
             .hash_file(path.as_str(), &mut f)
             .map_err(|e| root_error(index, &RootError::io(path, e)))?;
         if h[..] != expected[..] {
@@ -734,6 +771,7 @@ impl<'a> Batch<'a> {
                 index,
                 path,
                 hash,
+                mode,
                 key,
                 ..
             }) => self.subtrees.made(
@@ -742,6 +780,7 @@ impl<'a> Batch<'a> {
                     index,
                     path,
                     hash,
+                    mode,
                     key,
                 },
             ),

@@ -31,11 +31,13 @@ pub(super) enum Made {
     Dir {
         index: u64,
         path: RelPath,
+        mode: u32,
     },
     File {
         index: u64,
         path: RelPath,
         hash: [u8; 32],
+        mode: u32,
         /// Its stat when staged: renaming the subtree's top does not change
         /// a file's inode nor its ctime.
         key: StatKey,
@@ -43,6 +45,7 @@ pub(super) enum Made {
     Symlink {
         index: u64,
         path: RelPath,
+        target: String,
     },
 }
 
@@ -192,6 +195,7 @@ impl Subtrees {
             Made::Dir {
                 index,
                 path: path.clone(),
+                mode,
             },
         );
         Some(())
@@ -212,6 +216,7 @@ impl Subtrees {
             Made::Dir {
                 index,
                 path: path.clone(),
+                mode,
             },
         );
         Some(())

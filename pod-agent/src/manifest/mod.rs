@@ -1,19 +1,30 @@
-//! The agent's view of its root: every entry with its kind, mode, size and blake3,
+//! The agent's view of its root: every entry with its kind, mode, size and
+//! blake3, kept in memory once asked for ([`records`]), and kept current
+//! by the agent's own commits ([`Committing`]) and by a watch of the root
+//! ([`crate::watch`]): a Manifest request describes again only what changed
+//! since the last one ([`look`]), then answers from memory. A file is
 //! hashed at most once per (device, inode, size, mtime, ctime).
+//!
+//! Without a watch (`--no-watch-root`, or when the kernel refuses one),
+//! every request looks at the whole root (or the requested prefix) again,
+//! with the records as the cache of hashes.
 
-use crate::root::{Root, list_dir};
-use lks_proto::v1::{Entry, EntryKind};
-use lks_proto::{RelPath, is_staging_name};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+mod look;
+mod records;
+
+use crate::root::Root;
+use crate::watch::{RootWatch, WatchError};
+use lks_proto::RelPath;
+use lks_proto::v1::Entry;
+use look::Look;
+use records::{Record, Records, Unwatched, What};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The identity of one version of a file, as far as `stat` can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatKey {
     dev: u64,
     ino: u64,
@@ -46,9 +57,7 @@ impl StatKey {
             ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
         }
     }
-}
 
-impl StatKey {
     /// The (device, inode): which file it is.
     pub fn inode(&self) -> (u64, u64) {
         (self.dev, self.ino)
@@ -59,40 +68,6 @@ impl StatKey {
 #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
 pub fn inode_of(st: &rustix::fs::Stat) -> (u64, u64) {
     (st.st_dev as u64, st.st_ino as u64)
-}
-
-/// blake3 hashes of files beneath the root, keyed by path and valid while the
-/// file's [`StatKey`] is unchanged.
-#[derive(Default)]
-pub struct HashCache {
-    map: Mutex<HashMap<String, (StatKey, [u8; 32])>>,
-}
-
-impl HashCache {
-    /// The cached hash of `path` if its metadata still matches.
-    pub fn get(&self, path: &str, key: &StatKey) -> Option<[u8; 32]> {
-        let map = self.map.lock().unwrap();
-        map.get(path).filter(|(k, _)| k == key).map(|(_, h)| *h)
-    }
-
-    /// Records the hash of `path` at `key`.
-    pub fn put(&self, path: &str, key: StatKey, hash: [u8; 32]) {
-        self.map
-            .lock()
-            .unwrap()
-            .insert(path.to_string(), (key, hash));
-    }
-
-    /// The hash of the open file `f` at `path`, from the cache or by reading it.
-    pub fn hash_file(&self, path: &str, f: &mut std::fs::File) -> std::io::Result<[u8; 32]> {
-        let key = StatKey::of(&f.metadata()?);
-        if let Some(h) = self.get(path, &key) {
-            return Ok(h);
-        }
-        let h = hash_reader(f)?;
-        self.put(path, key, h);
-        Ok(h)
-    }
 }
 
 /// blake3 of everything `r` yields.
@@ -109,146 +84,337 @@ pub fn hash_reader(r: &mut impl Read) -> std::io::Result<[u8; 32]> {
     Ok(*hasher.finalize().as_bytes())
 }
 
-/// Walks the root by descriptor ([`Root::walk`]) and returns every entry
-/// beneath it, sorted by path, plus warnings for entries that cannot be
-/// described. Every entry is looked at relative to its directory's
-/// descriptor and never followed: a symlink (even one swapped in for a
-/// directory or a file during the scan) is reported as a symlink, and
-/// nothing outside the root is listed, read or hashed.
-pub fn scan(root: &Root, cache: &HashCache) -> (Vec<Entry>, Vec<String>) {
-    let mut entries = Vec::new();
-    let mut warnings = Vec::new();
-    root.walk(None, |dir, rel: &Option<RelPath>| {
-        let listed = dir.and_then(|dir| Ok((dir, list_dir(dir)?)));
-        match listed {
-            Ok((dir, names)) => {
-                scan_dir(dir, rel.as_ref(), names, cache, &mut entries, &mut warnings)
-            }
-            Err(e) => {
-                warnings.push(format!("cannot list {}: {e}", shown(rel.as_ref())));
-                Vec::new()
-            }
-        }
-    });
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    (entries, warnings)
+/// Whether the root is watched.
+enum Watching {
+    /// Never (`--no-watch-root`): every request looks at the root again.
+    Off,
+    /// Not yet: the first request starts the watch, before its full look.
+    NotYet,
+    On(Arc<RootWatch>),
+    /// The kernel refused (why, for every answer): every request looks at
+    /// the root again.
+    Failed(String),
 }
 
-/// How a directory is named in a warning.
-fn shown(rel: Option<&RelPath>) -> String {
-    rel.map_or_else(|| "the root".to_string(), |r| r.to_string())
+/// What the agent knows of its root.
+pub struct Manifest {
+    root: Arc<Root>,
+    records: Mutex<Records>,
+    watching: Mutex<Watching>,
+    /// Held by a request's look at the root and by a batch's commit: a
+    /// look never describes a path the commit is changing (its record,
+    /// newer, would be overwritten by an older look).
+    turn: Mutex<()>,
 }
 
-/// Describes the entries `names` of the directory `dir` (at `rel`, `None`
-/// for the root); returns its subdirectories to enter.
-fn scan_dir(
-    dir: &OwnedFd,
-    rel: Option<&RelPath>,
-    names: Vec<(CString, FileType)>,
-    cache: &HashCache,
-    entries: &mut Vec<Entry>,
-    warnings: &mut Vec<String>,
-) -> Vec<(CString, Option<RelPath>)> {
-    let mut subdirs = Vec::new();
-    for (cname, _) in names {
-        let Ok(name) = cname.to_str() else {
-            warnings.push(format!(
-                "skipping non-UTF-8 name {:?} in {}",
-                cname,
-                shown(rel)
-            ));
-            continue;
-        };
-        if is_staging_name(name) {
-            continue;
+impl Manifest {
+    /// The manifest of `root`, watched from the first request on if `watch`.
+    pub fn new(root: Arc<Root>, watch: bool) -> Manifest {
+        Manifest {
+            root,
+            records: Mutex::default(),
+            watching: Mutex::new(if watch {
+                Watching::NotYet
+            } else {
+                Watching::Off
+            }),
+            turn: Mutex::new(()),
         }
-        let child = match rel {
-            None => RelPath::new(name),
-            Some(r) => r.join(name),
-        };
-        let child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                warnings.push(format!("skipping {name:?} in {}: {e}", shown(rel)));
-                continue;
+    }
+
+    /// Brings what the agent knows up to date for an answer about `prefix`
+    /// (the whole root for None): the first time (and whenever the watch
+    /// cannot be trusted) by looking at everything, else by describing
+    /// again only what changed. Returns the answer's warnings.
+    pub fn refresh(&self, prefix: Option<&RelPath>) -> Vec<String> {
+        let _turn = self.turn.lock().unwrap();
+        let mut warnings = Vec::new();
+        let (watch, starting) = {
+            let mut watching = self.watching.lock().unwrap();
+            let starting = matches!(*watching, Watching::NotYet);
+            if starting {
+                *watching = match RootWatch::start() {
+                    Ok(w) => Watching::On(w),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        Watching::Failed(e.to_string())
+                    }
+                };
             }
-        };
-        match describe(dir, &cname, &child, cache) {
-            Ok(entry) => {
-                if entry.kind == EntryKind::Dir as i32 {
-                    subdirs.push((cname, Some(child)));
+            match &*watching {
+                Watching::On(w) => (Some(w.clone()), starting),
+                Watching::Failed(why) => {
+                    warnings.push(why.clone());
+                    (None, starting)
                 }
-                entries.push(entry);
+                Watching::Off | Watching::NotYet => (None, starting),
             }
-            Err(e) => warnings.push(format!("skipping {child}: {e}")),
+        };
+        let mut look = Look::new(&self.root, &self.records, watch.clone());
+        let how = match &watch {
+            None => {
+                look.everything(prefix);
+                "full scan (the root is not watched)".to_string()
+            }
+            Some(_) if starting => {
+                // Every directory is watched before it is listed: nothing
+                // that changes from now on goes unseen.
+                look.everything(None);
+                "full scan (the watch starts)".to_string()
+            }
+            Some(w) => {
+                let changes = w.take();
+                if changes.unwatched {
+                    look.everything(None);
+                    "full scan (a directory was not watched)".to_string()
+                } else if changes.overflowed {
+                    warnings.push(
+                        "the kernel's queue of inotify events for the root overflowed \
+                         (raise it with `sysctl fs.inotify.max_queued_events=65536`): \
+                         the root was scanned again"
+                            .to_string(),
+                    );
+                    look.everything(None);
+                    "full scan (events were lost)".to_string()
+                } else {
+                    let n = changes.paths.len();
+                    look.changes(changes.paths);
+                    format!("changes only ({n} paths)")
+                }
+            }
+        };
+        let failed = look.failed();
+        let counts = look.counts();
+        if let Some(e) = failed {
+            self.stop_watching(&e);
+            warnings.push(e.to_string());
+        }
+        let records = self.records.lock().unwrap();
+        tracing::debug!("manifest: {how}: {counts}, {} entries known", records.len());
+        warnings.extend(records.warnings(prefix.map(|p| p.as_str())));
+        warnings
+    }
+
+    /// The watch could not be kept: every request looks at the root again.
+    fn stop_watching(&self, why: &WatchError) {
+        tracing::warn!("{why}");
+        *self.watching.lock().unwrap() = Watching::Failed(why.to_string());
+    }
+
+    /// Up to `n` entries of the answer for `prefix` (the whole root for
+    /// None), after the path `after` (from the start for None).
+    pub fn page(&self, prefix: Option<&str>, after: Option<&str>, n: usize) -> Vec<Entry> {
+        self.records.lock().unwrap().page(prefix, after, n)
+    }
+
+    /// The hash of the open regular file `f` at `path`: the record's when
+    /// its stat is unchanged, else read.
+    pub fn hash_file(&self, path: &str, f: &mut std::fs::File) -> std::io::Result<[u8; 32]> {
+        let key = StatKey::of(&f.metadata()?);
+        if let Some(Record {
+            what: What::File { key: k, hash },
+            ..
+        }) = self.records.lock().unwrap().get(path)
+            && *k == key
+        {
+            return Ok(*hash);
+        }
+        hash_reader(f)
+    }
+
+    /// A batch's commit begins: no look at the root until it ends.
+    pub fn commit(&self) -> Committing<'_> {
+        let turn = self.turn.lock().unwrap();
+        let watch = match &*self.watching.lock().unwrap() {
+            Watching::On(w) => Some(w.clone()),
+            _ => None,
+        };
+        Committing {
+            manifest: self,
+            _turn: turn,
+            watch,
         }
     }
-    subdirs
 }
 
-/// Describes the entry `name` of `dir` (at `rel`), never following a symlink:
-/// `fstatat` and `readlinkat` with `AT_SYMLINK_NOFOLLOW`, a file opened
-/// `O_NOFOLLOW` (and `O_NONBLOCK`: no blocking on a FIFO) and hashed only if
-/// it is still the inode that was listed.
-fn describe(
-    dir: &OwnedFd,
-    name: &CStr,
-    rel: &RelPath,
-    cache: &HashCache,
-) -> std::io::Result<Entry> {
-    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-    let mut entry = Entry {
-        path: rel.to_string(),
-        mode: st.st_mode & 0o777,
-        ..Default::default()
-    };
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => entry.kind = EntryKind::Dir as i32,
-        FileType::Symlink => {
-            entry.kind = EntryKind::Symlink as i32;
-            entry.link_target = rustix::fs::readlinkat(dir, name, Vec::new())?
-                .into_string()
-                .map_err(|_| std::io::Error::other("non-UTF-8 symlink target"))?;
+/// A batch's commit, as the manifest sees it: it tells what it changed.
+pub struct Committing<'a> {
+    manifest: &'a Manifest,
+    _turn: MutexGuard<'a, ()>,
+    watch: Option<Arc<RootWatch>>,
+}
+
+impl Committing<'_> {
+    fn records(&self) -> MutexGuard<'_, Records> {
+        self.manifest.records.lock().unwrap()
+    }
+
+    fn put(&self, path: &str, what: What, mode: u32) {
+        let mut records = self.records();
+        let seen = records.epoch();
+        let gone = records.put(path, Record { what, mode, seen });
+        drop(records);
+        self.unwatch(gone);
+    }
+
+    /// Stops watching directories no longer known.
+    pub fn unwatch(&self, gone: Vec<Unwatched>) {
+        if let Some(w) = &self.watch {
+            for (wd, path) in gone {
+                w.remove(wd, &path);
+            }
         }
-        FileType::RegularFile => {
-            let (st, hash) = match cache.get(rel.as_str(), &StatKey::of_stat(&st)) {
-                Some(hash) => (st, hash),
-                None => hash_at(dir, name, &st, rel, cache)?,
+    }
+
+    /// The watch of the directory open as `dir` at `path` ("" for the
+    /// root), which is watched from now on (a directory new to the watch
+    /// is described again by the next request). None when the root is not
+    /// watched.
+    pub fn watch_of(&self, dir: &OwnedFd, path: &str) -> Option<i32> {
+        let w = self.watch.as_ref()?;
+        match w.add(dir, path) {
+            Ok((wd, true)) => {
+                w.mark(path);
+                Some(wd)
+            }
+            Ok((wd, false)) => Some(wd),
+            Err(e) => {
+                // The next request looks at everything, and finds the
+                // watch cannot be kept.
+                tracing::debug!("cannot watch {path}: {e}");
+                w.lost();
+                None
+            }
+        }
+    }
+
+    /// The commit is about to rename something to `name` in the directory
+    /// of watch `wd`.
+    pub fn expect(&self, wd: Option<i32>, name: &str) {
+        if let (Some(w), Some(wd)) = (&self.watch, wd) {
+            w.expect(wd, name);
+        }
+    }
+
+    /// The rename announced with [`Committing::expect`] did not happen:
+    /// `path` is looked at again.
+    pub fn not_done(&self, wd: Option<i32>, name: &str, path: &str) {
+        if let (Some(w), Some(wd)) = (&self.watch, wd) {
+            w.not_done(wd, name, path);
+        }
+    }
+
+    /// Something at `path` changed in a way the commit cannot describe (an
+    /// operation failed half-way): the next request looks at it again.
+    pub fn changed(&self, path: &str) {
+        if let Some(w) = &self.watch {
+            w.mark(path);
+        }
+    }
+
+    /// A file placed at `path`, with its stat after placing and its hash.
+    pub fn file(&self, path: &str, key: StatKey, hash: [u8; 32], mode: u32) {
+        self.put(path, What::File { key, hash }, mode & 0o777);
+    }
+
+    /// A directory made (or given a mode) at `path`, open as `dir`.
+    pub fn dir(&self, path: &str, dir: &OwnedFd, mode: u32) {
+        let wd = self.watch_of(dir, path);
+        self.put(path, What::Dir { wd }, mode & 0o777);
+    }
+
+    /// A symlink made at `path`.
+    pub fn symlink(&self, path: &str, target: &str) {
+        let target = target.into();
+        self.put(path, What::Symlink { target }, 0o777);
+    }
+
+    /// `path` given a new mode; `st` is its stat after. A file's hash
+    /// stays valid when only its ctime moved (same inode, size and mtime).
+    pub fn chmodded(&self, path: &str, st: &rustix::fs::Stat) {
+        let mode = st.st_mode & 0o777;
+        let key = StatKey::of_stat(st);
+        let mut records = self.records();
+        match records.get_mut(path) {
+            Some(Record {
+                what: What::File { key: k, .. },
+                mode: m,
+                ..
+            }) if k.inode() == key.inode() && k.size == key.size && k.mtime_ns == key.mtime_ns => {
+                *k = key;
+                *m = mode;
+            }
+            Some(Record {
+                what: What::Dir { .. },
+                mode: m,
+                ..
+            }) => *m = mode,
+            _ => {
+                drop(records);
+                self.changed(path);
+            }
+        }
+    }
+
+    /// `path` is about to be deleted: it and everything beneath it are
+    /// forgotten, their watches removed first (the removal of their
+    /// entries reports nothing).
+    pub fn forget(&self, path: &str) {
+        let gone = self.records().forget(path);
+        self.unwatch(gone);
+    }
+
+    /// Watches every directory of a new subtree before it is renamed into
+    /// place at `top` (open as `dir`, still in the staging directory), so
+    /// nothing done in it once it is in place goes unseen. Returns each
+    /// one's path and watch.
+    pub fn watch_subtree(&self, dir: OwnedFd, top: &RelPath) -> Vec<(String, i32)> {
+        let Some(w) = &self.watch else {
+            return Vec::new();
+        };
+        let mut watched = Vec::new();
+        let mut failed = false;
+        crate::root::walk_from(Ok(dir), top.to_string(), |dir, path: &String| {
+            let Ok(dir) = dir else {
+                failed = true;
+                return Vec::new();
             };
-            entry.kind = EntryKind::File as i32;
-            entry.size = st.st_size as u64;
-            entry.mtime_ns = StatKey::of_stat(&st).mtime_ns;
-            entry.blake3 = hash.to_vec();
+            match w.add(dir, path) {
+                Ok((wd, _)) => watched.push((path.clone(), wd)),
+                Err(_) => failed = true,
+            }
+            crate::root::list_dir(dir)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, kind)| *kind == rustix::fs::FileType::Directory)
+                .filter_map(|(name, _)| {
+                    let child = format!("{path}/{}", name.to_str().ok()?);
+                    Some((name, child))
+                })
+                .collect()
+        });
+        if failed {
+            w.lost();
         }
-        _ => return Err(std::io::Error::other("not a file, directory or symlink")),
+        watched
     }
-    Ok(entry)
-}
 
-/// Opens the regular file `name` of `dir` (listed as `listed`) and hashes
-/// it; returns the stat of what was hashed.
-fn hash_at(
-    dir: &OwnedFd,
-    name: &CStr,
-    listed: &rustix::fs::Stat,
-    rel: &RelPath,
-    cache: &HashCache,
-) -> std::io::Result<(rustix::fs::Stat, [u8; 32])> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let st = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
-        || inode_of(&st) != inode_of(listed)
-    {
-        return Err(std::io::Error::other("changed while being listed"));
+    /// The watches of a subtree that could not be placed.
+    pub fn unwatch_subtree(&self, watched: Vec<(String, i32)>) {
+        self.unwatch(
+            watched
+                .into_iter()
+                .map(|(path, wd)| (wd, path.into()))
+                .collect(),
+        );
     }
-    let h = hash_reader(&mut std::fs::File::from(fd))?;
-    cache.put(rel.as_str(), StatKey::of_stat(&st), h);
-    Ok((st, h))
+
+    /// The directory `path` (mode `mode`) placed whole, its directories
+    /// watched as `watched` says.
+    pub fn subtree_dir(&self, path: &str, mode: u32, watched: &[(String, i32)]) {
+        let wd = watched.iter().find(|(p, _)| p == path).map(|(_, wd)| *wd);
+        self.put(path, What::Dir { wd }, mode & 0o777);
+    }
 }
 
 #[cfg(test)]
@@ -263,27 +429,5 @@ mod tests {
         let st = rustix::fs::stat(&path).unwrap();
         let md = std::fs::metadata(&path).unwrap();
         assert_eq!(StatKey::of_stat(&st), StatKey::of(&md));
-    }
-
-    #[test]
-    fn the_scan_reports_a_symlink_to_a_directory_outside_as_a_symlink_and_never_enters_it() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (root_dir, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
-        std::fs::create_dir_all(root_dir.join("sub")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("secret"), b"secret").unwrap();
-        std::fs::write(root_dir.join("sub/file"), b"file").unwrap();
-        std::os::unix::fs::symlink(&outside, root_dir.join("link")).unwrap();
-        let root = Root::open(&root_dir).unwrap();
-        let (entries, warnings) = scan(&root, &HashCache::default());
-        assert!(warnings.is_empty(), "{warnings:?}");
-        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["link", "sub", "sub/file"]);
-        assert_eq!(entries[0].kind, EntryKind::Symlink as i32);
-        assert_eq!(entries[0].link_target, outside.display().to_string());
-        assert_eq!(entries[2].blake3, blake3::hash(b"file").as_bytes().to_vec());
-        // Every scan reads every directory from its start.
-        let (again, _) = scan(&root, &HashCache::default());
-        assert_eq!(again, entries);
     }
 }
