@@ -1,6 +1,9 @@
 //! The plan: what to send so the agent's tree (as last confirmed) becomes the
 //! local tree. Deletes first (a deleted directory takes its children with it),
-//! then directories parents-first, then files and symlinks.
+//! then directories, files and symlinks in path order: a directory before
+//! what it holds, and what a new directory holds right after it, so a batch
+//! carries whole new subtrees (which the agent puts in place with one rename
+//! each).
 
 use crate::tree::{Kind, Local, LocalTree, Node, Tree, remove_subtree, subtree};
 use lks_proto::RelPath;
@@ -79,7 +82,6 @@ struct Planned {
     deletes: Vec<Op>,
     /// The paths deleted: what is beneath them goes with them.
     deleted: HashSet<RelPath>,
-    dirs: Vec<Op>,
     rest: Vec<Op>,
     /// Files of the same size as the agent's but another mtime, with what
     /// the agent has: hashed after the merge (hashing needs the tree mutably).
@@ -142,7 +144,7 @@ impl Planned {
     }
 
     /// Hashes what only the content tells (same size, other mtime) and
-    /// orders the operations: deletes, directories, the rest.
+    /// orders the operations: deletes, then the rest in path order.
     fn finish(mut self, local: &mut LocalTree) -> (Vec<Op>, Vec<String>) {
         let mut problems = Vec::new();
         for (path, rfile) in std::mem::take(&mut self.to_hash) {
@@ -170,7 +172,6 @@ impl Planned {
             }
         }
         let mut ops = self.deletes;
-        ops.extend(self.dirs);
         ops.extend(self.rest);
         (ops, problems)
     }
@@ -181,7 +182,7 @@ impl Planned {
         match lnode.kind {
             Kind::Dir => {
                 if rnode.is_none_or(|r| r.kind != Kind::Dir || r.mode != lnode.mode) {
-                    self.dirs.push(Op::Mkdir(path.clone(), lnode.mode));
+                    self.rest.push(Op::Mkdir(path.clone(), lnode.mode));
                 }
             }
             Kind::Symlink => {

@@ -9,10 +9,12 @@ use lks_proto::RelPath;
 use lks_proto::chunk::{self, Chunk, Piece};
 use lks_proto::limits::DATA_CHUNK_BYTES;
 use lks_proto::v1::{self, ApplyRequest, apply_request::Op as WireOp};
+use rustix::fs::{Mode, OFlags};
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -50,6 +52,7 @@ pub(super) fn produce(
     };
     let mut out = Produced::default();
     let mut outbox = Outbox::new(tx);
+    let mut dirs = Dirs::default();
     if let Some(pre) = ensure_prefix
         && !outbox.send(WireOp::Mkdir(v1::Mkdir {
             path: pre.to_string(),
@@ -75,9 +78,8 @@ pub(super) fn produce(
                 mode: *mode,
             })),
             Op::Put { path, node, base } => {
-                let abs: PathBuf = root.join(path.as_str());
                 match send_file(
-                    &abs,
+                    dirs.open(root, path),
                     &wire(path),
                     node,
                     base.as_ref().filter(|_| bases.contains_key(path)),
@@ -179,6 +181,42 @@ impl Outbox {
     }
 }
 
+/// The directory the last file was read from, kept open: the files of a
+/// directory are opened relative to it (`openat`), not each by a path walked
+/// from `/` (a third of the cost of opening a small file).
+#[derive(Default)]
+struct Dirs {
+    last: Option<(Option<RelPath>, OwnedFd)>,
+}
+
+impl Dirs {
+    /// Opens the local file `path` beneath `root` for reading.
+    fn open(&mut self, root: &Path, path: &RelPath) -> std::io::Result<std::fs::File> {
+        let parent = path.parent();
+        if !matches!(&self.last, Some((p, _)) if *p == parent) {
+            self.last = None;
+            let dir = match &parent {
+                Some(p) => root.join(p.as_str()),
+                None => root.to_path_buf(),
+            };
+            let fd = rustix::fs::open(
+                &dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.last = Some((parent, fd));
+        }
+        let (_, dir) = self.last.as_ref().expect("just opened");
+        let fd = rustix::fs::openat(
+            dir,
+            path.file_name(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+}
+
 /// The outcome of sending one file.
 pub(super) struct SentFile {
     /// Whether the stream is still open.
@@ -191,7 +229,7 @@ pub(super) struct SentFile {
 /// size announced are those of the bytes actually read, so a file that changes
 /// meanwhile is still sent consistently (its next event brings the rest).
 pub(super) fn send_file(
-    abs: &std::path::Path,
+    file: std::io::Result<std::fs::File>,
     path: &str,
     node: &Node,
     base: Option<&[u8; 32]>,
@@ -202,7 +240,7 @@ pub(super) fn send_file(
         open: false,
         file: None,
     };
-    let mut f = std::fs::File::open(abs)?;
+    let mut f = file?;
     let put = |size: u64, hash: &[u8; 32], base_blake3: Vec<u8>, data: Vec<u8>| v1::Put {
         path: path.to_string(),
         mode: node.mode,
