@@ -15,6 +15,7 @@ mod docker;
 mod down;
 mod events;
 mod fleet;
+mod hashcache;
 mod ignores;
 mod kube;
 mod mirror;
@@ -65,7 +66,9 @@ enum Command {
         # keep syncing every change until Ctrl-C, skipping build output\n  \
         lks sync ./app --to http://127.0.0.1:7690 --token-file token.txt --exclude target --exclude '*.o'\n\n\
         Ignored: .git/ always, the root's .dockerignore (Docker's semantics), .lksignore files at any\n\
-        level (gitignore semantics) and --exclude patterns. Ignored paths are never touched on the agent.")]
+        level (gitignore semantics) and --exclude patterns. Ignored paths are never touched on the agent.\n\
+        The hashes of files read to compare them with the agent's are kept in $XDG_CACHE_HOME/lks/hashes\n\
+        (else ~/.cache/lks/hashes), one file per local directory, so the next run reads only what changed.")]
     Sync(SyncArgs),
     /// Launch services and their dependencies, and live-update the local ones.
     #[command(after_help = "Examples:\n  \
@@ -371,6 +374,10 @@ struct SyncArgs {
     /// File holding the bearer token (default: the LKS_TOKEN environment variable).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Do not keep the local files' hashes between runs (kept by default in
+    /// $XDG_CACHE_HOME/lks/hashes, else ~/.cache/lks/hashes).
+    #[arg(long)]
+    no_hash_cache: bool,
 }
 
 fn load_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
@@ -434,6 +441,11 @@ fn main() -> std::process::ExitCode {
                     url: args.to,
                     token: load_token(args.token_file.as_deref())?,
                     excludes: args.exclude,
+                    hash_cache: if args.no_hash_cache {
+                        None
+                    } else {
+                        sync::default_hash_cache()
+                    },
                 };
                 if args.once {
                     sync::once(opts).await

@@ -24,10 +24,15 @@ pub struct Part {
 }
 
 impl Part {
-    /// Mirrors `local` (with gitignore-style `excludes`) through `session`.
-    pub fn new(local: &Path, excludes: &[String], session: Session) -> Part {
+    /// Mirrors `local` (with gitignore-style `excludes`) through `session`,
+    /// keeping its hashes between runs in `hashes` (a directory) if given.
+    pub fn new(local: &Path, excludes: &[String], session: Session, hashes: Option<&Path>) -> Part {
+        let source = Source::new(local, excludes);
         Part {
-            source: Source::new(local, excludes),
+            source: match hashes {
+                Some(dir) => source.keep_hashes_in(dir),
+                None => source,
+            },
             session,
         }
     }

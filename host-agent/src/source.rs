@@ -8,6 +8,7 @@ use crate::tree::{LocalTree, Tree, subtree};
 use lks_proto::RelPath;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// What may differ between a source's tree and the tree its agent last
 /// confirmed.
@@ -33,7 +34,24 @@ pub struct Source {
     pub tree: LocalTree,
     /// Where it may differ from the agent's.
     dirty: Dirty,
+    /// Where its hashes are kept between runs, if anywhere.
+    hashes: Option<Kept>,
 }
+
+/// A source's hashes kept on disk (see [`crate::hashcache`]).
+struct Kept {
+    file: PathBuf,
+    /// Read once, at the first scan.
+    loaded: bool,
+    /// How many files the tree had hashed at the last save.
+    saved: usize,
+    saved_at: Instant,
+}
+
+/// Hashes learned are written out once this many are new...
+const SAVE_AFTER_HASHES: usize = 1000;
+/// ...or once this long passed since the last time.
+const SAVE_AFTER: Duration = Duration::from_secs(10);
 
 impl Source {
     /// A source for `root` with extra gitignore-style `excludes`; nothing is
@@ -45,6 +63,61 @@ impl Source {
             ignores: Ignores::load(root, excludes),
             tree: LocalTree::new(root),
             dirty: Dirty::All,
+            hashes: None,
+        }
+    }
+
+    /// Keeps the hashes of the tree's files in a file under `dir` between
+    /// runs (read at the first scan, written as they are learned and when
+    /// the source goes).
+    pub fn keep_hashes_in(mut self, dir: &Path) -> Source {
+        self.hashes = Some(Kept {
+            file: crate::hashcache::file_for(dir, &self.root),
+            loaded: false,
+            saved: 0,
+            saved_at: Instant::now(),
+        });
+        self
+    }
+
+    /// Writes the hashes out when enough are new (`now`: when any are).
+    fn save_hashes(&mut self, now: bool) -> Option<String> {
+        let kept = self.hashes.as_mut()?;
+        let new = self.tree.hashed - kept.saved;
+        if new == 0 || !(now || new >= SAVE_AFTER_HASHES || kept.saved_at.elapsed() >= SAVE_AFTER) {
+            return None;
+        }
+        kept.saved = self.tree.hashed;
+        kept.saved_at = Instant::now();
+        match crate::hashcache::save(&kept.file, &self.tree.nodes) {
+            Ok(n) => {
+                tracing::debug!(file = %kept.file.display(), hashes = n, "hash cache saved");
+                None
+            }
+            Err(e) => Some(format!(
+                "cannot write the hash cache {}: {e} (the next run reads the files again)",
+                kept.file.display()
+            )),
+        }
+    }
+
+    /// Reads the kept hashes into the tree (once, after the first scan).
+    fn load_hashes(&mut self) {
+        let Some(kept) = self.hashes.as_mut().filter(|k| !k.loaded) else {
+            return;
+        };
+        kept.loaded = true;
+        match crate::hashcache::load(&kept.file) {
+            Ok(records) => {
+                let seeded = crate::hashcache::seed(&mut self.tree.nodes, &records);
+                tracing::debug!(
+                    kept = records.len(),
+                    seeded,
+                    "hash cache: {seeded} of {} kept hashes still hold",
+                    records.len()
+                );
+            }
+            Err(why) => self.tree.warnings.push(why),
         }
     }
 
@@ -62,10 +135,20 @@ impl Source {
     /// The operations that make `remote` equal to the tree, looking only
     /// where they may differ; what could not be planned, to tell the user.
     pub fn plan(&mut self, remote: &Tree) -> (Vec<Op>, Vec<String>) {
-        match &self.dirty {
+        let hashed = self.tree.hashed;
+        let (ops, mut problems) = match &self.dirty {
             Dirty::All => plan(&mut self.tree, remote),
             Dirty::Beneath(roots) => plan_beneath(&mut self.tree, remote, roots),
+        };
+        if self.tree.hashed > hashed {
+            tracing::debug!(
+                files = self.tree.hashed - hashed,
+                "hashed {} files to compare them with the agent's",
+                self.tree.hashed - hashed
+            );
         }
+        problems.extend(self.save_hashes(false));
+        (ops, problems)
     }
 
     /// Reloads the rules and rescans everything; returns what was skipped
@@ -73,6 +156,7 @@ impl Source {
     pub fn rescan(&mut self) -> Vec<String> {
         self.ignores = Ignores::load(&self.root, &self.excludes);
         self.tree.rescan(&self.ignores);
+        self.load_hashes();
         self.dirty = Dirty::All;
         self.warnings()
     }
@@ -153,6 +237,15 @@ impl Source {
             .collect();
         out.append(&mut self.tree.warnings);
         out
+    }
+}
+
+impl Drop for Source {
+    /// The hashes learned since the last save are kept for the next run.
+    fn drop(&mut self) {
+        if let Some(why) = self.save_hashes(true) {
+            tracing::warn!("{why}");
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 use crate::backoff::Backoff;
 use crate::ignores::Ignores;
 use crate::mirror::{Mirror, Part, Pending};
-use crate::plan::plan;
 use crate::session::{Followup, Report, Session, SessionError};
 use crate::source::Source;
 use crate::tree::Tree;
@@ -21,6 +20,18 @@ pub struct SyncOptions {
     pub token: String,
     /// `--exclude` patterns.
     pub excludes: Vec<String>,
+    /// Where the local files' hashes are kept between runs (a directory).
+    pub hash_cache: Option<PathBuf>,
+}
+
+/// Where `lks sync` keeps hashes between runs when not told otherwise:
+/// `$XDG_CACHE_HOME/lks/hashes`, else `~/.cache/lks/hashes`.
+pub fn default_hash_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("lks").join("hashes"))
 }
 
 /// Opens the local directory of `lks sync`.
@@ -55,6 +66,9 @@ fn summary(r: &Report, ms: f64) -> String {
 pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut local = open(&opts.local, &opts.excludes)?;
+    if let Some(dir) = &opts.hash_cache {
+        local = local.keep_hashes_in(dir);
+    }
     let remote_filter = Ignores::load(&local.root, &opts.excludes);
     // The local scan and the agent's manifest happen at the same time.
     let scan = tokio::task::spawn_blocking(move || {
@@ -73,7 +87,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     if let Some(why) = local.safety_stop(session.remote()) {
         bail!("{why}");
     }
-    let (ops, problems) = plan(&mut local.tree, session.remote());
+    let (ops, problems) = local.plan(session.remote());
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         ops = ops.len(),
@@ -106,7 +120,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
 /// Watch mode: sync, then apply each change as it happens, reconnecting with
 /// backoff whenever the agent goes away. Returns on SIGINT/SIGTERM.
 pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
-    let root = open(&opts.local, &opts.excludes)?.root;
+    let root = open(&opts.local, &opts.excludes)?.root.clone();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     // Between reconnection attempts: 100 ms doubling to 5 s.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -145,7 +159,12 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
             }
             None => mirror.insert(Mirror::watch(
                 &root,
-                vec![Part::new(&root, &opts.excludes, session)],
+                vec![Part::new(
+                    &root,
+                    &opts.excludes,
+                    session,
+                    opts.hash_cache.as_deref(),
+                )],
             )?),
         };
         let started = Instant::now();

@@ -66,6 +66,16 @@ impl Ident {
     pub fn is_known(&self) -> bool {
         self.ino != 0
     }
+
+    /// Its inode, change time and folded device (as kept on disk).
+    pub fn parts(&self) -> (u64, i64, u32) {
+        (self.ino, self.ctime_ns, self.dev)
+    }
+
+    /// The identity of [`Ident::parts`].
+    pub fn from_parts(ino: u64, ctime_ns: i64, dev: u32) -> Ident {
+        Ident { ino, ctime_ns, dev }
+    }
 }
 
 /// A device number in 32 bits (Linux's encoding puts major and minor in the
@@ -244,6 +254,8 @@ pub struct LocalTree {
     pub nodes: LocalNodes,
     /// Things skipped while scanning, to tell the user once.
     pub warnings: Vec<String>,
+    /// How many files were read to hash them, so far.
+    pub hashed: usize,
 }
 
 impl LocalTree {
@@ -253,6 +265,7 @@ impl LocalTree {
             root: root.to_path_buf(),
             nodes: LocalNodes::new(),
             warnings: Vec::new(),
+            hashed: 0,
         }
     }
 
@@ -368,6 +381,7 @@ impl LocalTree {
             return Ok(h);
         }
         let mut f = std::fs::File::open(self.abs(rel))?;
+        self.hashed += 1;
         let before = f.metadata()?;
         let mut hasher = blake3::Hasher::new();
         std::io::copy(&mut f, &mut hasher)?;

@@ -80,8 +80,7 @@ impl Drop for Agent {
 
 /// `lks sync LOCAL --to URL --once [extra]`, with `LKS_TOKEN=token`.
 pub fn sync_once(local: &Path, url: &str, token: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(bin("lks"))
-        .arg("sync")
+    lks_sync()
         .arg(local)
         .args(["--to", url, "--once"])
         .args(extra)
@@ -109,8 +108,7 @@ impl Watch {
 
     /// Starts `lks sync` in watch mode without waiting.
     pub fn spawn(local: &Path, url: &str, token: &str, extra: &[&str]) -> Watch {
-        let mut child = Command::new(bin("lks"))
-            .arg("sync")
+        let mut child = lks_sync()
             .arg(local)
             .args(["--to", url])
             .args(extra)

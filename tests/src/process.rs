@@ -24,6 +24,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// `lks sync` with the cache of hashes it keeps between runs under the
+/// build directory (`target/*/e2e-cache`), not in the home directory.
+pub fn lks_sync() -> std::process::Command {
+    let lks = bin("lks");
+    let mut cmd = std::process::Command::new(&lks);
+    cmd.arg("sync").env(
+        "XDG_CACHE_HOME",
+        lks.parent().expect("the build directory").join("e2e-cache"),
+    );
+    cmd
+}
+
 /// Forwards the lines of a pipe to a channel from a background thread.
 pub fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     forward_lines(r, |line| line)

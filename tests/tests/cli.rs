@@ -63,8 +63,7 @@ fn sync_rejects_a_url_that_is_not_http() {
 #[test]
 fn sync_without_a_token_says_where_to_put_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("lks"))
-        .arg("sync")
+    let out = lks_sync()
         .arg(tmp.path())
         .args(["--to", "http://127.0.0.1:1", "--once"])
         .env_remove("LKS_TOKEN")

@@ -128,6 +128,64 @@ fn a_root_that_already_holds_the_tree_costs_almost_nothing() {
     assert!(stdout.contains("synced: 0 files"), "{stdout}");
 }
 
+/// `lks sync --once` with lks's debug log, which says how many local files
+/// it read to compare them with the agent's and how many hashes it kept.
+fn sync_once_saying(src: &Path, url: &str) -> String {
+    let out = lks_sync()
+        .arg(src)
+        .args(["--to", url, "--once"])
+        .env("LKS_TOKEN", TOKEN)
+        .env("LKS_LOG", "lks=debug")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_second_run_reads_only_the_files_that_changed_since_the_first() {
+    // The agent's copies have other mtimes (an image's files), so the first
+    // run must read every local file to tell they are equal; the next one
+    // has their hashes from the first.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    generate_tree(&src, 200, 400_000, 3);
+    generate_tree(&dst, 200, 400_000, 3);
+    let agent = Agent::start(&dst, TOKEN);
+    let said = sync_once_saying(&src, &agent.url);
+    assert!(said.contains("synced: 0 files"), "{said}");
+    assert!(said.contains("hashed 200 files"), "{said}");
+
+    let said = sync_once_saying(&src, &agent.url);
+    assert!(said.contains("synced: 0 files"), "{said}");
+    assert!(said.contains("200 of 200 kept hashes still hold"), "{said}");
+    assert!(!said.contains("hashed "), "read files again: {said}");
+
+    // One file edited (same size, other content): read, and sent.
+    let edited = std::fs::read_dir(src.join("d0/s0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.metadata().unwrap().len() > 0)
+        .unwrap();
+    let mut data = std::fs::read(&edited).unwrap();
+    data[0] ^= 0xff;
+    std::fs::write(&edited, &data).unwrap();
+    let said = sync_once_saying(&src, &agent.url);
+    assert!(said.contains("synced: 1 files"), "{said}");
+    assert!(said.contains("199 of 200 kept hashes still hold"), "{said}");
+    assert!(
+        said.contains("hashed 1 files"),
+        "only the edited file is read: {said}"
+    );
+    let rel = edited.strip_prefix(&src).unwrap();
+    assert_eq!(std::fs::read(dst.join(rel)).unwrap(), data);
+}
+
 #[test]
 fn deleted_and_retyped_paths_are_mirrored() {
     let tmp = tempfile::tempdir().unwrap();

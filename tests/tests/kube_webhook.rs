@@ -178,8 +178,7 @@ fn the_webhook_injects_kubectl_applied_pods_lks_updates_them_and_it_never_blocks
     let agent = PortForward::start(&k, n, &current[0], 7690);
     let app = PortForward::start(&k, n, &current[0], 8000);
     write(ws, "site/index.html", "live through the webhook's agent\n");
-    let out = Command::new(bin("lks"))
-        .args(["sync"])
+    let out = lks_sync()
         .arg(ws.join("site"))
         .args(["--to", &format!("http://127.0.0.1:{}", agent.1), "--once"])
         .env("LKS_TOKEN", token)

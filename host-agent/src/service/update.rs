@@ -305,10 +305,16 @@ async fn connect_parts(
     for (spec, prefix) in specs.iter().zip(prefixes) {
         let mut session = start::connect(tunnel, patience).await?;
         session.set_prefix(prefix);
+        // Kept in the work dir between runs: a new `lks up` reads only what
+        // changed since (an image's files often carry other mtimes).
+        let hashes = service
+            .work_dir()
+            .map(|w| w.join(&service.name).join("hashes"));
         parts.push(Part::new(
             &spec.local,
             &sync_excludes(service, spec),
             session,
+            hashes.as_deref(),
         ));
     }
     Ok(parts)
