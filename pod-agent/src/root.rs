@@ -709,6 +709,19 @@ pub fn open_file_in(dir: &OwnedFd, path: &RelPath) -> Result<Option<File>, RootE
     }
 }
 
+/// Whether a file or directory created with the permission bits `mode`
+/// gets exactly them: the process's umask (read once, from
+/// `/proc/self/status`) clears none of them. When it is not known, no.
+pub fn umask_keeps(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let umask = UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    });
+    umask.is_some_and(|u| mode & 0o777 & u == 0)
+}
+
 /// A fresh, random staging name: `.lks-stage.<hex>`.
 pub fn staging_name() -> String {
     format!(

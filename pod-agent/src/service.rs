@@ -10,7 +10,7 @@ use lks_proto::v1::agent_server::Agent;
 use lks_proto::v1::{
     ApplyRequest, ApplyResult, BatchApplied, ChunkRef, ChunksRequest, ChunksResponse, Commit,
     Event, EventsRequest, HelloRequest, HelloResponse, Limits, ManifestBatch, ManifestRequest,
-    event,
+    apply_request, event,
 };
 use lks_proto::{PROTOCOL_VERSION, RelPath, limits};
 use std::pin::Pin;
@@ -23,6 +23,25 @@ use tracing::Instrument;
 
 /// Longest pause between two messages of one batch.
 const BATCH_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Most messages handed to the thread that applies a batch at once.
+const RUN_MESSAGES: usize = 64;
+
+/// Most file bytes in one run (a message more at the most).
+const RUN_BYTES: usize = 1 << 20;
+
+/// Runs received before the thread that applies them took them.
+const RUNS_AHEAD: usize = 2;
+
+/// The file bytes a message carries.
+fn payload(req: &ApplyRequest) -> usize {
+    match &req.op {
+        Some(apply_request::Op::Data(d)) => d.bytes.len(),
+        Some(apply_request::Op::Put(p)) => p.data.len(),
+        Some(apply_request::Op::Puts(p)) => p.puts.iter().map(|p| p.data.len()).sum(),
+        _ => 0,
+    }
+}
 
 /// Entries per Manifest message.
 const MANIFEST_BATCH: usize = 2000;
@@ -193,9 +212,11 @@ impl Agent for AgentService {
         let turn = self.turns.take().await;
         let receiving = turn.receiving().clone();
         // The batch is applied on a blocking thread, fed as messages arrive.
-        // Messages are handed over in runs (whatever has already arrived), so
-        // small files do not cost a thread wake-up each.
-        let (tx, mut rx) = mpsc::channel::<Vec<ApplyRequest>>(16);
+        // Messages are handed over in runs (whatever has already arrived, up
+        // to RUN_MESSAGES or RUN_BYTES), so small files do not cost a thread
+        // wake-up each; a few runs wait at most (what the thread has not
+        // written yet is held in memory).
+        let (tx, mut rx) = mpsc::channel::<Vec<ApplyRequest>>(RUNS_AHEAD);
         let root = self.root.clone();
         let manifest = self.manifest.clone();
         let worker = tokio::task::spawn_blocking(
@@ -242,17 +263,21 @@ impl Agent for AgentService {
                 }
             };
             receiving.heard();
-            let mut run = Vec::with_capacity(64);
+            let mut run = Vec::with_capacity(RUN_MESSAGES);
+            let mut bytes = 0;
             let mut next = Some(msg);
             while let Some(msg) = next.take() {
                 match msg {
-                    Ok(m) => run.push(m),
+                    Ok(m) => {
+                        bytes += payload(&m);
+                        run.push(m);
+                    }
                     Err(e) => {
                         client_error = Some(e);
                         break;
                     }
                 }
-                if run.len() < 64 {
+                if run.len() < RUN_MESSAGES && bytes < RUN_BYTES {
                     next = stream.next().now_or_never().flatten();
                 }
             }

@@ -192,9 +192,11 @@ async fn a_manifest_after_no_change_or_after_the_agents_own_batch_describes_noth
     // directory with files, a replaced file.
     let mut b = Batch::default();
     b.mkdir("fresh", 0o755);
+    b.mkdir("fresh/sub", 0o700);
     b.puts(vec![
         whole_put("a/four.txt", b"four\n", 0o644),
         whole_put("a/one.txt", b"one, replaced\n", 0o644),
+        whole_put("fresh/sub/y.txt", b"y\n", 0o644),
         whole_put("fresh/x.txt", b"x\n", 0o644),
         whole_put("top.txt", b"top\n", 0o644),
     ]);
@@ -204,12 +206,14 @@ async fn a_manifest_after_no_change_or_after_the_agents_own_batch_describes_noth
     let line = agent.next_line_with("manifest: ");
     assert!(line.contains("changes only (0 paths)"), "{line}");
     assert_same(&described(&after), &root, "after the agent's own batch");
-    // Someone else's change right after is not taken for the agent's.
+    // Someone else's changes right after are not taken for the agent's,
+    // in the directories the batch made too (watched as they came in).
     std::fs::write(root.join("a/four.txt"), "four, theirs\n").unwrap();
+    write(&root, "fresh/sub/theirs.txt", "theirs\n");
     let (after, _) = c.manifest_of("").await.expect("Manifest");
     let line = agent.next_line_with("manifest: ");
-    assert!(line.contains("changes only (1 paths)"), "{line}");
-    assert!(line.contains("1 files hashed"), "{line}");
+    assert!(line.contains("changes only (2 paths)"), "{line}");
+    assert!(line.contains("2 files hashed"), "{line}");
     assert_same(&described(&after), &root, "after someone else's change");
 }
 

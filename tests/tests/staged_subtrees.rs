@@ -48,12 +48,15 @@ fn new_tree(b: &mut Batch) -> Vec<(String, Vec<u8>, u32)> {
     b.mkdir("app/lib", 0o750);
     b.mkdir("app/lib/deep", 0o700);
     b.mkdir("app/empty", 0o711);
+    // Bits a usual umask (022) takes away: the agent sets them anyway.
+    b.mkdir("app/shared", 0o777);
     b.mkdir("old/new", 0o755);
     let files: Vec<(String, Vec<u8>, u32)> = [
         ("app/index.js", 0o644),
         ("app/lib/a.js", 0o644),
         ("app/lib/b.sh", 0o755),
         ("app/lib/deep/c.txt", 0o600),
+        ("app/shared/w.txt", 0o666),
         ("old/kept-beside.txt", 0o644),
         ("old/new/d.txt", 0o640),
     ]
@@ -91,6 +94,7 @@ async fn a_cold_batch_of_new_nested_directories_lands_whole_with_their_modes() {
         ("app/lib", 0o750),
         ("app/lib/deep", 0o700),
         ("app/empty", 0o711),
+        ("app/shared", 0o777),
         ("old/new", 0o755),
     ] {
         assert!(root.join(dir).is_dir(), "{dir}");

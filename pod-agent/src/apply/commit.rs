@@ -92,15 +92,21 @@ pub(super) fn place_subtree(
 ) -> Result<(), RootError> {
     let (dir, wd) = places.dir_of(root, seen, &s.top)?;
     let name = s.top.file_name();
-    let watched = match rustix::fs::openat(
-        staging,
-        s.stage.as_str(),
-        crate::root::DIR_FLAGS,
-        Mode::empty(),
-    ) {
-        Ok(top) => seen.watch_subtree(top, &s.top),
-        Err(e) => return Err(RootError::io(&s.top, e)),
-    };
+    let mut watched = Vec::new();
+    if seen.watching() {
+        let top = rustix::fs::openat(
+            staging,
+            s.stage.as_str(),
+            crate::root::DIR_FLAGS,
+            Mode::empty(),
+        )
+        .map_err(|e| RootError::io(&s.top, e))?;
+        s.each_dir(top, |dir, path| {
+            if let Some(wd) = seen.watch_new(dir, path) {
+                watched.push((path.to_string(), wd));
+            }
+        });
+    }
     seen.expect(wd, name);
     if let Err(e) = rename_subtree(staging, s, dir) {
         seen.not_done(wd, name, s.top.as_str());

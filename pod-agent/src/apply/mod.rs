@@ -549,7 +549,9 @@ impl<'a> Batch<'a> {
             &*dir,
             stage.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            // Its mode at once (unseen in the staging directory): no chmod
+            // later when the umask keeps it.
+            Mode::from_raw_mode(p.mode & 0o777),
         )
         .map_err(|e| io(e.into()))?;
         Ok(PendingPut {
@@ -582,7 +584,9 @@ impl<'a> Batch<'a> {
             &*dir,
             path.file_name(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            // Its mode at once (unseen in the staging directory): no chmod
+            // later when the umask keeps it.
+            Mode::from_raw_mode(p.mode & 0o777),
         )
         .ok()?;
         Some(PendingPut {

@@ -3,7 +3,7 @@
 
 use super::errors::{op_error, root_error};
 use crate::manifest::StatKey;
-use crate::root::RootError;
+use crate::root::{RootError, umask_keeps};
 use lks_proto::RelPath;
 use lks_proto::v1::{ErrorCode, OpError};
 use rustix::fs::{AtFlags, Mode, Timestamps};
@@ -129,7 +129,12 @@ pub(super) fn finish_put(mut p: PendingPut) -> Result<StagedPut, OpError> {
             ),
         ));
     }
-    set_mode_and_mtime(&p.file, p.mode, p.mtime_ns).map_err(io)?;
+    // Created with its mode: a chmod only when the umask took bits away.
+    if !umask_keeps(p.mode) {
+        rustix::fs::fchmod(&p.file, Mode::from_raw_mode(p.mode & 0o777))
+            .map_err(|e| io(e.into()))?;
+    }
+    set_mtime(&p.file, p.mtime_ns).map_err(io)?;
     let st = rustix::fs::fstat(&p.file).map_err(|e| io(e.into()))?;
     let stage = p
         .stage
@@ -151,6 +156,11 @@ pub(super) fn finish_put(mut p: PendingPut) -> Result<StagedPut, OpError> {
 /// Sets a staged file's permission bits and its times (both to the host's mtime).
 pub(super) fn set_mode_and_mtime(file: &File, mode: u32, mtime_ns: i64) -> std::io::Result<()> {
     rustix::fs::fchmod(file, Mode::from_raw_mode(mode & 0o777))?;
+    set_mtime(file, mtime_ns)
+}
+
+/// Sets a staged file's times (both to the host's mtime).
+fn set_mtime(file: &File, mtime_ns: i64) -> std::io::Result<()> {
     let ts = rustix::fs::Timespec {
         tv_sec: mtime_ns.div_euclid(1_000_000_000),
         tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,

@@ -81,6 +81,57 @@ pub(super) struct Subtree {
     pub(super) made: Vec<Made>,
 }
 
+impl Subtree {
+    /// Opens each directory of this subtree in the staging directory (its
+    /// top open as `top`), parents before children, never following a
+    /// symlink, and hands it to `visit` with its final path. Those that
+    /// cannot be opened are left out.
+    pub(super) fn each_dir(&self, top: OwnedFd, mut visit: impl FnMut(&OwnedFd, &str)) {
+        visit(&top, self.top.as_str());
+        // The directories opened last, each beneath the one before (a few:
+        // a chain thousands of levels deep keeps its last ones).
+        let mut chain: Vec<(String, OwnedFd)> = vec![(self.top.to_string(), top)];
+        for made in &self.made {
+            let Made::Dir { path, .. } = made else {
+                continue;
+            };
+            let Some(parent) = path.parent() else {
+                continue;
+            };
+            let parent = parent.as_str();
+            while chain.len() > 1 && !is_at_or_beneath(parent, &chain[chain.len() - 1].0) {
+                chain.pop();
+            }
+            // Down from the deepest one open to the parent, then the directory.
+            let (base, _) = &chain[chain.len() - 1];
+            let Some(rest) = path.as_str()[base.len()..].strip_prefix('/') else {
+                continue;
+            };
+            let mut at = base.clone();
+            for comp in rest.split('/') {
+                let opened = {
+                    let (_, fd) = &chain[chain.len() - 1];
+                    rustix::fs::openat(fd, comp, DIR_FLAGS, Mode::empty())
+                };
+                let Ok(fd) = opened else { break };
+                at = format!("{at}/{comp}");
+                if at == path.as_str() {
+                    visit(&fd, &at);
+                }
+                chain.push((at.clone(), fd));
+                if chain.len() > 64 {
+                    chain.remove(1);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `path` is `dir` or beneath it.
+fn is_at_or_beneath(path: &str, dir: &str) -> bool {
+    path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
 /// The staged subtrees of one batch.
 #[derive(Default)]
 pub(super) struct Subtrees {
@@ -275,11 +326,13 @@ impl Subtrees {
     }
 }
 
-/// Makes the directory `name` in `dir` with exactly `mode` (the umask
-/// aside) and opens it.
+/// Makes the directory `name` in `dir` with exactly `mode` (a chmod only
+/// when the umask takes bits away) and opens it.
 fn make_dir(dir: &OwnedFd, name: &str, mode: u32) -> std::io::Result<OwnedFd> {
-    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode & 0o777))?;
     let fd = rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))?;
+    if !crate::root::umask_keeps(mode) {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))?;
+    }
     Ok(fd)
 }

@@ -364,39 +364,24 @@ impl Committing<'_> {
         self.unwatch(gone);
     }
 
-    /// Watches every directory of a new subtree before it is renamed into
-    /// place at `top` (open as `dir`, still in the staging directory), so
-    /// nothing done in it once it is in place goes unseen. Returns each
-    /// one's path and watch.
-    pub fn watch_subtree(&self, dir: OwnedFd, top: &RelPath) -> Vec<(String, i32)> {
-        let Some(w) = &self.watch else {
-            return Vec::new();
-        };
-        let mut watched = Vec::new();
-        let mut failed = false;
-        crate::root::walk_from(Ok(dir), top.to_string(), |dir, path: &String| {
-            let Ok(dir) = dir else {
-                failed = true;
-                return Vec::new();
-            };
-            match w.add(dir, path) {
-                Ok((wd, _)) => watched.push((path.clone(), wd)),
-                Err(_) => failed = true,
+    /// Watches the directory open as `dir`, of a new subtree that is to
+    /// be renamed into place at `path` (so nothing done in it once in place
+    /// goes unseen); None when the root is not watched, or the kernel
+    /// refuses (the next request then looks at everything).
+    pub fn watch_new(&self, dir: &OwnedFd, path: &str) -> Option<i32> {
+        let w = self.watch.as_ref()?;
+        match w.add(dir, path) {
+            Ok((wd, _)) => Some(wd),
+            Err(_) => {
+                w.lost();
+                None
             }
-            crate::root::list_dir(dir)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(_, kind)| *kind == rustix::fs::FileType::Directory)
-                .filter_map(|(name, _)| {
-                    let child = format!("{path}/{}", name.to_str().ok()?);
-                    Some((name, child))
-                })
-                .collect()
-        });
-        if failed {
-            w.lost();
         }
-        watched
+    }
+
+    /// Whether the root is watched.
+    pub fn watching(&self) -> bool {
+        self.watch.is_some()
     }
 
     /// The watches of a subtree that could not be placed.
