@@ -94,7 +94,30 @@ impl RelPath {
 
     /// `self/name`, validated.
     pub fn join(&self, name: &str) -> Result<RelPath, PathError> {
-        RelPath::new(format!("{}/{}", self.0, name))
+        let len = self.0.len() + 1 + name.len();
+        // `self` is valid: only `name` needs looking at (a walk joins
+        // every entry, and the whole path would be looked at again).
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name.len() <= MAX_COMPONENT_BYTES
+            && len <= MAX_PATH_BYTES
+            && !name.bytes().any(|b| b == b'/' || b == 0)
+            && !crate::is_staging_name(name);
+        if !plain {
+            // The error says which rule, for the whole path.
+            return RelPath::new(format!("{}/{}", self.0, name));
+        }
+        // Put together on the stack: the shared text is the one allocation.
+        let mut buf = [0u8; 512];
+        if len <= buf.len() {
+            buf[..self.0.len()].copy_from_slice(self.0.as_bytes());
+            buf[self.0.len()] = b'/';
+            buf[self.0.len() + 1..len].copy_from_slice(name.as_bytes());
+            let s = std::str::from_utf8(&buf[..len]).expect("two strs and a slash");
+            return Ok(RelPath(s.into()));
+        }
+        Ok(RelPath(format!("{}/{}", self.0, name).into()))
     }
 
     /// Whether `self` is `other` or beneath it.
@@ -221,6 +244,18 @@ mod tests {
     }
 
     #[test]
+    fn a_long_path_joins_as_a_short_one_does() {
+        let deep = vec!["d".repeat(200); 10].join("/");
+        let parent = RelPath::new(deep.clone()).unwrap();
+        assert_eq!(parent.join("f").unwrap().as_str(), format!("{deep}/f"));
+        let too_long = RelPath::new(vec!["d".repeat(200); 20].join("/")).unwrap();
+        assert_eq!(
+            too_long.join(&"f".repeat(100)),
+            Err(PathError::TooLong(too_long.as_str().len() + 101))
+        );
+    }
+
+    #[test]
     fn parent_and_starts_with() {
         let p = RelPath::new("a/b/c").unwrap();
         assert_eq!(p.parent().unwrap().as_str(), "a/b");
@@ -238,6 +273,14 @@ mod tests {
             if let Ok(p) = RelPath::new(s) {
                 prop_assert!(p.components().all(|c| c != ".." && c != "." && !c.is_empty()));
             }
+        }
+
+        /// Joining checks only the new name, and says what `new` says of
+        /// the whole path.
+        #[test]
+        fn a_join_is_what_the_whole_path_would_be(base in "[a-z]{1,8}(/[a-z]{1,8}){0,3}", name in "[a-z./\\x00]{0,6}|\\.lks-stage\\.[a-z]{1,4}|[a-z]{250,260}") {
+            let parent = RelPath::new(base.clone()).unwrap();
+            prop_assert_eq!(parent.join(&name), RelPath::new(format!("{base}/{name}")));
         }
     }
 }
