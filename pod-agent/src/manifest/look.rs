@@ -355,6 +355,9 @@ impl<'a> Look<'a> {
                 }
             }
         }
+        // A long look packs as it goes (a first look at a large root adds
+        // every record).
+        records.compact();
         drop(records);
         self.unwatch(gone);
         subdirs

@@ -185,6 +185,7 @@ impl Manifest {
         };
         let failed = look.failed();
         let counts = look.counts();
+        self.records.lock().unwrap().compact();
         if let Some(e) = failed {
             self.stop_watching(&e);
             warnings.push(e.to_string());
@@ -242,6 +243,12 @@ pub struct Committing<'a> {
     manifest: &'a Manifest,
     _turn: MutexGuard<'a, ()>,
     watch: Option<Arc<RootWatch>>,
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.records().compact();
+    }
 }
 
 impl Committing<'_> {

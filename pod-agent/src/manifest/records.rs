@@ -69,6 +69,8 @@ pub struct Records {
     problems: BTreeMap<Box<str>, String>,
     /// The current look at the tree.
     epoch: u32,
+    /// Records added since the map was last packed.
+    added: usize,
 }
 
 /// Where `path`'s subtree ends (excluded).
@@ -106,23 +108,45 @@ impl Records {
     /// watch unless `record` names one. Returns the watches of the
     /// directories no longer known.
     pub fn put(&mut self, path: &str, mut record: Record) -> Vec<Unwatched> {
-        self.problems.remove(path);
-        let mut gone = Vec::new();
-        match (self.map.get(path).map(|r| &r.what), &mut record.what) {
-            (Some(What::Dir { wd: Some(old) }), What::Dir { wd }) if wd.is_none() => {
-                *wd = Some(*old);
-            }
-            (Some(What::Dir { .. }), What::Dir { .. }) | (None, _) => {}
-            (Some(What::Dir { .. }), _) => gone = self.forget(path),
-            (Some(_), _) => {}
+        if !self.problems.is_empty() {
+            self.problems.remove(path);
         }
-        match self.map.get_mut(path) {
-            Some(r) => *r = record,
-            None => {
+        let Some(old) = self.map.get_mut(path) else {
+            self.map.insert(path.into(), record);
+            self.added += 1;
+            return Vec::new();
+        };
+        match (&old.what, &mut record.what) {
+            (What::Dir { wd: Some(old_wd) }, What::Dir { wd }) if wd.is_none() => {
+                *wd = Some(*old_wd);
+            }
+            (What::Dir { .. }, What::Dir { .. })
+            | (What::File { .. } | What::Symlink { .. }, _) => {}
+            (What::Dir { .. }, _) => {
+                let gone = self.forget(path);
                 self.map.insert(path.into(), record);
+                return gone;
             }
         }
-        gone
+        *old = record;
+        Vec::new()
+    }
+
+    /// Packs the records tightly again once many were added since the last
+    /// time: a map filled in order keeps its nodes about half full, and the
+    /// agent's records are most of its memory.
+    pub fn compact(&mut self) {
+        if self.added < 1024 || self.added < self.map.len() / 4 {
+            return;
+        }
+        self.added = 0;
+        // `append` builds the merged map anew from both sorted sequences,
+        // its nodes full, freeing the old ones as it goes (no second copy).
+        if let Some((key, record)) = self.map.pop_last() {
+            let mut last = BTreeMap::new();
+            last.insert(key, record);
+            self.map.append(&mut last);
+        }
     }
 
     /// Forgets `path` and everything beneath it; returns the watches of the
@@ -381,6 +405,19 @@ mod tests {
         let gone = r.sweep(None, epoch);
         assert!(gone.is_empty());
         assert_eq!(paths(&r.page(None, None, 100)), ["a", "a.c", "a/x"]);
+    }
+
+    #[test]
+    fn packing_the_records_keeps_every_one_and_their_order() {
+        let mut r = Records::default();
+        for i in 0..5000 {
+            r.put(&format!("d{}/f{i}", i % 7), file((i % 251) as u8));
+        }
+        let before = r.page(None, None, usize::MAX);
+        r.compact();
+        assert_eq!(r.added, 0, "packed");
+        assert_eq!(r.page(None, None, usize::MAX), before);
+        assert_eq!(r.get("d3/f10").unwrap().what, file(10).what);
     }
 
     #[test]
