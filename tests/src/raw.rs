@@ -316,7 +316,22 @@ pub struct LoggingAgent {
 
 impl LoggingAgent {
     pub fn start(root: &Path, token: &str, extra: &[&str]) -> LoggingAgent {
-        let mut child = Command::new(crate::bin("lks-agent"))
+        LoggingAgent::start_with(&[], root, token, extra)
+    }
+
+    /// Started by the command `wrapper` (`setpriv --reuid=...`, say) when
+    /// not empty.
+    pub fn start_with(wrapper: &[&str], root: &Path, token: &str, extra: &[&str]) -> LoggingAgent {
+        let agent = crate::bin("lks-agent");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&agent),
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&agent);
+                cmd
+            }
+        };
+        let mut child = cmd
             .args(["serve", "--root"])
             .arg(root)
             .args(["--listen", "127.0.0.1:0"])

@@ -177,11 +177,11 @@ async fn a_manifest_after_no_change_or_after_the_agents_own_batch_describes_noth
     let agent = LoggingAgent::start(&root, TOKEN, &[]);
     let mut c = client(&agent).await;
     c.manifest_of("").await.expect("Manifest");
-    let line = agent.next_line_with("manifest: ");
+    let line = agent.next_line_with("manifest refreshed: ");
     assert!(line.contains("full scan (the watch starts)"), "{line}");
     assert!(line.contains("5 files hashed"), "{line}");
     c.manifest_of("").await.expect("Manifest");
-    let line = agent.next_line_with("manifest: ");
+    let line = agent.next_line_with("manifest refreshed: ");
     assert!(
         line.contains(
             "changes only (0 paths): 0 directories listed, 0 entries described, 0 files hashed"
@@ -203,7 +203,7 @@ async fn a_manifest_after_no_change_or_after_the_agents_own_batch_describes_noth
     let r = c.apply(b.commit()).await.expect("Apply");
     assert!(r.errors.is_empty(), "{:#?}", r.errors);
     let (after, _) = c.manifest_of("").await.expect("Manifest");
-    let line = agent.next_line_with("manifest: ");
+    let line = agent.next_line_with("manifest refreshed: ");
     assert!(line.contains("changes only (0 paths)"), "{line}");
     assert_same(&described(&after), &root, "after the agent's own batch");
     // Someone else's changes right after are not taken for the agent's,
@@ -211,7 +211,7 @@ async fn a_manifest_after_no_change_or_after_the_agents_own_batch_describes_noth
     std::fs::write(root.join("a/four.txt"), "four, theirs\n").unwrap();
     write(&root, "fresh/sub/theirs.txt", "theirs\n");
     let (after, _) = c.manifest_of("").await.expect("Manifest");
-    let line = agent.next_line_with("manifest: ");
+    let line = agent.next_line_with("manifest refreshed: ");
     assert!(line.contains("changes only (2 paths)"), "{line}");
     assert!(line.contains("2 files hashed"), "{line}");
     assert_same(&described(&after), &root, "after someone else's change");
@@ -226,7 +226,7 @@ async fn an_unwatched_root_is_looked_at_again_on_every_manifest() {
     let mut c = client(&agent).await;
     for round in 0..2 {
         c.manifest_of("").await.expect("Manifest");
-        let line = agent.next_line_with("manifest: ");
+        let line = agent.next_line_with("manifest refreshed: ");
         assert!(
             line.contains("full scan (the root is not watched)"),
             "{line}"

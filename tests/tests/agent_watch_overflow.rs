@@ -46,7 +46,7 @@ async fn an_overflowing_queue_of_root_events_makes_the_agent_rescan_and_lose_not
     c.manifest_of("").await.expect("Manifest");
     assert!(
         agent
-            .next_line_with("manifest: ")
+            .next_line_with("manifest refreshed: ")
             .contains("full scan (the watch starts)")
     );
     drop(restore);
@@ -66,7 +66,7 @@ async fn an_overflowing_queue_of_root_events_makes_the_agent_rescan_and_lose_not
     drop(stopped);
 
     let (entries, warnings) = c.manifest_of("").await.expect("Manifest");
-    let line = agent.next_line_with("manifest: ");
+    let line = agent.next_line_with("manifest refreshed: ");
     assert!(line.contains("full scan (events were lost)"), "{line}");
     assert!(
         warnings.iter().any(|w| w.contains("max_queued_events")),
@@ -92,6 +92,6 @@ async fn an_overflowing_queue_of_root_events_makes_the_agent_rescan_and_lose_not
     );
     // Watched again: the next answer describes only what changed.
     c.manifest_of("").await.expect("Manifest");
-    let line = agent.next_line_with("manifest: ");
+    let line = agent.next_line_with("manifest refreshed: ");
     assert!(line.contains("changes only (0 paths)"), "{line}");
 }

@@ -191,7 +191,10 @@ impl Manifest {
             warnings.push(e.to_string());
         }
         let records = self.records.lock().unwrap();
-        tracing::debug!("manifest: {how}: {counts}, {} entries known", records.len());
+        tracing::debug!(
+            "manifest refreshed: {how}: {counts}, {} entries known",
+            records.len()
+        );
         warnings.extend(records.warnings(prefix.map(|p| p.as_str())));
         warnings
     }
