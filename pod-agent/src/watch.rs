@@ -82,8 +82,10 @@ pub struct Changes {
     pub paths: HashSet<Box<str>>,
     /// The kernel's queue overflowed: events were lost.
     pub overflowed: bool,
-    /// A directory could not be watched: changes in it went unseen.
-    pub unwatched: bool,
+    /// Everything is to be looked at again: a directory could not be
+    /// watched (changes in it went unseen), or more paths changed than are
+    /// worth keeping one by one.
+    pub everything: bool,
 }
 
 /// The watch of one root.
@@ -169,18 +171,18 @@ impl RootWatch {
                 state.expected.remove(&key);
             }
         }
-        state.changes.paths.insert(path.into());
+        state.changes.mark(path.into());
     }
 
     /// Something may have gone unseen (a directory could not be watched):
     /// the next request looks at everything, as after an overflow.
     pub fn lost(&self) {
-        self.state.lock().unwrap().changes.unwatched = true;
+        self.state.lock().unwrap().changes.everything = true;
     }
 
     /// Marks `path` changed: the manifest looks at it again.
     pub fn mark(&self, path: &str) {
-        self.state.lock().unwrap().changes.paths.insert(path.into());
+        self.state.lock().unwrap().changes.mark(path.into());
     }
 
     /// Reads every event queued so far, then hands over what changed since
@@ -190,7 +192,7 @@ impl RootWatch {
     pub fn take(&self) -> Changes {
         let mut state = self.state.lock().unwrap();
         self.drain(&mut state);
-        if state.changes.overflowed || state.changes.unwatched {
+        if state.changes.overflowed || state.changes.everything {
             state.expected.clear();
         }
         std::mem::take(&mut state.changes)
@@ -253,7 +255,25 @@ impl State {
                 }
             }
         };
-        self.changes.paths.insert(path);
+        self.changes.mark(path);
+    }
+}
+
+/// More changed paths than this (a build writing into the root, say) are
+/// not kept one by one: the next request looks at everything.
+const MAX_CHANGED_PATHS: usize = 1 << 16;
+
+impl Changes {
+    fn mark(&mut self, path: Box<str>) {
+        if self.everything {
+            return;
+        }
+        if self.paths.len() >= MAX_CHANGED_PATHS {
+            self.everything = true;
+            self.paths = HashSet::new();
+            return;
+        }
+        self.paths.insert(path);
     }
 }
 
@@ -336,6 +356,20 @@ mod tests {
         s.on_event(2, ReadFlags::CREATE, Some(c".lks-stage.12"));
         s.on_event(9, ReadFlags::CREATE, Some(c"unknown-watch"));
         assert_eq!(paths(&s), ["new.txt", "src", "src/lib/a.rs"]);
+        assert!(!s.changes.overflowed);
+    }
+
+    #[test]
+    fn more_changed_paths_than_are_kept_mean_looking_at_everything() {
+        let mut s = state_with(&[(1, "")]);
+        for i in 0..=MAX_CHANGED_PATHS {
+            s.on_event(
+                1,
+                ReadFlags::CREATE,
+                Some(&std::ffi::CString::new(format!("f{i}")).unwrap()),
+            );
+        }
+        assert!(s.changes.everything && s.changes.paths.is_empty());
         assert!(!s.changes.overflowed);
     }
 

@@ -164,9 +164,9 @@ impl Manifest {
             }
             Some(w) => {
                 let changes = w.take();
-                if changes.unwatched {
+                if changes.everything {
                     look.everything(None);
-                    "full scan (a directory was not watched)".to_string()
+                    "full scan (a directory was not watched, or too many changes)".to_string()
                 } else if changes.overflowed {
                     warnings.push(
                         "the kernel's queue of inotify events for the root overflowed \
