@@ -30,6 +30,11 @@ use std::time::Duration;
 /// is still wanted.
 const QUIET: Duration = Duration::from_secs(1);
 
+/// How long the reader lets events gather once some came, so it reads
+/// them by the thousand (the agent's own commit makes one per file) rather
+/// than waking for each. Well within what the kernel's queue holds.
+const GATHER: Duration = Duration::from_millis(10);
+
 /// What a directory's watch reports: entries created, deleted, written,
 /// changed in mode or times, renamed (the directory's own changes come
 /// through its parent).
@@ -100,9 +105,9 @@ struct State {
     dirs: HashMap<i32, Box<str>>,
     /// What changed since the manifest last took it.
     changes: Changes,
-    /// Renames the agent is making into watched directories, by (watch,
-    /// name), how many of each.
-    expected: HashMap<(i32, Box<str>), u32>,
+    /// Renames the agent is making into watched directories: by watch,
+    /// by name, how many of each.
+    expected: HashMap<i32, HashMap<Box<str>, u32>>,
 }
 
 impl RootWatch {
@@ -148,7 +153,7 @@ impl RootWatch {
         let mut state = self.state.lock().unwrap();
         if state.dirs.get(&wd).is_some_and(|p| **p == *path) {
             state.dirs.remove(&wd);
-            state.expected.retain(|(w, _), _| *w != wd);
+            state.expected.remove(&wd);
             let _ = inotify::remove_watch(&self.fd, wd);
         }
     }
@@ -157,20 +162,20 @@ impl RootWatch {
     /// of watch `wd`: its `IN_MOVED_TO` is its own.
     pub fn expect(&self, wd: i32, name: &str) {
         let mut state = self.state.lock().unwrap();
-        *state.expected.entry((wd, name.into())).or_default() += 1;
+        let names = state.expected.entry(wd).or_default();
+        match names.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                names.insert(name.into(), 1);
+            }
+        }
     }
 
     /// The rename announced did not happen: whatever happened at `path`
     /// (`name` in the directory of watch `wd`) is looked at again.
     pub fn not_done(&self, wd: i32, name: &str, path: &str) {
         let mut state = self.state.lock().unwrap();
-        let key = (wd, Box::<str>::from(name));
-        if let Some(n) = state.expected.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                state.expected.remove(&key);
-            }
-        }
+        state.consume(wd, name);
         state.changes.mark(path.into());
     }
 
@@ -218,6 +223,25 @@ impl RootWatch {
 }
 
 impl State {
+    /// Takes one announced rename to `name` in the directory of watch
+    /// `wd`, if there is one.
+    fn consume(&mut self, wd: i32, name: &str) -> bool {
+        let Some(names) = self.expected.get_mut(&wd) else {
+            return false;
+        };
+        let Some(n) = names.get_mut(name) else {
+            return false;
+        };
+        *n -= 1;
+        if *n == 0 {
+            names.remove(name);
+            if names.is_empty() {
+                self.expected.remove(&wd);
+            }
+        }
+        true
+    }
+
     /// One event: the path it names is changed, unless it is a rename the
     /// agent announced.
     fn on_event(&mut self, wd: i32, flags: ReadFlags, name: Option<&std::ffi::CStr>) {
@@ -228,26 +252,23 @@ impl State {
         if flags.contains(ReadFlags::IGNORED) {
             // The watch is gone (its directory was removed).
             self.dirs.remove(&wd);
-            self.expected.retain(|(w, _), _| *w != wd);
+            self.expected.remove(&wd);
             return;
         }
-        let Some(dir) = self.dirs.get(&wd) else {
+        if !self.dirs.contains_key(&wd) {
             return;
-        };
-        let path: Box<str> = match name.map(|n| n.to_string_lossy()) {
+        }
+        let name = name.map(|n| n.to_string_lossy());
+        if let Some(name) = &name
+            && (is_staging_name(name)
+                || (flags.contains(ReadFlags::MOVED_TO) && self.consume(wd, name)))
+        {
+            return;
+        }
+        let dir = &self.dirs[&wd];
+        let path: Box<str> = match name {
             None => dir.clone(),
-            Some(name) if is_staging_name(&name) => return,
             Some(name) => {
-                if flags.contains(ReadFlags::MOVED_TO) {
-                    let key = (wd, Box::<str>::from(&*name));
-                    if let Some(n) = self.expected.get_mut(&key) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.expected.remove(&key);
-                        }
-                        return;
-                    }
-                }
                 if dir.is_empty() {
                     name.into()
                 } else {
@@ -296,6 +317,7 @@ fn read_events(watch: Weak<RootWatch>) {
         };
         match wake {
             Wake::Events => {
+                std::thread::sleep(GATHER);
                 if let Some(w) = watch.upgrade() {
                     on_events(&w);
                 }
@@ -385,13 +407,13 @@ mod tests {
     #[test]
     fn an_announced_rename_is_the_agents_own_once_and_others_still_count() {
         let mut s = state_with(&[(1, ""), (2, "d")]);
-        s.expected.insert((2, "f".into()), 1);
+        s.expected.entry(2).or_default().insert("f".into(), 1);
         s.on_event(2, ReadFlags::MOVED_TO, Some(c"f"));
         assert!(s.changes.paths.is_empty(), "the agent's own rename");
         // The same name again: someone else's.
         s.on_event(2, ReadFlags::MOVED_TO, Some(c"f"));
         // A write to an announced name is never taken for the rename.
-        s.expected.insert((2, "g".into()), 1);
+        s.expected.entry(2).or_default().insert("g".into(), 1);
         s.on_event(2, ReadFlags::MODIFY, Some(c"g"));
         assert_eq!(paths(&s), ["d/f", "d/g"]);
         // A removed watch forgets its directory and what was announced there.
