@@ -153,11 +153,6 @@ impl Batch {
         index
     }
 
-    /// A Put with all of `data` inline (no Data message).
-    pub fn put_inline(&mut self, path: &str, data: &[u8], mode: u32) -> u64 {
-        self.push(Op::Put(whole_put(path, data, mode)))
-    }
-
     /// One Puts message of `puts`; the index of each put.
     pub fn puts(&mut self, puts: Vec<Put>) -> Vec<u64> {
         let first = self.push(Op::Puts(Puts { puts }));
