@@ -73,12 +73,19 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     // The local scan and the agent's manifest happen at the same time.
     let scan = tokio::task::spawn_blocking(move || {
         warn(local.rescan());
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "scanned");
         local
     });
     let mut session = Session::open(&opts.url, &opts.token).await?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "connected");
     for w in session.fetch_manifest(&remote_filter, &Tree::new()).await? {
         eprintln!("lks: warning: {w}");
     }
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        entries = session.remote().len(),
+        "fetched the manifest"
+    );
     let mut local = scan.await.context("the local scan failed")?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,

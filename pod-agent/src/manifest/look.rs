@@ -481,6 +481,6 @@ fn hash_at(
     {
         return Err(std::io::Error::other("changed while being listed"));
     }
-    let h = super::hash_reader(&mut std::fs::File::from(fd))?;
+    let h = super::hash_reader(&mut std::fs::File::from(fd), st.st_size as u64)?;
     Ok((StatKey::of_stat(&st), h))
 }
