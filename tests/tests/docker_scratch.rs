@@ -75,7 +75,7 @@ async fn boot_id(url: &str, token: &str) -> Option<String> {
         .await
         .ok()?;
     let mut req = tonic::Request::new(HelloRequest {
-        protocol_version: 1,
+        protocol_version: lks_proto::PROTOCOL_VERSION,
         client_version: "e2e".into(),
     });
     req.metadata_mut()
@@ -114,7 +114,7 @@ async fn restart(url: &str) {
     );
 }
 
-async fn wait_boot_id(url: &str, token: &str, not: Option<&str>) -> String {
+async fn wait_boot_id(container: &str, url: &str, token: &str, not: Option<&str>) -> String {
     for _ in 0..200 {
         if let Some(id) = boot_id(url, token).await
             && Some(id.as_str()) != not
@@ -123,7 +123,14 @@ async fn wait_boot_id(url: &str, token: &str, not: Option<&str>) -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the app at {url} never answered (with a new boot id)");
+    let logs = Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+        })
+        .unwrap_or_default();
+    panic!("the app at {url} never answered (with a new boot id); the container's log:\n{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +210,7 @@ async fn a_from_scratch_container_is_synced_and_its_app_restarted_without_shell_
     );
 
     restart(&agent_url).await;
-    let first = wait_boot_id(&app_url, APP_TOKEN, None).await;
+    let first = wait_boot_id(&cleanup.container, &app_url, APP_TOKEN, None).await;
     // A change, synced, then a restart: a new app process.
     std::fs::write(src.join("d0/s0/f0.dat"), b"changed in the container").unwrap();
     let out = sync_once(&src, &agent_url, TOKEN, &[]);
@@ -212,7 +219,7 @@ async fn a_from_scratch_container_is_synced_and_its_app_restarted_without_shell_
         "{out:?}"
     );
     restart(&agent_url).await;
-    let second = wait_boot_id(&app_url, APP_TOKEN, Some(&first)).await;
+    let second = wait_boot_id(&cleanup.container, &app_url, APP_TOKEN, Some(&first)).await;
     assert_ne!(first, second);
     // The file really is in the container (read by the daemon, not by a tool inside).
     let cat = docker(&[

@@ -253,10 +253,7 @@ pub(super) fn send_file(
     if node.size < chunk::DELTA_MIN_FILE_BYTES {
         // Small: one read, hashed in memory, its bytes in the Put itself
         // (and the smallest packed with others).
-        let mut data = Vec::with_capacity(node.size as usize);
-        (&mut f)
-            .take(chunk::DELTA_MIN_FILE_BYTES)
-            .read_to_end(&mut data)?;
+        let data = read_small(&mut f, node.size)?;
         let hash = *blake3::hash(&data).as_bytes();
         let size = data.len() as u64;
         let put = put(size, &hash, Vec::new(), data);
@@ -318,6 +315,30 @@ pub(super) fn send_file(
         open: true,
         file: Some((size, hash, Some(new_chunks))),
     })
+}
+
+/// The whole content of a small file (at most [`chunk::DELTA_MIN_FILE_BYTES`];
+/// more is left for the next sync), expected to be `size` bytes long: one
+/// `read` of a byte more than that, whose short count is the end of a
+/// regular file (`read_to_end` asks once more to find it: a second system
+/// call for every file of a cold sync).
+fn read_small(f: &mut std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
+    let want = (size + 1).min(chunk::DELTA_MIN_FILE_BYTES) as usize;
+    let mut data = vec![0u8; want];
+    let n = loop {
+        match f.read(&mut data) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    data.truncate(n);
+    if n == want {
+        // It grew since the scan: the rest, up to the limit.
+        let rest = chunk::DELTA_MIN_FILE_BYTES - n as u64;
+        f.take(rest).read_to_end(&mut data)?;
+    }
+    Ok(data)
 }
 
 /// Hashes everything read through it.
@@ -445,5 +466,26 @@ mod tests {
         // One index per small file, then the big one's Put and Data.
         assert_eq!(produced.starts, [0, 1, 2, 3, 4, 5, 7]);
         assert_eq!(produced.sent.len(), 6);
+    }
+
+    #[test]
+    fn a_small_file_is_read_whole_whatever_its_size_became() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let read = |size: u64| {
+            let mut f = std::fs::File::open(&path).unwrap();
+            read_small(&mut f, size).unwrap()
+        };
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(read(0), b"");
+        std::fs::write(&path, b"hello").unwrap();
+        assert_eq!(read(5), b"hello");
+        // Shrank, grew since the scan said 5 bytes.
+        assert_eq!(read(9), b"hello");
+        std::fs::write(&path, b"hello, world").unwrap();
+        assert_eq!(read(5), b"hello, world");
+        // Grew past the limit: what the limit allows.
+        std::fs::write(&path, vec![1u8; chunk::DELTA_MIN_FILE_BYTES as usize + 10]).unwrap();
+        assert_eq!(read(5).len() as u64, chunk::DELTA_MIN_FILE_BYTES);
     }
 }
