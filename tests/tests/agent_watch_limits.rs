@@ -73,7 +73,7 @@ async fn an_agent_refused_an_inotify_instance_rescans_every_manifest_and_says_wh
     write(&root, "a/one.txt", "one\n");
     for p in ["", "a", "a/one.txt"] {
         rustix::fs::chown(
-            &root.join(p),
+            root.join(p),
             Some(rustix::process::Uid::from_raw(uid)),
             Some(rustix::process::Gid::from_raw(uid)),
         )
