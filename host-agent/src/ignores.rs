@@ -11,8 +11,11 @@
 //!   wins, and `!` re-includes even beneath an excluded directory, so the agent
 //!   gets what `docker build` would copy;
 //! - `.lksignore` files at any level, with gitignore semantics;
-//! - `--exclude` patterns, gitignore-style, relative to the root.
+//! - the folder's [`Filter`]: `--exclude` patterns (gitignore-style, relative
+//!   to the root) or a service's `ignore` (relative to the service
+//!   directory), and a sync mapping's allow-list (`only:`).
 
+use crate::filter::{Excludes, Filter, Only};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -250,7 +253,8 @@ impl Entries<'_> {
 pub struct Ignores {
     root: PathBuf,
     docker: Option<DockerIgnore>,
-    excludes: Gitignore,
+    excludes: Excludes,
+    only: Option<Only>,
     /// `.lksignore` per directory (`""` is the root), loaded on first use.
     lksignore: Mutex<HashMap<String, Option<Arc<Gitignore>>>>,
     /// Per directory, the `.lksignore` files of it and its parents (with
@@ -263,25 +267,43 @@ pub struct Ignores {
 impl Ignores {
     /// Reads the root's `.dockerignore` and compiles `--exclude` patterns.
     pub fn load(root: &Path, excludes: &[String]) -> Ignores {
+        Ignores::with_filter(root, &Filter::excludes(excludes))
+    }
+
+    /// Reads the root's `.dockerignore` and compiles `filter`.
+    pub fn with_filter(root: &Path, filter: &Filter) -> Ignores {
         let mut warnings = Vec::new();
         let docker = std::fs::read_to_string(root.join(DOCKERIGNORE))
             .ok()
             .and_then(|t| DockerIgnore::parse(&t, &mut warnings));
-        let mut b = GitignoreBuilder::new(root);
-        for pat in excludes {
-            if let Err(e) = b.add_line(None, pat) {
-                warnings.push(IgnoreError::BadPattern {
-                    file: "--exclude".into(),
-                    pattern: pat.clone(),
-                    reason: e.to_string(),
-                });
-            }
+        let (excludes, bad) = Excludes::compile(root, filter);
+        let file = if filter.at.is_empty() {
+            "--exclude"
+        } else {
+            "ignore"
+        };
+        for (pattern, reason) in bad {
+            warnings.push(IgnoreError::BadPattern {
+                file: file.into(),
+                pattern,
+                reason,
+            });
         }
-        let excludes = b.build().unwrap_or_else(|_| Gitignore::empty());
+        // Checked when the configuration is read: a bad entry here is one
+        // written by a caller that did not, so nothing is left out.
+        let only = Only::compile(&filter.only).unwrap_or_else(|(pattern, reason)| {
+            warnings.push(IgnoreError::BadPattern {
+                file: "only".into(),
+                pattern,
+                reason,
+            });
+            None
+        });
         Ignores {
             root: root.to_path_buf(),
             docker,
             excludes,
+            only,
             lksignore: Mutex::new(HashMap::new()),
             chains: Mutex::new(HashMap::new()),
             warnings: Mutex::new(warnings),
@@ -321,7 +343,10 @@ impl Ignores {
         if path.file_name() == ".git" || (!is_dir && is_temporary(path.file_name())) {
             return true;
         }
-        if !self.excludes.is_empty() && self.excludes.matched(path.as_str(), is_dir).is_ignore() {
+        if self.excludes.excludes(path, is_dir) {
+            return true;
+        }
+        if self.only.as_ref().is_some_and(|o| !o.admits(path, is_dir)) {
             return true;
         }
         // The deepest .lksignore with an opinion decides.

@@ -14,6 +14,7 @@ mod console;
 mod docker;
 mod down;
 mod events;
+mod filter;
 mod fleet;
 mod hashcache;
 mod ignores;

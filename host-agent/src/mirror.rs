@@ -7,6 +7,7 @@
 //! (one part per sync mapping) both drive it; the tree each agent directory
 //! last confirmed is its own.
 
+use crate::filter::Filter;
 use crate::ignores::Ignores;
 use crate::plan::Op;
 use crate::session::{Followup, Report, Session, SessionError};
@@ -26,8 +27,8 @@ pub struct Part {
 impl Part {
     /// Mirrors `local` (with gitignore-style `excludes`) through `session`,
     /// keeping its hashes between runs in `hashes` (a directory) if given.
-    pub fn new(local: &Path, excludes: &[String], session: Session, hashes: Option<&Path>) -> Part {
-        let source = Source::new(local, excludes);
+    pub fn new(local: &Path, filter: &Filter, session: Session, hashes: Option<&Path>) -> Part {
+        let source = Source::with_filter(local, filter);
         Part {
             source: match hashes {
                 Some(dir) => source.keep_hashes_in(dir),

@@ -7,7 +7,8 @@
 //! - a path covered by no sync mapping (and not ignored) -> rebuild, reported
 //!   with the path;
 //! - otherwise sync, then every `run` step whose triggers match (a step without
-//!   triggers runs on every batch), then restart if the policy says so.
+//!   triggers runs on every batch), then restart if the policy says so (with
+//!   `restart: {on-change: [globs]}`, only when a changed path matches one).
 
 use crate::config::{Restart, Service};
 use std::path::{Path, PathBuf};
@@ -105,10 +106,10 @@ fn by_rules(service: &Service, touched: &[&Path], changed: &[String]) -> Decisio
         })
         .map(|(i, _)| i)
         .collect();
-    Decision::Sync {
-        steps,
-        restart: lu.restart == Restart::OnChange,
-    }
+    // `restart: {on-change: [globs]}`: only some changes restart the app.
+    let restart = lu.restart == Restart::OnChange
+        && (lu.restart_on.is_empty() || changed.iter().any(|c| lu.restart_matcher.is_match(c)));
+    Decision::Sync { steps, restart }
 }
 
 #[cfg(test)]
@@ -157,6 +158,7 @@ mod tests {
         RunStep {
             cmd: cmd.into(),
             argv: cmd.split(' ').map(String::from).collect(),
+            workdir: String::new(),
             triggers: triggers.iter().map(|s| s.to_string()).collect(),
             trigger_matcher: set(triggers),
         }
@@ -177,6 +179,7 @@ mod tests {
                 exclude: vec![],
             },
             command: vec!["python3".into(), "app.py".into()],
+            entrypoint: vec![],
             env: Default::default(),
             deps: vec![],
             ports: vec![],
@@ -186,6 +189,7 @@ mod tests {
                 sync: vec![SyncMapping {
                     local: dir.join("src"),
                     remote: "src".into(),
+                    only: vec![],
                 }],
                 ignore: vec![],
                 run: vec![
@@ -193,6 +197,8 @@ mod tests {
                     step("echo always", &[]),
                 ],
                 restart,
+                restart_on: vec![],
+                restart_matcher: GlobSet::empty(),
                 fall_back_on: vec!["Dockerfile".into(), "**/*.lock".into()],
                 fall_back_matcher: set(&["Dockerfile", "**/*.lock"]),
             },
@@ -284,6 +290,40 @@ mod tests {
         assert_eq!(
             decide(&s, &[Path::new("/ws/api/src/app.py")], &[]),
             Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn restart_triggers_restart_only_for_the_paths_they_name() {
+        let mut s = service(Restart::OnChange);
+        s.live_update.restart_on = vec!["src/**/*.py".into()];
+        s.live_update.restart_matcher = set(&["src/**/*.py"]);
+        let d = decide(
+            &s,
+            &[Path::new("/ws/api/src/static/a.css")],
+            &["src/static/a.css".into()],
+        );
+        assert_eq!(
+            d,
+            Decision::Sync {
+                steps: vec![1],
+                restart: false
+            }
+        );
+        let d = decide(
+            &s,
+            &[
+                Path::new("/ws/api/src/static/a.css"),
+                Path::new("/ws/api/src/app.py"),
+            ],
+            &["src/static/a.css".into(), "src/app.py".into()],
+        );
+        assert_eq!(
+            d,
+            Decision::Sync {
+                steps: vec![1],
+                restart: true
+            }
         );
     }
 }

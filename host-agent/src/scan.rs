@@ -156,7 +156,10 @@ fn list(top: &Path, dir: Pending, ignores: &Ignores, found: &mut Found) -> Vec<P
         Ok(fd) => Arc::new(fd),
         Err(e) => {
             // Gone since it was listed: its deletion's event brings the rest.
-            if e != rustix::io::Errno::NOENT || dir.parent.is_none() {
+            // A missing top is a folder not made yet: it is an empty tree.
+            if e == rustix::io::Errno::NOENT && dir.parent.is_none() && dir.rel.is_none() {
+                tracing::debug!(dir = %top.display(), "not there (yet): nothing to sync from it");
+            } else if e != rustix::io::Errno::NOENT || dir.parent.is_none() {
                 found.warnings.push(format!(
                     "cannot list {}: {}",
                     shown(),

@@ -2,6 +2,7 @@
 //! current from watcher events, and the safety stops (after mutagen's) that
 //! keep damage on the host from being mirrored onto an agent.
 
+use crate::filter::Filter;
 use crate::ignores::Ignores;
 use crate::plan::{Op, plan, plan_beneath};
 use crate::tree::{LocalTree, Tree, subtree};
@@ -27,7 +28,7 @@ pub enum Dirty {
 pub struct Source {
     /// The directory.
     pub root: PathBuf,
-    excludes: Vec<String>,
+    filter: Filter,
     /// Its ignore rules (reloaded when a rule file changes).
     pub ignores: Ignores,
     /// Its tree as last scanned or refreshed.
@@ -57,10 +58,15 @@ impl Source {
     /// A source for `root` with extra gitignore-style `excludes`; nothing is
     /// scanned yet.
     pub fn new(root: &Path, excludes: &[String]) -> Source {
+        Source::with_filter(root, &Filter::excludes(excludes))
+    }
+
+    /// A source for `root` that takes what `filter` lets through.
+    pub fn with_filter(root: &Path, filter: &Filter) -> Source {
         Source {
             root: root.to_path_buf(),
-            excludes: excludes.to_vec(),
-            ignores: Ignores::load(root, excludes),
+            filter: filter.clone(),
+            ignores: Ignores::with_filter(root, filter),
             tree: LocalTree::new(root),
             dirty: Dirty::All,
             hashes: None,
@@ -154,7 +160,7 @@ impl Source {
     /// Reloads the rules and rescans everything; returns what was skipped
     /// or could not be parsed, to tell the user.
     pub fn rescan(&mut self) -> Vec<String> {
-        self.ignores = Ignores::load(&self.root, &self.excludes);
+        self.ignores = Ignores::with_filter(&self.root, &self.filter);
         self.tree.rescan(&self.ignores);
         self.load_hashes();
         self.dirty = Dirty::All;
@@ -185,6 +191,11 @@ impl Source {
     /// Why mirroring the tree onto `remote` now would copy damage rather than
     /// work: the directory vanished, or it is empty while the agent's is not.
     pub fn safety_stop(&self, remote: &Tree) -> Option<String> {
+        // A folder a host-side build makes later: nothing to mirror yet, and
+        // nothing on the agent to lose.
+        if remote.is_empty() && self.root.symlink_metadata().is_err() {
+            return None;
+        }
         if !self.root.is_dir() {
             return Some(format!(
                 "the local directory {} is gone; not mirroring that on the agent (waiting for it to come back)",

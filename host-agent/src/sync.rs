@@ -168,7 +168,7 @@ pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
                 &root,
                 vec![Part::new(
                     &root,
-                    &opts.excludes,
+                    &crate::filter::Filter::excludes(&opts.excludes),
                     session,
                     opts.hash_cache.as_deref(),
                 )],

@@ -220,6 +220,12 @@ fn enter_before_exec(cmd: &mut Command, dir: Arc<OwnedFd>) {
 /// A readable reason why `argv0` could not be started.
 pub fn spawn_error(argv0: &str, e: &std::io::Error) -> String {
     match e.kind() {
+        // lks runs `sh:` steps and commands with the image's /bin/sh.
+        std::io::ErrorKind::NotFound if argv0 == "/bin/sh" => format!(
+            "the image has no shell (`/bin/sh` does not exist), and this command is written \
+             with `sh:`: write it as `cmd:` with an argv (e.g. cmd: [\"/app/tool\", \"arg\"]), \
+             which lks-agent runs without a shell ({e})"
+        ),
         std::io::ErrorKind::NotFound if argv0.contains('/') => {
             format!("`{argv0}` does not exist ({e})")
         }

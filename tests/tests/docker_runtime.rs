@@ -41,7 +41,7 @@ fn go_server(dir: &Path, port: u16) {
 }
 
 #[test]
-fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
+fn a_from_scratch_service_without_shell_or_tar_runs_its_entrypoint_and_is_live_updated() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path();
     let port = free_port();
@@ -65,14 +65,15 @@ fn a_from_scratch_service_without_shell_or_tar_is_live_updated_and_restarted() {
     write(
         &dir,
         "Dockerfile",
-        "FROM scratch\nCOPY server /server\nCOPY built/ /app/\nCOPY content/ /app/\nCMD [\"/server\"]\n",
+        // Its CMD is not what runs: the service's `entrypoint:` is.
+        "FROM scratch\nCOPY server /server\nCOPY built/ /app/\nCOPY content/ /app/\nCMD [\"/not-here\"]\n",
     );
     write(&dir, ".dockerignore", "src\n");
     write(
         &dir,
         "lks.service.yaml",
         &format!(
-            "name: {name}\nports: [{port}]\nreadiness:\n  http: http://127.0.0.1:{port}/\n\
+            "name: {name}\nentrypoint: [/server]\nports: [{port}]\nreadiness:\n  http: http://127.0.0.1:{port}/\n\
              live_update:\n  sync:\n    - {{ local: content, remote: . }}\n  restart: on-change\n"
         ),
     );

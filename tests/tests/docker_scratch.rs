@@ -8,7 +8,7 @@
 
 use lks_e2e::*;
 use lks_proto::v1::agent_client::AgentClient;
-use lks_proto::v1::{ApplyRequest, Commit, HelloRequest, apply_request::Op};
+use lks_proto::v1::{ApplyRequest, Commit, HelloRequest, Step, apply_request::Op};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -114,6 +114,37 @@ async fn restart(url: &str) {
     );
 }
 
+/// A batch whose only step is `sh:`-style (`/bin/sh -c`): in an image with
+/// no shell it fails, saying so and what to write instead.
+async fn shell_step_fails_clearly(url: &str) {
+    let channel = agent_channel(url).await;
+    let commit = ApplyRequest {
+        op: Some(Op::Commit(Commit {
+            batch_id: "shell".into(),
+            steps: vec![Step {
+                argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    };
+    let mut req = tonic::Request::new(tokio_stream::iter(vec![commit]));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let result = AgentClient::new(channel)
+        .apply(req)
+        .await
+        .expect("apply")
+        .into_inner();
+    let step = &result.steps[0];
+    assert!(!step.success, "{result:?}");
+    assert!(
+        step.error.contains("the image has no shell") && step.error.contains("`cmd:`"),
+        "{}",
+        step.error
+    );
+}
+
 async fn wait_boot_id(container: &str, url: &str, token: &str, not: Option<&str>) -> String {
     for _ in 0..200 {
         if let Some(id) = boot_id(url, token).await
@@ -209,6 +240,7 @@ async fn a_from_scratch_container_is_synced_and_its_app_restarted_without_shell_
         "{synced:?}"
     );
 
+    shell_step_fails_clearly(&agent_url).await;
     restart(&agent_url).await;
     let first = wait_boot_id(&cleanup.container, &app_url, APP_TOKEN, None).await;
     // A change, synced, then a restart: a new app process.

@@ -254,3 +254,40 @@ fn up_on_the_kube_runtime_without_a_cluster_says_how_to_make_one() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+#[test]
+fn an_entrypoint_override_replaces_the_containers_command_and_args_and_is_still_supervised() {
+    let tmp = tempfile::tempdir().unwrap();
+    workspace(
+        tmp.path(),
+        &DEPLOYMENT.replace(
+            "command: [node, server.js]",
+            "command: [node, server.js]\n          args: [--port, \"18080\"]",
+        ),
+    );
+    write(
+        tmp.path(),
+        "web/lks.service.yaml",
+        "name: web\ncommand: node server.js\nentrypoint: {sh: 'exec node --inspect server.js'}\n\
+         k8s: [\"k8s/*.yaml\"]\n",
+    );
+    let out = render(tmp.path(), &["web"]);
+    assert_success(&out);
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    kubernetes_validate(&yaml, K8S_VERSION).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let docs = documents(&out);
+    let c = &docs[0]["spec"]["template"]["spec"]["containers"][0];
+    let argv: Vec<&str> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(argv[..2], ["/.lks/lks-agent", "supervise"]);
+    let app = &argv[argv.iter().position(|a| *a == "--").unwrap() + 1..];
+    assert_eq!(app, ["/bin/sh", "-c", "exec node --inspect server.js"]);
+    assert!(
+        c.get("args").is_none(),
+        "the manifest's args stayed: {yaml}"
+    );
+}

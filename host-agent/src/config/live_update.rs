@@ -8,11 +8,12 @@ use super::yaml::{Doc, get, index, sub};
 use super::{LiveUpdate, Restart, RunStep, SyncMapping};
 use globset::GlobSet;
 use marked_yaml::Node;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const KEYS: &[&str] = &["root", "sync", "ignore", "run", "restart", "fall_back_on"];
-const SYNC_KEYS: &[&str] = &["local", "remote"];
-const RUN_KEYS: &[&str] = &["cmd", "trigger"];
+const SYNC_KEYS: &[&str] = &["local", "remote", "only"];
+const RUN_KEYS: &[&str] = &["cmd", "sh", "workdir", "trigger"];
+const RESTART_KEYS: &[&str] = &["on-change"];
 
 /// The agent's root in the container when `live_update.root` is not given.
 pub const DEFAULT_ROOT: &str = "/app";
@@ -25,10 +26,13 @@ pub(super) fn default_live_update(dir: &Path) -> LiveUpdate {
         sync: vec![SyncMapping {
             local: dir.to_path_buf(),
             remote: String::new(),
+            only: vec![],
         }],
         ignore: vec![],
         run: vec![],
         restart: Restart::OnChange,
+        restart_on: vec![],
+        restart_matcher: GlobSet::empty(),
         fall_back_on: vec![],
         fall_back_matcher: GlobSet::empty(),
     }
@@ -90,8 +94,14 @@ pub(super) fn live_update(
     }
     if let Some((_, v)) = get(map, "run") {
         let w = sub(what, "run");
+        let root = lu.root.clone();
         lu.run = doc
-            .list(v, &w, "a list of {cmd, trigger} steps", run_step)
+            .list(
+                v,
+                &w,
+                "a list of {cmd or sh, workdir, trigger} steps",
+                |d, n, w| run_step(d, n, w, &root),
+            )
             .unwrap_or_default();
     }
     if let Some((_, v)) = get(map, "restart") {
@@ -99,7 +109,17 @@ pub(super) fn live_update(
         match v {
             Node::Scalar(s) if s.as_str() == "on-change" => lu.restart = Restart::OnChange,
             Node::Scalar(s) if s.as_str() == "never" => lu.restart = Restart::Never,
-            _ => doc.wrong_type(v, &w, "\"on-change\" or \"never\""),
+            Node::Mapping(_) => {
+                if let Some(m) = doc.mapping(v, &w, &w, RESTART_KEYS)
+                    && let Some((_, globs_node)) = get(m, "on-change")
+                    && let Some((globs, set)) = globs(doc, globs_node, &sub(&w, "on-change"))
+                {
+                    lu.restart = Restart::OnChange;
+                    lu.restart_on = globs;
+                    lu.restart_matcher = set;
+                }
+            }
+            _ => doc.wrong_type(v, &w, "\"on-change\", \"never\" or {on-change: [globs]}"),
         }
     }
     if let Some((_, v)) = get(map, "fall_back_on")
@@ -162,7 +182,13 @@ fn sync(doc: &mut Doc, node: &Node, what: &str, dir: &Path, root: &str) -> Optio
         }
     };
     let (local, remote) = (field("local"), field("remote"));
-    let local = local.and_then(|(l, v)| existing(doc, v, &sub(what, "local"), &l, dir, true));
+    // A source a host-side build makes later may be missing yet: it is
+    // synced when it appears.
+    let local = local.and_then(|(l, v)| maybe_dir(doc, v, &sub(what, "local"), &l, dir));
+    let only = match get(map, "only") {
+        Some((_, v)) => only(doc, v, &sub(what, "only"))?,
+        None => vec![],
+    };
     let remote = remote.and_then(|(r, v)| match values::remote_beneath(&r, root) {
         Some(rel) => Some(rel),
         None => {
@@ -179,31 +205,101 @@ fn sync(doc: &mut Doc, node: &Node, what: &str, dir: &Path, root: &str) -> Optio
     Some(SyncMapping {
         local: local?,
         remote: remote?,
+        only,
     })
 }
 
-fn run_step(doc: &mut Doc, node: &Node, what: &str) -> Option<RunStep> {
+/// A directory that may not exist yet; when it does, it must be a directory.
+fn maybe_dir(
+    doc: &mut Doc,
+    node: &Node,
+    what: &str,
+    written: &str,
+    base: &Path,
+) -> Option<PathBuf> {
+    let path = values::clean(&base.join(written));
+    if path.symlink_metadata().is_err() {
+        return Some(path);
+    }
+    existing(doc, node, what, written, base, true)
+}
+
+/// `only:` of a sync mapping: relative paths or globs (one glob per path
+/// component, `**` for any number of directories).
+fn only(doc: &mut Doc, node: &Node, what: &str) -> Option<Vec<String>> {
+    let patterns = doc.strings(node, what)?;
+    let mut ok = true;
+    for (p, at) in &patterns {
+        if let Err(message) = crate::filter::Only::check(p) {
+            ok = false;
+            doc.push(ConfigError::BadGlob {
+                at: at.clone(),
+                what: what.into(),
+                glob: p.clone(),
+                message,
+            });
+        }
+    }
+    ok.then(|| patterns.into_iter().map(|(p, _)| p).collect())
+}
+
+fn run_step(doc: &mut Doc, node: &Node, what: &str, root: &str) -> Option<RunStep> {
     let map = doc.mapping(node, what, what, RUN_KEYS)?;
-    let cmd = match get(map, "cmd") {
-        Some((_, v)) => doc.command(v, &sub(what, "cmd")),
-        None => {
+    let cmd = match (get(map, "cmd"), get(map, "sh")) {
+        (Some((_, v)), None) => doc.command(v, &sub(what, "cmd")),
+        (None, Some((_, v))) => doc
+            .nonempty(v, &sub(what, "sh"))
+            .map(|script| (script.clone(), super::yaml::shell(&script))),
+        (Some(_), Some((_, v))) => {
+            doc.invalid(
+                v,
+                &sub(what, "sh"),
+                "a step has `cmd` (argv, no shell) or `sh` (a script for the image's /bin/sh), \
+                 not both",
+            );
+            None
+        }
+        (None, None) => {
             let at = doc.map_at(map);
-            doc.push(ConfigError::MissingKey {
+            doc.push(ConfigError::Invalid {
                 at,
-                key: "cmd",
-                within: what.into(),
+                what: what.into(),
+                message: "a step needs `cmd` (argv, no shell) or `sh` (a script for the image's \
+                          /bin/sh)"
+                    .into(),
             });
             None
+        }
+    };
+    let workdir = match get(map, "workdir") {
+        None => Some(String::new()),
+        Some((_, v)) => {
+            let w = sub(what, "workdir");
+            doc.nonempty(v, &w)
+                .and_then(|d| match values::remote_beneath(&d, root) {
+                    Some(rel) => Some(rel),
+                    None => {
+                        let at = doc.at_node(v);
+                        doc.push(ConfigError::RemoteOutsideRoot {
+                            at,
+                            what: w,
+                            remote: d,
+                            root: root.into(),
+                        });
+                        None
+                    }
+                })
         }
     };
     let triggers = match get(map, "trigger") {
         Some((_, v)) => globs(doc, v, &sub(what, "trigger")),
         None => Some((vec![], GlobSet::empty())),
     };
-    let ((cmd, argv), (triggers, trigger_matcher)) = (cmd?, triggers?);
+    let ((cmd, argv), (triggers, trigger_matcher), workdir) = (cmd?, triggers?, workdir?);
     Some(RunStep {
         cmd,
         argv,
+        workdir,
         triggers,
         trigger_matcher,
     })

@@ -170,9 +170,13 @@ pub struct Service {
     pub dir: PathBuf,
     /// How to build it.
     pub build: Build,
-    /// How the app starts (argv). Required for the local runtime; containers use
-    /// the image's entrypoint and cmd when empty.
+    /// How the app starts (argv) on the local runtime; containers run it only
+    /// when neither `entrypoint` nor their image says what to run.
     pub command: Vec<String>,
+    /// What the service's containers run instead of their image's ENTRYPOINT
+    /// and CMD (Tilt's `docker_build(entrypoint=...)`), on the docker and
+    /// kube runtimes; empty: the image's.
+    pub entrypoint: Vec<String>,
     /// Environment for the app and its steps.
     pub env: BTreeMap<String, String>,
     /// Services that must be ready before this one starts.
@@ -300,6 +304,11 @@ pub struct LiveUpdate {
     pub run: Vec<RunStep>,
     /// What happens to the app after a synced change.
     pub restart: Restart,
+    /// With `restart: {on-change: [globs]}`: only changes to paths matching
+    /// these (relative to the service dir) restart the app; empty: any change.
+    pub restart_on: Vec<String>,
+    /// `restart_on`, compiled.
+    pub restart_matcher: GlobSet,
     /// Changes matching these globs (relative to the service dir) cannot be
     /// synced: they rebuild the service.
     pub fall_back_on: Vec<String>,
@@ -314,15 +323,21 @@ pub struct SyncMapping {
     pub local: PathBuf,
     /// Directory beneath the agent's root, `/`-separated; empty for the root.
     pub remote: String,
+    /// The allow-list (`only:`): paths or globs relative to `local`; when not
+    /// empty, only what they name (and what is beneath it) is synced.
+    pub only: Vec<String>,
 }
 
 /// A step of a live update.
 #[derive(Debug, Clone)]
 pub struct RunStep {
-    /// The command as written.
+    /// The command as written (the script of an `sh:` step).
     pub cmd: String,
-    /// The command split into argv (shell words; no shell is involved).
+    /// The command split into argv (shell words; no shell is involved), or
+    /// `/bin/sh -c SCRIPT` for an `sh:` step.
     pub argv: Vec<String>,
+    /// Where it runs, relative to the agent's root (`""`: the root).
+    pub workdir: String,
     /// Globs (relative to the service dir); empty means "every batch".
     pub triggers: Vec<String>,
     /// `triggers`, compiled.

@@ -29,6 +29,7 @@ const KEYS: &[&str] = &[
     "name",
     "dir",
     "command",
+    "entrypoint",
     "env",
     "deps",
     "ports",
@@ -92,6 +93,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         dir: dir.clone(),
         build: default_build(&dir),
         command: vec![],
+        entrypoint: vec![],
         env: Default::default(),
         deps: vec![],
         ports: vec![],
@@ -110,6 +112,11 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
             "command" => {
                 if let Some((_, argv)) = doc.command(v, &w) {
                     service.command = argv;
+                }
+            }
+            "entrypoint" => {
+                if let Some((_, argv)) = doc.command(v, &w) {
+                    service.entrypoint = argv;
                 }
             }
             "env" => {

@@ -283,9 +283,25 @@ impl Doc<'_> {
     }
 
     /// A command: a string split into words the way a shell would (no shell
-    /// runs it), or a list of strings. Returns (as written, argv).
+    /// runs it), a list of strings, or `{sh: SCRIPT}`, run by the image's
+    /// `/bin/sh -c`. Returns (as written, argv).
     pub fn command(&mut self, node: &Node, what: &str) -> Option<(String, Vec<String>)> {
         let (written, argv) = match node {
+            Node::Mapping(_) => {
+                let map = self.mapping(node, what, what, &["sh"])?;
+                let Some((_, script)) = get(map, "sh") else {
+                    let at = self.map_at(map);
+                    self.push(ConfigError::MissingKey {
+                        at,
+                        key: "sh",
+                        within: what.into(),
+                    });
+                    return None;
+                };
+                let script = self.nonempty(script, &sub(what, "sh"))?;
+                let argv = shell(&script);
+                (script, argv)
+            }
             Node::Scalar(s) if !is_null(s) => match shell_words::split(s.as_str()) {
                 Ok(argv) => (s.as_str().to_string(), argv),
                 Err(e) => {
@@ -299,7 +315,11 @@ impl Doc<'_> {
                 (shell_words::join(&words), words)
             }
             _ => {
-                self.wrong_type(node, what, "a command (a string or a list of strings)");
+                self.wrong_type(
+                    node,
+                    what,
+                    "a command (a string, a list of strings, or {sh: SCRIPT})",
+                );
                 return None;
             }
         };
@@ -309,6 +329,15 @@ impl Doc<'_> {
         }
         Some((written, argv))
     }
+}
+
+/// The shell a `sh:` command or step runs in: the image's own, so an image
+/// without one (FROM scratch, distroless) can only take argv commands.
+pub const SHELL: &str = "/bin/sh";
+
+/// The argv that runs `script` in [`SHELL`].
+pub(super) fn shell(script: &str) -> Vec<String> {
+    vec![SHELL.into(), "-c".into(), script.into()]
 }
 
 /// The value of `key` in `map`, with the key node (for its position).

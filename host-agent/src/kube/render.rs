@@ -134,6 +134,9 @@ pub fn render(service: &Service, opts: &RenderOptions) -> Result<Vec<Value>, Ren
         if let Some(image) = opts.image {
             replace_images(o, &service.name, image);
         }
+        if !service.entrypoint.is_empty() {
+            override_entrypoint(o, service);
+        }
     }
     if opts.live {
         // A live service needs the agent: when none of its pod templates opts
@@ -256,6 +259,32 @@ fn replace_images(o: &mut Value, service: &str, image: &str) {
             if repository(current).rsplit('/').next() == Some(service) {
                 c["image"] = image.into();
             }
+        }
+    }
+}
+
+/// Gives every container whose image is the service's its `entrypoint:` as
+/// `command` (without `args`: the image's CMD is dropped, as `docker run
+/// --entrypoint` does). Kubernetes expands `$(VAR)` in it as in any
+/// `command`.
+fn override_entrypoint(o: &mut Value, service: &Service) {
+    let Some(t) = lks_k8s::workload::pod_template_mut(o) else {
+        return;
+    };
+    let Some(cs) = t
+        .pointer_mut("/spec/containers")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for c in cs {
+        let ours = c
+            .get("image")
+            .and_then(Value::as_str)
+            .is_some_and(|i| repository(i).rsplit('/').next() == Some(service.name.as_str()));
+        if let (true, Some(c)) = (ours, c.as_object_mut()) {
+            c.insert("command".into(), service.entrypoint.clone().into());
+            c.remove("args");
         }
     }
 }

@@ -129,11 +129,17 @@ impl DockerRuntime {
             .await
             .map_err(EngineError::api(format!("inspecting {reference}")))?;
         let config = inspect.config.unwrap_or_default();
-        let mut argv = lks_proto::launch::image_argv(
-            &config.entrypoint.clone().unwrap_or_default(),
-            &config.cmd.clone().unwrap_or_default(),
-            None,
-        );
+        // `entrypoint:` replaces the image's ENTRYPOINT and CMD, as
+        // `docker run --entrypoint` drops the CMD.
+        let mut argv = if service.entrypoint.is_empty() {
+            lks_proto::launch::image_argv(
+                &config.entrypoint.clone().unwrap_or_default(),
+                &config.cmd.clone().unwrap_or_default(),
+                None,
+            )
+        } else {
+            service.entrypoint.clone()
+        };
         if argv.is_empty() {
             argv = service.command.clone();
         }

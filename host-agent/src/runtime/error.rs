@@ -187,7 +187,8 @@ pub enum StartError {
     },
     /// Neither the image nor the service says what to run.
     #[error(
-        "{image} has neither ENTRYPOINT nor CMD, and the service has no `command`: nothing to run"
+        "{image} has neither ENTRYPOINT nor CMD, and the service has neither `entrypoint` nor \
+         `command`: nothing to run"
     )]
     NothingToRun {
         /// The image.

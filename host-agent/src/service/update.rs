@@ -7,6 +7,7 @@ use super::start::{self, Reach};
 use super::{Cx, End, Lived, State, readiness};
 use crate::config::{Service, SyncMapping};
 use crate::events::{Event, Status, Summary, SyncKind};
+use crate::filter::Filter;
 use crate::ignores::Ignores;
 use crate::mirror::{Mirror, Part, Pending, Plan};
 use crate::rules::{Batch, Decision, decide};
@@ -241,10 +242,7 @@ async fn on_changes<R: Runtime>(
     };
     cx.to.status(Status::Syncing);
     let followup = Followup {
-        steps: steps
-            .iter()
-            .map(|i| step(service, &service.live_update.run[*i].argv))
-            .collect(),
+        steps: steps.iter().map(|i| run_step(service, *i)).collect(),
         restart,
         sync_point: false,
     };
@@ -312,7 +310,7 @@ async fn connect_parts(
             .map(|w| w.join(&service.name).join("hashes"));
         parts.push(Part::new(
             &spec.local,
-            &sync_excludes(service, spec),
+            &sync_filter(service, spec),
             session,
             hashes.as_deref(),
         ));
@@ -320,19 +318,35 @@ async fn connect_parts(
     Ok(parts)
 }
 
-/// A mapping's gitignore-style excludes: the service's `ignore`, plus what
-/// lks reads itself (the service's file, its manifests) when inside the
-/// mapping: they are not the app's, and an image does not hold them.
-fn sync_excludes(service: &Service, spec: &SyncMapping) -> Vec<String> {
-    let mut out = service.live_update.ignore.clone();
+/// What a mapping takes from its folder: not the service's `ignore`
+/// (relative to the service directory, also for a mapping of a subfolder),
+/// nor what lks reads itself (the service's file, its manifests: they are
+/// not the app's, and an image does not hold them); only what its `only:`
+/// names, when it has one.
+fn sync_filter(service: &Service, spec: &SyncMapping) -> Filter {
+    // The patterns' base: the service directory, or the mapping's own folder
+    // when it is elsewhere (`../shared`).
+    let (base, at) = match spec.local.strip_prefix(&service.dir) {
+        Ok(rel) => (
+            service.dir.as_path(),
+            rel.to_str().unwrap_or_default().to_string(),
+        ),
+        Err(_) => (spec.local.as_path(), String::new()),
+    };
+    let mut excludes = service.live_update.ignore.clone();
     for f in service.own_files() {
-        if let Some(rel) = f.strip_prefix(&spec.local).ok().and_then(|r| r.to_str())
+        if f.starts_with(&spec.local)
+            && let Some(rel) = f.strip_prefix(base).ok().and_then(|r| r.to_str())
             && !rel.is_empty()
         {
-            out.push(format!("/{rel}"));
+            excludes.push(format!("/{rel}"));
         }
     }
-    out
+    Filter {
+        excludes,
+        at,
+        only: spec.only.clone(),
+    }
 }
 
 fn remote_prefix(m: &SyncMapping) -> anyhow::Result<Option<RelPath>> {
@@ -350,6 +364,15 @@ fn step(service: &Service, argv: &[String]) -> v1::Step {
         argv: argv.to_vec(),
         workdir: String::new(),
         env: service.env.clone().into_iter().collect(),
+    }
+}
+
+/// The service's run step `i`, in its working directory.
+fn run_step(service: &Service, i: usize) -> v1::Step {
+    let run = &service.live_update.run[i];
+    v1::Step {
+        workdir: run.workdir.clone(),
+        ..step(service, &run.argv)
     }
 }
 
@@ -388,11 +411,7 @@ async fn first_sync(mirror: &mut Mirror, service: &Service, live: &Live) -> anyh
             steps: triggered, ..
         } = decide(service, &[], &batch)
     {
-        steps.extend(
-            triggered
-                .iter()
-                .map(|i| step(service, &service.live_update.run[*i].argv)),
-        );
+        steps.extend(triggered.iter().map(|i| run_step(service, *i)));
     }
     let followup = Followup {
         steps,

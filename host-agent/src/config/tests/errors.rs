@@ -87,7 +87,7 @@ fn an_unknown_restart_policy_is_a_wrong_type() {
     assert_eq!(
         f.errors(),
         [
-            r#"services/web/lks.service.yaml:3:12: live_update.restart of service "web": expected "on-change" or "never", found "yes""#
+            r#"services/web/lks.service.yaml:3:12: live_update.restart of service "web": expected "on-change", "never" or {on-change: [globs]}, found "yes""#
         ]
     );
 }
@@ -166,7 +166,7 @@ fn missing_files_and_directories_are_reported_where_they_are_named() {
             r#"lks.yaml:3:5: "plugins/*/lks.service.yaml" matches no file"#,
             r#"services/web/lks.service.yaml:2:6: dir of service "web": "app" does not exist (looked for services/web/app)"#,
             r#"services/web/lks.service.yaml:3:18: build.context of service "web": "docker" does not exist (looked for services/web/docker)"#,
-            r#"services/web/lks.service.yaml:5:18: live_update.sync[0].local of service "web": "../src" does not exist (looked for services/src)"#,
+            // A sync folder may be missing: a host-side build makes it later.
         ]
     );
 }

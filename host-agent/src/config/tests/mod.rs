@@ -3,6 +3,7 @@
 
 mod errors;
 mod host;
+mod live_update;
 mod resolve;
 mod workspace;
 
