@@ -15,6 +15,7 @@ mod docker;
 mod down;
 mod events;
 mod filter;
+mod forward;
 mod fleet;
 mod hashcache;
 mod ignores;

@@ -9,6 +9,7 @@ mod apply;
 mod auth;
 mod children;
 mod followup;
+mod forward;
 mod install;
 mod manifest;
 mod output;

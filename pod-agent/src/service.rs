@@ -9,8 +9,8 @@ use futures::{FutureExt, Stream};
 use lks_proto::v1::agent_server::Agent;
 use lks_proto::v1::{
     ApplyRequest, ApplyResult, BatchApplied, ChunkRef, ChunksRequest, ChunksResponse, Commit,
-    Event, EventsRequest, HelloRequest, HelloResponse, Limits, ManifestBatch, ManifestRequest,
-    apply_request, event,
+    Event, EventsRequest, ForwardData, HelloRequest, HelloResponse, Limits, ManifestBatch,
+    ManifestRequest, apply_request, event,
 };
 use lks_proto::{PROTOCOL_VERSION, RelPath, limits};
 use std::pin::Pin;
@@ -358,12 +358,27 @@ impl Agent for AgentService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
+
+    type ForwardStream = BoxStream<ForwardData>;
+
+    async fn forward(
+        &self,
+        req: Request<Streaming<ForwardData>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let rx = crate::forward::open(req.into_inner()).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
 
 impl AgentService {
     /// What this agent can do beyond the base protocol.
     fn capabilities(&self) -> Vec<String> {
-        let mut caps = vec!["delta".into(), "mtime".into(), "steps".into()];
+        let mut caps = vec![
+            "delta".into(),
+            "mtime".into(),
+            "steps".into(),
+            "forward".into(),
+        ];
         if self.followup.app.is_some() {
             caps.push("supervise".into());
         }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 const BASE: &str = "lks/debian:bookworm";
 
 /// Builds a static Go HTTP server into `dir/server`: it reads
-/// `/app/message.txt` once at start and answers it on `port`.
+/// `/app/message.txt` once at start and answers it on `port` of the
+/// container's loopback only (reached from the host through the agent, as
+/// `kubectl port-forward` reaches a pod's).
 fn go_server(dir: &Path, port: u16) {
     write(
         dir,
@@ -24,7 +26,7 @@ fn go_server(dir: &Path, port: u16) {
              \tmsg, err := os.ReadFile(\"/app/message.txt\")\n\
              \tif err != nil {{ panic(err) }}\n\
              \thttp.HandleFunc(\"/\", func(w http.ResponseWriter, r *http.Request) {{ w.Write(msg) }})\n\
-             \tpanic(http.ListenAndServe(\":{port}\", nil))\n\
+             \tpanic(http.ListenAndServe(\"127.0.0.1:{port}\", nil))\n\
              }}\n"
         ),
     );

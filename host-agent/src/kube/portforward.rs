@@ -5,6 +5,7 @@
 //! binds one pod and breaks when it goes).
 
 use super::pods::Pods;
+use crate::forward::Opener;
 use crate::tunnel::{DialFuture, Dialer, Stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -61,80 +62,32 @@ impl Pods {
     }
 }
 
-/// Serves 127.0.0.1:`port` (the service's declared port) by forwarding each
-/// connection to the same port of the pod that serves now
-/// ([`super::pods::View::serving`]) among the pods `pods` holds at that
-/// moment (a new start of the service hands over its new [`Pods`] without
-/// closing the port); a failure is recorded in the pods' view
-/// ([`Pods::forwarded`]). Runs until aborted.
-pub async fn serve_port(
-    pods: tokio::sync::watch::Receiver<Pods>,
-    port: u16,
-    report: Arc<dyn Fn(String) + Send + Sync>,
-) {
-    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-        Ok(l) => l,
-        Err(e) => {
-            report(format!(
-                "cannot forward 127.0.0.1:{port} to the pod: {e} (is something else using it?)"
-            ));
-            return;
-        }
-    };
-    loop {
-        let Ok((mut local, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = local.set_nodelay(true);
-        let pods = pods.borrow().clone();
-        tokio::spawn(async move {
+/// The opener of the service's forwarded ports while `pods` hold it: each
+/// connection goes to the same port of the pod that serves at that moment
+/// ([`super::pods::View::serving`]); a failure is recorded in the pods' view
+/// ([`Pods::forwarded`]).
+pub fn opener(pods: Pods) -> Opener {
+    Arc::new(move |port| -> DialFuture {
+        let pods = pods.clone();
+        Box::pin(async move {
             let Ok(pod) = tokio::time::timeout(WAIT_FOR_POD, pods.serving()).await else {
-                pods.forwarded(Some(format!(
+                let why = format!(
                     "forwarding 127.0.0.1:{port}: no pod runs after {}s",
                     WAIT_FOR_POD.as_secs()
-                )));
-                return;
+                );
+                pods.forwarded(Some(why.clone()));
+                return Err(std::io::Error::other(why));
             };
             match pods.open_to(&pod, port).await {
-                Ok(mut remote) => {
+                Ok(stream) => {
                     pods.forwarded(None);
-                    let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+                    Ok(stream)
                 }
-                Err(e) => pods.forwarded(Some(format!("forwarding 127.0.0.1:{port}: {e}"))),
+                Err(e) => {
+                    pods.forwarded(Some(format!("forwarding 127.0.0.1:{port}: {e}")));
+                    Err(e)
+                }
             }
-        });
-    }
-}
-
-/// A service's ports forwarded from 127.0.0.1, kept across new starts of
-/// the service (a rebuild, a manifest edit): only the pods they lead to
-/// change, so the ports never close.
-pub struct Forwards {
-    pods: tokio::sync::watch::Sender<Pods>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Forwards {
-    /// Starts forwarding `ports` to `pods`.
-    pub fn start(pods: Pods, ports: &[u16], report: Arc<dyn Fn(String) + Send + Sync>) -> Forwards {
-        let (tx, rx) = tokio::sync::watch::channel(pods);
-        let tasks = ports
-            .iter()
-            .map(|&port| tokio::spawn(serve_port(rx.clone(), port, report.clone())))
-            .collect();
-        Forwards { pods: tx, tasks }
-    }
-
-    /// From now on, connections go to `pods`.
-    pub fn retarget(&self, pods: Pods) {
-        self.pods.send_replace(pods);
-    }
-}
-
-impl Drop for Forwards {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+        })
+    })
 }

@@ -10,6 +10,11 @@
 //!   (`lks-agent supervise -- ...`), so images without a shell or `tar` are
 //!   live updated too. Its port is published on 127.0.0.1 only; the token
 //!   travels in the environment.
+//! - Ports: a service's `ports` are not published by Docker but forwarded
+//!   by lks from 127.0.0.1 through the agent (`forward.rs`), which reaches
+//!   the app's own loopback: an app listening on 127.0.0.1 in its container
+//!   is reachable, as under `kubectl port-forward`. They stay open while the
+//!   service is rebuilt.
 //! - Live services start their app after the first sync (which compares
 //!   with the files already in the image); the others start it at once.
 
@@ -19,6 +24,7 @@ use crate::docker::{
     self, EngineError, LABEL_MANAGED, LABEL_RUN, LABEL_SERVICE, LABEL_WORKSPACE, image,
 };
 use crate::events::{Progress, Reporter};
+use crate::forward::Forwards;
 use crate::registry::Registry;
 use bollard::Docker;
 use bollard::models::{
@@ -28,8 +34,9 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The agent's port inside every container.
 pub const AGENT_PORT: u16 = 7690;
@@ -47,6 +54,8 @@ pub struct DockerRuntime {
     labels: HashMap<String, String>,
     run: String,
     network: String,
+    /// Each service's forwarded ports, kept across its new containers.
+    forwards: Mutex<BTreeMap<String, Forwards>>,
 }
 
 impl DockerRuntime {
@@ -84,6 +93,7 @@ impl DockerRuntime {
             labels,
             run,
             network,
+            forwards: Mutex::default(),
         })
     }
 
@@ -177,10 +187,8 @@ impl DockerRuntime {
                 host_port: Some(port.map(|p| p.to_string()).unwrap_or_default()),
             }])
         };
-        let mut ports = HashMap::from([(format!("{AGENT_PORT}/tcp"), loopback(None))]);
-        for p in &service.ports {
-            ports.insert(format!("{p}/tcp"), loopback(Some(*p)));
-        }
+        // Only the agent's port: the service's are forwarded through it.
+        let ports = HashMap::from([(format!("{AGENT_PORT}/tcp"), loopback(None))]);
         let name = self.container_name(&service.name);
         self.remove(&name).await?;
         let body = ContainerCreateBody {
@@ -234,6 +242,10 @@ impl DockerRuntime {
             });
         }
         let port = self.agent_port(&name).await?;
+        let tunnel = Tunnel {
+            dialer: crate::tunnel::Dialer::Tcp(format!("http://127.0.0.1:{port}")),
+            token: self.token.clone(),
+        };
         let dockerfile = service.build.dockerfile.clone();
         let mode = if live {
             // The image's files: the first batch makes them equal and starts
@@ -247,10 +259,7 @@ impl DockerRuntime {
             Mode::Watched
         };
         Ok(Instance {
-            tunnel: Tunnel {
-                dialer: crate::tunnel::Dialer::Tcp(format!("http://127.0.0.1:{port}")),
-                token: self.token.clone(),
-            },
+            tunnel,
             mode,
             pid: None,
             location: format!("container {name}, image {reference}, root {root}"),
@@ -258,6 +267,49 @@ impl DockerRuntime {
             pods: None,
             handle: name,
         })
+    }
+
+    /// Forwards the service's ports to its container behind `tunnel` (from
+    /// now on, when they are forwarded already).
+    fn forward(&self, service: &Service, tunnel: &Tunnel, progress: &Reporter) {
+        if service.ports.is_empty() {
+            return;
+        }
+        let to = progress.clone();
+        let report: crate::forward::Report =
+            std::sync::Arc::new(move |l| to.send(crate::events::Event::Warning(l)));
+        let opener = crate::forward::through_agent(tunnel.clone(), report.clone());
+        let mut forwards = self.forwards.lock().unwrap();
+        match forwards.get(&service.name) {
+            Some(f) => f.retarget(opener),
+            None => {
+                forwards.insert(
+                    service.name.clone(),
+                    Forwards::start(opener, &service.ports, report),
+                );
+            }
+        }
+    }
+
+    /// Stops and removes a container.
+    async fn stop_container(&self, service: &Service, name: &str) -> Result<(), RuntimeError> {
+        // The agent (PID 1) passes SIGTERM to the app and waits for it.
+        let _ = self
+            .docker
+            .stop_container(
+                name,
+                Some(StopContainerOptions {
+                    t: Some(5),
+                    signal: None,
+                }),
+            )
+            .await;
+        self.remove(name)
+            .await
+            .map_err(|e| RuntimeError::NotRemoved {
+                service: service.name.clone(),
+                reason: e.to_string(),
+            })
     }
 
     async fn agent_port(&self, name: &str) -> Result<u16, StartError> {
@@ -296,12 +348,18 @@ impl Runtime for DockerRuntime {
         fresh: bool,
         progress: &Reporter,
     ) -> Result<Instance<Self::Handle>, RuntimeError> {
-        // Published on 127.0.0.1: a process holding one is named.
-        RuntimeError::check_ports(service, &service.ports)?;
+        // Forwarded from 127.0.0.1: a process holding one is named (those
+        // lks forwards already, from an earlier container, are its own).
+        if !self.forwards.lock().unwrap().contains_key(&service.name) {
+            RuntimeError::check_ports(service, &service.ports)?;
+        }
         let live = self.local.contains(&service.name);
-        self.start_container(service, live, fresh, progress)
+        let instance = self
+            .start_container(service, live, fresh, progress)
             .await
-            .map_err(|e| e.of(service))
+            .map_err(|e| e.of(service))?;
+        self.forward(service, &instance.tunnel, progress);
+        Ok(instance)
     }
 
     async fn stop(
@@ -309,27 +367,21 @@ impl Runtime for DockerRuntime {
         service: &Service,
         instance: Instance<Self::Handle>,
     ) -> Result<(), RuntimeError> {
-        let name = instance.handle;
-        // The agent (PID 1) passes SIGTERM to the app and waits for it.
-        let _ = self
-            .docker
-            .stop_container(
-                &name,
-                Some(StopContainerOptions {
-                    t: Some(5),
-                    signal: None,
-                }),
-            )
-            .await;
-        self.remove(&name)
-            .await
-            .map_err(|e| RuntimeError::NotRemoved {
-                service: service.name.clone(),
-                reason: e.to_string(),
-            })
+        self.forwards.lock().unwrap().remove(&service.name);
+        self.stop_container(service, &instance.handle).await
+    }
+
+    /// The container goes; the service's ports stay open for the next one.
+    async fn retire(
+        &self,
+        service: &Service,
+        instance: Instance<Self::Handle>,
+    ) -> Result<(), RuntimeError> {
+        self.stop_container(service, &instance.handle).await
     }
 
     async fn shutdown(&self) {
+        self.forwards.lock().unwrap().clear();
         // Whatever is left of this run: a container created while `lks up`
         // was being stopped is not in any slot, but it carries the run label.
         let filters = HashMap::from([(

@@ -46,7 +46,7 @@ pub struct KubeRuntime {
     /// The agents' token per namespace (its Secret applied, or found).
     secrets: tokio::sync::Mutex<BTreeMap<String, String>>,
     /// Each service's forwarded ports, kept across its new starts.
-    forwards: Mutex<BTreeMap<String, portforward::Forwards>>,
+    forwards: Mutex<BTreeMap<String, crate::forward::Forwards>>,
 }
 
 impl KubeRuntime {
@@ -246,15 +246,16 @@ impl KubeRuntime {
         }
         {
             let mut forwards = self.forwards.lock().unwrap();
+            let opener = portforward::opener(pods.clone());
             match forwards.get(&service.name) {
-                Some(f) => f.retarget(pods.clone()),
+                Some(f) => f.retarget(opener),
                 None => {
                     let to = progress.clone();
-                    let report: Arc<dyn Fn(String) + Send + Sync> =
+                    let report: crate::forward::Report =
                         Arc::new(move |l| to.send(Event::Warning(l)));
                     forwards.insert(
                         service.name.clone(),
-                        portforward::Forwards::start(pods.clone(), &service.ports, report),
+                        crate::forward::Forwards::start(opener, &service.ports, report),
                     );
                 }
             }

@@ -1,0 +1,153 @@
+//! A service's ports on 127.0.0.1 of this machine, each connection carried
+//! to the same port where the app runs: through a pod port-forward (kube) or
+//! the agent's `Forward` call (docker). Both reach the app's own loopback, so
+//! an app that listens on 127.0.0.1 in its container is reached, as `kubectl
+//! port-forward` reaches it. The ports stay open across new starts of the
+//! service (a rebuild, a new pod): only where they lead changes.
+
+use crate::runtime::Tunnel;
+use crate::tunnel::{Client, DialFuture, Stream};
+use lks_proto::v1::ForwardData;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Opens a stream to a port where the app runs now (and reports its own
+/// failures: a pod that is not there, an app that does not listen).
+pub type Opener = Arc<dyn Fn(u16) -> DialFuture + Send + Sync>;
+
+/// Something to say to the developer.
+pub type Report = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Bytes read from a local connection per message to the agent.
+const READ_BYTES: usize = 64 << 10;
+
+/// A service's forwarded ports.
+pub struct Forwards {
+    to: watch::Sender<Opener>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Forwards {
+    /// Listens on 127.0.0.1 on each of `ports`, every connection carried by
+    /// `opener`; a port that cannot be listened on is reported.
+    pub fn start(opener: Opener, ports: &[u16], report: Report) -> Forwards {
+        let (tx, rx) = watch::channel(opener);
+        let tasks = ports
+            .iter()
+            .map(|&port| tokio::spawn(serve_port(rx.clone(), port, report.clone())))
+            .collect();
+        Forwards { to: tx, tasks }
+    }
+
+    /// From now on, connections are carried by `opener`.
+    pub fn retarget(&self, opener: Opener) {
+        self.to.send_replace(opener);
+    }
+}
+
+impl Drop for Forwards {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Serves 127.0.0.1:`port` until aborted.
+async fn serve_port(to: watch::Receiver<Opener>, port: u16, report: Report) {
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            report(format!(
+                "cannot forward 127.0.0.1:{port} to the app: {e} (is something else using it?)"
+            ));
+            return;
+        }
+    };
+    loop {
+        let Ok((mut local, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = local.set_nodelay(true);
+        let open = to.borrow().clone();
+        tokio::spawn(async move {
+            if let Ok(mut remote) = open(port).await {
+                let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+            }
+        });
+    }
+}
+
+/// An opener through the agent's `Forward` call over `tunnel`; a failure is
+/// reported once until the next success (a browser retrying a port nobody
+/// listens on does not flood the output).
+pub fn through_agent(tunnel: Tunnel, report: Report) -> Opener {
+    let last_failure: Arc<Mutex<Option<String>>> = Arc::default();
+    Arc::new(move |port| -> DialFuture {
+        let (tunnel, report, last_failure) = (tunnel.clone(), report.clone(), last_failure.clone());
+        Box::pin(async move {
+            let opened = match crate::tunnel::connect_with(&tunnel.dialer, &tunnel.token).await {
+                Ok((mut client, _)) => open(&mut client, port).await,
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let mut last = last_failure.lock().unwrap();
+            match &opened {
+                Ok(_) => *last = None,
+                Err(e) => {
+                    let why = format!("forwarding 127.0.0.1:{port} to the app: {e}");
+                    if last.as_deref() != Some(why.as_str()) {
+                        report(why.clone());
+                        *last = Some(why);
+                    }
+                }
+            }
+            opened
+        })
+    })
+}
+
+/// A stream to `port` of the agent's loopback, over a `Forward` call.
+pub async fn open(client: &mut Client, port: u16) -> std::io::Result<Box<dyn Stream>> {
+    let (ours, theirs) = tokio::io::duplex(READ_BYTES);
+    let (tx, rx) = mpsc::channel::<ForwardData>(8);
+    let first = ForwardData {
+        port: port.into(),
+        data: Vec::new(),
+    };
+    tx.send(first).await.map_err(std::io::Error::other)?;
+    let mut from_agent = client
+        .forward(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| std::io::Error::other(s.message().to_string()))?
+        .into_inner();
+    let (mut reader, mut writer) = tokio::io::split(theirs);
+    // Local -> app; our end closing ends the call's stream (the agent then
+    // closes the app connection's sending side).
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; READ_BYTES];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let data = ForwardData {
+                port: 0,
+                data: buf[..n].to_vec(),
+            };
+            if tx.send(data).await.is_err() {
+                break;
+            }
+        }
+    });
+    // App -> local.
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = from_agent.message().await {
+            if writer.write_all(&m.data).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    Ok(Box::new(ours))
+}
