@@ -158,3 +158,41 @@ fn an_allow_list_and_the_services_ignore_pick_what_each_mapping_syncs_and_a_late
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_stack_trace_in_the_apps_output_names_the_developers_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().canonicalize().unwrap();
+    let port = free_port();
+    write(&ws, "lks.yaml", "services: [svc/lks.service.yaml]\n");
+    write(
+        &ws,
+        "svc/lks.service.yaml",
+        &format!("name: svc\ncommand: node server.js\nreadiness:\n  tcp: 127.0.0.1:{port}\n"),
+    );
+    write(
+        &ws,
+        "svc/server.js",
+        &format!(
+            "console.log(new Error('boom').stack);\n\
+             require('http').createServer((q, r) => r.end('ok')).listen({port}, '127.0.0.1');\n"
+        ),
+    );
+    let mut up = Up::start(&ws, &[]);
+    up.wait(&["svc", "[ready]"], Duration::from_secs(60));
+    let local = format!("{}:1:13", ws.join("svc/server.js").display());
+    let line = up.wait(&["svc", "at Object"], Duration::from_secs(20));
+    let lines = up.drain().join("\n");
+    assert!(
+        lines.contains(&local),
+        "no line names {local} (first frame: {line})\n{lines}"
+    );
+    assert!(
+        !lines
+            .lines()
+            .any(|l| l.contains("    at ") && l.contains(".lks/svc/root")),
+        "{lines}"
+    );
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -8,12 +8,14 @@
 //!   service without an agent and of one only watched.
 //! - [`update`]: the life of a live service (first sync, then batches).
 //! - [`readiness`]: its readiness check.
-//! - [`report`]: what its agent and its pods say.
+//! - [`report`]: what its agent and its pods say; [`source_paths`]: paths
+//!   in its output told as the developer's files.
 //! - [`host`]: a host-side resource (`host:`), which has no runtime.
 
 pub mod host;
 mod readiness;
 mod report;
+mod source_paths;
 mod start;
 mod update;
 

@@ -2,6 +2,7 @@
 //! event stream (its app's output, restarts, crashes, step output) and what
 //! the cluster says keeps its pods from running.
 
+use super::source_paths::SourcePaths;
 use crate::events::{Event, Reporter, Status};
 use crate::kube::pods::Pods;
 use crate::runtime::AppPid;
@@ -12,14 +13,21 @@ use std::time::{Duration, Instant};
 /// Forwards the agent's events until its stream ends (the agent went away).
 /// The steps of the loop's own probes (readiness checks) are not the user's
 /// business and stay out.
-pub async fn agent_events(to: Reporter, mut events: AgentEvents, app_pid: AppPid) {
+/// Paths beneath the agent's root in output lines are told as the local
+/// files they come from (`paths`).
+pub async fn agent_events(
+    to: Reporter,
+    mut events: AgentEvents,
+    app_pid: AppPid,
+    paths: SourcePaths,
+) {
     while let Some(ev) = events.next().await {
         match ev.kind {
             Kind::Output(o) if o.source == v1::OutputSource::Step as i32 && !ev.probe => {
-                to.send(Event::StepOutput(o.line));
+                to.send(Event::StepOutput(paths.rewrite(o.line)));
             }
             Kind::Output(o) if o.source == v1::OutputSource::Step as i32 => {}
-            Kind::Output(o) => to.send(Event::AppOutput(o.line)),
+            Kind::Output(o) => to.send(Event::AppOutput(paths.rewrite(o.line))),
             Kind::StepStarted(s) if !ev.probe => {
                 to.status(Status::RunningStep(s.argv.join(" ")));
             }

@@ -4,6 +4,7 @@
 //! watched are here; a live one's is in [`update`](super::update).
 
 use super::report::{self, AbortOnDrop};
+use super::source_paths::SourcePaths;
 use super::{AgentGone, Begin, Cx, End, Lived, readiness, update};
 use crate::backoff::Backoff;
 use crate::events::{Event, Reporter, Status};
@@ -84,7 +85,9 @@ async fn unmanaged<R: Runtime>(cx: &Cx<R>) -> Lived {
 /// agent are watched.
 async fn watched<R: Runtime>(cx: &Cx<R>, reach: &Reach) -> Lived {
     let mut session = connect(&reach.tunnel, patience(cx, reach)).await?;
-    let mut gone = follow_agent(&cx.to, &mut session, reach).await?;
+    // Its image's files are not the working tree's: its paths stay.
+    let paths = SourcePaths::default();
+    let mut gone = follow_agent(&cx.to, &mut session, reach, paths).await?;
     cx.to.send(Event::NotLive);
     readiness::through_agent(&cx.service, &mut session, &cx.to, &cx.state).await;
     Ok(End::Gone(gone.wait().await))
@@ -160,18 +163,19 @@ impl Gone {
     }
 }
 
-/// Forwards the agent's events (from `session`) to the console, and says
-/// when the agent is gone.
+/// Forwards the agent's events (from `session`) to the console, its output's
+/// paths told by `paths`, and says when the agent is gone.
 pub(super) async fn follow_agent(
     to: &Reporter,
     session: &mut Session,
     reach: &Reach,
+    paths: SourcePaths,
 ) -> anyhow::Result<Gone> {
     let events = session.events().await?;
     let (tx, stopped) = tokio::sync::oneshot::channel();
     let (to, app_pid) = (to.clone(), reach.app_pid.clone());
     let task = tokio::spawn(async move {
-        report::agent_events(to, events, app_pid).await;
+        report::agent_events(to, events, app_pid, paths).await;
         let _ = tx.send(());
     });
     Ok(Gone {

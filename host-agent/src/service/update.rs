@@ -4,6 +4,7 @@
 //! rebuild, while readiness is checked between batches.
 
 use super::start::{self, Reach};
+use super::source_paths::SourcePaths;
 use super::{Cx, End, Lived, State, readiness};
 use crate::config::{Service, SyncMapping};
 use crate::events::{Event, Status, Summary, SyncKind};
@@ -39,7 +40,9 @@ pub(super) async fn live<R: Runtime>(cx: &Cx<R>, reach: Reach, rebuilding: bool)
     let parts = connect_parts(service, &reach.tunnel, start::patience(cx, &reach)).await?;
     // Watched before the first scan, so nothing that happens meanwhile is lost.
     let mut mirror = Mirror::watch(&service.dir, parts)?;
-    let mut gone = start::follow_agent(&cx.to, mirror.agent(), &reach).await?;
+    let agent = mirror.agent();
+    let paths = SourcePaths::new(&service.live_update.sync, &agent.agent_root);
+    let mut gone = start::follow_agent(&cx.to, agent, &reach, paths).await?;
     let outside = Ignores::load(&service.dir, &service.live_update.ignore);
 
     let build_steps = live.first_batch.as_deref().unwrap_or_default();

@@ -89,6 +89,8 @@ pub struct Session {
     wire: Arc<WireCounter>,
     /// Changes when the agent process restarts.
     pub boot_id: String,
+    /// The agent's root, as the agent names it (`/app` in a container).
+    pub agent_root: String,
     /// The agent's tree as last confirmed (ignored paths left out).
     remote: Tree,
     /// The batch ids of the probes sent (readiness checks): the events of
@@ -125,6 +127,7 @@ impl Session {
             client,
             wire,
             boot_id: hello.boot_id,
+            agent_root: hello.root,
             remote: Tree::new(),
             probes: Probes::default(),
             chunks: HashMap::new(),
