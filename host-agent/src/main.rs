@@ -11,6 +11,7 @@ mod ci;
 mod claim;
 mod config;
 mod console;
+mod debug;
 mod docker;
 mod down;
 mod events;
@@ -79,6 +80,8 @@ enum Command {
         # an alias and a service (with their dependencies), one of them built from the working tree\n  \
         lks up appliances price --local bank\n  \
         lks up appliances price -- --local bank     # the Tilt-style spelling\n\n  \
+        # web's app under its debugger (node --inspect, debugpy, dlv); how to attach is printed\n  \
+        lks up web --debug web\n\n  \
         # in containers: web built from the working tree and live updated, its deps from `latest`\n  \
         lks up --runtime docker web\n\n  \
         # in a cluster: a branch environment of its own (the namespace is created when missing)\n  \
@@ -304,6 +307,11 @@ struct UpArgs {
     /// Build this service from the working tree and live-update it (repeatable).
     #[arg(long = "local", value_name = "SERVICE")]
     local: Vec<String>,
+    /// Run this service's app under its language's debugger (node --inspect,
+    /// debugpy, dlv; `debug:` in its file overrides), its port on 127.0.0.1,
+    /// and print how to attach (repeatable; local and docker runtimes).
+    #[arg(long = "debug", value_name = "SERVICE")]
+    debug: Vec<String>,
     /// The workspace file (default: lks.yaml here or in the nearest parent).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
@@ -349,6 +357,7 @@ impl UpArgs {
             file: self.file,
             targets: self.targets,
             local,
+            debug: self.debug,
             runtime: self.runtime,
             kube: self.target,
             ci: None,

@@ -13,9 +13,28 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     match check {
-        Check::Tcp { address } => tcp(address).await.map(|_| ()),
+        Check::Tcp { address } => tcp_alive(address).await,
         Check::Http { url } => http(url).await,
         Check::Exec { argv } => exec(argv.clone()).await,
+    }
+}
+
+/// How long a connection must stay open to count: a forwarded port (the
+/// docker runtime's through the agent, a pod port-forward) accepts at once
+/// and closes when nothing listens behind it.
+const TCP_SETTLE: Duration = Duration::from_millis(100);
+
+/// A TCP check: the connection opens, and is not closed at once (or the
+/// server speaks first).
+async fn tcp_alive(address: &str) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tcp(address).await?;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(TCP_SETTLE, s.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Err(format!(
+            "{address} accepted and closed at once (nothing listens behind it yet)"
+        )),
+        Ok(Ok(_)) | Err(_) => Ok(()),
     }
 }
 
@@ -210,6 +229,28 @@ mod tests {
 
     async fn no_exec(_: Vec<String>) -> Result<(), String> {
         Err("no exec here".into())
+    }
+
+    #[tokio::test]
+    async fn a_port_that_accepts_and_closes_at_once_is_not_ready() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let keep = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let k = keep.clone();
+        tokio::spawn(async move {
+            let mut held = vec![];
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                // A forwarded port with nothing behind it closes at once.
+                if k.load(std::sync::atomic::Ordering::SeqCst) {
+                    held.push(s);
+                }
+            }
+        });
+        let e = tcp_alive(&addr).await.unwrap_err();
+        assert!(e.contains("closed at once"), "{e}");
+        keep.store(true, std::sync::atomic::Ordering::SeqCst);
+        tcp_alive(&addr).await.unwrap();
     }
 
     #[tokio::test]

@@ -180,6 +180,8 @@ mod tests {
             },
             command: vec!["python3".into(), "app.py".into()],
             entrypoint: vec![],
+            debug: None,
+            debugging: None,
             env: Default::default(),
             deps: vec![],
             ports: vec![],

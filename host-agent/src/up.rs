@@ -25,6 +25,8 @@ pub struct UpOptions {
     pub targets: Vec<String>,
     /// Services built from the working tree and live updated.
     pub local: Vec<String>,
+    /// Services whose app runs under its debugger.
+    pub debug: Vec<String>,
     /// Which runtime (None: kube when a context or namespace is chosen, or
     /// the kubeconfig context is the workspace's kind cluster; else local).
     pub runtime: Option<RuntimeKind>,
@@ -65,7 +67,9 @@ pub fn is_workspace_cluster(ws: &Workspace, sel: &Selection) -> bool {
 
 /// Runs `lks up` until a signal.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
-    let ws = config::load(opts.file.as_deref())?;
+    let mut ws = config::load(opts.file.as_deref())?;
+    crate::debug::apply(&mut ws, &opts.debug)?;
+    let ws = ws;
     for l in &opts.local {
         if !ws.services.contains_key(l) {
             bail!("--local {l}: not a service of {}", ws.file.display());
@@ -78,6 +82,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let kind = opts
         .runtime
         .unwrap_or_else(|| default_runtime(&ws, &opts.kube));
+    if kind == RuntimeKind::Kube && !opts.debug.is_empty() {
+        bail!(
+            "--debug runs an app under its debugger on the local and docker runtimes; on kube, \
+             give the service `entrypoint:` with the debugger's command and list its port in `ports:`"
+        );
+    }
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(crate::config::WORK_DIR);
     // Held until this run ends, however it ends.
@@ -165,6 +175,18 @@ async fn launch<R: Runtime + 'static>(
         order.join(", "),
         runtime.name()
     ));
+    for name in order.iter().filter(|n| opts.debug.contains(n)) {
+        let service = &ws.services[name];
+        let root = match runtime.name() {
+            "local" => work.join(name).join("root").display().to_string(),
+            _ => service.live_update.root.clone(),
+        };
+        let root = crate::debug::remote_root(service, &root);
+        hub.note(format!(
+            "{name}: {}",
+            crate::debug::how_to_attach(service, None, &root)
+        ));
+    }
     let mut fleet = Fleet::new(runtime, hub.clone());
     fleet.start_all(ws, order);
     crate::panics::test_trigger();
@@ -187,7 +209,7 @@ async fn launch<R: Runtime + 'static>(
             }
             file = watch.changed() => {
                 let file = file.strip_prefix(&ws.root).unwrap_or(&file).display().to_string();
-                if let Some((new, order)) = reloaded(ws, targets, &file, &hub) {
+                if let Some((new, order)) = reloaded(ws, targets, &opts.debug, &file, &hub) {
                     let changes = fleet.reload(&new, &order).await;
                     // The stopped ones' last events first: then they leave the board.
                     hub.flush().await;
@@ -242,11 +264,13 @@ enum Stop {
 fn reloaded(
     ws: &Workspace,
     targets: &[String],
+    debug: &[String],
     file: &str,
     hub: &Hub,
 ) -> Option<(Workspace, Vec<String>)> {
     let loaded = config::load(Some(&ws.file)).map_err(|e| e.to_string());
-    let new = loaded.and_then(|new| {
+    let new = loaded.and_then(|mut new| {
+        crate::debug::apply(&mut new, debug).map_err(|e| e.to_string())?;
         let order = new.resolve(targets).map_err(|e| e.to_string())?;
         Ok((new, order))
     });

@@ -177,6 +177,10 @@ pub struct Service {
     /// and CMD (Tilt's `docker_build(entrypoint=...)`), on the docker and
     /// kube runtimes; empty: the image's.
     pub entrypoint: Vec<String>,
+    /// `debug:`: how `lks up --debug` runs it (instead of the guess).
+    pub debug: Option<crate::debug::DebugConfig>,
+    /// Set by `lks up --debug`: the app runs under its debugger.
+    pub debugging: Option<crate::debug::Debugging>,
     /// Environment for the app and its steps.
     pub env: BTreeMap<String, String>,
     /// Services that must be ready before this one starts.

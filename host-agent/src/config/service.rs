@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "dir",
     "command",
     "entrypoint",
+    "debug",
     "env",
     "deps",
     "ports",
@@ -94,6 +95,8 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         build: default_build(&dir),
         command: vec![],
         entrypoint: vec![],
+        debug: None,
+        debugging: None,
         env: Default::default(),
         deps: vec![],
         ports: vec![],
@@ -119,6 +122,7 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
                     service.entrypoint = argv;
                 }
             }
+            "debug" => service.debug = debug(doc, v, &w),
             "env" => {
                 service.env = doc.string_map(v, &w).unwrap_or_default();
                 if let Node::Mapping(m) = v {
@@ -176,6 +180,27 @@ pub(super) fn service(doc: &mut Doc, map: &MarkedMappingNode, file: &Path) -> Op
         host_refs,
         ports_at,
     })
+}
+
+/// `debug:`: `{command, port}`, both optional.
+fn debug(doc: &mut Doc, node: &Node, what: &str) -> Option<crate::debug::DebugConfig> {
+    let map = doc.mapping(node, what, what, &["command", "port"])?;
+    let mut config = crate::debug::DebugConfig::default();
+    if let Some((_, v)) = get(map, "command") {
+        config.command = doc.command(v, &sub(what, "command"))?.1;
+    }
+    if let Some((_, v)) = get(map, "port") {
+        let w = sub(what, "port");
+        match doc.string(v, &w).map(|p| p.parse::<u16>()) {
+            Some(Ok(p)) if p != 0 => config.port = Some(p),
+            Some(_) => {
+                doc.invalid(v, &w, "a port from 1 to 65535");
+                return None;
+            }
+            None => return None,
+        }
+    }
+    Some(config)
 }
 
 /// `k8s:`: manifest files, each a path or a glob relative to the service

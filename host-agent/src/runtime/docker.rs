@@ -153,6 +153,16 @@ impl DockerRuntime {
         if argv.is_empty() {
             argv = service.command.clone();
         }
+        let (argv, debugger) =
+            crate::debug::under_debugger(service, argv).map_err(StartError::CannotDebug)?;
+        if service
+            .debugging
+            .as_ref()
+            .is_some_and(|d| d.debugger.is_none())
+        {
+            let root = crate::debug::remote_root(service, &service.live_update.root);
+            progress.say(&crate::debug::how_to_attach(service, debugger, &root));
+        }
         if argv.is_empty() {
             return Err(StartError::NothingToRun { image: reference });
         }
@@ -272,7 +282,8 @@ impl DockerRuntime {
     /// Forwards the service's ports to its container behind `tunnel` (from
     /// now on, when they are forwarded already).
     fn forward(&self, service: &Service, tunnel: &Tunnel, progress: &Reporter) {
-        if service.ports.is_empty() {
+        let ports = crate::debug::forwarded_ports(service);
+        if ports.is_empty() {
             return;
         }
         let to = progress.clone();
@@ -285,7 +296,7 @@ impl DockerRuntime {
             None => {
                 forwards.insert(
                     service.name.clone(),
-                    Forwards::start(opener, &service.ports, report),
+                    Forwards::start(opener, &ports, report),
                 );
             }
         }
@@ -351,7 +362,7 @@ impl Runtime for DockerRuntime {
         // Forwarded from 127.0.0.1: a process holding one is named (those
         // lks forwards already, from an earlier container, are its own).
         if !self.forwards.lock().unwrap().contains_key(&service.name) {
-            RuntimeError::check_ports(service, &service.ports)?;
+            RuntimeError::check_ports(service, &crate::debug::forwarded_ports(service))?;
         }
         let live = self.local.contains(&service.name);
         let instance = self

@@ -194,6 +194,9 @@ pub enum StartError {
         /// The image.
         image: String,
     },
+    /// `--debug`, and no debugger is known for what the container runs.
+    #[error("{0}")]
+    CannotDebug(String),
     /// No manifest has a workload with pods for the agent or the ports.
     #[error("{service}: no workload with pods among its manifests")]
     NoWorkload {

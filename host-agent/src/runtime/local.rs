@@ -72,7 +72,9 @@ impl Runtime for Local {
             }
         };
         // A leftover app on its port would answer its readiness check.
-        RuntimeError::check_ports(service, &crate::ports::of_local_service(service))?;
+        let mut ports = crate::ports::of_local_service(service);
+        ports.extend(service.debugging.as_ref().map(|d| d.port));
+        RuntimeError::check_ports(service, &ports)?;
         let dir = self.work.join(&service.name);
         let root = self.root_of(&service.name);
         // The root is kept between runs (ignored build outputs such as a
@@ -101,7 +103,12 @@ impl Runtime for Local {
             // agent and its app end with lks, also when it is killed.
             exit_with_stdin: true,
             watch_root: false,
-            app: service.command.clone(),
+            app: crate::debug::app_argv(service, service.command.clone()).map_err(|reason| {
+                RuntimeError::Misconfigured {
+                    service: service.name.clone(),
+                    reason,
+                }
+            })?,
         };
         let mut cmd = Command::new(&self.agent);
         cmd.args(spec.args())
