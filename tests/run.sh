@@ -38,6 +38,14 @@ command -v kubernetes-validate >/dev/null 2>&1 || {
     exit 1
 }
 
+# debugpy (PyPI): `lks up --debug` runs a Python app under it, and a test
+# attaches to it with a DAP client.
+if ! python3 -c "import debugpy" >/dev/null 2>&1; then
+    echo "tests/run.sh: installing debugpy (pip)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore debugpy \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages debugpy
+fi
+
 # The Docker engine (Debian's docker.io), started when it is not running.
 install_missing dockerd docker.io
 if ! docker info >/dev/null 2>&1; then

@@ -195,3 +195,86 @@ fn in_a_container_the_debugger_is_chosen_from_the_images_cmd_and_its_port_forwar
     let status = up.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// One DAP message (Content-Length framing), written.
+fn dap_send(s: &mut std::net::TcpStream, v: &serde_json::Value) {
+    use std::io::Write;
+    let body = v.to_string();
+    write!(s, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+}
+
+/// The next DAP message read.
+fn dap_read(r: &mut std::io::BufReader<std::net::TcpStream>) -> serde_json::Value {
+    use std::io::{BufRead, Read};
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("a DAP header");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(n) = line.strip_prefix("Content-Length: ") {
+            len = n.parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn a_python_app_under_debug_answers_a_dap_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().canonicalize().unwrap();
+    let (port, dap) = (free_port(), free_port());
+    write(&ws, "lks.yaml", "services: [api/lks.service.yaml]\n");
+    write(
+        &ws,
+        "api/lks.service.yaml",
+        &format!(
+            "name: api\ncommand: python3 app.py\ndebug: {{port: {dap}}}\n\
+             readiness:\n  tcp: 127.0.0.1:{port}\n"
+        ),
+    );
+    write(
+        &ws,
+        "api/app.py",
+        &format!(
+            "import http.server\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       self.send_response(200); self.end_headers(); self.wfile.write(b'py')\n\
+             http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+        ),
+    );
+    let mut up = Up::start(&ws, &["--debug", "api"]);
+    up.wait(
+        &[
+            "api",
+            &format!("debugging with debugpy (DAP) on 127.0.0.1:{dap}"),
+        ],
+        Duration::from_secs(30),
+    );
+    up.wait(&["api", "[ready]"], Duration::from_secs(60));
+    assert_eq!(http_get(port, "/").as_deref(), Some("py"));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", dap)).expect("debugpy listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    dap_send(
+        &mut s,
+        &serde_json::json!({"seq": 1, "type": "request", "command": "initialize",
+            "arguments": {"adapterID": "debugpy", "clientID": "lks-e2e"}}),
+    );
+    let answer = loop {
+        let m = dap_read(&mut r);
+        if m["type"] == "response" && m["request_seq"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(answer["success"], true, "{answer}");
+    assert_eq!(answer["command"], "initialize");
+    drop(s);
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}
