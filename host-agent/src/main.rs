@@ -16,10 +16,11 @@ mod docker;
 mod down;
 mod events;
 mod filter;
-mod forward;
 mod fleet;
+mod forward;
 mod hashcache;
 mod ignores;
+mod init;
 mod kube;
 mod mirror;
 mod nofile;
@@ -73,6 +74,32 @@ enum Command {
         The hashes of files read to compare them with the agent's are kept in $XDG_CACHE_HOME/lks/hashes\n\
         (else ~/.cache/lks/hashes), one file per local directory, so the next run reads only what changed.")]
     Sync(SyncArgs),
+    /// Write lks.yaml and a lks.service.yaml per service, guessed from the repository.
+    #[command(after_help = "Examples:\n  \
+        # guess the services of the repository here, write their files, say what was guessed\n  \
+        lks init\n\n  \
+        # see what it would write for another directory, without writing anything\n  \
+        lks init path/to/repo --dry-run\n\n  \
+        # guess again over files written earlier\n  \
+        lks init --force\n\n\
+        A service is a directory with a package.json (Node.js), requirements.txt or pyproject.toml\n\
+        (Python) or go.mod (Go); a Dockerfile alone makes one for the container runtimes.\n\
+        node_modules, vendor, target, hidden directories and what Git ignores are not looked into.\n\
+        Each gets its language's live-update rules (restart on change; pip install into .deps when\n\
+        requirements.txt changes; go build when a .go file changes; a rebuild when a lockfile or the\n\
+        Dockerfile changes), the ports its Dockerfile EXPOSEs, and from the Kubernetes manifests that\n\
+        run its image (or sit in its k8s/ directory) its `k8s:`, ports, env and readiness probe.\n\
+        Existing files are never replaced without --force; what is written must load, or nothing is.")]
+    Init {
+        /// The repository (default: the current directory); lks.yaml is written there.
+        dir: Option<PathBuf>,
+        /// Print the files it would write and what it guessed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace lks.yaml and service files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Launch services and their dependencies, and live-update the local ones.
     #[command(after_help = "Examples:\n  \
         # everything in lks.yaml, on the local runtime\n  \
@@ -464,6 +491,15 @@ fn main() -> std::process::ExitCode {
                     sync::watch(opts).await
                 }
             }
+            Command::Init {
+                dir,
+                dry_run,
+                force,
+            } => init::command(&init::InitOptions {
+                dir,
+                dry_run,
+                force,
+            }),
             Command::Up(args) => up::up(args.options()?).await,
             Command::Ci { up, timeout } => {
                 let headless = up.ui_port.is_none();

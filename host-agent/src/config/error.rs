@@ -28,7 +28,11 @@ impl fmt::Display for Location {
 pub enum ConfigError {
     /// No `-f FILE` was given and no `lks.yaml` exists in the current
     /// directory or any parent.
-    #[error("no lks.yaml in {} or any parent directory (pass -f FILE)", dir.display())]
+    #[error(
+        "no lks.yaml in {} or any parent directory (pass -f FILE, or write one with `lks init`, \
+         which guesses the services of a repository)",
+        dir.display()
+    )]
     NoWorkspace {
         /// Where the search started.
         dir: PathBuf,

@@ -17,6 +17,7 @@ mod workspace;
 mod yaml;
 
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use workspace::FILE_NAME as WORKSPACE_FILE;
 
 use globset::GlobSet;
 use std::collections::BTreeMap;

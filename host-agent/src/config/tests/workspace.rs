@@ -235,7 +235,8 @@ fn the_workspace_file_is_found_in_the_nearest_parent() {
     assert_eq!(
         err,
         format!(
-            "no lks.yaml in {} or any parent directory (pass -f FILE)",
+            "no lks.yaml in {} or any parent directory (pass -f FILE, or write one with \
+             `lks init`, which guesses the services of a repository)",
             other.path().display()
         )
     );
