@@ -103,7 +103,7 @@ fn every_mistake_is_printed_with_its_position_and_the_check_fails() {
         "services/price/lks.service.yaml:2:8: dependency cycle: price -> price",
         r#"services/web/lks.service.yaml:2:1: unknown key "dep" in service "web"; did you mean "deps"?"#,
         r#"services/web/lks.service.yaml:3:8: ports of service "web": expected a list of ports, found "8080""#,
-        r#"services/web/lks.service.yaml:5:12: live_update.restart of service "web": expected "on-change" or "never", found "yes""#,
+        r#"services/web/lks.service.yaml:5:12: live_update.restart of service "web": expected "on-change", "never" or {on-change: [globs]}, found "yes""#,
         r#"services/web/lks.service.yaml:6:29: live_update.sync[0].remote of service "web": "/etc" is outside the root "/app""#,
     ];
     assert_eq!(lines[..expected.len()], expected, "{stderr}");

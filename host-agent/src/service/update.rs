@@ -3,8 +3,8 @@
 //! batch of changes turned into a sync (with steps and a restart) or a
 //! rebuild, while readiness is checked between batches.
 
-use super::start::{self, Reach};
 use super::source_paths::SourcePaths;
+use super::start::{self, Reach};
 use super::{Cx, End, Lived, State, readiness};
 use crate::config::{Service, SyncMapping};
 use crate::events::{Event, Status, Summary, SyncKind};
