@@ -463,3 +463,57 @@ fn lks_render_shows_what_the_kube_runtime_applies() {
     }
     up.terminate();
 }
+
+#[test]
+fn an_entrypoint_override_runs_in_the_pod_under_the_agent_instead_of_the_images_cmd() {
+    let Some(k) = cluster("an_entrypoint_override_runs_in_the_pod") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let (web, _) = examples_on_free_ports(ws);
+    // The image's CMD now runs nothing that works; the service's
+    // `entrypoint:` (a shell script: the image has /bin/sh) is what runs.
+    let dockerfile = ws.join("web/Dockerfile");
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    std::fs::write(
+        &dockerfile,
+        text.replace(
+            "CMD [\"node\", \"server.js\"]",
+            "CMD [\"node\", \"/not-here.js\"]",
+        ),
+    )
+    .unwrap();
+    let service = ws.join("web/lks.service.yaml");
+    let text = std::fs::read_to_string(&service).unwrap();
+    std::fs::write(
+        &service,
+        text.replace(
+            "command: node server.js\n",
+            "command: node server.js\nentrypoint: {sh: 'exec node server.js'}\n",
+        ),
+    )
+    .unwrap();
+    // The manifest's own `command` would win over the image's CMD: the
+    // override must replace it too.
+    let ns = k.namespace();
+    let n = &ns.name;
+    let mut up = k.up(ws, &["--namespace", n, "frontend"]);
+    up.wait(&["web", "[ready]"], START);
+    assert!(
+        wait_until(Duration::from_secs(30), || http11_get(web, "/")
+            .is_some_and(|b| b.starts_with("hello from web"))),
+        "web does not answer\n{}",
+        up.drain().join("\n")
+    );
+    let command = k.jsonpath(
+        n,
+        "deploy/web",
+        "{.spec.template.spec.containers[0].command}",
+    );
+    assert!(
+        command.contains("supervise") && command.contains("exec node server.js"),
+        "{command}"
+    );
+    up.terminate();
+}
