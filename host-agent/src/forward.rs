@@ -26,30 +26,48 @@ const READ_BYTES: usize = 64 << 10;
 /// A service's forwarded ports.
 pub struct Forwards {
     to: watch::Sender<Opener>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each port's listener.
+    tasks: Vec<(u16, tokio::task::JoinHandle<()>)>,
 }
 
 impl Forwards {
     /// Listens on 127.0.0.1 on each of `ports`, every connection carried by
     /// `opener`; a port that cannot be listened on is reported.
     pub fn start(opener: Opener, ports: &[u16], report: Report) -> Forwards {
-        let (tx, rx) = watch::channel(opener);
-        let tasks = ports
-            .iter()
-            .map(|&port| tokio::spawn(serve_port(rx.clone(), port, report.clone())))
-            .collect();
-        Forwards { to: tx, tasks }
+        let (to, _) = watch::channel(opener);
+        let mut forwards = Forwards { to, tasks: vec![] };
+        forwards.listen(ports, &report);
+        forwards
     }
 
-    /// From now on, connections are carried by `opener`.
-    pub fn retarget(&self, opener: Opener) {
+    /// From now on, connections are carried by `opener`, and `ports` are
+    /// served (a port kept keeps its listener; one no longer named closes).
+    pub fn retarget(&mut self, opener: Opener, ports: &[u16], report: &Report) {
         self.to.send_replace(opener);
+        self.tasks.retain(|(port, task)| {
+            let keep = ports.contains(port);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.listen(ports, report);
+    }
+
+    /// Starts listening on those of `ports` not served yet.
+    fn listen(&mut self, ports: &[u16], report: &Report) {
+        for &port in ports {
+            if !self.tasks.iter().any(|(p, _)| *p == port) {
+                let task = tokio::spawn(serve_port(self.to.subscribe(), port, report.clone()));
+                self.tasks.push((port, task));
+            }
+        }
     }
 }
 
 impl Drop for Forwards {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for (_, t) in &self.tasks {
             t.abort();
         }
     }
@@ -150,4 +168,84 @@ pub async fn open(client: &mut Client, port: u16) -> std::io::Result<Box<dyn Str
         let _ = writer.shutdown().await;
     });
     Ok(Box::new(ours))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An opener that answers with `tag` and closes.
+    fn answering(tag: &'static str) -> Opener {
+        Arc::new(move |_| -> DialFuture {
+            Box::pin(async move {
+                let (ours, mut theirs) = tokio::io::duplex(64);
+                tokio::spawn(async move {
+                    let _ = theirs.write_all(tag.as_bytes()).await;
+                });
+                Ok(Box::new(ours) as Box<dyn Stream>)
+            })
+        })
+    }
+
+    async fn read_from(port: u16) -> Option<String> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let mut text = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.read_to_string(&mut text),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(text)
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    async fn listening(port: u16) -> bool {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_new_start_retargets_kept_ports_opens_new_ones_and_closes_the_rest() {
+        let (a, b, c) = (free_port(), free_port(), free_port());
+        let report: Report = Arc::new(|_| {});
+        let mut f = Forwards::start(answering("one"), &[a, b], report.clone());
+        assert!(listening(a).await && listening(b).await);
+        assert_eq!(read_from(a).await.as_deref(), Some("one"));
+        f.retarget(answering("two"), &[a, c], &report);
+        assert!(listening(c).await);
+        assert_eq!(read_from(a).await.as_deref(), Some("two"));
+        assert_eq!(read_from(c).await.as_deref(), Some("two"));
+        let mut closed = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", b))
+                .await
+                .is_err()
+            {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(closed, "port {b} is still served");
+        drop(f);
+    }
 }

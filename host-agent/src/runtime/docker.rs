@@ -283,16 +283,13 @@ impl DockerRuntime {
     /// now on, when they are forwarded already).
     fn forward(&self, service: &Service, tunnel: &Tunnel, progress: &Reporter) {
         let ports = crate::debug::forwarded_ports(service);
-        if ports.is_empty() {
-            return;
-        }
         let to = progress.clone();
         let report: crate::forward::Report =
             std::sync::Arc::new(move |l| to.send(crate::events::Event::Warning(l)));
         let opener = crate::forward::through_agent(tunnel.clone(), report.clone());
         let mut forwards = self.forwards.lock().unwrap();
-        match forwards.get(&service.name) {
-            Some(f) => f.retarget(opener),
+        match forwards.get_mut(&service.name) {
+            Some(f) => f.retarget(opener, &ports, &report),
             None => {
                 forwards.insert(
                     service.name.clone(),

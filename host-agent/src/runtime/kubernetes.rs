@@ -247,12 +247,11 @@ impl KubeRuntime {
         {
             let mut forwards = self.forwards.lock().unwrap();
             let opener = portforward::opener(pods.clone());
-            match forwards.get(&service.name) {
-                Some(f) => f.retarget(opener),
+            let to = progress.clone();
+            let report: crate::forward::Report = Arc::new(move |l| to.send(Event::Warning(l)));
+            match forwards.get_mut(&service.name) {
+                Some(f) => f.retarget(opener, &service.ports, &report),
                 None => {
-                    let to = progress.clone();
-                    let report: crate::forward::Report =
-                        Arc::new(move |l| to.send(Event::Warning(l)));
                     forwards.insert(
                         service.name.clone(),
                         crate::forward::Forwards::start(opener, &service.ports, report),
