@@ -33,7 +33,12 @@ fn text(out: &Output) -> (String, String) {
 /// ones everywhere (sources, Dockerfiles, manifests), so the test runs beside
 /// anything; returns (web, api).
 fn examples_without_lks_files(dst: &Path) -> (u16, u16) {
-    copy_examples(dst, &[]);
+    // The services of the first examples (the tour's use lks's own
+    // features: host-side builds, allow-lists).
+    copy_examples(
+        dst,
+        &["notes", "notes-build", "quotes", "clock", "clock-build"],
+    );
     let (web, api) = (free_port(), free_port());
     let mut removed = 0;
     for entry in walkdir::WalkDir::new(dst) {
