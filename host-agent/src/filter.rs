@@ -23,6 +23,9 @@ pub struct Filter {
     pub at: String,
     /// The allow-list, relative to the folder; empty: everything.
     pub only: Vec<String>,
+    /// The folder's `.dockerignore` is not read (nothing builds an image
+    /// from it: a host resource's directory).
+    pub no_dockerignore: bool,
 }
 
 impl Filter {
@@ -243,6 +246,7 @@ mod tests {
             excludes: patterns.iter().map(|s| s.to_string()).collect(),
             at: at.into(),
             only: vec![],
+            no_dockerignore: false,
         };
         let (e, bad) = Excludes::compile(Path::new("/svc"), &filter);
         assert!(bad.is_empty());

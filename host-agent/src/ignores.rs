@@ -275,6 +275,7 @@ impl Ignores {
         let mut warnings = Vec::new();
         let docker = std::fs::read_to_string(root.join(DOCKERIGNORE))
             .ok()
+            .filter(|_| !filter.no_dockerignore)
             .and_then(|t| DockerIgnore::parse(&t, &mut warnings));
         let (excludes, bad) = Excludes::compile(root, filter);
         let file = if filter.at.is_empty() {

@@ -113,6 +113,9 @@ fn editing_a_watched_file_runs_it_again_and_other_files_do_not() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path();
     write(ws, "gen/api.proto", "one\n");
+    // A service's image leaves the sources out; the host resource that
+    // shares its directory still watches them.
+    write(ws, "gen/.dockerignore", "*.proto\n");
     write(
         ws,
         "lks.yaml",

@@ -349,6 +349,7 @@ fn sync_filter(service: &Service, spec: &SyncMapping) -> Filter {
         excludes,
         at,
         only: spec.only.clone(),
+        no_dockerignore: false,
     }
 }
 

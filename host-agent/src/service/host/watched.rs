@@ -40,7 +40,7 @@ impl Watched {
             watcher,
             dir: service.dir.clone(),
             matcher: host.watch_matcher.clone(),
-            ignores: Ignores::load(&service.dir, &[]),
+            ignores: own_ignores(&service.dir),
             own,
         }))
     }
@@ -54,7 +54,7 @@ impl Watched {
                 return std::future::pending().await;
             };
             if changes.paths.iter().any(Ignores::is_rule_file) {
-                self.ignores = Ignores::load(&self.dir, &[]);
+                self.ignores = own_ignores(&self.dir);
             }
             let mut matched: Vec<String> = changes
                 .paths
@@ -80,4 +80,16 @@ impl Watched {
             }
         }
     }
+}
+
+/// What a host resource's watch leaves out: `.git`, editors' temporary
+/// files and `.lksignore` patterns, but not its directory's `.dockerignore`
+/// (no image is built from it; it often shares the directory of a service
+/// whose image leaves the sources out).
+fn own_ignores(dir: &std::path::Path) -> Ignores {
+    let filter = crate::filter::Filter {
+        no_dockerignore: true,
+        ..Default::default()
+    };
+    Ignores::with_filter(dir, &filter)
 }
