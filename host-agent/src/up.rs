@@ -177,11 +177,7 @@ async fn launch<R: Runtime + 'static>(
     ));
     for name in order.iter().filter(|n| opts.debug.contains(n)) {
         let service = &ws.services[name];
-        let root = match runtime.name() {
-            "local" => work.join(name).join("root").display().to_string(),
-            _ => service.live_update.root.clone(),
-        };
-        let root = crate::debug::remote_root(service, &root);
+        let root = crate::debug::remote_root(service, &runtime.root_of_app(service));
         hub.note(format!(
             "{name}: {}",
             crate::debug::how_to_attach(service, None, &root)

@@ -204,21 +204,10 @@ impl Drop for Namespace {
 pub fn examples_on_free_ports(dst: &Path) -> (u16, u16) {
     copy_examples(dst, &["worker"]);
     let (web, api) = (free_port(), free_port());
-    for entry in walkdir::WalkDir::new(dst) {
-        let entry = entry.unwrap();
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let new = text
-            .replace("18080", &web.to_string())
-            .replace("18081", &api.to_string());
-        if new != text {
-            std::fs::write(entry.path(), new).unwrap();
-        }
-    }
+    crate::replace_in_files(
+        dst,
+        &[("18080", web.to_string()), ("18081", api.to_string())],
+    );
     crate::write(
         dst,
         "lks.yaml",

@@ -186,6 +186,27 @@ pub fn copy_examples(dst: &Path, skip: &[&str]) {
     }
 }
 
+/// Replaces each `(from, to)` in every text file beneath `dir` (the
+/// examples' fixed ports by free ones: service files, manifests, sources,
+/// Dockerfiles).
+pub fn replace_in_files(dir: &Path, pairs: &[(&str, String)]) {
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let new = pairs
+            .iter()
+            .fold(text.clone(), |t, (from, to)| t.replace(from, to));
+        if new != text {
+            std::fs::write(entry.path(), new).unwrap();
+        }
+    }
+}
+
 /// [`copy_examples`] but for `worker` (it needs Go in an image), with a
 /// workspace file listing web (Node) and api (Python) and the alias
 /// `frontend: [web]`.

@@ -90,23 +90,29 @@ async fn boot_id(url: &str, token: &str) -> Option<String> {
     )
 }
 
-async fn restart(url: &str) {
+/// Sends a batch that is only `commit`; the agent's result.
+async fn commit_only(url: &str, commit: Commit) -> lks_proto::v1::ApplyResult {
     let channel = agent_channel(url).await;
-    let commit = ApplyRequest {
-        op: Some(Op::Commit(Commit {
-            batch_id: "restart".into(),
-            restart: true,
-            ..Default::default()
-        })),
+    let op = ApplyRequest {
+        op: Some(Op::Commit(commit)),
     };
-    let mut req = tonic::Request::new(tokio_stream::iter(vec![commit]));
+    let mut req = tonic::Request::new(tokio_stream::iter(vec![op]));
     req.metadata_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let result = AgentClient::new(channel)
+    AgentClient::new(channel)
         .apply(req)
         .await
         .expect("apply")
-        .into_inner();
+        .into_inner()
+}
+
+async fn restart(url: &str) {
+    let commit = Commit {
+        batch_id: "restart".into(),
+        restart: true,
+        ..Default::default()
+    };
+    let result = commit_only(url, commit).await;
     assert!(
         result.restarted,
         "not restarted: {:?}",
@@ -117,25 +123,15 @@ async fn restart(url: &str) {
 /// A batch whose only step is `sh:`-style (`/bin/sh -c`): in an image with
 /// no shell it fails, saying so and what to write instead.
 async fn shell_step_fails_clearly(url: &str) {
-    let channel = agent_channel(url).await;
-    let commit = ApplyRequest {
-        op: Some(Op::Commit(Commit {
-            batch_id: "shell".into(),
-            steps: vec![Step {
-                argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
-                ..Default::default()
-            }],
+    let commit = Commit {
+        batch_id: "shell".into(),
+        steps: vec![Step {
+            argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             ..Default::default()
-        })),
+        }],
+        ..Default::default()
     };
-    let mut req = tonic::Request::new(tokio_stream::iter(vec![commit]));
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let result = AgentClient::new(channel)
-        .apply(req)
-        .await
-        .expect("apply")
-        .into_inner();
+    let result = commit_only(url, commit).await;
     let step = &result.steps[0];
     assert!(!step.success, "{result:?}");
     assert!(

@@ -27,22 +27,14 @@ fn tour_on_free_ports(ws: &Path) -> Ports {
         quotes: free_port(),
         clock: free_port(),
     };
-    for entry in walkdir::WalkDir::new(ws) {
-        let entry = entry.unwrap();
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let new = text
-            .replace("18082", &p.notes.to_string())
-            .replace("18083", &p.quotes.to_string())
-            .replace("18084", &p.clock.to_string());
-        if new != text {
-            std::fs::write(entry.path(), new).unwrap();
-        }
-    }
+    replace_in_files(
+        ws,
+        &[
+            ("18082", p.notes.to_string()),
+            ("18083", p.quotes.to_string()),
+            ("18084", p.clock.to_string()),
+        ],
+    );
     write(
         ws,
         "lks.yaml",

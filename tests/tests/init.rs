@@ -43,25 +43,16 @@ fn examples_without_lks_files(dst: &Path) -> (u16, u16) {
     let mut removed = 0;
     for entry in walkdir::WalkDir::new(dst) {
         let entry = entry.unwrap();
-        if !entry.file_type().is_file() {
-            continue;
-        }
         let name = entry.file_name().to_string_lossy();
-        if name == "lks.yaml" || name == "lks.service.yaml" {
+        if entry.file_type().is_file() && (name == "lks.yaml" || name == "lks.service.yaml") {
             std::fs::remove_file(entry.path()).unwrap();
             removed += 1;
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let new = text
-            .replace("18080", &web.to_string())
-            .replace("18081", &api.to_string());
-        if new != text {
-            std::fs::write(entry.path(), new).unwrap();
         }
     }
+    replace_in_files(
+        dst,
+        &[("18080", web.to_string()), ("18081", api.to_string())],
+    );
     assert_eq!(removed, 4, "examples/ has lks.yaml and three service files");
     (web, api)
 }

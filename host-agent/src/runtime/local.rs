@@ -50,6 +50,10 @@ impl Runtime for Local {
         "127.0.0.1".into()
     }
 
+    fn root_of_app(&self, service: &Service) -> String {
+        self.root_of(&service.name).display().to_string()
+    }
+
     async fn start(
         &self,
         service: &Service,

@@ -132,6 +132,12 @@ pub trait Runtime: Send + Sync {
         name.to_string()
     }
 
+    /// Where the service's agent root is, as its app sees it: by default
+    /// `live_update.root` (a container's path).
+    fn root_of_app(&self, service: &Service) -> String {
+        service.live_update.root.clone()
+    }
+
     /// Starts the service's agent (and, where the files are already there,
     /// the app). `fresh` asks for a clean slate (a rebuild): nothing left from
     /// an earlier instance. Long work (image builds) reports to `to`, and so

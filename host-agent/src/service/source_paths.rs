@@ -21,9 +21,11 @@ impl SourcePaths {
     /// its Hello says it).
     pub fn new(sync: &[SyncMapping], agent_root: &str) -> SourcePaths {
         let root = agent_root.trim_end_matches('/');
+        if !root.starts_with('/') {
+            return SourcePaths::default();
+        }
         let mut dirs: Vec<(String, String)> = sync
             .iter()
-            .filter(|_| root.starts_with('/'))
             .map(|m| {
                 let remote = m.remote.trim_matches('/');
                 let remote = if remote.is_empty() || remote == "." {
