@@ -49,11 +49,12 @@ fn answers(port: u16, wanted: &str) -> bool {
     http11_get(port, "/").is_some_and(|b| b.contains(wanted))
 }
 
-/// How many times `lks up` said `service`'s app started.
+/// How many times `lks up` said `service`'s app started (`clock`, not
+/// `clock-build`).
 fn starts(up: &mut Up, service: &str) -> usize {
     up.drain()
         .iter()
-        .filter(|l| l.starts_with(service) && l.contains("| app started"))
+        .filter(|l| l.starts_with(&format!("{service} ")) && l.contains("| app started"))
         .count()
 }
 
@@ -111,15 +112,17 @@ fn edits_reach_each_service(up: &mut Up, ws: &Path, p: &Ports) {
         &|| answers(p.clock, "clock v1: tock"),
         up,
     );
-    assert_eq!(starts(up, "notes"), notes0, "notes restarted for content");
-    assert_eq!(
-        starts(up, "quotes"),
-        quotes0,
-        "quotes restarted for content"
-    );
-    assert_eq!(starts(up, "clock"), clock0, "clock restarted for content");
+    for (service, before) in [("notes", notes0), ("quotes", quotes0), ("clock", clock0)] {
+        assert_eq!(
+            starts(up, service),
+            before,
+            "{service} restarted for content:\n{}",
+            up.service_lines(service).join("\n")
+        );
+    }
 
     // Code: restarts (clock after clock-build built a new binary on the host).
+    let code_edits = up.mark();
     let main = ws.join("clock/main.go");
     let go = std::fs::read_to_string(&main)
         .unwrap()
@@ -140,7 +143,14 @@ fn edits_reach_each_service(up: &mut Up, ws: &Path, p: &Ports) {
         &|| answers(p.quotes, "[live]"),
         up,
     );
-    assert!(starts(up, "clock") > clock0 && starts(up, "quotes") > quotes0);
+    // Said after the app answers, maybe.
+    for service in ["clock ", "quotes "] {
+        up.wait_since(
+            code_edits,
+            &[service, "| app started"],
+            Duration::from_secs(10),
+        );
+    }
     up.wait(&["quotes", "compiled"], Duration::from_secs(10));
 }
 
@@ -158,7 +168,7 @@ fn the_tour_runs_and_live_updates_on_the_local_runtime() {
     let p = tour_on_free_ports(ws);
     let mut up = Up::start(ws, &["tour"]);
     for s in ["notes", "quotes", "clock"] {
-        up.wait(&[s, "[ready]"], START);
+        up.wait(&[&format!("{s} "), "[ready]"], START);
     }
     edits_reach_each_service(&mut up, ws, &p);
     assert!(up.terminate().success());
@@ -173,7 +183,7 @@ fn the_tour_runs_and_live_updates_in_containers() {
     // the pod test may build and push the same ones meanwhile.
     let mut up = Up::start(ws, &["--runtime", "docker", "tour"]);
     for s in ["notes", "quotes", "clock"] {
-        up.wait(&[s, "[ready]"], START);
+        up.wait(&[&format!("{s} "), "[ready]"], START);
     }
     edits_reach_each_service(&mut up, ws, &p);
     assert!(up.terminate().success());
@@ -190,7 +200,7 @@ fn the_tour_runs_and_live_updates_in_pods() {
     let ns = k.namespace();
     let mut up = k.up(ws, &["--namespace", &ns.name, "tour"]);
     for s in ["notes", "quotes", "clock"] {
-        up.wait(&[s, "[ready]"], START);
+        up.wait(&[&format!("{s} "), "[ready]"], START);
     }
     edits_reach_each_service(&mut up, ws, &p);
     up.terminate();
