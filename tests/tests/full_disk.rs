@@ -193,7 +193,10 @@ fn an_operation_refused_for_a_full_disk_is_tried_again_until_it_lands_without_an
     let mut watch = Watch::spawn(&src, &_agent.url, TOKEN, &[]);
     watch.wait_line("initial sync", Duration::from_secs(30));
     let big: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
-    std::fs::write(src.join("big.bin"), &big).unwrap();
+    // Renamed in whole: written in place, the watch may sync the file as
+    // it was a moment after its creation (empty), which fits.
+    std::fs::write(tmp.path().join("big.bin"), &big).unwrap();
+    std::fs::rename(tmp.path().join("big.bin"), src.join("big.bin")).unwrap();
     let mut said = Vec::new();
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -203,7 +206,11 @@ fn an_operation_refused_for_a_full_disk_is_tried_again_until_it_lands_without_an
         }),
         "no retry announced: {said:#?}"
     );
-    assert!(!root.join("big.bin").exists());
+    assert!(
+        !root.join("big.bin").exists(),
+        "big.bin landed, {} bytes, though the disk was full",
+        std::fs::metadata(root.join("big.bin")).map_or(0, |m| m.len())
+    );
     // Space comes back; nothing changes in src.
     std::fs::remove_file(disk.dir.join("filler")).unwrap();
     assert!(
