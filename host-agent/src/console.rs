@@ -224,7 +224,8 @@ pub fn describe(event: &Event) -> String {
             delay.as_secs_f64()
         ),
         Event::NotRetried => {
-            "not starting it again: fix its definition (lks config check says more) and run lks up again"
+            "not starting it again: fix what the error says, then run lks up again (lks config \
+             check checks the definitions)"
                 .into()
         }
         Event::Synced { kind, summary, ms } => {

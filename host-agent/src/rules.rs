@@ -188,6 +188,7 @@ mod tests {
             readiness: None,
             live_update: LiveUpdate {
                 root: "/app".into(),
+                local_root: None,
                 sync: vec![SyncMapping {
                     local: dir.join("src"),
                     remote: "src".into(),

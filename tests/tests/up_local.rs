@@ -565,7 +565,7 @@ fn a_service_that_cannot_run_as_defined_is_not_retried_and_the_others_run() {
         &["broken", "not starting it again"],
         Duration::from_secs(10),
     );
-    assert!(line.contains("fix its definition"), "{line}");
+    assert!(line.contains("fix what the error says"), "{line}");
     let said = up.drain().to_vec();
     assert!(
         said.iter()

@@ -10,7 +10,15 @@ use globset::GlobSet;
 use marked_yaml::Node;
 use std::path::{Path, PathBuf};
 
-const KEYS: &[&str] = &["root", "sync", "ignore", "run", "restart", "fall_back_on"];
+const KEYS: &[&str] = &[
+    "root",
+    "local_root",
+    "sync",
+    "ignore",
+    "run",
+    "restart",
+    "fall_back_on",
+];
 const SYNC_KEYS: &[&str] = &["local", "remote", "only"];
 const RUN_KEYS: &[&str] = &["cmd", "sh", "workdir", "trigger"];
 const RESTART_KEYS: &[&str] = &["on-change"];
@@ -23,6 +31,7 @@ pub const DEFAULT_ROOT: &str = "/app";
 pub(super) fn default_live_update(dir: &Path) -> LiveUpdate {
     LiveUpdate {
         root: DEFAULT_ROOT.into(),
+        local_root: None,
         sync: vec![SyncMapping {
             local: dir.to_path_buf(),
             remote: String::new(),
@@ -128,7 +137,39 @@ pub(super) fn live_update(
         lu.fall_back_on = globs;
         lu.fall_back_matcher = set;
     }
+    if let Some((_, v)) = get(map, "local_root") {
+        let w = sub(what, "local_root");
+        if let Some(written) = doc.nonempty(v, &w) {
+            let root = values::clean(&dir.join(&written));
+            match local_root_problem(&root, dir, &lu.sync) {
+                Some(problem) => doc.invalid(v, &w, problem),
+                None => lu.local_root = Some(root),
+            }
+        }
+    }
     (doc.errors.len() == errors_before).then_some(lu)
+}
+
+/// Why `root` cannot be the local runtime's root of the service in `dir`
+/// that syncs `sync`: lks replaces what is in the root, so it must hold
+/// none of the developer's sources.
+fn local_root_problem(root: &Path, dir: &Path, sync: &[SyncMapping]) -> Option<String> {
+    if dir.starts_with(root) {
+        return Some(format!(
+            "{} holds the service's own directory; the local runtime replaces what is in its \
+             root: name a directory of its own (e.g. /srv/NAME)",
+            root.display()
+        ));
+    }
+    let source = sync
+        .iter()
+        .find(|m| root.starts_with(&m.local) || m.local.starts_with(root))?;
+    Some(format!(
+        "{} overlaps the synced directory {}: the root would be synced into itself; name a \
+         directory outside the sources",
+        root.display(),
+        source.local.display()
+    ))
 }
 
 /// Sync mappings whose remote directories nest: one mirror would delete

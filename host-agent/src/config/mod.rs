@@ -301,6 +301,10 @@ pub struct LiveUpdate {
     /// The agent's root in the container (default `/app`); `remote` paths of
     /// sync mappings are relative to it.
     pub root: String,
+    /// `local_root`: the agent's root on the local runtime (absolute); None:
+    /// `.lks/SERVICE/root`. Named, it can match the container's (`/app`)
+    /// for apps that use absolute paths.
+    pub local_root: Option<PathBuf>,
     /// Local directory -> remote directory mappings.
     pub sync: Vec<SyncMapping>,
     /// Extra gitignore-style patterns never synced (relative to the service dir).

@@ -32,10 +32,95 @@ impl Local {
         })
     }
 
-    /// The root of a service's agent.
-    pub fn root_of(&self, service: &str) -> PathBuf {
-        self.work.join(service).join("root")
+    /// The root of a service's agent: its `local_root`, else
+    /// `.lks/SERVICE/root`.
+    pub fn root_of(&self, service: &Service) -> PathBuf {
+        match &service.live_update.local_root {
+            Some(root) => root.clone(),
+            None => self.work.join(&service.name).join("root"),
+        }
     }
+
+    /// Makes `service`'s root ready for its agent: created, and emptied when
+    /// `fresh` (a rebuild starts from nothing, as a new image would). A
+    /// named root (`local_root`) is used only when it is empty or lks made
+    /// it (recorded in `.lks/SERVICE/local-root`): lks replaces what is in
+    /// it, and never what it did not put there.
+    async fn prepare_root(&self, service: &Service, fresh: bool) -> Result<PathBuf, RuntimeError> {
+        let root = self.root_of(service);
+        let io = |context: String| {
+            let service = service.name.clone();
+            move |cause| RuntimeError::Io {
+                service,
+                context,
+                cause,
+            }
+        };
+        if service.live_update.local_root.is_some() {
+            let record = self.work.join(&service.name).join("local-root");
+            let ours = tokio::fs::read_to_string(&record)
+                .await
+                .is_ok_and(|r| Path::new(&r) == root);
+            if !ours
+                && !empty_or_missing(&root)
+                    .await
+                    .map_err(io(format!("reading {}", root.display())))?
+            {
+                return Err(RuntimeError::Misconfigured {
+                    service: service.name.clone(),
+                    reason: format!(
+                        "its local_root {} is not empty, and lks did not make it: lks replaces \
+                         what is in its root. Empty it (or remove it) if it holds nothing you need, \
+                         or name another directory",
+                        root.display()
+                    ),
+                });
+            }
+            tokio::fs::create_dir_all(record.parent().unwrap_or(&self.work))
+                .await
+                .map_err(io("creating the work dir".into()))?;
+            tokio::fs::write(&record, root.as_os_str().as_encoded_bytes())
+                .await
+                .map_err(io(format!("writing {}", record.display())))?;
+        }
+        if fresh {
+            empty(&root)
+                .await
+                .map_err(io(format!("emptying {} for a rebuild", root.display())))?;
+        }
+        tokio::fs::create_dir_all(&root)
+            .await
+            .map_err(io(format!("creating {}", root.display())))?;
+        Ok(root)
+    }
+}
+
+/// Whether `dir` has nothing in it (or is not there).
+async fn empty_or_missing(dir: &Path) -> std::io::Result<bool> {
+    match tokio::fs::read_dir(dir).await {
+        Ok(mut entries) => Ok(entries.next_entry().await?.is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes what is in `dir`, keeping `dir` itself (it may be a mount point,
+/// or one the developer made with its owner and mode).
+async fn empty(dir: &Path) -> std::io::Result<()> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        if entry.file_type().await?.is_dir() {
+            tokio::fs::remove_dir_all(&path).await?;
+        } else {
+            tokio::fs::remove_file(&path).await?;
+        }
+    }
+    Ok(())
 }
 
 impl Runtime for Local {
@@ -51,7 +136,7 @@ impl Runtime for Local {
     }
 
     fn root_of_app(&self, service: &Service) -> String {
-        self.root_of(&service.name).display().to_string()
+        self.root_of(service).display().to_string()
     }
 
     async fn start(
@@ -80,18 +165,10 @@ impl Runtime for Local {
         ports.extend(service.debugging.as_ref().map(|d| d.port));
         RuntimeError::check_ports(service, &ports)?;
         let dir = self.work.join(&service.name);
-        let root = self.root_of(&service.name);
         // The root is kept between runs (ignored build outputs such as a
         // dependency dir act as a cache; the sync makes everything else
-        // equal). A rebuild starts from an empty root, as a new image would.
-        if fresh && tokio::fs::symlink_metadata(&root).await.is_ok() {
-            tokio::fs::remove_dir_all(&root)
-                .await
-                .map_err(io("clearing the work dir for a rebuild"))?;
-        }
-        tokio::fs::create_dir_all(&root)
-            .await
-            .map_err(io("creating the work dir"))?;
+        // equal).
+        let root = self.prepare_root(service, fresh).await?;
         let log_path = dir.join("agent.log");
         let mut log = tokio::fs::File::create(&log_path)
             .await

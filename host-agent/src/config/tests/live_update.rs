@@ -157,3 +157,56 @@ fn an_entrypoint_takes_every_command_form() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn the_local_root_may_be_named_outside_the_sources() {
+    let f = svc(&["name: svc", "live_update:", "  local_root: /srv/svc-app"]);
+    assert_eq!(
+        f.ok().services["svc"].live_update.local_root.as_deref(),
+        Some(std::path::Path::new("/srv/svc-app"))
+    );
+    // Relative to the service's directory.
+    let f = svc(&[
+        "name: svc",
+        "live_update:",
+        "  sync: [{local: src, remote: .}]",
+        "  local_root: run/app",
+    ]);
+    let ws = f.ok();
+    let root = ws.services["svc"].live_update.local_root.clone().unwrap();
+    assert_eq!(root, ws.services["svc"].dir.join("run/app"));
+}
+
+#[test]
+fn a_local_root_holding_the_sources_is_refused() {
+    // The service's directory is synced whole by default.
+    for (root, problem) in [
+        ("..", "holds the service's own directory"),
+        ("/", "holds the service's own directory"),
+        ("cache", "overlaps the synced directory"),
+    ] {
+        let f = svc(&[
+            "name: svc",
+            "live_update:",
+            &format!("  local_root: {root}"),
+        ]);
+        let errors = f.errors();
+        assert_eq!(errors.len(), 1, "{root}: {errors:#?}");
+        assert!(
+            errors[0].starts_with("svc/lks.service.yaml:3:15: live_update.local_root of service")
+                && errors[0].contains(problem),
+            "{root}: {errors:#?}"
+        );
+    }
+    let f = svc(&[
+        "name: svc",
+        "live_update:",
+        "  sync: [{local: src/web, remote: .}]",
+        "  local_root: src",
+    ]);
+    assert!(
+        f.errors()[0].contains("overlaps the synced directory"),
+        "{:#?}",
+        f.errors()
+    );
+}
