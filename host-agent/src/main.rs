@@ -336,7 +336,7 @@ struct UpArgs {
     local: Vec<String>,
     /// Run this service's app under its language's debugger (node --inspect,
     /// debugpy, dlv; `debug:` in its file overrides), its port on 127.0.0.1,
-    /// and print how to attach (repeatable; local and docker runtimes).
+    /// and print how to attach (repeatable).
     #[arg(long = "debug", value_name = "SERVICE")]
     debug: Vec<String>,
     /// The workspace file (default: lks.yaml here or in the nearest parent).

@@ -82,12 +82,6 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let kind = opts
         .runtime
         .unwrap_or_else(|| default_runtime(&ws, &opts.kube));
-    if kind == RuntimeKind::Kube && !opts.debug.is_empty() {
-        bail!(
-            "--debug runs an app under its debugger on the local and docker runtimes; on kube, \
-             give the service `entrypoint:` with the debugger's command and list its port in `ports:`"
-        );
-    }
     let token = hex::encode(rand::random::<[u8; 24]>());
     let work = ws.root.join(crate::config::WORK_DIR);
     // Held until this run ends, however it ends.

@@ -196,6 +196,94 @@ fn in_a_container_the_debugger_is_chosen_from_the_images_cmd_and_its_port_forwar
     assert!(status.success(), "{status:?}");
 }
 
+#[test]
+fn in_a_pod_the_app_runs_under_its_debugger_without_its_liveness_probe() {
+    let Some(k) = lks_e2e::kube::cluster("in_a_pod_the_app_runs_under_its_debugger") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let (web, _) = lks_e2e::kube::examples_on_free_ports(ws);
+    let inspect = free_port();
+    // A liveness probe would kill an app stopped at a breakpoint.
+    replace_in_files(
+        ws,
+        &[
+            (
+                "          readinessProbe:\n",
+                "          livenessProbe:\n            tcpSocket: {port: 1}\n          \
+                 readinessProbe:\n"
+                    .into(),
+            ),
+            (
+                "k8s: [k8s/*.yaml]\n",
+                format!("k8s: [k8s/*.yaml]\ndebug: {{port: {inspect}}}\n"),
+            ),
+        ],
+    );
+    let ns = k.namespace();
+    let n = &ns.name;
+    let mut up = k.up(ws, &["--namespace", n, "--debug", "web", "frontend"]);
+    up.wait(
+        &[
+            "web",
+            &format!("debugging with Node inspector on 127.0.0.1:{inspect}"),
+        ],
+        Duration::from_secs(60),
+    );
+    up.wait(&["\"remoteRoot\": \"/app\""], Duration::from_secs(5));
+    up.wait(&["web ", "[ready]"], Duration::from_secs(300));
+    let container = |field: &str| {
+        k.jsonpath(
+            n,
+            "deploy/web",
+            &format!("{{.spec.template.spec.containers[0].{field}}}"),
+        )
+    };
+    let command = container("command");
+    assert!(
+        command.contains("supervise")
+            && command.contains(&format!("--inspect=127.0.0.1:{inspect}")),
+        "{command}"
+    );
+    assert_eq!(container("livenessProbe"), "", "the liveness probe stayed");
+    // The inspector listens on the pod's 127.0.0.1, reached through the
+    // forwarded port.
+    assert!(
+        wait_until(Duration::from_secs(30), || http11_get(
+            inspect,
+            "/json/list"
+        )
+        .is_some()),
+        "the inspector does not answer through the forwarded port\n{}",
+        up.drain().join("\n")
+    );
+    assert_eq!(evaluate(inspect, "6 * 7"), serde_json::json!(42));
+    let pid = evaluate(inspect, "process.pid");
+    // An edit restarts the app in the pod, under the debugger again.
+    lks_e2e::kube::set_greeting(ws, "hello under the debugger");
+    assert!(
+        wait_until(Duration::from_secs(60), || http11_get(web, "/")
+            .is_some_and(|b| b.contains("hello under the debugger"))),
+        "the edit never arrived\n{}",
+        up.drain().join("\n")
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || http11_get(
+            inspect,
+            "/json/list"
+        )
+        .is_some()),
+        "the new process is not under the debugger"
+    );
+    assert_ne!(
+        evaluate(inspect, "process.pid"),
+        pid,
+        "the same process answers"
+    );
+    assert!(up.terminate().success());
+}
+
 /// One DAP message (Content-Length framing), written.
 fn dap_send(s: &mut std::net::TcpStream, v: &serde_json::Value) {
     use std::io::Write;

@@ -4,6 +4,7 @@
 //! `lks.dev/agent: "true"`. Pure: everything it needs is passed in.
 
 use crate::config::Service;
+use crate::debug::Debugger;
 use anyhow::bail;
 use lks_k8s::inject::{self, ImageConfig, InjectOptions, Outcome};
 use serde_json::Value;
@@ -75,6 +76,9 @@ pub enum RenderError {
         /// Why.
         cause: inject::InjectError,
     },
+    /// `--debug`, and the app's command cannot be run under a debugger.
+    #[error("{0}")]
+    Debug(String),
     /// A live service without a pod template.
     #[error(
         "{0} is live updated but none of its manifests has a pod template (Deployment, StatefulSet, \
@@ -116,9 +120,18 @@ pub fn parse_manifest(text: &str) -> Result<Vec<Value>, ManifestError> {
     Ok(objects)
 }
 
+/// What [`render`] made.
+pub struct Rendered {
+    /// The service's objects as lks applies them.
+    pub objects: Vec<Value>,
+    /// The debugger its app runs under (`lks up --debug`), once chosen.
+    pub debugger: Option<Debugger>,
+}
+
 /// The service's objects as lks applies them.
-pub fn render(service: &Service, opts: &RenderOptions) -> Result<Vec<Value>, RenderError> {
+pub fn render(service: &Service, opts: &RenderOptions) -> Result<Rendered, RenderError> {
     let mut objects = load(service)?;
+    let mut debugger = None;
     for o in &mut objects {
         let labels = o
             .pointer_mut("/metadata")
@@ -136,6 +149,9 @@ pub fn render(service: &Service, opts: &RenderOptions) -> Result<Vec<Value>, Ren
         }
         if !service.entrypoint.is_empty() {
             override_entrypoint(o, service);
+        }
+        if service.debugging.is_some() && debugger.is_none() {
+            debugger = run_under_debugger(o, service, opts.image_config)?;
         }
     }
     if opts.live {
@@ -209,7 +225,7 @@ pub fn render(service: &Service, opts: &RenderOptions) -> Result<Vec<Value>, Ren
             return Err(RenderError::NoPodTemplate(service.name.clone()));
         }
     }
-    Ok(objects)
+    Ok(Rendered { objects, debugger })
 }
 
 /// The ENTRYPOINT and CMD of `image` as the Docker engine has it (the
@@ -263,30 +279,80 @@ fn replace_images(o: &mut Value, service: &str, image: &str) {
     }
 }
 
+/// The containers of `o`'s pod template whose image is the service's.
+fn services_containers<'a>(
+    o: &'a mut Value,
+    service: &'a Service,
+) -> impl Iterator<Item = &'a mut serde_json::Map<String, Value>> + 'a {
+    lks_k8s::workload::pod_template_mut(o)
+        .and_then(|t| t.pointer_mut("/spec/containers"))
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c.get("image")
+                .and_then(Value::as_str)
+                .is_some_and(|i| repository(i).rsplit('/').next() == Some(service.name.as_str()))
+        })
+        .filter_map(Value::as_object_mut)
+}
+
 /// Gives every container whose image is the service's its `entrypoint:` as
 /// `command` (without `args`: the image's CMD is dropped, as `docker run
 /// --entrypoint` does). Kubernetes expands `$(VAR)` in it as in any
 /// `command`.
 fn override_entrypoint(o: &mut Value, service: &Service) {
-    let Some(t) = lks_k8s::workload::pod_template_mut(o) else {
-        return;
-    };
-    let Some(cs) = t
-        .pointer_mut("/spec/containers")
-        .and_then(Value::as_array_mut)
-    else {
-        return;
-    };
-    for c in cs {
-        let ours = c
-            .get("image")
-            .and_then(Value::as_str)
-            .is_some_and(|i| repository(i).rsplit('/').next() == Some(service.name.as_str()));
-        if let (true, Some(c)) = (ours, c.as_object_mut()) {
-            c.insert("command".into(), service.entrypoint.clone().into());
-            c.remove("args");
-        }
+    for c in services_containers(o, service) {
+        c.insert("command".into(), service.entrypoint.clone().into());
+        c.remove("args");
     }
+}
+
+/// `lks up --debug`: the first container of `o` whose image is the
+/// service's runs its command under the debugger (listening on the pod's
+/// 127.0.0.1, reached through the forwarded port), without the liveness and
+/// startup probes that would kill an app stopped at a breakpoint. The
+/// debugger, when `o` has such a container.
+fn run_under_debugger(
+    o: &mut Value,
+    service: &Service,
+    image_config: &dyn Fn(&str) -> Option<ImageConfig>,
+) -> Result<Option<Debugger>, RenderError> {
+    let Some(c) = services_containers(o, service).next() else {
+        return Ok(None);
+    };
+    let strings = |key: &str| -> Vec<String> {
+        c.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .and_then(image_config);
+    let mut argv = inject::container_command(&strings("command"), &strings("args"), image.as_ref());
+    if argv.is_empty() {
+        argv = service.command.clone();
+    }
+    let (argv, debugger) =
+        crate::debug::under_debugger(service, argv).map_err(RenderError::Debug)?;
+    if argv.is_empty() {
+        return Err(RenderError::Debug(format!(
+            "--debug {}: neither its manifest, its image nor its `command` says what runs",
+            service.name
+        )));
+    }
+    c.insert("command".into(), argv.into());
+    c.remove("args");
+    c.remove("livenessProbe");
+    c.remove("startupProbe");
+    Ok(debugger)
 }
 
 /// An image reference without its tag or digest.
@@ -386,7 +452,8 @@ pub async fn command(
                 workspace: &workspace,
                 image_config: &image_config,
             },
-        )?;
+        )?
+        .objects;
         for mut o in objects {
             if let Some(ns) = &namespace {
                 set_namespace(&mut o, ns);

@@ -162,7 +162,7 @@ impl KubeRuntime {
         let image_config = |image: &str| -> Option<ImageConfig> {
             (image == cluster_ref).then(|| own.clone()).flatten()
         };
-        let objects = render::render(
+        let render::Rendered { objects, debugger } = render::render(
             service,
             &RenderOptions {
                 image: Some(&cluster_ref),
@@ -172,6 +172,15 @@ impl KubeRuntime {
                 image_config: &image_config,
             },
         )?;
+        if service
+            .debugging
+            .as_ref()
+            .is_some_and(|d| d.debugger.is_none())
+        {
+            // Said now that the container's command is known.
+            let root = crate::debug::remote_root(service, &service.live_update.root);
+            progress.say(&crate::debug::how_to_attach(service, debugger, &root));
+        }
         let agent_workload = objects.iter().find(|o| injected(o)).cloned();
         let namespace_of = |o: &Value| {
             o["metadata"]["namespace"]
@@ -249,12 +258,13 @@ impl KubeRuntime {
             let opener = portforward::opener(pods.clone());
             let to = progress.clone();
             let report: crate::forward::Report = Arc::new(move |l| to.send(Event::Warning(l)));
+            let ports = crate::debug::forwarded_ports(service);
             match forwards.get_mut(&service.name) {
-                Some(f) => f.retarget(opener, &service.ports, &report),
+                Some(f) => f.retarget(opener, &ports, &report),
                 None => {
                     forwards.insert(
                         service.name.clone(),
-                        crate::forward::Forwards::start(opener, &service.ports, report),
+                        crate::forward::Forwards::start(opener, &ports, report),
                     );
                 }
             }

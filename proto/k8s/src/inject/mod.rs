@@ -402,14 +402,7 @@ impl Cx {
             container: name.to_string(),
             image: image.to_string(),
         })?;
-        // The image's own strings were never expanded: escaped for Kubernetes.
-        let escape = |v: &[String]| -> Vec<String> { v.iter().map(|s| literal(s)).collect() };
-        let entrypoint = if config.entrypoint == [""] {
-            config.entrypoint.clone()
-        } else {
-            escape(&config.entrypoint)
-        };
-        let argv = lks_proto::launch::image_argv(&entrypoint, &escape(&config.cmd), Some(&args));
+        let argv = container_command(&[], &args, Some(&config));
         if argv.is_empty() {
             return Err(InjectError::NothingToRun {
                 object: self.object.clone(),
@@ -419,6 +412,31 @@ impl Cx {
         }
         Ok(argv)
     }
+}
+
+/// What a container runs, as Kubernetes runs it (the rules of the CRI
+/// runtimes), written as a `command` that runs the same: `command` set:
+/// command + args; else its image's ENTRYPOINT + (args, or the image's CMD),
+/// those escaped for Kubernetes' `$(VAR)` expansion (they were never
+/// expanded). Empty when neither says anything (or the image is unknown).
+pub fn container_command(
+    command: &[String],
+    args: &[String],
+    image: Option<&ImageConfig>,
+) -> Vec<String> {
+    if !command.is_empty() {
+        return [command, args].concat();
+    }
+    let Some(config) = image else {
+        return Vec::new();
+    };
+    let escape = |v: &[String]| -> Vec<String> { v.iter().map(|s| literal(s)).collect() };
+    let entrypoint = if config.entrypoint == [""] {
+        config.entrypoint.clone()
+    } else {
+        escape(&config.entrypoint)
+    };
+    lks_proto::launch::image_argv(&entrypoint, &escape(&config.cmd), Some(args))
 }
 
 /// `s` escaped so that Kubernetes' `$(VAR)` expansion of `command` gives back `s`:
