@@ -65,6 +65,23 @@ impl Forwards {
     }
 }
 
+/// Forwards `ports` of service `name` (kept in `all`, each service's) from
+/// now on through `opener`: its forwards retargeted, or started.
+pub fn to_service(
+    all: &mut std::collections::BTreeMap<String, Forwards>,
+    name: &str,
+    opener: Opener,
+    ports: &[u16],
+    report: Report,
+) {
+    match all.get_mut(name) {
+        Some(f) => f.retarget(opener, ports, &report),
+        None => {
+            all.insert(name.to_string(), Forwards::start(opener, ports, report));
+        }
+    }
+}
+
 impl Drop for Forwards {
     fn drop(&mut self) {
         for (_, t) in &self.tasks {

@@ -4,24 +4,45 @@ use crate::config::{Check, Readiness};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// One attempt: `Ok` when the service is ready, else why not. `exec` checks
-/// run through `exec`, which the caller provides (they run in the service's
-/// environment, through its agent).
-pub async fn probe<F, Fut>(check: &Check, exec: F) -> Result<(), String>
-where
-    F: FnOnce(Vec<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
+/// What a check asks of where the app runs: the caller's (through the
+/// service's agent, or the host itself for a host resource).
+pub trait Where {
+    /// Runs an `exec` check (in the service's environment); Ok when it
+    /// succeeds.
+    fn exec(&mut self, argv: Vec<String>) -> impl Future<Output = Result<(), String>>;
+
+    /// Connects to `port` of the loopback where the app runs, for a TCP
+    /// check of `127.0.0.1:port`; None to connect from here instead.
+    fn connect(&mut self, port: u16) -> impl Future<Output = Option<Result<(), String>>>;
+}
+
+/// One attempt: `Ok` when the service is ready, else why not.
+pub async fn probe(check: &Check, at: &mut impl Where) -> Result<(), String> {
     match check {
-        Check::Tcp { address } => tcp_alive(address).await,
+        Check::Tcp { address } => {
+            if let Some(port) = loopback_port(address)
+                && let Some(result) = at.connect(port).await
+            {
+                return result.map_err(|e| format!("{address} where the app runs: {e}"));
+            }
+            tcp_alive(address).await
+        }
         Check::Http { url } => http(url).await,
-        Check::Exec { argv } => exec(argv.clone()).await,
+        Check::Exec { argv } => at.exec(argv.clone()).await,
     }
 }
 
-/// How long a connection must stay open to count: a forwarded port (the
-/// docker runtime's through the agent, a pod port-forward) accepts at once
-/// and closes when nothing listens behind it.
+/// The port of a loopback address (`127.0.0.1:P`, `localhost:P`, `[::1]:P`).
+fn loopback_port(address: &str) -> Option<u16> {
+    let (host, port) = address.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+        .then(|| port.parse().ok())
+        .flatten()
+}
+
+/// How long a connection must stay open to count, when it is made from
+/// here to a port lks forwards without an agent to ask (a pod port-forward
+/// accepts at once and closes when nothing listens behind it).
 const TCP_SETTLE: Duration = Duration::from_millis(100);
 
 /// A TCP check: the connection opens, and is not closed at once (or the
@@ -199,17 +220,13 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 
 /// Probes until ready or `readiness.timeout` passes; returns the last reason
 /// on failure.
-pub async fn wait<F, Fut>(readiness: &Readiness, mut exec: F) -> Result<Duration, String>
-where
-    F: FnMut(Vec<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
+pub async fn wait(readiness: &Readiness, at: &mut impl Where) -> Result<Duration, String> {
     let start = Instant::now();
     // Most services are up within tens of milliseconds: probe fast at first,
     // then every `period`.
     let mut pause = Duration::from_millis(10).min(readiness.period);
     loop {
-        match probe(&readiness.check, &mut exec).await {
+        match probe(&readiness.check, at).await {
             Ok(()) => return Ok(start.elapsed()),
             Err(why) if start.elapsed() >= readiness.timeout => {
                 return Err(format!("not ready after {:?}: {why}", readiness.timeout));
@@ -227,8 +244,26 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn no_exec(_: Vec<String>) -> Result<(), String> {
-        Err("no exec here".into())
+    struct Here;
+
+    impl Where for Here {
+        async fn exec(&mut self, _: Vec<String>) -> Result<(), String> {
+            Err("no exec here".into())
+        }
+
+        async fn connect(&mut self, _: u16) -> Option<Result<(), String>> {
+            None
+        }
+    }
+
+    #[test]
+    fn only_loopback_addresses_are_connected_to_where_the_app_runs() {
+        assert_eq!(loopback_port("127.0.0.1:8080"), Some(8080));
+        assert_eq!(loopback_port("localhost:1"), Some(1));
+        assert_eq!(loopback_port("[::1]:443"), Some(443));
+        assert_eq!(loopback_port("db:5432"), None);
+        assert_eq!(loopback_port("10.0.0.1:80"), None);
+        assert_eq!(loopback_port("127.0.0.1:http"), None);
     }
 
     #[tokio::test]
@@ -299,10 +334,10 @@ mod tests {
             url: format!("http://{addr}/health"),
         };
         assert_eq!(
-            probe(&check, no_exec).await,
+            probe(&check, &mut Here).await,
             Err(format!("http://{addr}/health answered 503"))
         );
-        assert_eq!(probe(&check, no_exec).await, Ok(()));
+        assert_eq!(probe(&check, &mut Here).await, Ok(()));
     }
 
     #[tokio::test]
@@ -318,12 +353,12 @@ mod tests {
             period: Duration::from_millis(20),
             timeout: Duration::from_millis(200),
         };
-        let err = wait(&r, no_exec).await.unwrap_err();
+        let err = wait(&r, &mut Here).await.unwrap_err();
         assert!(
             err.starts_with("not ready after 200ms: cannot connect to"),
             "{err}"
         );
         let _l = tokio::net::TcpListener::bind(addr).await.unwrap();
-        assert!(wait(&r, no_exec).await.is_ok());
+        assert!(wait(&r, &mut Here).await.is_ok());
     }
 }

@@ -288,15 +288,7 @@ impl DockerRuntime {
             std::sync::Arc::new(move |l| to.send(crate::events::Event::Warning(l)));
         let opener = crate::forward::through_agent(tunnel.clone(), report.clone());
         let mut forwards = self.forwards.lock().unwrap();
-        match forwards.get_mut(&service.name) {
-            Some(f) => f.retarget(opener, &ports, &report),
-            None => {
-                forwards.insert(
-                    service.name.clone(),
-                    Forwards::start(opener, &ports, report),
-                );
-            }
-        }
+        crate::forward::to_service(&mut forwards, &service.name, opener, &ports, report);
     }
 
     /// Stops and removes a container.

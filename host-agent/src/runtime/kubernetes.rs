@@ -259,15 +259,7 @@ impl KubeRuntime {
             let to = progress.clone();
             let report: crate::forward::Report = Arc::new(move |l| to.send(Event::Warning(l)));
             let ports = crate::debug::forwarded_ports(service);
-            match forwards.get_mut(&service.name) {
-                Some(f) => f.retarget(opener, &ports, &report),
-                None => {
-                    forwards.insert(
-                        service.name.clone(),
-                        crate::forward::Forwards::start(opener, &ports, report),
-                    );
-                }
-            }
+            crate::forward::to_service(&mut forwards, &service.name, opener, &ports, report);
         }
         let root = injected_root(&workload).unwrap_or_else(|| service.live_update.root.clone());
         let mode = if live {

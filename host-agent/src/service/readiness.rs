@@ -8,8 +8,7 @@ use crate::events::{Reporter, Status};
 use crate::readiness;
 use crate::session::Session;
 use lks_proto::v1;
-use std::sync::Arc;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 /// Waits for a service without an agent: http and tcp checks only.
 pub async fn without_agent(service: &Service, to: &Reporter, state: &watch::Sender<State>) {
@@ -17,18 +16,13 @@ pub async fn without_agent(service: &Service, to: &Reporter, state: &watch::Send
         return ready(to, state);
     };
     to.status(Status::CheckingReadiness);
-    let result = readiness::wait(readiness, |_| async {
-        Err(
-            "an exec readiness check needs the agent: name the service --local, or use http or tcp"
-                .to_string(),
-        )
-    })
-    .await;
+    let result = readiness::wait(readiness, &mut NoAgent).await;
     settle(result, service, to, state);
 }
 
 /// Waits for a service whose agent answers on `session` (an `exec` check
-/// runs there, as a probe).
+/// runs there, as a probe; a tcp check of a port lks forwards connects
+/// there).
 pub async fn through_agent(
     service: &Service,
     session: &mut Session,
@@ -39,32 +33,67 @@ pub async fn through_agent(
         return ready(to, state);
     };
     to.status(Status::CheckingReadiness);
-    let session = Arc::new(Mutex::new(session));
-    let env = service.env.clone();
-    let result = readiness::wait(readiness, |argv| {
-        let session = session.clone();
-        let env = env.clone();
-        async move {
-            let step = v1::Step {
-                argv,
-                workdir: String::new(),
-                env: env.into_iter().collect(),
-            };
-            let result = session
-                .lock()
-                .await
-                .probe(step)
-                .await
-                .map_err(|e| e.to_string())?;
-            match result {
-                Some(r) if r.success => Ok(()),
-                Some(r) => Err(super::update::step_failure(&r)),
-                None => Err("the check did not run".into()),
-            }
-        }
-    })
-    .await;
+    let mut agent = Agent {
+        session,
+        env: &service.env,
+        ports: crate::debug::forwarded_ports(service),
+    };
+    let result = readiness::wait(readiness, &mut agent).await;
     settle(result, service, to, state);
+}
+
+/// Checks from here only.
+struct NoAgent;
+
+impl readiness::Where for NoAgent {
+    async fn exec(&mut self, _: Vec<String>) -> Result<(), String> {
+        Err(
+            "an exec readiness check needs the agent: name the service --local, or use http or tcp"
+                .to_string(),
+        )
+    }
+
+    async fn connect(&mut self, _: u16) -> Option<Result<(), String>> {
+        None
+    }
+}
+
+/// Checks through the service's agent.
+struct Agent<'a> {
+    session: &'a mut Session,
+    env: &'a std::collections::BTreeMap<String, String>,
+    /// The ports lks forwards to where the app runs: a connection to one
+    /// here is accepted by lks whether or not the app listens, so it is
+    /// made by the agent instead.
+    ports: Vec<u16>,
+}
+
+impl readiness::Where for Agent<'_> {
+    async fn exec(&mut self, argv: Vec<String>) -> Result<(), String> {
+        let step = v1::Step {
+            argv,
+            workdir: String::new(),
+            env: self.env.clone().into_iter().collect(),
+        };
+        match self.session.probe(step).await.map_err(|e| e.to_string())? {
+            Some(r) if r.success => Ok(()),
+            Some(r) => Err(super::update::step_failure(&r)),
+            None => Err("the check did not run".into()),
+        }
+    }
+
+    async fn connect(&mut self, port: u16) -> Option<Result<(), String>> {
+        if !self.ports.contains(&port) {
+            return None;
+        }
+        let connect = self.session.connect(port);
+        Some(
+            match tokio::time::timeout(std::time::Duration::from_secs(2), connect).await {
+                Ok(r) => r,
+                Err(_) => Err("the agent did not connect within 2 s".into()),
+            },
+        )
+    }
 }
 
 fn ready(to: &Reporter, state: &watch::Sender<State>) {

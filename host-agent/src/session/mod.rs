@@ -182,6 +182,16 @@ impl Session {
         before - self.remote.len()
     }
 
+    /// Whether the app accepts a connection to `port` of the agent's
+    /// loopback (a TCP readiness check), through a `Forward` call that is
+    /// closed at once.
+    pub async fn connect(&mut self, port: u16) -> Result<(), String> {
+        crate::forward::open(&mut self.client, port)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     /// Runs `step` on the agent as a probe (a readiness check): its events
     /// are marked as such, nothing is synced.
     pub async fn probe(&mut self, step: v1::Step) -> Result<Option<v1::StepResult>, SessionError> {

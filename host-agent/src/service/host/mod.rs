@@ -294,9 +294,9 @@ impl Resource {
             return self.ready();
         };
         self.to.status(Status::CheckingReadiness);
-        let service = &self.service;
+        let mut here = OnHost(&self.service);
         let result = tokio::select! {
-            r = crate::readiness::wait(&readiness, |argv| exec(service, argv)) => r,
+            r = crate::readiness::wait(&readiness, &mut here) => r,
             status = exited(&mut self.serve) => return self.on_serve_exit(status),
         };
         match result {
@@ -433,6 +433,19 @@ fn shown(paths: &[String]) -> String {
 
 /// An `exec` readiness check, run on the host as the resource's commands
 /// are (its output is not the user's business); 10 s at most.
+/// A host resource's checks run here.
+struct OnHost<'a>(&'a Service);
+
+impl crate::readiness::Where for OnHost<'_> {
+    async fn exec(&mut self, argv: Vec<String>) -> Result<(), String> {
+        exec(self.0, argv).await
+    }
+
+    async fn connect(&mut self, _: u16) -> Option<Result<(), String>> {
+        None
+    }
+}
+
 async fn exec(service: &Service, argv: Vec<String>) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("an empty command".into());
