@@ -115,18 +115,18 @@ async fn serve_port(to: watch::Receiver<Opener>, port: u16, report: Report) {
     }
 }
 
-/// An opener through the agent's `Forward` call over `tunnel`; a failure is
-/// reported once until the next success (a browser retrying a port nobody
-/// listens on does not flood the output).
+/// An opener through the agent's `Forward` call over `tunnel`, every
+/// connection a stream of one HTTP/2 connection to the agent (made again
+/// when it fails); a failure is reported once until the next success (a
+/// browser retrying a port nobody listens on does not flood the output).
 pub fn through_agent(tunnel: Tunnel, report: Report) -> Opener {
     let last_failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let agent: Arc<tokio::sync::Mutex<Option<Client>>> = Arc::default();
     Arc::new(move |port| -> DialFuture {
-        let (tunnel, report, last_failure) = (tunnel.clone(), report.clone(), last_failure.clone());
+        let (tunnel, report) = (tunnel.clone(), report.clone());
+        let (last_failure, agent) = (last_failure.clone(), agent.clone());
         Box::pin(async move {
-            let opened = match crate::tunnel::connect_with(&tunnel.dialer, &tunnel.token).await {
-                Ok((mut client, _)) => open(&mut client, port).await,
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
+            let opened = open_on(&tunnel, &agent, port).await;
             let mut last = last_failure.lock().unwrap();
             match &opened {
                 Ok(_) => *last = None,
@@ -141,6 +141,27 @@ pub fn through_agent(tunnel: Tunnel, report: Report) -> Opener {
             opened
         })
     })
+}
+
+/// Opens `port` over the connection to the agent in `agent`; on a failure
+/// (the connection may have died with its agent), once more over a new one,
+/// which is kept.
+async fn open_on(
+    tunnel: &Tunnel,
+    agent: &tokio::sync::Mutex<Option<Client>>,
+    port: u16,
+) -> std::io::Result<Box<dyn Stream>> {
+    let kept = agent.lock().await.clone();
+    if let Some(mut client) = kept
+        && let Ok(stream) = open(&mut client, port).await
+    {
+        return Ok(stream);
+    }
+    let (mut client, _) = crate::tunnel::connect_with(&tunnel.dialer, &tunnel.token)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    *agent.lock().await = Some(client.clone());
+    open(&mut client, port).await
 }
 
 /// A stream to `port` of the agent's loopback, over a `Forward` call.
