@@ -128,7 +128,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
 /// backoff whenever the agent goes away. Returns on SIGINT/SIGTERM.
 pub async fn watch(opts: SyncOptions) -> anyhow::Result<()> {
     let root = open(&opts.local, &opts.excludes)?.root.clone();
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = shutdown_signal();
     // Between reconnection attempts: 100 ms doubling to 5 s.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut mirror: Option<Mirror> = None;
@@ -290,16 +290,20 @@ fn print_errors(report: &Report, mirror: &Mirror) {
     }
 }
 
-/// Resolves on SIGINT, SIGTERM or SIGHUP.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT, SIGTERM or SIGHUP received from now on: the handlers
+/// are in place when this returns (call it before starting anything, or a
+/// signal in between ends the process without its cleanup).
+pub fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     // Its terminal closed.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
-    }
+    Box::pin(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {}
+        }
+    })
 }

@@ -67,6 +67,8 @@ pub fn is_workspace_cluster(ws: &Workspace, sel: &Selection) -> bool {
 
 /// Runs `lks up` until a signal.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    // Before anything starts: a signal from here on stops what started.
+    let shutdown = crate::sync::shutdown_signal();
     let mut ws = config::load(opts.file.as_deref())?;
     crate::debug::apply(&mut ws, &opts.debug)?;
     let ws = ws;
@@ -96,18 +98,31 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let live = ws.live(&opts.targets, &opts.local);
     let say = crate::console::say;
     match kind {
-        RuntimeKind::Local => run(&ws, &targets, &order, &opts, Local::new(&work, &token)?).await,
+        RuntimeKind::Local => {
+            run(
+                &ws,
+                &targets,
+                &order,
+                &opts,
+                Local::new(&work, &token)?,
+                shutdown,
+            )
+            .await
+        }
         RuntimeKind::Docker => {
             let r = DockerRuntime::new(&ws.root, registry()?, &token, live, &say).await?;
-            run(&ws, &targets, &order, &opts, r).await
+            run(&ws, &targets, &order, &opts, r, shutdown).await
         }
         RuntimeKind::Kube => {
             let target = target::connect(&ws.kube, &opts.kube, true).await?;
             let r = KubeRuntime::new(&ws.root, target, registry()?, &token, live, &say).await?;
-            run(&ws, &targets, &order, &opts, r).await
+            run(&ws, &targets, &order, &opts, r, shutdown).await
         }
     }
 }
+
+/// Resolves on the signal that stops the run.
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Launches on `runtime` until a signal, then removes what the run created.
 async fn run<R: Runtime + 'static>(
@@ -116,9 +131,10 @@ async fn run<R: Runtime + 'static>(
     order: &[String],
     opts: &UpOptions,
     runtime: R,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(runtime);
-    let result = launch(ws, targets, order, opts, runtime.clone()).await;
+    let result = launch(ws, targets, order, opts, runtime.clone(), shutdown).await;
     runtime.shutdown().await;
     result
 }
@@ -129,6 +145,7 @@ async fn launch<R: Runtime + 'static>(
     order: &[String],
     opts: &UpOptions,
     runtime: Arc<R>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let ci = opts.ci;
     let (hub, feed) = events::channel();
@@ -181,7 +198,6 @@ async fn launch<R: Runtime + 'static>(
     fleet.start_all(ws, order);
     crate::panics::test_trigger();
     let mut watch = ConfigWatch::new(ws);
-    let shutdown = crate::sync::shutdown_signal();
     let panicked = crate::panics::happened();
     tokio::pin!(shutdown, reader_gone, panicked, verdict);
     let stop = loop {

@@ -37,6 +37,17 @@ fn workspace(ws: &Path, root: &Path, port: u16) {
     write(ws, "web/greeting.txt", "one\n");
 }
 
+/// Stops `lks up`, which must end well.
+fn stop(up: &mut Up) {
+    let status = up.terminate();
+    assert!(
+        status.success(),
+        "{status:?}\nstdout:\n{}\nstderr:\n{}",
+        up.drain().join("\n"),
+        up.stderr_lines().join("\n")
+    );
+}
+
 #[test]
 fn the_app_runs_in_its_named_root_which_is_kept_for_the_next_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -59,13 +70,13 @@ fn the_app_runs_in_its_named_root_which_is_kept_for_the_next_run() {
         !ws.join(".lks/web/root").exists(),
         "the default root was made too"
     );
-    assert!(up.terminate().success());
+    stop(&mut up);
 
     // lks made it: the next run uses it again, though it is not empty.
     let mut up = Up::start(&ws, &[]);
     up.wait(&["web ", "[ready]"], START);
     assert_eq!(http_get(port, "/").as_deref(), Some("two\n"));
-    assert!(up.terminate().success());
+    stop(&mut up);
 }
 
 #[test]
@@ -94,13 +105,13 @@ fn a_named_root_lks_did_not_make_is_refused_and_what_is_in_it_kept() {
         1,
         "lks wrote into it"
     );
-    assert!(up.terminate().success());
+    stop(&mut up);
 
     // Another workspace cannot take a root this one made.
     std::fs::remove_file(root.join("notes.txt")).unwrap();
     let mut up = Up::start(&ws, &[]);
     up.wait(&["web ", "[ready]"], START);
-    assert!(up.terminate().success());
+    stop(&mut up);
     let other = tmp.path().join("other");
     workspace(&other, &root, port);
     let mut up = Up::start(&other, &[]);
@@ -109,5 +120,5 @@ fn a_named_root_lks_did_not_make_is_refused_and_what_is_in_it_kept() {
         root.join("server.js").is_file(),
         "the first workspace's root was emptied"
     );
-    assert!(up.terminate().success());
+    stop(&mut up);
 }

@@ -94,6 +94,31 @@ fn a_killed_lks_up_leaves_no_agent_nor_app_running() {
 }
 
 #[test]
+fn sigterm_as_soon_as_a_service_has_failed_ends_lks_up_well() {
+    // A service that fails at once: lks up's first lines come before the
+    // rest of its start-up (the handlers were once installed late, and a
+    // SIGTERM then killed it without its cleanup).
+    for _ in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "lks.yaml",
+            "services: [\"web/lks.service.yaml\"]\n",
+        );
+        write(tmp.path(), "web/lks.service.yaml", "name: web\n");
+        let mut up = Up::start(tmp.path(), &[]);
+        up.wait(&["web ", "not starting it again"], Duration::from_secs(30));
+        signal(&up, rustix::process::Signal::TERM);
+        let status = up.terminate();
+        assert!(
+            status.success(),
+            "an early SIGTERM ended lks up with {status:?}\n{}",
+            up.drain().join("\n")
+        );
+    }
+}
+
+#[test]
 fn a_closed_terminal_stops_lks_up_and_what_it_started() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
