@@ -58,6 +58,43 @@ fn summary(r: &Report, ms: f64) -> String {
     )
 }
 
+/// What `lks sync --once` last found equal, kept beside the hash cache:
+/// the agent's manifest version and the local tree's digest then.
+struct Equal {
+    version: String,
+    local: String,
+}
+
+impl Equal {
+    /// The file for `local` synced to `url`.
+    fn file(dir: &Path, local: &Path, url: &str) -> PathBuf {
+        let key = format!("{}\n{url}", local.display());
+        crate::hashcache::file_for(dir, Path::new(&key)).with_extension("equal")
+    }
+
+    fn load(dir: &Path, local: &Path, url: &str) -> Option<Equal> {
+        let text = std::fs::read_to_string(Equal::file(dir, local, url)).ok()?;
+        let (version, local) = text.trim_end().split_once('\n')?;
+        (!version.is_empty()).then(|| Equal {
+            version: version.to_string(),
+            local: local.to_string(),
+        })
+    }
+
+    /// Best effort: without it the next run compares everything.
+    fn save(&self, dir: &Path, local: &Path, url: &str) {
+        if self.version.is_empty() {
+            return;
+        }
+        let file = Equal::file(dir, local, url);
+        let tmp = file.with_extension("equal.tmp");
+        let text = format!("{}\n{}\n", self.version, self.local);
+        let _ = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+    }
+}
+
 /// `--once`: makes the agent's root equal to the local tree, or fails.
 ///
 /// The agent checks every file against its blake3 before it puts it in
@@ -70,6 +107,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
         local = local.keep_hashes_in(dir);
     }
     let remote_filter = Ignores::load(&local.root, &opts.excludes);
+    let root = local.root.clone();
     // The local scan and the agent's manifest happen at the same time.
     let scan = tokio::task::spawn_blocking(move || {
         warn(local.rescan());
@@ -78,15 +116,45 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     });
     let mut session = Session::open(&opts.url, &opts.token).await?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "connected");
-    for w in session.fetch_manifest(&remote_filter, &Tree::new()).await? {
-        eprintln!("lks: warning: {w}");
-    }
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        entries = session.remote().len(),
-        "fetched the manifest"
-    );
-    let mut local = scan.await.context("the local scan failed")?;
+    // The last run found both trees equal: when neither changed since,
+    // there is nothing to fetch nor to compare.
+    let last = opts
+        .hash_cache
+        .as_deref()
+        .and_then(|dir| Equal::load(dir, &root, &opts.url));
+    let agent_unchanged = match &last {
+        Some(last) => session.unchanged_since(&last.version).await?,
+        None => false,
+    };
+    let fetch = async |session: &mut Session| -> anyhow::Result<()> {
+        for w in session.fetch_manifest(&remote_filter, &Tree::new()).await? {
+            eprintln!("lks: warning: {w}");
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            entries = session.remote().len(),
+            "fetched the manifest"
+        );
+        Ok(())
+    };
+    let mut local = if agent_unchanged {
+        let local = scan.await.context("the local scan failed")?;
+        if last
+            .as_ref()
+            .is_some_and(|l| l.local == local.tree.digest())
+        {
+            println!(
+                "synced: {} (both unchanged since the last sync)",
+                summary(&Report::default(), started.elapsed().as_secs_f64() * 1000.0)
+            );
+            return Ok(());
+        }
+        fetch(&mut session).await?;
+        local
+    } else {
+        fetch(&mut session).await?;
+        scan.await.context("the local scan failed")?
+    };
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "scanned and fetched the manifest"
@@ -102,6 +170,16 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     );
     let mut failures = problems;
     let mut report = Report::default();
+    if ops.is_empty()
+        && failures.is_empty()
+        && let Some(dir) = &opts.hash_cache
+    {
+        Equal {
+            version: session.manifest_version.clone(),
+            local: local.tree.digest(),
+        }
+        .save(dir, &root, &opts.url);
+    }
     if !ops.is_empty() {
         report = session.apply(&local.tree, ops).await?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "applied");

@@ -42,6 +42,15 @@ pub struct Ident {
 }
 
 impl Ident {
+    /// Its fields as bytes (for a digest).
+    pub fn bytes(&self) -> [u8; 20] {
+        let mut b = [0u8; 20];
+        b[..8].copy_from_slice(&self.ino.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ctime_ns.to_le_bytes());
+        b[16..].copy_from_slice(&self.dev.to_le_bytes());
+        b
+    }
+
     /// The identity of a file's metadata.
     pub fn of(md: &std::fs::Metadata) -> Ident {
         Ident {
@@ -259,6 +268,25 @@ pub struct LocalTree {
 }
 
 impl LocalTree {
+    /// A digest of every entry as `stat` describes it (its inode and ctime
+    /// too): equal digests, the same tree, as far as the hash cache can
+    /// tell (a file whose stat is unchanged is not read again).
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for (path, l) in &self.nodes {
+            let n = &l.node;
+            h.update(path.as_str().as_bytes());
+            h.update(&[0, n.kind as u8]);
+            h.update(&n.mode.to_le_bytes());
+            h.update(&n.size.to_le_bytes());
+            h.update(&n.mtime_ns.to_le_bytes());
+            h.update(n.target.as_bytes());
+            h.update(&[0]);
+            h.update(&l.ident.bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     /// An empty tree rooted at `root`.
     pub fn new(root: &Path) -> LocalTree {
         LocalTree {

@@ -123,7 +123,9 @@ impl Agent for AgentService {
         &self,
         req: Request<ManifestRequest>,
     ) -> Result<Response<Self::ManifestStream>, Status> {
-        let prefix = match req.into_inner().prefix {
+        let req = req.into_inner();
+        let unchanged_since = req.unchanged_since;
+        let prefix = match req.prefix {
             p if p.is_empty() => None,
             p => Some(
                 RelPath::new(p)
@@ -139,11 +141,21 @@ impl Agent for AgentService {
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        let version = format!("{}.{}", self.boot_id, self.manifest.generation());
+        if warnings.is_empty() && !unchanged_since.is_empty() && unchanged_since == version {
+            let batch = ManifestBatch {
+                version,
+                unchanged: true,
+                ..Default::default()
+            };
+            return Ok(Response::new(Box::pin(futures::stream::iter([Ok(batch)]))));
+        }
         let answer = Answer {
             manifest: self.manifest.clone(),
             prefix: prefix.map(|p| p.to_string()),
             after: None,
             warnings: Some(warnings),
+            version: Some(version),
         };
         Ok(Response::new(Box::pin(futures::stream::unfold(
             answer,
@@ -395,6 +407,8 @@ struct Answer {
     after: Option<String>,
     /// Sent last (and in the only batch when there is no entry); None once sent.
     warnings: Option<Vec<String>>,
+    /// Sent first; None once sent.
+    version: Option<String>,
 }
 
 impl Answer {
@@ -408,7 +422,8 @@ impl Answer {
             self.after = Some(last.path.clone());
             return Some(ManifestBatch {
                 entries,
-                warnings: vec![],
+                version: self.version.take().unwrap_or_default(),
+                ..Default::default()
             });
         }
         let warnings = self.warnings.take()?;
@@ -417,8 +432,9 @@ impl Answer {
             return None;
         }
         Some(ManifestBatch {
-            entries: vec![],
             warnings,
+            version: self.version.take().unwrap_or_default(),
+            ..Default::default()
         })
     }
 }

@@ -87,6 +87,7 @@ impl Client {
     ) -> Result<(Vec<lks_proto::v1::Entry>, Vec<String>), Status> {
         let req = self.req(ManifestRequest {
             prefix: prefix.into(),
+            ..Default::default()
         });
         let fut = async {
             let mut stream = self.inner.manifest(req).await?.into_inner();

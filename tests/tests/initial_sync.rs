@@ -254,3 +254,76 @@ fn a_tree_larger_than_one_batch_is_split_and_arrives_whole() {
         d.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// `lks sync --once` with its hash cache in `cache`; its `synced:` line.
+fn once_cached(src: &Path, url: &str, cache: &Path) -> String {
+    let out = std::process::Command::new(bin("lks"))
+        .arg("sync")
+        .arg(src)
+        .args(["--to", url, "--once"])
+        .env("LKS_TOKEN", TOKEN)
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn a_resync_when_neither_side_changed_fetches_nothing_and_any_change_on_either_side_is_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, cache) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("cache"),
+    );
+    generate_tree(&src, 500, 500_000, 7);
+    let agent = Agent::start(&dst, TOKEN);
+    let url = agent.url.clone();
+    let equal = |what: &str| {
+        let d = diff(&snapshot(&src), &snapshot(&dst));
+        assert!(d.is_empty(), "{what}: {d:#?}");
+    };
+    once_cached(&src, &url, &cache); // cold
+    let second = once_cached(&src, &url, &cache);
+    assert!(second.contains("synced: 0 files"), "{second}");
+    assert!(!second.contains("both unchanged"), "{second}");
+    let third = once_cached(&src, &url, &cache);
+    assert!(
+        third.contains("both unchanged since the last sync"),
+        "{third}"
+    );
+    equal("after the quick resync");
+
+    // Changed behind lks's back on the agent: seen, and undone.
+    std::fs::write(dst.join("stray.txt"), b"not in the source\n").unwrap();
+    let first_file = snapshot(&src)
+        .into_keys()
+        .find(|p| src.join(p).is_file())
+        .unwrap();
+    std::fs::write(dst.join(&first_file), b"edited on the agent\n").unwrap();
+    let out = once_cached(&src, &url, &cache);
+    assert!(!out.contains("both unchanged"), "{out}");
+    equal("after an edit on the agent");
+    assert!(!dst.join("stray.txt").exists());
+
+    // Changed locally: seen, and synced.
+    once_cached(&src, &url, &cache);
+    assert!(once_cached(&src, &url, &cache).contains("both unchanged"));
+    std::fs::write(src.join(&first_file), b"edited locally\n").unwrap();
+    let out = once_cached(&src, &url, &cache);
+    assert!(out.contains("synced: 1 files"), "{out}");
+    equal("after a local edit");
+
+    // A new agent (another boot): compared again.
+    drop(agent);
+    let agent = Agent::start(&dst, TOKEN);
+    let out = once_cached(&src, &agent.url, &cache);
+    assert!(!out.contains("both unchanged"), "{out}");
+    equal("after the agent restarted");
+}

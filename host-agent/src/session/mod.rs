@@ -102,6 +102,8 @@ pub struct Session {
     prefix: Option<RelPath>,
     /// Whether the prefix directory exists on the agent.
     prefix_exists: bool,
+    /// The version of the agent's records the last manifest gave.
+    pub manifest_version: String,
 }
 
 impl Session {
@@ -128,6 +130,7 @@ impl Session {
             wire,
             boot_id: hello.boot_id,
             agent_root: hello.root,
+            manifest_version: String::new(),
             remote: Tree::new(),
             probes: Probes::default(),
             chunks: HashMap::new(),
@@ -231,6 +234,31 @@ impl Session {
         }
     }
 
+    /// Whether what the agent's manifest says is still what it said as
+    /// `version` (nothing is fetched).
+    pub async fn unchanged_since(&mut self, version: &str) -> Result<bool, SessionError> {
+        let url = self.url.clone();
+        let mut stream = self
+            .client
+            .manifest(v1::ManifestRequest {
+                prefix: self
+                    .prefix
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                unchanged_since: version.to_string(),
+            })
+            .await
+            .map_err(|s| SessionError::from_status(&url, s))?
+            .into_inner();
+        // The first batch says; the rest of a full answer is not read.
+        match stream.next().await {
+            Some(Ok(b)) => Ok(b.unchanged),
+            Some(Err(s)) => Err(SessionError::from_status(&url, s)),
+            None => Ok(false),
+        }
+    }
+
     /// Replaces the confirmed tree with the agent's manifest (of the
     /// session's directory alone), leaving out what the local rules ignore
     /// (the agent's copy of those is never touched). `local` is the local
@@ -249,6 +277,7 @@ impl Session {
                     .as_ref()
                     .map(|p| p.to_string())
                     .unwrap_or_default(),
+                unchanged_since: String::new(),
             })
             .await
             .map_err(|s| SessionError::from_status(&url, s))?
@@ -264,6 +293,9 @@ impl Session {
         let mut shared = local.keys().peekable();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|s| SessionError::from_status(&url, s))?;
+            if !batch.version.is_empty() {
+                self.manifest_version = batch.version;
+            }
             warnings.extend(batch.warnings.into_iter().map(|w| format!("agent: {w}")));
             for e in &batch.entries {
                 let rest = match &self.prefix {

@@ -207,6 +207,11 @@ impl Manifest {
         warnings
     }
 
+    /// Changes to what an answer says so far (see [`Records::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.records.lock().unwrap().generation()
+    }
+
     /// The watch could not be kept: every request looks at the root again.
     fn stop_watching(&self, why: &WatchError) {
         tracing::warn!("{why}");
@@ -361,12 +366,16 @@ impl Committing<'_> {
             }) if k.inode() == key.inode() && k.size == key.size && k.mtime_ns == key.mtime_ns => {
                 *k = key;
                 *m = mode;
+                records.changed();
             }
             Some(Record {
                 what: What::Dir { .. },
                 mode: m,
                 ..
-            }) => *m = mode,
+            }) => {
+                *m = mode;
+                records.changed();
+            }
             _ => {
                 drop(records);
                 self.changed(path);

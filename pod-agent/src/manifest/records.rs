@@ -33,6 +33,20 @@ pub enum What {
 }
 
 impl Record {
+    /// Whether the answer says the same of both (a file's inode and ctime,
+    /// a directory's watch, when it was seen: not in the answer).
+    fn answers_as(&self, other: &Record) -> bool {
+        self.mode == other.mode
+            && match (&self.what, &other.what) {
+                (What::File { key: a, hash: h }, What::File { key: b, hash: g }) => {
+                    a.size == b.size && a.mtime_ns == b.mtime_ns && h == g
+                }
+                (What::Dir { .. }, What::Dir { .. }) => true,
+                (What::Symlink { target: a }, What::Symlink { target: b }) => a == b,
+                _ => false,
+            }
+    }
+
     /// The entry the manifest answers for this record at `path`.
     fn entry(&self, path: &str) -> Entry {
         let mut e = Entry {
@@ -71,6 +85,9 @@ pub struct Records {
     epoch: u32,
     /// Records added since the map was last packed.
     added: usize,
+    /// Counts the changes to what the answer says (not to the watches nor
+    /// to when an entry was last seen): equal, the answer is the same.
+    generation: u64,
 }
 
 /// Where `path`'s subtree ends (excluded).
@@ -108,14 +125,18 @@ impl Records {
     /// watch unless `record` names one. Returns the watches of the
     /// directories no longer known.
     pub fn put(&mut self, path: &str, mut record: Record) -> Vec<Unwatched> {
-        if !self.problems.is_empty() {
-            self.problems.remove(path);
+        if !self.problems.is_empty() && self.problems.remove(path).is_some() {
+            self.generation += 1;
         }
         let Some(old) = self.map.get_mut(path) else {
             self.map.insert(path.into(), record);
             self.added += 1;
+            self.generation += 1;
             return Vec::new();
         };
+        if !old.answers_as(&record) {
+            self.generation += 1;
+        }
         match (&old.what, &mut record.what) {
             (What::Dir { wd: Some(old_wd) }, What::Dir { wd }) if wd.is_none() => {
                 *wd = Some(*old_wd);
@@ -165,6 +186,7 @@ impl Records {
             )
             .collect();
         for key in keys {
+            self.generation += 1;
             if let Some(Record {
                 what: What::Dir { wd: Some(wd) },
                 ..
@@ -183,6 +205,7 @@ impl Records {
             )
             .collect();
         for key in problems {
+            self.generation += 1;
             self.problems.remove(&key);
         }
         gone
@@ -190,7 +213,21 @@ impl Records {
 
     /// Notes why `path` could not be described (or listed).
     pub fn problem(&mut self, path: &str, why: String) {
-        self.problems.insert(path.into(), why);
+        if self.problems.get(path) != Some(&why) {
+            self.generation += 1;
+            self.problems.insert(path.into(), why);
+        }
+    }
+
+    /// Changes to what the answer says so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Notes a change made through [`Records::get_mut`] that the answer
+    /// shows (a new mode).
+    pub fn changed(&mut self) {
+        self.generation += 1;
     }
 
     /// The names of the known entries directly in the directory `dir` (""
@@ -345,6 +382,38 @@ mod tests {
             r.put(p, rec);
         }
         r
+    }
+
+    #[test]
+    fn the_generation_counts_changes_to_the_answer_only() {
+        let mut r = sample();
+        let g = r.generation();
+        // Seen again by a look, watched anew, its inode and ctime moved (a
+        // rename in place): the answer is the same.
+        let mut again = file(1);
+        again.seen = 7;
+        if let What::File { key, .. } = &mut again.what {
+            key.ino = 42;
+            key.ctime_ns = 9;
+        }
+        r.put("a/x", again);
+        r.put("a", dir(Some(9)));
+        r.put("a", dir(None));
+        r.sweep(Some("nothing-here"), 0);
+        assert_eq!(r.generation(), g);
+        r.put("a/x", file(9));
+        assert_eq!(r.generation(), g + 1, "new content");
+        let mut chmod = file(9);
+        chmod.mode = 0o600;
+        r.put("a/x", chmod);
+        assert_eq!(r.generation(), g + 2, "new mode");
+        r.put("new", file(1));
+        assert_eq!(r.generation(), g + 3, "a new entry");
+        r.forget("a/sub");
+        assert_eq!(r.generation(), g + 5, "two entries gone");
+        r.problem("bad", "unreadable".into());
+        r.problem("bad", "unreadable".into());
+        assert_eq!(r.generation(), g + 6, "a new problem, said twice");
     }
 
     #[test]
