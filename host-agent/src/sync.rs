@@ -143,8 +143,9 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
             .as_ref()
             .is_some_and(|l| l.local == local.tree.digest())
         {
+            println!("both sides unchanged since the last sync found them equal");
             println!(
-                "synced: {} (both unchanged since the last sync)",
+                "synced: {}",
                 summary(&Report::default(), started.elapsed().as_secs_f64() * 1000.0)
             );
             return Ok(());

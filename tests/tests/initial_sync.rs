@@ -292,10 +292,10 @@ fn a_resync_when_neither_side_changed_fetches_nothing_and_any_change_on_either_s
     once_cached(&src, &url, &cache); // cold
     let second = once_cached(&src, &url, &cache);
     assert!(second.contains("synced: 0 files"), "{second}");
-    assert!(!second.contains("both unchanged"), "{second}");
+    assert!(!second.contains("both sides unchanged"), "{second}");
     let third = once_cached(&src, &url, &cache);
     assert!(
-        third.contains("both unchanged since the last sync"),
+        third.contains("both sides unchanged since the last sync"),
         "{third}"
     );
     equal("after the quick resync");
@@ -308,13 +308,13 @@ fn a_resync_when_neither_side_changed_fetches_nothing_and_any_change_on_either_s
         .unwrap();
     std::fs::write(dst.join(&first_file), b"edited on the agent\n").unwrap();
     let out = once_cached(&src, &url, &cache);
-    assert!(!out.contains("both unchanged"), "{out}");
+    assert!(!out.contains("both sides unchanged"), "{out}");
     equal("after an edit on the agent");
     assert!(!dst.join("stray.txt").exists());
 
     // Changed locally: seen, and synced.
     once_cached(&src, &url, &cache);
-    assert!(once_cached(&src, &url, &cache).contains("both unchanged"));
+    assert!(once_cached(&src, &url, &cache).contains("both sides unchanged"));
     std::fs::write(src.join(&first_file), b"edited locally\n").unwrap();
     let out = once_cached(&src, &url, &cache);
     assert!(out.contains("synced: 1 files"), "{out}");
@@ -324,6 +324,6 @@ fn a_resync_when_neither_side_changed_fetches_nothing_and_any_change_on_either_s
     drop(agent);
     let agent = Agent::start(&dst, TOKEN);
     let out = once_cached(&src, &agent.url, &cache);
-    assert!(!out.contains("both unchanged"), "{out}");
+    assert!(!out.contains("both sides unchanged"), "{out}");
     equal("after the agent restarted");
 }

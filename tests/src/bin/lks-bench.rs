@@ -3,7 +3,9 @@
 //!
 //! 1. cold initial sync (`lks sync --once` into an empty agent root) vs
 //!    `tar -cf - | tar -xf -` into an empty directory;
-//! 2. warm resync (`lks sync --once` again, nothing changed) vs the same tar;
+//! 2. warm resync (`lks sync --once` again, nothing changed) vs the same tar:
+//!    the first (which compares both trees), then the next ones (which find
+//!    both unchanged since the last and compare nothing);
 //! 3. watch start (`lks sync` in watch mode, from its start until its
 //!    initial sync against the synced agent is done), then edit -> applied
 //!    latency in watch mode, detected with inotify on the agent's root and
@@ -459,16 +461,33 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         );
     }
     verify_equal(&src, &adst, "warm lks sync --once")?;
-    let warm_med = median(&warm_ms);
-    let warm_ratio = warm_med / tar_med;
+    // The first resync after the cold one compares both trees whole (the
+    // agent's changed since the last look); it then keeps what it found
+    // equal, and the next ones, neither side changed, compare nothing.
+    let first_ratio = warm_ms[0] / tar_med;
     rows.push(Row {
-        measure: format!("warm resync (no change), median of {}", cfg.warm_runs),
-        ours: fmt_ms(warm_med),
+        measure: "warm resync (no change), the first: both trees compared".into(),
+        ours: fmt_ms(warm_ms[0]),
         baseline: format!("tar {}", fmt_ms(tar_med)),
-        ratio: format!("{warm_ratio:.3}x"),
+        ratio: format!("{first_ratio:.3}x"),
         target: "<= 0.1x".into(),
-        pass: Some(warm_ratio <= 0.1),
+        pass: Some(first_ratio <= 0.1),
     });
+    if warm_ms.len() > 1 {
+        let warm_med = median(&warm_ms[1..]);
+        let warm_ratio = warm_med / tar_med;
+        rows.push(Row {
+            measure: format!(
+                "warm resync (no change), the next: both unchanged since, median of {}",
+                warm_ms.len() - 1
+            ),
+            ours: fmt_ms(warm_med),
+            baseline: format!("tar {}", fmt_ms(tar_med)),
+            ratio: format!("{warm_ratio:.3}x"),
+            target: "<= 0.1x".into(),
+            pass: Some(warm_ratio <= 0.1),
+        });
+    }
 
     // 3. Edit -> applied latency in watch mode.
     println!(
