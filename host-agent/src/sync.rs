@@ -66,7 +66,7 @@ struct Equal {
 }
 
 impl Equal {
-    /// The file for `local` synced to `url`.
+    /// The file for `local` synced to `url` (with its excludes).
     fn file(dir: &Path, local: &Path, url: &str) -> PathBuf {
         let key = format!("{}\n{url}", local.display());
         crate::hashcache::file_for(dir, Path::new(&key)).with_extension("equal")
@@ -108,6 +108,9 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     }
     let remote_filter = Ignores::load(&local.root, &opts.excludes);
     let root = local.root.clone();
+    // Where to, and what is left out on both sides: another `--exclude`
+    // may leave out what the agent has, with the same local tree.
+    let to = format!("{}\n{:?}", opts.url, opts.excludes);
     // The local scan and the agent's manifest happen at the same time.
     let scan = tokio::task::spawn_blocking(move || {
         warn(local.rescan());
@@ -121,7 +124,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     let last = opts
         .hash_cache
         .as_deref()
-        .and_then(|dir| Equal::load(dir, &root, &opts.url));
+        .and_then(|dir| Equal::load(dir, &root, &to));
     let agent_unchanged = match &last {
         Some(last) => session.unchanged_since(&last.version).await?,
         None => false,
@@ -179,7 +182,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
             version: session.manifest_version.clone(),
             local: local.tree.digest(),
         }
-        .save(dir, &root, &opts.url);
+        .save(dir, &root, &to);
     }
     if !ops.is_empty() {
         report = session.apply(&local.tree, ops).await?;
