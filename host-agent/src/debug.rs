@@ -210,6 +210,18 @@ pub fn remote_root(service: &Service, root: &str) -> String {
     }
 }
 
+/// How to attach to `service` in its container or pod, once `debugger`
+/// was chosen from what it runs there; None when it was known at the start
+/// (`lks up` said it then) or the service is not debugged.
+pub fn how_to_attach_when_chosen(service: &Service, debugger: Option<Debugger>) -> Option<String> {
+    let d = service.debugging.as_ref()?;
+    if d.debugger.is_some() {
+        return None;
+    }
+    let root = remote_root(service, &service.live_update.root);
+    Some(how_to_attach(service, debugger, &root))
+}
+
 /// How to attach, for the developer: a line, then a VS Code `launch.json`
 /// configuration. `remote_root` is where the app's files are where it runs;
 /// `debugger`: the one chosen (None: the service's own, when known).

@@ -155,13 +155,9 @@ impl DockerRuntime {
         }
         let (argv, debugger) =
             crate::debug::under_debugger(service, argv).map_err(StartError::CannotDebug)?;
-        if service
-            .debugging
-            .as_ref()
-            .is_some_and(|d| d.debugger.is_none())
-        {
-            let root = crate::debug::remote_root(service, &service.live_update.root);
-            progress.say(&crate::debug::how_to_attach(service, debugger, &root));
+        // Said now that the container's command is known.
+        if let Some(how) = crate::debug::how_to_attach_when_chosen(service, debugger) {
+            progress.say(&how);
         }
         if argv.is_empty() {
             return Err(StartError::NothingToRun { image: reference });

@@ -172,14 +172,9 @@ impl KubeRuntime {
                 image_config: &image_config,
             },
         )?;
-        if service
-            .debugging
-            .as_ref()
-            .is_some_and(|d| d.debugger.is_none())
-        {
-            // Said now that the container's command is known.
-            let root = crate::debug::remote_root(service, &service.live_update.root);
-            progress.say(&crate::debug::how_to_attach(service, debugger, &root));
+        // Said now that the container's command is known.
+        if let Some(how) = crate::debug::how_to_attach_when_chosen(service, debugger) {
+            progress.say(&how);
         }
         let agent_workload = objects.iter().find(|o| injected(o)).cloned();
         let namespace_of = |o: &Value| {

@@ -234,20 +234,26 @@ impl Session {
         }
     }
 
+    /// A Manifest request for the session's directory (`unchanged_since`
+    /// empty: the whole answer, whatever changed).
+    fn manifest_request(&self, unchanged_since: &str) -> v1::ManifestRequest {
+        v1::ManifestRequest {
+            prefix: self
+                .prefix
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            unchanged_since: unchanged_since.to_string(),
+        }
+    }
+
     /// Whether what the agent's manifest says is still what it said as
     /// `version` (nothing is fetched).
     pub async fn unchanged_since(&mut self, version: &str) -> Result<bool, SessionError> {
         let url = self.url.clone();
         let mut stream = self
             .client
-            .manifest(v1::ManifestRequest {
-                prefix: self
-                    .prefix
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                unchanged_since: version.to_string(),
-            })
+            .manifest(self.manifest_request(version))
             .await
             .map_err(|s| SessionError::from_status(&url, s))?
             .into_inner();
@@ -271,14 +277,7 @@ impl Session {
         let url = self.url.clone();
         let mut stream = self
             .client
-            .manifest(v1::ManifestRequest {
-                prefix: self
-                    .prefix
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                unchanged_since: String::new(),
-            })
+            .manifest(self.manifest_request(""))
             .await
             .map_err(|s| SessionError::from_status(&url, s))?
             .into_inner();
