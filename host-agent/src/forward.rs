@@ -240,12 +240,15 @@ mod tests {
         Some(text)
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+    /// Three loopback ports that were free a moment ago, all different:
+    /// each is held until the others are chosen, since the kernel may hand
+    /// out a port again as soon as it is closed.
+    fn three_free_ports() -> (u16, u16, u16) {
+        let held: Vec<_> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |i: usize| held[i].local_addr().unwrap().port();
+        (port(0), port(1), port(2))
     }
 
     async fn listening(port: u16) -> bool {
@@ -263,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_start_retargets_kept_ports_opens_new_ones_and_closes_the_rest() {
-        let (a, b, c) = (free_port(), free_port(), free_port());
+        let (a, b, c) = three_free_ports();
         let report: Report = Arc::new(|_| {});
         let mut f = Forwards::start(answering("one"), &[a, b], report.clone());
         assert!(listening(a).await && listening(b).await);

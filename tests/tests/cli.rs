@@ -35,10 +35,7 @@ fn agent_help_shows_examples() {
 fn sync_once_to_an_unreachable_agent_fails_with_a_hint() {
     let tmp = tempfile::tempdir().unwrap();
     // A port nobody listens on.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
     let out = sync_once(tmp.path(), &format!("http://{addr}"), "t", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

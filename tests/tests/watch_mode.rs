@@ -228,11 +228,7 @@ fn watch_mode_waits_for_an_agent_that_is_not_up_yet() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("early.txt"), b"before the agent").unwrap();
     // Reserve a port, then free it for the agent to take later.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut watch = Watch::spawn(&src, &format!("http://{addr}"), TOKEN, &[]);
     std::thread::sleep(Duration::from_millis(400));
     let _agent = Agent::start_on(&dst, TOKEN, &addr);
