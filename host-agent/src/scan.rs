@@ -12,7 +12,7 @@
 //! at half that.
 
 use crate::ignores::{Ignores, LKSIGNORE};
-use crate::tree::{Ident, Kind, Local, Node};
+use crate::tree::{Digest, Ident, Kind, Local, Node};
 use lks_proto::RelPath;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::ffi::{CStr, CString};
@@ -27,6 +27,8 @@ pub struct Found {
     pub entries: Vec<(RelPath, Local)>,
     /// What was skipped and why, to tell the user.
     pub warnings: Vec<String>,
+    /// The digest of `entries`, made as they were found.
+    pub digest: Digest,
 }
 
 /// A directory still to list: its parent's descriptor (shared with its
@@ -82,11 +84,12 @@ pub fn walk(dir: &Path, rel: Option<&RelPath>, ignores: &Ignores, threads: usize
         }
         let mut found = Found {
             entries: Vec::with_capacity(all.iter().map(|f| f.entries.len()).sum()),
-            warnings: Vec::new(),
+            ..Found::default()
         };
         for f in all {
             found.entries.extend(f.entries);
             found.warnings.extend(f.warnings);
+            found.digest.merge(f.digest);
         }
         found
     })
@@ -222,6 +225,7 @@ fn list(top: &Path, dir: Pending, ignores: &Ignores, found: &mut Found) -> Vec<P
         }
         match describe(&fd, &cname, &child, &st) {
             Ok(node) => {
+                found.digest.add(&child, &node);
                 found.entries.push((child.clone(), node));
                 if is_dir {
                     subdirs.push(Pending {

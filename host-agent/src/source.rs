@@ -5,6 +5,7 @@
 use crate::filter::Filter;
 use crate::ignores::Ignores;
 use crate::plan::{Op, plan, plan_beneath};
+use crate::scan::Found;
 use crate::tree::{LocalTree, Tree, subtree};
 use lks_proto::RelPath;
 use std::collections::BTreeSet;
@@ -160,8 +161,21 @@ impl Source {
     /// Reloads the rules and rescans everything; returns what was skipped
     /// or could not be parsed, to tell the user.
     pub fn rescan(&mut self) -> Vec<String> {
+        let found = self.scan();
+        self.take(found)
+    }
+
+    /// Reloads the rules and walks everything: what is there now (and its
+    /// digest), for [`Source::take`]. The tree is not changed yet.
+    pub fn scan(&mut self) -> Found {
         self.ignores = Ignores::with_filter(&self.root, &self.filter);
-        self.tree.rescan(&self.ignores);
+        self.tree.walk(&self.ignores)
+    }
+
+    /// Makes what [`Source::scan`] found the tree; returns what was skipped
+    /// or could not be parsed, to tell the user.
+    pub fn take(&mut self, found: Found) -> Vec<String> {
+        self.tree.adopt(found);
         self.load_hashes();
         self.dirty = Dirty::All;
         self.warnings()
@@ -239,7 +253,9 @@ impl Source {
         }
     }
 
-    fn warnings(&mut self) -> Vec<String> {
+    /// What was skipped or could not be parsed since the last call, to
+    /// tell the user.
+    pub fn warnings(&mut self) -> Vec<String> {
         let mut out: Vec<String> = self
             .ignores
             .take_warnings()

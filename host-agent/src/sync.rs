@@ -3,6 +3,7 @@
 use crate::backoff::Backoff;
 use crate::ignores::Ignores;
 use crate::mirror::{Mirror, Part, Pending};
+use crate::scan::Found;
 use crate::session::{Followup, Report, Session, SessionError};
 use crate::source::Source;
 use crate::tree::Tree;
@@ -113,9 +114,9 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     let to = format!("{}\n{:?}", opts.url, opts.excludes);
     // The local scan and the agent's manifest happen at the same time.
     let scan = tokio::task::spawn_blocking(move || {
-        warn(local.rescan());
+        let found = local.scan();
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "scanned");
-        local
+        (local, found)
     });
     let mut session = Session::open(&opts.url, &opts.token).await?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "connected");
@@ -140,24 +141,36 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
         );
         Ok(())
     };
+    // Makes what the scan found the local tree (sorted, with the kept
+    // hashes): only needed when the trees are compared.
+    let adopt = |(mut local, found): (Source, Found)| {
+        warn(local.take(found));
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "built the tree");
+        local
+    };
     let mut local = if agent_unchanged {
-        let local = scan.await.context("the local scan failed")?;
+        let (mut local, found) = scan.await.context("the local scan failed")?;
         if last
             .as_ref()
-            .is_some_and(|l| l.local == local.tree.digest())
+            .is_some_and(|l| l.local == found.digest.to_string())
         {
+            let mut warnings = local.warnings();
+            warnings.extend(found.warnings);
+            warn(warnings);
             println!("both sides unchanged since the last sync found them equal");
             println!(
                 "synced: {}",
                 summary(&Report::default(), started.elapsed().as_secs_f64() * 1000.0)
             );
+            // The process ends now: freeing each entry would only delay it.
+            std::mem::forget(found.entries);
             return Ok(());
         }
         fetch(&mut session).await?;
-        local
+        adopt((local, found))
     } else {
         fetch(&mut session).await?;
-        scan.await.context("the local scan failed")?
+        adopt(scan.await.context("the local scan failed")?)
     };
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
@@ -180,7 +193,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     {
         Equal {
             version: session.manifest_version.clone(),
-            local: local.tree.digest(),
+            local: local.tree.digest().to_string(),
         }
         .save(dir, &root, &to);
     }

@@ -256,6 +256,72 @@ pub fn remove_subtree<V>(tree: &mut BTreeMap<RelPath, V>, path: &RelPath) -> Vec
         .collect()
 }
 
+/// A digest of a tree's entries as `stat` describes them (their inode and
+/// ctime too): equal digests, the same tree, as far as the hash cache can
+/// tell (a file whose stat is unchanged is not read again).
+///
+/// It is the same whatever order the entries come in (a wrapping sum of a
+/// 128-bit blake3 of each entry, and their count), so a walk's threads make
+/// it as they go and a resync that finds the tree unchanged never sorts it.
+/// The entries of a tree are distinct paths, so no two cancel out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    entries: u64,
+    sum: u128,
+}
+
+impl Digest {
+    /// Adds the entry at `path`.
+    pub fn add(&mut self, path: &RelPath, l: &Local) {
+        let n = &l.node;
+        let parts: [&[u8]; 8] = [
+            path.as_str().as_bytes(),
+            &[0, n.kind as u8],
+            &n.mode.to_le_bytes(),
+            &n.size.to_le_bytes(),
+            &n.mtime_ns.to_le_bytes(),
+            n.target.as_bytes(),
+            &[0],
+            &l.ident.bytes(),
+        ];
+        // Put together on the stack and hashed in one call when it fits (a
+        // path of a few dozen bytes is one blake3 block: a hasher's worth of
+        // updates would cost more than the hash).
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut buf = [0u8; 512];
+        let hash = if len <= buf.len() {
+            let mut at = 0;
+            for p in parts {
+                buf[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            blake3::hash(&buf[..len])
+        } else {
+            let mut h = blake3::Hasher::new();
+            for p in parts {
+                h.update(p);
+            }
+            h.finalize()
+        };
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&hash.as_bytes()[..16]);
+        self.entries += 1;
+        self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
+    }
+
+    /// Adds what `other` was made of.
+    pub fn merge(&mut self, other: Digest) {
+        self.entries += other.entries;
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{:032x}", self.entries, self.sum)
+    }
+}
+
 /// The local tree and what is needed to keep it current.
 pub struct LocalTree {
     root: PathBuf,
@@ -268,23 +334,13 @@ pub struct LocalTree {
 }
 
 impl LocalTree {
-    /// A digest of every entry as `stat` describes it (its inode and ctime
-    /// too): equal digests, the same tree, as far as the hash cache can
-    /// tell (a file whose stat is unchanged is not read again).
-    pub fn digest(&self) -> String {
-        let mut h = blake3::Hasher::new();
+    /// A digest of every entry as `stat` describes it (see [`Digest`]).
+    pub fn digest(&self) -> Digest {
+        let mut d = Digest::default();
         for (path, l) in &self.nodes {
-            let n = &l.node;
-            h.update(path.as_str().as_bytes());
-            h.update(&[0, n.kind as u8]);
-            h.update(&n.mode.to_le_bytes());
-            h.update(&n.size.to_le_bytes());
-            h.update(&n.mtime_ns.to_le_bytes());
-            h.update(n.target.as_bytes());
-            h.update(&[0]);
-            h.update(&l.ident.bytes());
+            d.add(path, l);
         }
-        h.finalize().to_hex().to_string()
+        d
     }
 
     /// An empty tree rooted at `root`.
@@ -309,8 +365,21 @@ impl LocalTree {
 
     /// Rescans everything (on every core), keeping the hashes of the files
     /// that did not change.
+    #[cfg(test)]
     pub fn rescan(&mut self, ignores: &Ignores) {
-        let found = scan::walk(&self.root, None, ignores, scan::threads());
+        let found = self.walk(ignores);
+        self.adopt(found);
+    }
+
+    /// Walks the whole tree (on every core): what is there now, for
+    /// [`LocalTree::adopt`].
+    pub fn walk(&self, ignores: &Ignores) -> scan::Found {
+        scan::walk(&self.root, None, ignores, scan::threads())
+    }
+
+    /// Makes what a whole walk `found` the tree, keeping the hashes of the
+    /// files that did not change.
+    pub fn adopt(&mut self, found: scan::Found) {
         self.warnings.extend(found.warnings);
         let mut entries = found.entries;
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -469,6 +538,60 @@ mod tests {
         let gone = remove_subtree(&mut t, &rp("a/b"));
         assert_eq!(gone.len(), 2);
         assert_eq!(t.len(), 5);
+    }
+
+    #[test]
+    fn a_walks_digest_is_its_trees_and_changes_with_any_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..200 {
+            let d = tmp.path().join(format!("d{}", i % 9));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("f{i}")), i.to_string()).unwrap();
+        }
+        // A path too long for the digest's buffer on the stack.
+        let long = "x".repeat(200);
+        std::fs::create_dir_all(tmp.path().join(&long).join(&long)).unwrap();
+        std::fs::write(tmp.path().join(&long).join(&long).join(&long), "l").unwrap();
+        let ignores = Ignores::load(tmp.path(), &[]);
+        let mut tree = LocalTree::new(tmp.path());
+        let found = tree.walk(&ignores);
+        let walked = found.digest;
+        // Found in another order (one walker), the same digest.
+        let one = scan::walk(tmp.path(), None, &ignores, 1);
+        assert_eq!(one.digest, walked);
+        tree.adopt(found);
+        assert_eq!(tree.digest(), walked);
+        assert_eq!(tree.digest().to_string(), walked.to_string());
+
+        let changed = |what: &dyn Fn()| {
+            what();
+            let now = tree.walk(&ignores).digest;
+            assert_ne!(now, walked);
+            now
+        };
+        let f = tmp.path().join("d1/f1");
+        // Same size, another mtime.
+        changed(&|| {
+            std::fs::write(&f, "9").unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7);
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        });
+        let before = tree.walk(&ignores).digest;
+        let mode = changed(&|| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        });
+        assert_ne!(mode, before);
+        let added = changed(&|| std::fs::write(tmp.path().join("new"), "").unwrap());
+        std::fs::remove_file(tmp.path().join("new")).unwrap();
+        let gone = tree.walk(&ignores).digest;
+        assert_ne!(gone, added);
+        assert_eq!(gone, mode);
     }
 
     #[test]
