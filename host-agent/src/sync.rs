@@ -82,6 +82,12 @@ impl Equal {
         })
     }
 
+    /// What was kept no longer holds (the trees are being compared and
+    /// changed): the next run compares them unless this one keeps anew.
+    fn forget(dir: &Path, local: &Path, url: &str) {
+        let _ = std::fs::remove_file(Equal::file(dir, local, url));
+    }
+
     /// Best effort: without it the next run compares everything.
     fn save(&self, dir: &Path, local: &Path, url: &str) {
         if self.version.is_empty() {
@@ -187,8 +193,19 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     );
     let mut failures = problems;
     let mut report = Report::default();
-    if ops.is_empty()
-        && failures.is_empty()
+    if let Some(dir) = &opts.hash_cache
+        && last.is_some()
+    {
+        Equal::forget(dir, &root, &to);
+    }
+    if !ops.is_empty() {
+        report = session.apply(&local.tree, ops).await?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "applied");
+        failures.extend(report.errors.iter().cloned());
+    }
+    // Both sides equal now, at the agent's version when it vouched for its
+    // side (nothing but these batches changed it since the manifest).
+    if failures.is_empty()
         && let Some(dir) = &opts.hash_cache
     {
         Equal {
@@ -196,11 +213,6 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
             local: local.tree.digest().to_string(),
         }
         .save(dir, &root, &to);
-    }
-    if !ops.is_empty() {
-        report = session.apply(&local.tree, ops).await?;
-        tracing::debug!(ms = started.elapsed().as_millis() as u64, "applied");
-        failures.extend(report.errors.iter().cloned());
     }
     if !failures.is_empty() {
         for f in &failures {

@@ -73,10 +73,11 @@ impl AgentService {
         followup: Followup,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let boot_id = hex::encode(rand::random::<[u8; 8]>());
         AgentService {
-            manifest: Arc::new(Manifest::new(root.clone(), watch_root)),
+            manifest: Arc::new(Manifest::new(root.clone(), watch_root, &boot_id)),
             root,
-            boot_id: hex::encode(rand::random::<[u8; 8]>()),
+            boot_id,
             turns: Turns::default(),
             events,
             followup,
@@ -141,7 +142,7 @@ impl Agent for AgentService {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let version = format!("{}.{}", self.boot_id, self.manifest.generation());
+        let version = self.manifest.version();
         if warnings.is_empty() && !unchanged_since.is_empty() && unchanged_since == version {
             let batch = ManifestBatch {
                 version,
@@ -220,88 +221,22 @@ impl Agent for AgentService {
                 String::from_utf8_lossy(expected.as_bytes())
             )));
         }
-        let mut stream = req.into_inner();
+        let stream = req.into_inner();
         let turn = self.turns.take().await;
-        let receiving = turn.receiving().clone();
-        // The batch is applied on a blocking thread, fed as messages arrive.
-        // Messages are handed over in runs (whatever has already arrived, up
-        // to RUN_MESSAGES or RUN_BYTES), so small files do not cost a thread
-        // wake-up each; a few runs wait at most (what the thread has not
-        // written yet is held in memory).
-        let (tx, mut rx) = mpsc::channel::<Vec<ApplyRequest>>(RUNS_AHEAD);
-        let root = self.root.clone();
-        let manifest = self.manifest.clone();
-        let worker = tokio::task::spawn_blocking(
-            move || -> Result<(ApplyResult, Option<Commit>), BatchError> {
-                let mut batch = Batch::new(&root, &manifest);
-                'run: while let Some(reqs) = rx.blocking_recv() {
-                    for req in reqs {
-                        batch.apply(req)?;
-                        if batch.committed() {
-                            break 'run;
-                        }
-                    }
-                }
-                // Applied only with its commit; else everything staged goes.
-                Ok(batch.finish())
-            },
-        );
-        let mut client_error = None;
-        loop {
-            // A client that stops sending mid-batch must not hold the batch
-            // lock forever (a dead tunnel is caught by HTTP/2 keepalive), nor
-            // hold up a batch that waits (it yields after a few silent
-            // seconds; it has applied nothing).
-            let next = tokio::select! {
-                next = tokio::time::timeout(BATCH_IDLE_TIMEOUT, stream.next()) => next,
-                () = receiving.asked_to_yield() => {
-                    client_error = Some(Status::aborted(format!(
-                        "another batch arrived while this one had sent nothing for {}s; \
-                         it applied nothing",
-                        turns::YIELD_AFTER.as_secs()
-                    )));
-                    break;
-                }
-            };
-            let msg = match next {
-                Ok(Some(msg)) => msg,
-                Ok(None) => break,
-                Err(_) => {
-                    client_error = Some(Status::deadline_exceeded(format!(
-                        "no message for {}s in the middle of a batch",
-                        BATCH_IDLE_TIMEOUT.as_secs()
-                    )));
-                    break;
-                }
-            };
-            receiving.heard();
-            let mut run = Vec::with_capacity(RUN_MESSAGES);
-            let mut bytes = 0;
-            let mut next = Some(msg);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Ok(m) => {
-                        bytes += payload(&m);
-                        run.push(m);
-                    }
-                    Err(e) => {
-                        client_error = Some(e);
-                        break;
-                    }
-                }
-                if run.len() < RUN_MESSAGES && bytes < RUN_BYTES {
-                    next = stream.next().now_or_never().flatten();
-                }
-            }
-            if !run.is_empty() && tx.send(run).await.is_err() {
-                break; // the worker stopped early (commit or abort)
-            }
-            if client_error.is_some() {
-                break;
-            }
-        }
-        drop(tx);
-        let outcome = worker.await.map_err(|e| Status::internal(e.to_string()))?;
+        // Received and applied in a task of its own: a client that goes away
+        // cancels this call, not the batch, which keeps its turn until what
+        // it staged is removed (or its commit is applied). The next batch
+        // never runs beside it.
+        let received = tokio::spawn(receive(
+            stream,
+            turn,
+            self.root.clone(),
+            self.manifest.clone(),
+        ));
+        let (outcome, turn, client_error) = received
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let outcome = outcome?;
         let guard = turn.received();
         let (mut result, commit) =
             outcome.map_err(|e| Status::resource_exhausted(e.to_string()))?;
@@ -451,4 +386,103 @@ impl<R: std::io::Read> std::io::Read for HashingReader<'_, R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
+}
+
+/// What a batch's stream brought: the batch's result (applied with its
+/// commit, else nothing), its turn, and why its client's stream broke off
+/// if it did.
+type Received = (
+    Result<Result<(ApplyResult, Option<Commit>), BatchError>, Status>,
+    turns::Turn,
+    Option<Status>,
+);
+
+/// Receives a batch from `stream` and applies it on a blocking thread as
+/// its messages arrive (with its commit; without, everything staged is
+/// removed).
+async fn receive(
+    mut stream: Streaming<ApplyRequest>,
+    turn: turns::Turn,
+    root: Arc<Root>,
+    manifest: Arc<Manifest>,
+) -> Received {
+    let receiving = turn.receiving().clone();
+    // The batch is applied on a blocking thread, fed as messages arrive.
+    // Messages are handed over in runs (whatever has already arrived, up
+    // to RUN_MESSAGES or RUN_BYTES), so small files do not cost a thread
+    // wake-up each; a few runs wait at most (what the thread has not
+    // written yet is held in memory).
+    let (tx, mut rx) = mpsc::channel::<Vec<ApplyRequest>>(RUNS_AHEAD);
+    let worker = tokio::task::spawn_blocking(
+        move || -> Result<(ApplyResult, Option<Commit>), BatchError> {
+            let mut batch = Batch::new(&root, &manifest);
+            'run: while let Some(reqs) = rx.blocking_recv() {
+                for req in reqs {
+                    batch.apply(req)?;
+                    if batch.committed() {
+                        break 'run;
+                    }
+                }
+            }
+            // Applied only with its commit; else everything staged goes.
+            Ok(batch.finish())
+        },
+    );
+    let mut client_error = None;
+    loop {
+        // A client that stops sending mid-batch must not hold the batch
+        // lock forever (a dead tunnel is caught by HTTP/2 keepalive), nor
+        // hold up a batch that waits (it yields after a few silent
+        // seconds; it has applied nothing).
+        let next = tokio::select! {
+            next = tokio::time::timeout(BATCH_IDLE_TIMEOUT, stream.next()) => next,
+            () = receiving.asked_to_yield() => {
+                client_error = Some(Status::aborted(format!(
+                    "another batch arrived while this one had sent nothing for {}s; \
+                     it applied nothing",
+                    turns::YIELD_AFTER.as_secs()
+                )));
+                break;
+            }
+        };
+        let msg = match next {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break,
+            Err(_) => {
+                client_error = Some(Status::deadline_exceeded(format!(
+                    "no message for {}s in the middle of a batch",
+                    BATCH_IDLE_TIMEOUT.as_secs()
+                )));
+                break;
+            }
+        };
+        receiving.heard();
+        let mut run = Vec::with_capacity(RUN_MESSAGES);
+        let mut bytes = 0;
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            match msg {
+                Ok(m) => {
+                    bytes += payload(&m);
+                    run.push(m);
+                }
+                Err(e) => {
+                    client_error = Some(e);
+                    break;
+                }
+            }
+            if run.len() < RUN_MESSAGES && bytes < RUN_BYTES {
+                next = stream.next().now_or_never().flatten();
+            }
+        }
+        if !run.is_empty() && tx.send(run).await.is_err() {
+            break; // the worker stopped early (commit or abort)
+        }
+        if client_error.is_some() {
+            break;
+        }
+    }
+    drop(tx);
+    let outcome = worker.await.map_err(|e| Status::internal(e.to_string()));
+    (outcome, turn, client_error)
 }

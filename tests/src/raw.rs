@@ -103,6 +103,22 @@ impl Client {
             .expect("Manifest timed out")
     }
 
+    /// The version a whole-root answer names (its first batch's).
+    pub async fn manifest_version(&mut self) -> Result<String, Status> {
+        let req = self.req(ManifestRequest::default());
+        let fut = async {
+            let mut stream = self.inner.manifest(req).await?.into_inner();
+            let mut version = None;
+            while let Some(batch) = stream.message().await? {
+                version.get_or_insert(batch.version);
+            }
+            Ok(version.unwrap_or_default())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .expect("Manifest timed out")
+    }
+
     pub async fn chunks(&mut self, path: &str) -> Result<lks_proto::v1::ChunksResponse, Status> {
         let req = self.req(ChunksRequest { path: path.into() });
         let call = self.inner.chunks(req);
@@ -240,6 +256,17 @@ impl Batch {
     pub fn commit(mut self) -> Vec<ApplyRequest> {
         self.push(Op::Commit(Commit {
             batch_id: "hostile".into(),
+            ..Default::default()
+        }));
+        self.ops
+    }
+
+    /// The operations followed by a Commit planned against the agent's
+    /// version `based_on`.
+    pub fn commit_based_on(mut self, based_on: &str) -> Vec<ApplyRequest> {
+        self.push(Op::Commit(Commit {
+            batch_id: "based".into(),
+            based_on: based_on.into(),
             ..Default::default()
         }));
         self.ops

@@ -7,7 +7,7 @@
 
 use lks_e2e::raw::{Batch, Client, LoggingAgent, whole_put};
 use lks_e2e::*;
-use lks_proto::v1::{Entry, EntryKind};
+use lks_proto::v1::{Entry, EntryKind, Put};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
@@ -215,6 +215,141 @@ async fn a_manifest_after_no_change_or_after_the_agents_own_batch_describes_noth
     assert!(line.contains("changes only (2 paths)"), "{line}");
     assert!(line.contains("2 files hashed"), "{line}");
     assert_same(&described(&after), &root, "after someone else's change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_names_the_version_it_leaves_only_when_nothing_else_changed_since_its_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap().join("root");
+    plant(&root);
+    let agent = LoggingAgent::start(&root, TOKEN, &[]);
+    let mut c = client(&agent).await;
+    let put = |name: &str, data: &[u8]| {
+        let mut b = Batch::default();
+        b.puts(vec![whole_put(name, data, 0o644)]);
+        b
+    };
+
+    // Planned against the current answer: the batch names the version the
+    // next answer has, and that answer is the old one plus the batch.
+    let v0 = c.manifest_version().await.expect("Manifest");
+    assert!(!v0.is_empty());
+    let r = c
+        .apply(
+            put(
+                "a/new.txt",
+                b"new
+",
+            )
+            .commit_based_on(&v0),
+        )
+        .await
+        .expect("Apply");
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    assert!(!r.version.is_empty() && r.version != v0, "{r:?}");
+    assert_eq!(c.manifest_version().await.unwrap(), r.version);
+    // Its version chains: the next batch planned against it names one too.
+    let r2 = c
+        .apply(
+            put(
+                "a/newer.txt",
+                b"newer
+",
+            )
+            .commit_based_on(&r.version),
+        )
+        .await
+        .expect("Apply");
+    assert!(!r2.version.is_empty(), "{r2:?}");
+
+    // Someone else's change, seen by an answer in between: the batch
+    // planned against the older answer names no version.
+    std::fs::write(
+        root.join("a/one.txt"),
+        "theirs
+",
+    )
+    .unwrap();
+    let seen = c.manifest_version().await.unwrap();
+    assert_ne!(seen, r2.version);
+    let r = c
+        .apply(
+            put(
+                "a/third.txt",
+                b"3
+",
+            )
+            .commit_based_on(&r2.version),
+        )
+        .await
+        .expect("Apply");
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    assert_eq!(r.version, "", "another change came between");
+
+    // Someone else's change not looked at yet: the batch names a version,
+    // but the next answer looks first and names another.
+    let v = c.manifest_version().await.unwrap();
+    std::fs::write(
+        root.join("a/one.txt"),
+        "theirs again
+",
+    )
+    .unwrap();
+    let r = c
+        .apply(
+            put(
+                "a/fourth.txt",
+                b"4
+",
+            )
+            .commit_based_on(&v),
+        )
+        .await
+        .expect("Apply");
+    assert!(!r.version.is_empty(), "{r:?}");
+    assert_ne!(c.manifest_version().await.unwrap(), r.version);
+
+    // A failed operation, another agent's version, or none: no version.
+    let v = c.manifest_version().await.unwrap();
+    let mut bad = Batch::default();
+    bad.puts(vec![Put {
+        blake3: vec![0; 32],
+        ..whole_put(
+            "a/bad.txt",
+            b"bad
+",
+            0o644,
+        )
+    }]);
+    let r = c.apply(bad.commit_based_on(&v)).await.expect("Apply");
+    assert!(!r.errors.is_empty());
+    assert_eq!(r.version, "");
+    let other = format!("0123456789abcdef.{}", v.rsplit_once('.').unwrap().1);
+    let v = c.manifest_version().await.unwrap();
+    let r = c
+        .apply(
+            put(
+                "a/fifth.txt",
+                b"5
+",
+            )
+            .commit_based_on(&other),
+        )
+        .await
+        .expect("Apply");
+    assert_eq!(r.version, "", "based on {other}, at {v}");
+    let r = c
+        .apply(
+            put(
+                "a/sixth.txt",
+                b"6
+",
+            )
+            .commit(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.version, "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -334,6 +334,7 @@ fn step_batch(argv: &[&str], workdir: &str) -> Vec<lks_proto::v1::ApplyRequest> 
             env: Default::default(),
         }],
         restart: false,
+        ..Default::default()
     }));
     b.without_commit()
 }

@@ -74,6 +74,7 @@ async fn commit(url: &str, batch_id: &str, steps: Vec<Step>, restart: bool) -> A
             batch_id: batch_id.into(),
             steps,
             restart,
+            ..Default::default()
         })),
     };
     let mut c = client(url).await;

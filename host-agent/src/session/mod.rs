@@ -102,7 +102,9 @@ pub struct Session {
     prefix: Option<RelPath>,
     /// Whether the prefix directory exists on the agent.
     prefix_exists: bool,
-    /// The version of the agent's records the last manifest gave.
+    /// The version of the agent's records that `remote` shows: the last
+    /// manifest answer's, moved on by each batch the agent vouched was the
+    /// only change since (see `ApplyResult.version`); empty when unknown.
     pub manifest_version: String,
 }
 
@@ -416,6 +418,7 @@ impl Session {
             batch_id,
             steps: followup.steps.clone(),
             restart: followup.restart,
+            based_on: self.manifest_version.clone(),
         };
         let prefix = self.prefix.clone();
         let ensure_prefix = self.missing_prefix().cloned();
@@ -460,6 +463,14 @@ impl Session {
         let mut vanished = vec![false; ops.len()];
         for i in &produced.vanished {
             vanished[*i] = true;
+        }
+        // What `remote` shows after this batch is the agent's version only
+        // when every operation went through as planned.
+        if result.errors.is_empty() && produced.problems.is_empty() && produced.vanished.is_empty()
+        {
+            self.manifest_version = result.version.clone();
+        } else {
+            self.manifest_version.clear();
         }
         let mut sent: HashMap<usize, (u64, [u8; 32])> = HashMap::new();
         for (i, size, hash) in &produced.sent {

@@ -100,6 +100,9 @@ pub struct Batch<'a> {
     checked_dir: Option<String>,
     /// New directories made whole in the staging directory.
     subtrees: Subtrees,
+    /// The version of the manifest once the commit is applied, when it can
+    /// tell (see [`ApplyResult::version`]).
+    version: Option<String>,
 }
 
 impl<'a> Batch<'a> {
@@ -121,6 +124,7 @@ impl<'a> Batch<'a> {
             staged: 0,
             checked_dir: None,
             subtrees: Subtrees::default(),
+            version: None,
         }
     }
 
@@ -232,6 +236,7 @@ impl<'a> Batch<'a> {
             ops: self.ops,
             errors: std::mem::take(&mut self.errors),
             bytes_written: self.bytes_written,
+            version: self.version.take().unwrap_or_default(),
             ..Default::default()
         };
         (result, self.commit.take())
@@ -437,6 +442,10 @@ impl<'a> Batch<'a> {
             if let Err(e) = done {
                 self.record(e);
             }
+        }
+        if self.errors.is_empty() && self.more_errors == 0 {
+            let based_on = self.commit.as_ref().map_or("", |c| c.based_on.as_str());
+            self.version = seen.version_if_only_own_changes_since(based_on);
         }
     }
 

@@ -18,6 +18,7 @@ use lks_proto::RelPath;
 use lks_proto::v1::Entry;
 use look::Look;
 use records::{Record, Records, Unwatched, What};
+use std::cell::Cell;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
@@ -113,13 +114,17 @@ pub struct Manifest {
     /// look never describes a path the commit is changing (its record,
     /// newer, would be overwritten by an older look).
     turn: Mutex<()>,
+    /// The agent's boot id: versions are named with it.
+    boot: String,
 }
 
 impl Manifest {
-    /// The manifest of `root`, watched from the first request on if `watch`.
-    pub fn new(root: Arc<Root>, watch: bool) -> Manifest {
+    /// The manifest of `root`, watched from the first request on if `watch`,
+    /// for the agent of boot id `boot`.
+    pub fn new(root: Arc<Root>, watch: bool, boot: &str) -> Manifest {
         Manifest {
             root,
+            boot: boot.to_string(),
             records: Mutex::default(),
             watching: Mutex::new(if watch {
                 Watching::NotYet
@@ -212,6 +217,23 @@ impl Manifest {
         self.records.lock().unwrap().generation()
     }
 
+    /// The version of what an answer says now, as the host is told it: the
+    /// agent's boot and the generation (a new agent starts again from 0,
+    /// under another boot).
+    pub fn version(&self) -> String {
+        self.version_at(self.generation())
+    }
+
+    fn version_at(&self, generation: u64) -> String {
+        format!("{}.{generation}", self.boot)
+    }
+
+    /// The generation `version` names, if it is one of this agent's.
+    fn generation_of(&self, version: &str) -> Option<u64> {
+        let (boot, generation) = version.rsplit_once('.')?;
+        (boot == self.boot).then(|| generation.parse().ok())?
+    }
+
     /// The watch could not be kept: every request looks at the root again.
     fn stop_watching(&self, why: &WatchError) {
         tracing::warn!("{why}");
@@ -250,6 +272,8 @@ impl Manifest {
             manifest: self,
             _turn: turn,
             watch,
+            began_at: self.generation(),
+            own: Cell::new(0),
         }
     }
 }
@@ -259,6 +283,38 @@ pub struct Committing<'a> {
     manifest: &'a Manifest,
     _turn: MutexGuard<'a, ()>,
     watch: Option<Arc<RootWatch>>,
+    /// The generation when the commit began...
+    began_at: u64,
+    /// ...and how many changes to the answer the commit made since.
+    own: Cell<u64>,
+}
+
+/// The records, changed by a commit: what it changes in the answer is
+/// counted as its own.
+struct Counted<'c> {
+    records: MutexGuard<'c, Records>,
+    before: u64,
+    own: &'c Cell<u64>,
+}
+
+impl std::ops::Deref for Counted<'_> {
+    type Target = Records;
+    fn deref(&self) -> &Records {
+        &self.records
+    }
+}
+
+impl std::ops::DerefMut for Counted<'_> {
+    fn deref_mut(&mut self) -> &mut Records {
+        &mut self.records
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let made = self.records.generation() - self.before;
+        self.own.set(self.own.get() + made);
+    }
 }
 
 impl Drop for Committing<'_> {
@@ -268,8 +324,26 @@ impl Drop for Committing<'_> {
 }
 
 impl Committing<'_> {
-    fn records(&self) -> MutexGuard<'_, Records> {
-        self.manifest.records.lock().unwrap()
+    fn records(&self) -> Counted<'_> {
+        let records = self.manifest.records.lock().unwrap();
+        Counted {
+            before: records.generation(),
+            records,
+            own: &self.own,
+        }
+    }
+
+    /// The version the answer is at now, when every change to it since the
+    /// version `based_on` (which the host planned against) is this commit's
+    /// own: then the answer at `based_on` with this commit's operations
+    /// applied is the answer now. None when anything else changed it (a
+    /// look at the root between that answer and this commit), or
+    /// `based_on` is another agent's.
+    pub fn version_if_only_own_changes_since(&self, based_on: &str) -> Option<String> {
+        let based_on = self.manifest.generation_of(based_on)?;
+        let now = self.manifest.generation();
+        (based_on == self.began_at && now == self.began_at + self.own.get())
+            .then(|| self.manifest.version_at(now))
     }
 
     fn put(&self, path: &str, what: What, mode: u32) {
