@@ -82,6 +82,93 @@ async fn a_packed_batch_of_small_files_lands_whole_with_their_modes_and_mtimes()
     }
 }
 
+/// Past its first few dozen small files a batch stages them on several
+/// threads (writers.rs): what lands, and where, is still decided in the
+/// order of the operations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_many_small_files_lands_as_if_staged_one_by_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap().join("root");
+    write(&root, "existing/old.txt", "old\n");
+    let agent = Agent::start(&root, TOKEN);
+    let mut b = Batch::default();
+    // A new directory: its files are made in it, staged whole.
+    b.mkdir("fresh", 0o755);
+    for d in 0..7 {
+        b.mkdir(&format!("fresh/d{d}"), 0o755);
+    }
+    let fresh: Vec<(String, Vec<u8>, u32)> = (0..300)
+        .map(|i| {
+            (
+                format!("fresh/d{}/f{i:03}.js", i % 7),
+                format!("fresh {i}\n").repeat(i % 13).into_bytes(),
+                if i % 5 == 0 { 0o700 } else { 0o644 },
+            )
+        })
+        .collect();
+    let mut puts: Vec<Put> = fresh.iter().map(|(p, d, m)| whole_put(p, d, *m)).collect();
+    // One wrong hash well past the first files.
+    puts[200].blake3 = blake3::hash(b"something else").as_bytes().to_vec();
+    let fresh_at = b.puts(puts);
+    // Into a directory that exists: staged, renamed in at the commit.
+    let existing: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| {
+            (
+                format!("existing/e{i:03}.txt"),
+                format!("e {i}\n").into_bytes(),
+            )
+        })
+        .collect();
+    b.puts(
+        existing
+            .iter()
+            .map(|(p, d)| whole_put(p, d, 0o644))
+            .collect(),
+    );
+    // The same path twice, and a file put then deleted: the later wins.
+    b.puts(vec![whole_put("existing/dup.txt", b"first\n", 0o644)]);
+    b.puts(vec![whole_put("fresh/d1/dup.txt", b"first\n", 0o644)]);
+    b.puts(vec![whole_put("existing/gone.txt", b"gone\n", 0o644)]);
+    b.puts(vec![whole_put("existing/dup.txt", b"second\n", 0o600)]);
+    b.puts(vec![whole_put("fresh/d1/dup.txt", b"second\n", 0o600)]);
+    b.delete("existing/gone.txt");
+    let r = client(&agent).await.apply(b.commit()).await.expect("Apply");
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    let e = expect_error(&r, fresh_at[200], ErrorCode::HashMismatch, "blake3");
+    assert_eq!(e.path, fresh[200].0);
+    for (i, (p, d, m)) in fresh.iter().enumerate() {
+        if i == 200 {
+            assert!(!root.join(p).exists(), "{p}: its put was refused");
+        } else {
+            assert_file(&root, p, d, *m);
+        }
+    }
+    for (p, d) in &existing {
+        assert_file(&root, p, d, 0o644);
+    }
+    assert_eq!(
+        std::fs::read(root.join("existing/old.txt")).unwrap(),
+        b"old\n"
+    );
+    assert_file(&root, "existing/dup.txt", b"second\n", 0o600);
+    assert_file(&root, "fresh/d1/dup.txt", b"second\n", 0o600);
+    assert!(!root.join("existing/gone.txt").exists());
+    assert!(staging_entries(&root).is_empty());
+    // The agent's records say what is on disk.
+    let entries = client(&agent).await.manifest().await.expect("Manifest");
+    for (p, d) in existing.iter().map(|(p, d)| (p, d)).chain(
+        fresh
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 200)
+            .map(|(_, (p, d, _))| (p, d)),
+    ) {
+        let e = entries.iter().find(|e| &e.path == p).expect(p);
+        assert_eq!(e.blake3, blake3::hash(d).as_bytes().to_vec(), "{p}");
+    }
+    assert!(!entries.iter().any(|e| e.path == fresh[200].0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_hash_in_the_middle_of_a_puts_fails_only_that_put_and_names_its_index() {
     let tmp = tempfile::tempdir().unwrap();

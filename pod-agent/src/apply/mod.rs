@@ -19,11 +19,13 @@ mod commit;
 mod errors;
 mod stage;
 mod subtree;
+mod writers;
 
 use commit::{Places, place, place_subtree};
 use errors::{bounded, echoed, op_error, path_error, root_error};
 use stage::{PendingPut, StagedPut, copy_range, finish_put};
 use subtree::{Made, Subtree, Subtrees};
+use writers::Writers;
 
 use crate::manifest::Manifest;
 use crate::root::{Root, RootError, StagingDir, open_file_in};
@@ -49,6 +51,8 @@ pub enum BatchError {
 /// An operation checked on arrival and applied when the batch commits.
 enum Deferred {
     Put(StagedPut),
+    /// A put a writer is staging (see writers.rs), by its ticket.
+    Writing(usize),
     Delete {
         index: u64,
         path: RelPath,
@@ -75,6 +79,9 @@ enum Deferred {
 /// Receives the operations of one batch and, at its commit, applies them in
 /// order.
 pub struct Batch<'a> {
+    /// First, so that it is dropped first: a batch that ends early waits
+    /// for its writers before its staging directory goes.
+    writers: Writers,
     root: &'a Root,
     manifest: &'a Manifest,
     ops: u64,
@@ -109,6 +116,7 @@ impl<'a> Batch<'a> {
     /// A new, empty batch.
     pub fn new(root: &'a Root, manifest: &'a Manifest) -> Self {
         Batch {
+            writers: Writers::default(),
             root,
             manifest,
             ops: 0,
@@ -371,6 +379,7 @@ impl<'a> Batch<'a> {
     /// Applies the recorded operations, in order (the commit arrived), and
     /// tells the manifest what each changed.
     fn apply_deferred(&mut self) {
+        self.take_written();
         let root = self.root;
         let seen = self.manifest.commit();
         let mut places = Places::default();
@@ -379,6 +388,7 @@ impl<'a> Batch<'a> {
                 Deferred::Put(p) => {
                     place(root, &seen, &p, &mut places).map_err(|e| root_error(p.index, &e))
                 }
+                Deferred::Writing(_) => unreachable!("taken before the commit"),
                 Deferred::Delete { index, path } => {
                     places.forget();
                     seen.forget(path.as_str());
@@ -518,6 +528,16 @@ impl<'a> Batch<'a> {
             return;
         }
         match self.start_put(index, &path, &p) {
+            Ok(pending) if !data.is_empty() && rest == 0 && pending.base.is_none() => {
+                match self.writers.take(pending, data) {
+                    Ok(ticket) => self.deferred.push(Deferred::Writing(ticket)),
+                    Err(back) => {
+                        let (pending, data) = *back;
+                        self.pending = Some(pending);
+                        self.receive(index, &data);
+                    }
+                }
+            }
             Ok(pending) => {
                 self.pending = Some(pending);
                 if data.is_empty() {
@@ -772,13 +792,39 @@ impl<'a> Batch<'a> {
         true
     }
 
+    /// Waits for the writers; each put they staged takes its place among
+    /// the deferred operations (or in its staged subtree), each failure is
+    /// recorded.
+    fn take_written(&mut self) {
+        let mut written = self.writers.finish().into_iter();
+        if written.len() == 0 {
+            return;
+        }
+        for op in std::mem::take(&mut self.deferred) {
+            let Deferred::Writing(ticket) = op else {
+                self.deferred.push(op);
+                continue;
+            };
+            let (t, staged, bytes) = written.next().expect("a result for every ticket");
+            debug_assert_eq!(t, ticket);
+            self.bytes_written += bytes;
+            self.staged(staged);
+        }
+    }
+
     fn maybe_finish_put(&mut self) {
         let done = matches!(&self.pending, Some(p) if p.written == p.size);
         if !done {
             return;
         }
         let p = self.pending.take().expect("pending");
-        match finish_put(p) {
+        self.staged(finish_put(p));
+    }
+
+    /// A put staged whole (or why not): it waits for the commit among the
+    /// deferred operations, or in its staged subtree.
+    fn staged(&mut self, staged: Result<StagedPut, OpError>) {
+        match staged {
             Ok(StagedPut {
                 subtree: Some(id),
                 index,
