@@ -51,8 +51,10 @@ pub enum BatchError {
 /// An operation checked on arrival and applied when the batch commits.
 enum Deferred {
     Put(StagedPut),
-    /// A put a writer is staging (see writers.rs), by its ticket.
-    Writing(usize),
+    /// A put a writer is staging (see writers.rs); `writing` knows which.
+    Writing,
+    /// A written put that went to its staged subtree, or failed.
+    Gone,
     Delete {
         index: u64,
         path: RelPath,
@@ -82,6 +84,8 @@ pub struct Batch<'a> {
     /// First, so that it is dropped first: a batch that ends early waits
     /// for its writers before its staging directory goes.
     writers: Writers,
+    /// Where each ticket's put is among `deferred`.
+    writing: Vec<usize>,
     root: &'a Root,
     manifest: &'a Manifest,
     ops: u64,
@@ -117,6 +121,7 @@ impl<'a> Batch<'a> {
     pub fn new(root: &'a Root, manifest: &'a Manifest) -> Self {
         Batch {
             writers: Writers::default(),
+            writing: Vec::new(),
             root,
             manifest,
             ops: 0,
@@ -379,7 +384,7 @@ impl<'a> Batch<'a> {
     /// Applies the recorded operations, in order (the commit arrived), and
     /// tells the manifest what each changed.
     fn apply_deferred(&mut self) {
-        self.take_written();
+        self.writers_done();
         let root = self.root;
         let seen = self.manifest.commit();
         let mut places = Places::default();
@@ -388,7 +393,7 @@ impl<'a> Batch<'a> {
                 Deferred::Put(p) => {
                     place(root, &seen, &p, &mut places).map_err(|e| root_error(p.index, &e))
                 }
-                Deferred::Writing(_) => unreachable!("taken before the commit"),
+                Deferred::Writing | Deferred::Gone => unreachable!("taken before the commit"),
                 Deferred::Delete { index, path } => {
                     places.forget();
                     seen.forget(path.as_str());
@@ -530,7 +535,13 @@ impl<'a> Batch<'a> {
         match self.start_put(index, &path, &p) {
             Ok(pending) if !data.is_empty() && rest == 0 && pending.base.is_none() => {
                 match self.writers.take(pending, data) {
-                    Ok(ticket) => self.deferred.push(Deferred::Writing(ticket)),
+                    Ok(ticket) => {
+                        self.writing.push(self.deferred.len());
+                        debug_assert_eq!(ticket, self.writing.len() - 1);
+                        self.deferred.push(Deferred::Writing);
+                        let ready = self.writers.ready();
+                        self.take_written(ready);
+                    }
                     Err(back) => {
                         let (pending, data) = *back;
                         self.pending = Some(pending);
@@ -792,24 +803,31 @@ impl<'a> Batch<'a> {
         true
     }
 
-    /// Waits for the writers; each put they staged takes its place among
-    /// the deferred operations (or in its staged subtree), each failure is
-    /// recorded.
-    fn take_written(&mut self) {
-        let mut written = self.writers.finish().into_iter();
-        if written.len() == 0 {
+    /// Each put the writers staged takes the place of its ticket among the
+    /// deferred operations (or goes to its staged subtree); each failure
+    /// is recorded.
+    fn take_written(&mut self, written: Vec<writers::Written>) {
+        for (ticket, staged, bytes) in written {
+            let at = self.writing[ticket];
+            self.bytes_written += bytes;
+            self.deferred[at] = match staged {
+                Ok(staged) if staged.subtree.is_none() => Deferred::Put(staged),
+                other => {
+                    self.staged(other);
+                    Deferred::Gone
+                }
+            };
+        }
+    }
+
+    /// Waits for the writers, and takes what they staged.
+    fn writers_done(&mut self) {
+        if self.writing.is_empty() {
             return;
         }
-        for op in std::mem::take(&mut self.deferred) {
-            let Deferred::Writing(ticket) = op else {
-                self.deferred.push(op);
-                continue;
-            };
-            let (t, staged, bytes) = written.next().expect("a result for every ticket");
-            debug_assert_eq!(t, ticket);
-            self.bytes_written += bytes;
-            self.staged(staged);
-        }
+        let rest = self.writers.finish();
+        self.take_written(rest);
+        self.deferred.retain(|op| !matches!(op, Deferred::Gone));
     }
 
     fn maybe_finish_put(&mut self) {

@@ -13,7 +13,7 @@ use super::stage::{PendingPut, StagedPut, finish_put};
 use crate::root::RootError;
 use lks_proto::v1::OpError;
 use std::io::Write;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 /// Whole puts a batch stages on its own thread before it starts writers:
@@ -40,13 +40,16 @@ pub(super) struct Writers {
     seen: usize,
     tickets: usize,
     queues: Vec<SyncSender<Job>>,
-    threads: Vec<JoinHandle<Vec<Written>>>,
+    threads: Vec<JoinHandle<()>>,
+    /// What the writers made, as they make it: taken by the batch as it
+    /// goes, so a large batch holds each result once.
+    done: Option<Receiver<Written>>,
 }
 
 impl Writers {
     /// Takes `put` (open, all of whose `data` arrived) to a writer, and
-    /// returns its ticket; or gives it back while the batch is small or
-    /// this machine has one core.
+    /// returns its ticket (numbered from 0 in the order taken); or gives it
+    /// back while the batch is small or this machine has one core.
     pub(super) fn take(
         &mut self,
         put: PendingPut,
@@ -57,18 +60,28 @@ impl Writers {
             return Err(Box::new((put, data)));
         }
         let ticket = self.tickets;
-        self.tickets += 1;
         // Consecutive puts are mostly in one directory: each writer takes
         // its own run of them, so two rarely add to one directory at once.
         let queue = (ticket / 8) % self.queues.len();
         match self.queues[queue].send(Job { ticket, put, data }) {
-            Ok(()) => Ok(ticket),
+            Ok(()) => {
+                self.tickets += 1;
+                Ok(ticket)
+            }
             // A writer panicked: `finish` says so.
             Err(e) => {
                 let job = e.0;
                 Err(Box::new((job.put, job.data)))
             }
         }
+    }
+
+    /// What the writers made since the last call, without waiting.
+    pub(super) fn ready(&mut self) -> Vec<Written> {
+        self.done
+            .as_ref()
+            .map(|done| done.try_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Starts the writers the first time; false on a machine of one core.
@@ -83,11 +96,19 @@ impl Writers {
         if n < 2 {
             return false;
         }
+        let (made, done) = channel::<Written>();
         for i in 0..n {
             let (tx, rx) = sync_channel::<Job>(QUEUED);
+            let made = made.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("stage-{i}"))
-                .spawn(move || rx.iter().map(write).collect());
+                .spawn(move || {
+                    for job in rx {
+                        if made.send(write(job)).is_err() {
+                            return;
+                        }
+                    }
+                });
             match spawned {
                 Ok(thread) => {
                     self.queues.push(tx);
@@ -99,6 +120,7 @@ impl Writers {
                 }
             }
         }
+        self.done = Some(done);
         tracing::debug!(
             writers = self.threads.len(),
             "a large batch: staging on writers"
@@ -106,18 +128,16 @@ impl Writers {
         !self.threads.is_empty()
     }
 
-    /// Waits for every write taken so far; their results, by ticket.
+    /// Waits for every write taken so far; what was not taken with
+    /// [`Writers::ready`] yet.
     pub(super) fn finish(&mut self) -> Vec<Written> {
         self.queues.clear();
-        let mut all: Vec<Written> = Vec::with_capacity(self.tickets);
         for thread in self.threads.drain(..) {
-            match thread.join() {
-                Ok(done) => all.extend(done),
-                Err(panic) => std::panic::resume_unwind(panic),
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
             }
         }
-        all.sort_unstable_by_key(|w| w.0);
-        all
+        self.ready()
     }
 }
 
