@@ -125,6 +125,66 @@ fn a_from_scratch_service_without_shell_or_tar_runs_its_entrypoint_and_is_live_u
     );
 }
 
+/// A tcp check of a port lks forwards is not fooled by lks's own listener
+/// on the host, which accepts at once: the service is ready only once the
+/// app in its container listens. (The check connects through the agent; a
+/// check from the host, kept open 100 ms, also passes this test, since the
+/// agent's connect is refused at once here: what tells them apart is an
+/// agent whose connect takes longer than that.)
+#[test]
+fn a_tcp_readiness_check_of_a_forwarded_port_waits_for_the_app_in_its_container() {
+    require_image(BASE, "images/base/build.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    let port = free_port();
+    let name = format!("late-{}", unique());
+    let _images = DockerCleanup(DockerObjects {
+        repos: vec![format!("127.0.0.1:5000/{name}")],
+        ..Default::default()
+    });
+    write(
+        ws,
+        "lks.yaml",
+        &format!("services: [\"{name}/lks.service.yaml\"]\n"),
+    );
+    let dir = ws.join(&name);
+    write(
+        &dir,
+        "Dockerfile",
+        &format!("FROM {BASE}\nWORKDIR /app\nCOPY . .\nCMD [\"python3\", \"late.py\"]\n"),
+    );
+    // Listens on the container's loopback, four seconds after it starts.
+    write(
+        &dir,
+        "late.py",
+        &format!(
+            "import http.server, time\n\
+             time.sleep(4)\n\
+             http.server.HTTPServer(('127.0.0.1', {port}), \
+             http.server.SimpleHTTPRequestHandler).serve_forever()\n"
+        ),
+    );
+    write(&dir, "index.html", "late\n");
+    write(
+        &dir,
+        "lks.service.yaml",
+        &format!(
+            "name: {name}\nports: [{port}]\nreadiness:\n  tcp: 127.0.0.1:{port}\n\
+             live_update:\n  sync:\n    - {{ local: ., remote: . }}\n"
+        ),
+    );
+    let mut up = Up::start(ws, &["--runtime", "docker"]);
+    let said = up.wait(&[&name, "[ready]"], Duration::from_secs(120));
+    assert_eq!(
+        http_get(port, "/index.html").as_deref(),
+        Some("late\n"),
+        "ready before the app listened: {said}\n{}",
+        up.drain().join("\n")
+    );
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn the_node_and_python_examples_run_in_containers_and_are_live_updated() {
     require_image(BASE, "images/base/build.sh");
