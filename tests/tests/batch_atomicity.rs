@@ -8,7 +8,7 @@
 //! (60 s) with no other batch waiting. It ends the same way a broken stream
 //! does (the batch's feed closes without a commit), which the tests drive.
 
-use lks_e2e::raw::{Batch, Client};
+use lks_e2e::raw::{Batch, Client, whole_put};
 use lks_e2e::*;
 use lks_proto::v1::ApplyRequest;
 use std::collections::BTreeMap;
@@ -247,6 +247,46 @@ async fn a_batch_whose_client_goes_away_before_its_commit_changes_nothing() {
     drop(tx);
     fx.barrier().await;
     fx.assert_untouched("after the client went away mid-batch");
+    fx.assert_complete_batch_applies().await;
+}
+
+/// Past its first small files a batch stages them on writer threads: a
+/// client that goes away mid-batch still leaves nothing behind, the
+/// writers done before the staging directory goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_many_small_files_whose_client_goes_away_changes_nothing() {
+    let fx = Fixture::new();
+    let (tx, rx) = tokio::sync::mpsc::channel::<ApplyRequest>(64);
+    let mut client = fx.client().await;
+    let call = tokio::spawn(async move {
+        let req = client.req(tokio_stream::wrappers::ReceiverStream::new(rx));
+        client.inner.apply(req).await
+    });
+    let mut b = Batch::default();
+    b.mkdir("many", 0o755);
+    b.puts(
+        (0..400)
+            .map(|i| whole_put(&format!("many/f{i:03}"), format!("{i}\n").as_bytes(), 0o644))
+            .collect(),
+    );
+    b.puts(
+        (0..400)
+            .map(|i| whole_put(&format!("sub/g{i:03}"), format!("{i}\n").as_bytes(), 0o644))
+            .collect(),
+    );
+    for op in b.without_commit() {
+        tx.send(op).await.unwrap();
+    }
+    let root = fx.root.clone();
+    let received = wait_until(Duration::from_secs(10), || {
+        staging_entries(&root).len() > 100
+    });
+    assert!(received, "the agent never staged the files");
+    call.abort();
+    let _ = call.await;
+    drop(tx);
+    fx.barrier().await;
+    fx.assert_untouched("after the client of a large batch went away mid-batch");
     fx.assert_complete_batch_applies().await;
 }
 
