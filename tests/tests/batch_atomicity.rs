@@ -134,6 +134,30 @@ impl Fixture {
         assert!(r.errors.is_empty(), "{:#?}", r.errors);
     }
 
+    /// Sends `batch` without its commit, waits until `received` (the
+    /// stream stays open), then goes away: the call (and its connection)
+    /// dropped, the stream never ended nor committed. Returns once the
+    /// agent is done with it (see [`Fixture::barrier`]).
+    async fn go_away_after(&self, batch: Batch, received: impl FnMut() -> bool) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<ApplyRequest>(64);
+        let mut client = self.client().await;
+        let call = tokio::spawn(async move {
+            let req = client.req(tokio_stream::wrappers::ReceiverStream::new(rx));
+            client.inner.apply(req).await
+        });
+        for op in batch.without_commit() {
+            tx.send(op).await.unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), received),
+            "the agent never received the operations"
+        );
+        call.abort();
+        let _ = call.await;
+        drop(tx);
+        self.barrier().await;
+    }
+
     /// The root is exactly as planted, with no staging entry anywhere.
     fn assert_untouched(&self, what: &str) {
         let after = strict_snapshot(&self.root);
@@ -223,29 +247,13 @@ async fn a_batch_whose_stream_ends_before_its_commit_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_client_goes_away_before_its_commit_changes_nothing() {
     let fx = Fixture::new();
-    let (tx, rx) = tokio::sync::mpsc::channel::<ApplyRequest>(64);
-    let mut client = fx.client().await;
-    let call = tokio::spawn(async move {
-        let req = client.req(tokio_stream::wrappers::ReceiverStream::new(rx));
-        client.inner.apply(req).await
-    });
-    for op in the_batch().without_commit() {
-        tx.send(op).await.unwrap();
-    }
     // Until the agent has received the operations: it staged a file (or,
-    // applying as it receives, changed the root). The stream stays open.
-    let root = fx.root.clone();
-    let before = fx.before.clone();
-    let received = wait_until(Duration::from_secs(10), || {
+    // applying as it receives, changed the root).
+    let (root, before) = (fx.root.clone(), fx.before.clone());
+    fx.go_away_after(the_batch(), || {
         !staging_entries(&root).is_empty() || strict_snapshot(&root) != before
-    });
-    assert!(received, "the agent never received the operations");
-    // The client goes away mid-batch: its call (and connection) dropped,
-    // the stream never ended nor committed.
-    call.abort();
-    let _ = call.await;
-    drop(tx);
-    fx.barrier().await;
+    })
+    .await;
     fx.assert_untouched("after the client went away mid-batch");
     fx.assert_complete_batch_applies().await;
 }
@@ -256,12 +264,6 @@ async fn a_batch_whose_client_goes_away_before_its_commit_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_many_small_files_whose_client_goes_away_changes_nothing() {
     let fx = Fixture::new();
-    let (tx, rx) = tokio::sync::mpsc::channel::<ApplyRequest>(64);
-    let mut client = fx.client().await;
-    let call = tokio::spawn(async move {
-        let req = client.req(tokio_stream::wrappers::ReceiverStream::new(rx));
-        client.inner.apply(req).await
-    });
     let mut b = Batch::default();
     b.mkdir("many", 0o755);
     b.puts(
@@ -274,18 +276,9 @@ async fn a_batch_of_many_small_files_whose_client_goes_away_changes_nothing() {
             .map(|i| whole_put(&format!("sub/g{i:03}"), format!("{i}\n").as_bytes(), 0o644))
             .collect(),
     );
-    for op in b.without_commit() {
-        tx.send(op).await.unwrap();
-    }
     let root = fx.root.clone();
-    let received = wait_until(Duration::from_secs(10), || {
-        staging_entries(&root).len() > 100
-    });
-    assert!(received, "the agent never staged the files");
-    call.abort();
-    let _ = call.await;
-    drop(tx);
-    fx.barrier().await;
+    fx.go_away_after(b, || staging_entries(&root).len() > 100)
+        .await;
     fx.assert_untouched("after the client of a large batch went away mid-batch");
     fx.assert_complete_batch_applies().await;
 }
