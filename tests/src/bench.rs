@@ -148,9 +148,45 @@ pub fn default_dirs(files: usize) -> usize {
 /// Runs `lks sync SRC --to URL --once` with `LKS_TOKEN=token`; returns its
 /// wall time and its `synced: ...` line, or fails with its output.
 pub fn lks_sync_once(src: &Path, url: &str, token: &str) -> anyhow::Result<(Duration, String)> {
+    lks_sync_once_peak(src, url, token).map(|(wall, line, _)| (wall, line))
+}
+
+/// [`lks_sync_once`], and the most `lks` was resident meanwhile (bytes;
+/// its VmHWM as last read, every 5 ms, before it ended).
+pub fn lks_sync_once_peak(
+    src: &Path,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<(Duration, String, u64)> {
     let t0 = Instant::now();
-    let out = crate::sync_once(src, url, token, &[]);
+    let child = crate::lks_sync()
+        .arg(src)
+        .args(["--to", url, "--once"])
+        .env("LKS_TOKEN", token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run lks sync --once")?;
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(m) = crate::proc_memory(pid) {
+                    peak = peak.max(m.peak);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output();
     let wall = t0.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    let out = out.context("wait for lks sync --once")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -163,7 +199,7 @@ pub fn lks_sync_once(src: &Path, url: &str, token: &str) -> anyhow::Result<(Dura
         .lines()
         .find(|l| l.starts_with("synced: "))
         .with_context(|| format!("no `synced:` line from lks sync --once: {stdout:?}"))?;
-    Ok((wall, line.to_string()))
+    Ok((wall, line.to_string(), peak))
 }
 
 /// Runs `sh -c SCRIPT sh ARGS...` (the pipeline named `what` in errors);

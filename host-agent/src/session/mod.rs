@@ -7,17 +7,16 @@ use crate::tree::{self, Kind, LocalTree, Node, Tree};
 use crate::tunnel::{self, Client, WireCounter};
 use lks_proto::chunk::{self, Chunk};
 use lks_proto::limits::{HOST_BYTES_PER_BATCH, HOST_FILES_PER_BATCH};
-use lks_proto::v1::{self, ApplyRequest};
+use lks_proto::v1;
 use lks_proto::{PROTOCOL_VERSION, RelPath};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 
 mod error;
 mod events;
 mod produce;
+mod readahead;
 pub use error::SessionError;
 pub use events::AgentEvents;
 use events::Probes;
@@ -411,7 +410,7 @@ impl Session {
             }
         }
         let ops = Arc::new(ops);
-        let (tx, rx) = mpsc::channel::<ApplyRequest>(512);
+        let (tx, rx) = readahead::channel(readahead::BUDGET);
         let root = local.abs_root();
         let producer_ops = ops.clone();
         let commit = v1::Commit {
@@ -433,7 +432,7 @@ impl Session {
                 tx,
             )
         });
-        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let mut request = tonic::Request::new(rx);
         if let Ok(boot) = self.boot_id.parse() {
             request
                 .metadata_mut()

@@ -3,6 +3,7 @@
 //! what it read and streams the messages, so file reads overlap with the
 //! network.
 
+use super::readahead;
 use crate::plan::Op;
 use crate::tree::Node;
 use lks_proto::RelPath;
@@ -16,7 +17,6 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// What the producer thread learned while streaming a batch.
 #[derive(Default)]
@@ -44,7 +44,7 @@ pub(super) fn produce(
     prefix: Option<&RelPath>,
     ensure_prefix: Option<&RelPath>,
     commit: v1::Commit,
-    tx: mpsc::Sender<ApplyRequest>,
+    tx: readahead::Sender,
 ) -> Produced {
     let wire = |p: &RelPath| match prefix {
         Some(pre) => format!("{pre}/{p}"),
@@ -125,7 +125,7 @@ const PACK_FILES: usize = 1024;
 /// agent's error indices count them so) and packs small files together
 /// (one message for up to [`PACK_FILES`] of them, not two each).
 pub(super) struct Outbox {
-    tx: mpsc::Sender<ApplyRequest>,
+    tx: readahead::Sender,
     /// The index of the next operation.
     index: u64,
     pack: Vec<v1::Put>,
@@ -133,7 +133,7 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    fn new(tx: mpsc::Sender<ApplyRequest>) -> Outbox {
+    fn new(tx: readahead::Sender) -> Outbox {
         Outbox {
             tx,
             index: 0,
@@ -177,7 +177,7 @@ impl Outbox {
     }
 
     fn deliver(&self, op: WireOp) -> bool {
-        self.tx.blocking_send(ApplyRequest { op: Some(op) }).is_ok()
+        self.tx.blocking_send(ApplyRequest { op: Some(op) })
     }
 }
 
@@ -359,6 +359,7 @@ impl<R: Read> Read for HashingReader<'_, R> {
 mod tests {
     use super::*;
     use crate::tree::Kind;
+    use tokio_stream::StreamExt;
 
     #[test]
     fn a_file_gone_before_it_is_read_is_not_sent_and_not_a_problem() {
@@ -378,7 +379,7 @@ mod tests {
             base: None,
         };
         let ops = vec![put("sedAb12Cd", 4), put("kept.txt", 4)];
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, rx) = readahead::channel(readahead::BUDGET);
         let produced = produce(
             root.path(),
             &ops,
@@ -393,7 +394,7 @@ mod tests {
         assert_eq!(produced.sent.len(), 1);
         assert_eq!(produced.sent[0].0, 1);
         let mut puts = Vec::new();
-        while let Ok(m) = rx.try_recv() {
+        for m in futures::executor::block_on(rx.collect::<Vec<_>>()) {
             if let Some(WireOp::Put(p)) = m.op {
                 puts.push(p.path);
             }
@@ -429,7 +430,7 @@ mod tests {
             base: None,
         });
         ops.push(Op::Delete(RelPath::new("gone").unwrap()));
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, rx) = readahead::channel(readahead::BUDGET);
         let produced = produce(
             root.path(),
             &ops,
@@ -440,7 +441,7 @@ mod tests {
             tx,
         );
         let mut kinds = Vec::new();
-        while let Ok(m) = rx.try_recv() {
+        for m in futures::executor::block_on(rx.collect::<Vec<_>>()) {
             kinds.push(match m.op.unwrap() {
                 WireOp::Puts(p) => {
                     assert!(p.puts.iter().all(|p| p.data.len() as u64 == p.size));
