@@ -171,8 +171,15 @@ impl Planned {
                 });
             }
         }
-        let mut ops = self.deletes;
-        ops.extend(self.rest);
+        // Deletes first; without any, the list is the rest as it is (not a
+        // copy of it: 15 MiB for a first sync of 100,000 files).
+        let ops = if self.deletes.is_empty() {
+            self.rest
+        } else {
+            let mut ops = self.deletes;
+            ops.extend(self.rest);
+            ops
+        };
         (ops, problems)
     }
 

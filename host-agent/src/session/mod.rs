@@ -352,27 +352,42 @@ impl Session {
     ) -> Result<Report, SessionError> {
         let mut report = Report::default();
         let start_wire = self.wire.sent();
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0u64;
-        for op in ops {
-            if let Op::Put { node, .. } = &op {
-                batch_bytes += node.size;
-            }
-            batch.push(op);
-            if batch.len() >= HOST_FILES_PER_BATCH || batch_bytes >= HOST_BYTES_PER_BATCH {
-                self.apply_batch(
-                    local,
-                    std::mem::take(&mut batch),
-                    &Followup::default(),
-                    batch_id(),
-                    &mut report,
-                )
+        // The operations of each batch leave the list as it goes (taken from
+        // its end, the list reversed; what is left shrinks in place), so a
+        // first sync of 100,000 files does not hold every operation until
+        // its last batch is done, nor copy what is left at each batch.
+        let mut rest = ops;
+        rest.reverse();
+        let mut sent_any = false;
+        while !rest.is_empty() {
+            let mut files = 0;
+            let mut bytes = 0u64;
+            let n = rest
+                .iter()
+                .rev()
+                .position(|op| {
+                    files += 1;
+                    if let Op::Put { node, .. } = op {
+                        bytes += node.size;
+                    }
+                    files >= HOST_FILES_PER_BATCH || bytes >= HOST_BYTES_PER_BATCH
+                })
+                .map_or(rest.len(), |i| i + 1);
+            let mut batch = rest.split_off(rest.len() - n);
+            batch.reverse();
+            rest.shrink_to_fit();
+            // The follow-up goes with the last batch, so it sees every file.
+            let then = if rest.is_empty() {
+                followup.clone()
+            } else {
+                Followup::default()
+            };
+            self.apply_batch(local, batch, &then, batch_id(), &mut report)
                 .await?;
-                batch_bytes = 0;
-            }
+            sent_any = true;
         }
-        if !batch.is_empty() || !followup.is_empty() || self.missing_prefix().is_some() {
-            self.apply_batch(local, batch, &followup, batch_id(), &mut report)
+        if !sent_any && (!followup.is_empty() || self.missing_prefix().is_some()) {
+            self.apply_batch(local, Vec::new(), &followup, batch_id(), &mut report)
                 .await?;
         }
         report.wire_bytes = self.wire.sent() - start_wire;
@@ -471,41 +486,17 @@ impl Session {
         } else {
             self.manifest_version.clear();
         }
-        let mut sent: HashMap<usize, (u64, [u8; 32])> = HashMap::new();
-        for (i, size, hash) in &produced.sent {
-            sent.insert(*i, (*size, *hash));
-        }
-        for (i, op) in ops.iter().enumerate() {
-            let op = match (op, sent.get(&i)) {
-                (Op::Put { path, node, base }, Some((size, hash))) => &Op::Put {
-                    path: path.clone(),
-                    node: Node {
-                        size: *size,
-                        hash: Some(*hash),
-                        ..node.clone()
-                    },
-                    base: *base,
-                },
-                _ => op,
-            };
-            if vanished[i] {
-                // Not sent: the agent has what it had.
-                report.vanished += 1;
-                continue;
-            }
-            if failed[i] {
-                // The agent's state at that path is unknown now: forget it so
-                // the next plan sends it whole.
-                self.remote.remove(op.path());
-                continue;
-            }
-            confirm(&mut self.remote, op);
-            match op {
-                Op::Put { .. } => report.files += 1,
-                Op::Delete(_) => report.deleted += 1,
-                _ => report.other += 1,
-            }
-        }
+        // The producer is done with the operations: they move into the
+        // confirmed tree, not copied.
+        let ops = Arc::try_unwrap(ops).unwrap_or_else(|shared| (*shared).clone());
+        confirm_batch(
+            &mut self.remote,
+            ops,
+            &produced.sent,
+            &failed,
+            &vanished,
+            report,
+        );
         report.steps.extend(result.steps);
         report.restarted |= result.restarted;
         if !result.restart_skipped.is_empty() {
@@ -552,6 +543,76 @@ impl Session {
     }
 }
 
+/// Records in `remote` what the agent confirmed of a batch's `ops`: each
+/// put with the size and blake3 the producer really `sent`, nothing for a
+/// file that `vanished` before it was read, and a `failed` path forgotten
+/// (the next plan sends it whole). What a batch adds in path order past all
+/// `remote` holds (a first sync) is appended whole, its nodes full; a
+/// delete or chmod first takes in what came before it, so the order of the
+/// operations holds.
+fn confirm_batch(
+    remote: &mut Tree,
+    ops: Vec<Op>,
+    sent: &[(usize, u64, [u8; 32])],
+    failed: &[bool],
+    vanished: &[bool],
+    report: &mut Report,
+) {
+    let sent: HashMap<usize, (u64, [u8; 32])> = sent
+        .iter()
+        .map(|&(i, size, hash)| (i, (size, hash)))
+        .collect();
+    let mut added: Vec<(RelPath, Node)> = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        let op = match (op, sent.get(&i)) {
+            (Op::Put { path, node, base }, Some((size, hash))) => Op::Put {
+                path,
+                node: Node {
+                    size: *size,
+                    hash: Some(*hash),
+                    ..node
+                },
+                base,
+            },
+            (op, _) => op,
+        };
+        if vanished[i] {
+            // Not sent: the agent has what it had.
+            report.vanished += 1;
+            continue;
+        }
+        if failed[i] {
+            add_entries(remote, &mut added);
+            remote.remove(op.path());
+            continue;
+        }
+        match op {
+            Op::Put { path, node, .. } => {
+                report.files += 1;
+                added.push((path, node));
+            }
+            Op::Mkdir(path, mode) => {
+                report.other += 1;
+                added.push((path, Node::dir(mode)));
+            }
+            Op::Symlink(path, target) => {
+                report.other += 1;
+                added.push((path, Node::symlink(&target)));
+            }
+            op => {
+                if matches!(op, Op::Delete(_)) {
+                    report.deleted += 1;
+                } else {
+                    report.other += 1;
+                }
+                add_entries(remote, &mut added);
+                confirm(remote, &op);
+            }
+        }
+    }
+    add_entries(remote, &mut added);
+}
+
 /// After how many new entries in one go the confirmed tree is built again.
 const COMPACT_AFTER: usize = 4096;
 
@@ -580,4 +641,124 @@ fn rand_id() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn file(size: u64) -> Node {
+        Node {
+            kind: Kind::File,
+            mode: 0o644,
+            size,
+            mtime_ns: 1,
+            hash: None,
+            target: Box::default(),
+        }
+    }
+
+    fn put(path: &str, size: u64) -> Op {
+        Op::Put {
+            path: rp(path),
+            node: file(size),
+            base: None,
+        }
+    }
+
+    /// The tree as (path, kind, size, hash) rows, in order.
+    fn rows(tree: &Tree) -> Vec<(String, Kind, u64, Option<[u8; 32]>)> {
+        tree.iter()
+            .map(|(p, n)| (p.to_string(), n.kind, n.size, n.hash))
+            .collect()
+    }
+
+    #[test]
+    fn a_first_batch_is_appended_in_order_with_what_was_really_sent() {
+        let mut remote = Tree::new();
+        remote.insert(rp("a"), Node::dir(0o755));
+        let ops = vec![
+            Op::Mkdir(rp("b"), 0o755),
+            put("b/f", 3),
+            put("b/gone", 4),
+            Op::Symlink(rp("b/l"), "f".into()),
+            put("c", 5),
+        ];
+        let mut report = Report::default();
+        confirm_batch(
+            &mut remote,
+            ops,
+            &[(1, 7, [1; 32]), (4, 5, [2; 32])],
+            &[false; 5],
+            &[false, false, true, false, false],
+            &mut report,
+        );
+        assert_eq!(
+            rows(&remote),
+            [
+                ("a".into(), Kind::Dir, 0, None),
+                ("b".into(), Kind::Dir, 0, None),
+                // Its size and hash as read when sent, not as planned.
+                ("b/f".into(), Kind::File, 7, Some([1; 32])),
+                ("b/l".into(), Kind::Symlink, 0, None),
+                ("c".into(), Kind::File, 5, Some([2; 32])),
+            ]
+        );
+        assert_eq!(remote[&rp("b/l")].target.as_ref(), "f");
+        assert_eq!((report.files, report.other, report.vanished), (2, 2, 1));
+    }
+
+    #[test]
+    fn deletes_chmods_and_failures_keep_their_place_among_the_additions() {
+        let mut remote = Tree::new();
+        for (p, n) in [
+            ("d", file(1)),
+            ("e", Node::dir(0o755)),
+            ("e/x", file(2)),
+            ("k", file(3)),
+            ("z", file(4)),
+        ] {
+            remote.insert(rp(p), n);
+        }
+        let ops = vec![
+            // A file that becomes a directory: deleted, then made.
+            Op::Delete(rp("d")),
+            Op::Mkdir(rp("d"), 0o700),
+            put("d/new", 6),
+            // A directory that becomes a file: made (out of order for an
+            // append), then its old subtree deleted.
+            put("a", 8),
+            Op::Delete(rp("e")),
+            put("e", 9),
+            Op::Chmod(rp("k"), 0o600),
+            // Refused by the agent: forgotten.
+            put("z", 10),
+        ];
+        let mut report = Report::default();
+        confirm_batch(
+            &mut remote,
+            ops,
+            &[],
+            &[false, false, false, false, false, false, false, true],
+            &[false; 8],
+            &mut report,
+        );
+        assert_eq!(
+            rows(&remote),
+            [
+                ("a".into(), Kind::File, 8, None),
+                ("d".into(), Kind::Dir, 0, None),
+                ("d/new".into(), Kind::File, 6, None),
+                ("e".into(), Kind::File, 9, None),
+                ("k".into(), Kind::File, 3, None),
+            ]
+        );
+        assert_eq!(remote[&rp("d")].mode, 0o700);
+        assert_eq!(remote[&rp("k")].mode, 0o600);
+        assert_eq!((report.files, report.deleted, report.other), (3, 2, 2));
+    }
 }
