@@ -28,6 +28,7 @@ mod panics;
 mod plan;
 mod ports;
 mod procs;
+mod progress;
 mod readiness;
 mod registry;
 mod reload;

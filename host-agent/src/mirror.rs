@@ -87,6 +87,14 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.ops.iter().all(Vec::is_empty)
     }
+
+    /// The files it sends, and their bytes.
+    pub fn files(&self) -> (u64, u64) {
+        self.ops
+            .iter()
+            .map(|ops| crate::plan::files_in(ops))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
 }
 
 /// A watched directory mirrored onto an agent.

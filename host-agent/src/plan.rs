@@ -33,6 +33,14 @@ pub enum Op {
     Chmod(RelPath, u32),
 }
 
+/// The files `ops` send, and their bytes (as planned).
+pub fn files_in(ops: &[Op]) -> (u64, u64) {
+    ops.iter().fold((0, 0), |(files, bytes), op| match op {
+        Op::Put { node, .. } => (files + 1, bytes + node.size),
+        _ => (files, bytes),
+    })
+}
+
 impl Op {
     /// The path the operation is about.
     pub fn path(&self) -> &RelPath {

@@ -3,12 +3,14 @@
 use crate::backoff::Backoff;
 use crate::ignores::Ignores;
 use crate::mirror::{Mirror, Part, Pending};
+use crate::progress::{Sent, Shown};
 use crate::scan::Found;
 use crate::session::{Followup, Report, Session, SessionError};
 use crate::source::Source;
 use crate::tree::Tree;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What to sync, where, and how.
@@ -199,7 +201,12 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
         Equal::forget(dir, &root, &to);
     }
     if !ops.is_empty() {
+        let (files, bytes) = crate::plan::files_in(&ops);
+        let sent = Arc::new(Sent::of(files, bytes));
+        let shown = Shown::start("sync", sent.clone());
+        session.count_sent_in(shown.is_some().then_some(sent));
         report = session.apply(&local.tree, ops).await?;
+        drop(shown);
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "applied");
         failures.extend(report.errors.iter().cloned());
     }
@@ -382,7 +389,16 @@ async fn full_sync(mirror: &mut Mirror) -> Result<Report, SessionError> {
     for p in &plan.problems {
         eprintln!("lks: warning: {p}");
     }
-    mirror.apply(plan, Followup::default()).await
+    let (files, bytes) = plan.files();
+    let sent = Arc::new(Sent::of(files, bytes));
+    let shown = Shown::start("initial sync", sent.clone());
+    mirror
+        .agent()
+        .count_sent_in(shown.is_some().then_some(sent));
+    let report = mirror.apply(plan, Followup::default()).await;
+    mirror.agent().count_sent_in(None);
+    drop(shown);
+    report
 }
 
 fn print_errors(report: &Report, mirror: &Mirror) {

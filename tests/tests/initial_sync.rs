@@ -334,3 +334,57 @@ fn a_resync_when_neither_side_changed_fetches_nothing_and_any_change_on_either_s
     assert!(!out.contains("both sides unchanged"), "{out}");
     equal("after the agent restarted");
 }
+
+#[test]
+fn a_long_sync_on_a_terminal_shows_what_it_has_sent_and_clears_it_at_the_end() {
+    // Long enough to pass the half second before the progress shows (20,000
+    // files take two seconds in a debug build, ~0.8 s in a release one).
+    let n = 20_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..n {
+        let p = src.join(format!("d{}/f{i}", i % 100));
+        if i < 100 {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        }
+        std::fs::write(p, format!("file {i}")).unwrap();
+    }
+    // `script` runs lks on a pseudo-terminal: what a developer sees.
+    let on_a_terminal = |dst: &Path, progress: &str| {
+        let agent = Agent::start(dst, TOKEN);
+        let lks = bin("lks");
+        let line = format!(
+            "'{}' sync '{}' --to {} --once",
+            lks.display(),
+            src.display(),
+            agent.url
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("LKS_TOKEN", TOKEN)
+            .env("LKS_PROGRESS", progress)
+            .env("XDG_CACHE_HOME", lks.parent().unwrap().join("e2e-cache"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script (util-linux)");
+        let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{seen}");
+        assert!(seen.contains(&format!("synced: {n} files")), "{seen}");
+        seen
+    };
+    let seen = on_a_terminal(&tmp.path().join("dst"), "");
+    assert!(seen.contains("sync: sent "), "no progress shown:\n{seen}");
+    // Cleared before the summary: the summary is the last line standing.
+    let summary = seen.rfind("synced: ").unwrap();
+    assert!(
+        !seen[summary..].contains("sync: sent "),
+        "progress after the summary:\n{seen}"
+    );
+    let d = diff(&snapshot(&src), &snapshot(&tmp.path().join("dst")));
+    assert!(d.is_empty(), "{}", d[..d.len().min(5)].join("\n"));
+    // Asked not to (`LKS_PROGRESS=never`), it says nothing but the summary
+    // (nor through pipes, where it is never shown: what every other test
+    // reads).
+    let seen = on_a_terminal(&tmp.path().join("dst2"), "never");
+    assert!(!seen.contains("sync: sent "), "{seen}");
+}

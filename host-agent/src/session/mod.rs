@@ -3,6 +3,7 @@
 
 use crate::ignores::Ignores;
 use crate::plan::{Op, confirm};
+use crate::progress::Sent;
 use crate::tree::{self, Kind, LocalTree, Node, Tree};
 use crate::tunnel::{self, Client, WireCounter};
 use lks_proto::chunk::{self, Chunk};
@@ -105,9 +106,17 @@ pub struct Session {
     /// manifest answer's, moved on by each batch the agent vouched was the
     /// only change since (see `ApplyResult.version`); empty when unknown.
     pub manifest_version: String,
+    /// Where the files and bytes the wire takes are counted, while a long
+    /// sync shows its progress.
+    sent: Option<Arc<Sent>>,
 }
 
 impl Session {
+    /// Counts what the batches send in `sent` from now on (`None`: no more).
+    pub fn count_sent_in(&mut self, sent: Option<Arc<Sent>>) {
+        self.sent = sent;
+    }
+
     /// Connects and says hello.
     pub async fn open(url: &str, token: &str) -> Result<Session, SessionError> {
         Session::open_with(&tunnel::Dialer::Tcp(url.to_string()), token).await
@@ -132,6 +141,7 @@ impl Session {
             boot_id: hello.boot_id,
             agent_root: hello.root,
             manifest_version: String::new(),
+            sent: None,
             remote: Tree::new(),
             probes: Probes::default(),
             chunks: HashMap::new(),
@@ -425,7 +435,7 @@ impl Session {
             }
         }
         let ops = Arc::new(ops);
-        let (tx, rx) = readahead::channel(readahead::BUDGET);
+        let (tx, rx) = readahead::channel(readahead::BUDGET, self.sent.clone());
         let root = local.abs_root();
         let producer_ops = ops.clone();
         let commit = v1::Commit {

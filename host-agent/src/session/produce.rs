@@ -379,7 +379,7 @@ mod tests {
             base: None,
         };
         let ops = vec![put("sedAb12Cd", 4), put("kept.txt", 4)];
-        let (tx, rx) = readahead::channel(readahead::BUDGET);
+        let (tx, rx) = readahead::channel(readahead::BUDGET, None);
         let produced = produce(
             root.path(),
             &ops,
@@ -430,7 +430,7 @@ mod tests {
             base: None,
         });
         ops.push(Op::Delete(RelPath::new("gone").unwrap()));
-        let (tx, rx) = readahead::channel(readahead::BUDGET);
+        let (tx, rx) = readahead::channel(readahead::BUDGET, None);
         let produced = produce(
             root.path(),
             &ops,

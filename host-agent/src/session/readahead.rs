@@ -8,6 +8,7 @@
 //! [`BUDGET`] bytes are read ahead and not yet taken by the wire, and goes
 //! on as the wire takes them.
 
+use crate::progress::Sent;
 use lks_proto::v1::ApplyRequest;
 use prost::Message;
 use std::sync::{Arc, Condvar, Mutex};
@@ -69,9 +70,11 @@ impl Sender {
 }
 
 /// A queue of at most `budget` bytes: the producer's end, and the stream
-/// the wire takes the messages from.
+/// the wire takes the messages from (counted in `sent`, if given, as it
+/// takes them).
 pub(super) fn channel(
     budget: usize,
+    sent: Option<Arc<Sent>>,
 ) -> (Sender, impl Stream<Item = ApplyRequest> + Send + 'static) {
     let (tx, rx) = mpsc::unbounded_channel();
     let ahead = Arc::new(Ahead {
@@ -81,6 +84,9 @@ pub(super) fn channel(
     let taken = ahead.clone();
     let stream = UnboundedReceiverStream::new(rx).map(move |(req, n)| {
         taken.take(n);
+        if let Some(sent) = &sent {
+            sent.count(&req);
+        }
         req
     });
     (Sender { tx, ahead, budget }, stream)
@@ -99,7 +105,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_producer_waits_once_the_budget_is_read_ahead_and_goes_on_as_it_is_taken() {
-        let (tx, stream) = channel(10_000);
+        let taken = Arc::new(Sent::default());
+        let (tx, stream) = channel(10_000, Some(taken.clone()));
         let (sent, mut sent_rx) = mpsc::unbounded_channel();
         let producer = tokio::task::spawn_blocking(move || {
             for i in 0..10 {
@@ -125,11 +132,13 @@ mod tests {
         }
         assert_eq!(n, 10);
         producer.await.unwrap();
+        // What the wire took is counted as it takes it.
+        assert_eq!(taken.get(), (0, 30_000));
     }
 
     #[tokio::test]
     async fn a_message_over_the_budget_goes_alone_and_a_dropped_wire_stops_the_producer() {
-        let (tx, stream) = channel(1_000);
+        let (tx, stream) = channel(1_000, None);
         let producer = tokio::task::spawn_blocking(move || {
             let big = tx.blocking_send(data(5_000));
             let blocked = tx.blocking_send(data(10));
