@@ -201,10 +201,7 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
         Equal::forget(dir, &root, &to);
     }
     if !ops.is_empty() {
-        let (files, bytes) = crate::plan::files_in(&ops);
-        let sent = Arc::new(Sent::of(files, bytes));
-        let shown = Shown::start("sync", sent.clone());
-        session.count_sent_in(shown.is_some().then_some(sent));
+        let shown = show_progress(&mut session, "sync", crate::plan::files_in(&ops));
         report = session.apply(&local.tree, ops).await?;
         drop(shown);
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "applied");
@@ -389,16 +386,20 @@ async fn full_sync(mirror: &mut Mirror) -> Result<Report, SessionError> {
     for p in &plan.problems {
         eprintln!("lks: warning: {p}");
     }
-    let (files, bytes) = plan.files();
-    let sent = Arc::new(Sent::of(files, bytes));
-    let shown = Shown::start("initial sync", sent.clone());
-    mirror
-        .agent()
-        .count_sent_in(shown.is_some().then_some(sent));
+    let shown = show_progress(mirror.agent(), "initial sync", plan.files());
     let report = mirror.apply(plan, Followup::default()).await;
     mirror.agent().count_sent_in(None);
     drop(shown);
     report
+}
+
+/// Shows, on a terminal, what `session` sends of the `planned` files and
+/// bytes, until the returned line is dropped.
+fn show_progress(session: &mut Session, what: &'static str, planned: (u64, u64)) -> Option<Shown> {
+    let sent = Arc::new(Sent::of(planned.0, planned.1));
+    let shown = Shown::start(what, sent.clone());
+    session.count_sent_in(shown.is_some().then_some(sent));
+    shown
 }
 
 fn print_errors(report: &Report, mirror: &Mirror) {

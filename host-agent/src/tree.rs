@@ -169,6 +169,20 @@ impl Node {
         }
     }
 
+    /// A file of `size` bytes (mode 0o644, mtime 1 ns, hash unknown), for
+    /// tests that plan or send it.
+    #[cfg(test)]
+    pub fn test_file(size: u64) -> Node {
+        Node {
+            kind: Kind::File,
+            mode: 0o644,
+            size,
+            mtime_ns: 1,
+            hash: None,
+            target: Box::default(),
+        }
+    }
+
     /// A symlink to `target`.
     pub fn symlink(target: &str) -> Node {
         Node {

@@ -232,12 +232,9 @@ fn files_in_ignored_paths_on_the_agent_are_left_alone() {
     assert_eq!(std::fs::read(dst.join("app.js")).unwrap(), b"app");
 }
 
-#[test]
-fn a_tree_larger_than_one_batch_is_split_and_arrives_whole() {
-    // More files than the host puts in one batch (HOST_FILES_PER_BATCH).
-    let n = lks_proto::limits::HOST_FILES_PER_BATCH + 50;
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+/// `n` small files (`f0`, `f1`, ..., each holding its number) spread over
+/// 100 directories of `src`.
+fn spread_files(src: &Path, n: usize) {
     for i in 0..n {
         let p = src.join(format!("d{}/f{i}", i % 100));
         if i < 100 {
@@ -245,6 +242,15 @@ fn a_tree_larger_than_one_batch_is_split_and_arrives_whole() {
         }
         std::fs::write(p, i.to_string()).unwrap();
     }
+}
+
+#[test]
+fn a_tree_larger_than_one_batch_is_split_and_arrives_whole() {
+    // More files than the host puts in one batch (HOST_FILES_PER_BATCH).
+    let n = lks_proto::limits::HOST_FILES_PER_BATCH + 50;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    spread_files(&src, n);
     let agent = Agent::start(&tmp.path().join("dst"), TOKEN);
     let out = sync_once(&src, &agent.url, TOKEN, &[]);
     assert_success(&out);
@@ -342,13 +348,7 @@ fn a_long_sync_on_a_terminal_shows_what_it_has_sent_and_clears_it_at_the_end() {
     let n = 20_000;
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    for i in 0..n {
-        let p = src.join(format!("d{}/f{i}", i % 100));
-        if i < 100 {
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        }
-        std::fs::write(p, format!("file {i}")).unwrap();
-    }
+    spread_files(&src, n);
     // `script` runs lks on a pseudo-terminal: what a developer sees.
     let on_a_terminal = |dst: &Path, progress: &str| {
         let agent = Agent::start(dst, TOKEN);

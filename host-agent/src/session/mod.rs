@@ -661,21 +661,10 @@ mod tests {
         RelPath::new(s).unwrap()
     }
 
-    fn file(size: u64) -> Node {
-        Node {
-            kind: Kind::File,
-            mode: 0o644,
-            size,
-            mtime_ns: 1,
-            hash: None,
-            target: Box::default(),
-        }
-    }
-
     fn put(path: &str, size: u64) -> Op {
         Op::Put {
             path: rp(path),
-            node: file(size),
+            node: Node::test_file(size),
             base: None,
         }
     }
@@ -726,11 +715,11 @@ mod tests {
     fn deletes_chmods_and_failures_keep_their_place_among_the_additions() {
         let mut remote = Tree::new();
         for (p, n) in [
-            ("d", file(1)),
+            ("d", Node::test_file(1)),
             ("e", Node::dir(0o755)),
-            ("e/x", file(2)),
-            ("k", file(3)),
-            ("z", file(4)),
+            ("e/x", Node::test_file(2)),
+            ("k", Node::test_file(3)),
+            ("z", Node::test_file(4)),
         ] {
             remote.insert(rp(p), n);
         }

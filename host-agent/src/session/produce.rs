@@ -358,21 +358,13 @@ impl<R: Read> Read for HashingReader<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::Kind;
     use tokio_stream::StreamExt;
 
     #[test]
     fn a_file_gone_before_it_is_read_is_not_sent_and_not_a_problem() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("kept.txt"), b"kept").unwrap();
-        let node = |size| Node {
-            kind: Kind::File,
-            mode: 0o644,
-            size,
-            mtime_ns: 1,
-            hash: None,
-            target: Box::default(),
-        };
+        let node = Node::test_file;
         let put = |p: &str, size| Op::Put {
             path: RelPath::new(p).unwrap(),
             node: node(size),
@@ -405,14 +397,7 @@ mod tests {
     #[test]
     fn small_files_travel_together_and_each_keeps_its_operation_index() {
         let root = tempfile::tempdir().unwrap();
-        let node = |size| Node {
-            kind: Kind::File,
-            mode: 0o644,
-            size,
-            mtime_ns: 1,
-            hash: None,
-            target: Box::default(),
-        };
+        let node = Node::test_file;
         let mut ops = Vec::new();
         for i in 0..5 {
             std::fs::write(root.path().join(format!("s{i}")), format!("small {i}")).unwrap();
