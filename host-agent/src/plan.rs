@@ -20,23 +20,70 @@ pub enum Op {
     Put {
         /// Path.
         path: RelPath,
-        /// The local node. Its hash is known when the agent has a file of the
-        /// same size there (it decided that the content differs); otherwise it
-        /// is computed while sending (one read, not two).
-        node: Node,
-        /// blake3 of what the agent has at that path, when it is a file.
-        base: Option<[u8; 32]>,
+        /// What the agent is told of the file besides its bytes. Its hash is
+        /// computed while sending (one read, not two), of what is really read.
+        file: PutFile,
+        /// blake3 of what the agent has at that path, when it is a file (boxed:
+        /// most puts have none, and a first sync holds 100,000 of them).
+        base: Option<Box<[u8; 32]>>,
     },
     /// Create or replace a symlink.
-    Symlink(RelPath, String),
+    Symlink(RelPath, Box<str>),
     /// Set the mode of a file whose content is already equal.
     Chmod(RelPath, u32),
+}
+
+/// A local file as a put describes it (the rest of its [`Node`] is the hash
+/// of what is sent). 24 bytes, where a whole node is 72.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutFile {
+    /// Permission bits.
+    pub mode: u32,
+    /// Size in bytes, as scanned (what is sent may differ: it is read then).
+    pub size: u64,
+    /// Modification time in ns.
+    pub mtime_ns: i64,
+}
+
+impl PutFile {
+    /// What a put of the local file `node` says of it.
+    pub fn of(node: &Node) -> PutFile {
+        PutFile {
+            mode: node.mode,
+            size: node.size,
+            mtime_ns: node.mtime_ns,
+        }
+    }
+
+    /// A file of `size` bytes (mode 0o644, mtime 1 ns), for tests that plan
+    /// or send it.
+    #[cfg(test)]
+    pub fn test_file(size: u64) -> PutFile {
+        PutFile {
+            mode: 0o644,
+            size,
+            mtime_ns: 1,
+        }
+    }
+
+    /// The agent's node once it has this file as sent: `size` bytes whose
+    /// blake3 is `hash`.
+    pub fn node(self, size: u64, hash: Option<[u8; 32]>) -> Node {
+        Node {
+            kind: Kind::File,
+            mode: self.mode,
+            size,
+            mtime_ns: self.mtime_ns,
+            hash,
+            target: Box::default(),
+        }
+    }
 }
 
 /// The files `ops` send, and their bytes (as planned).
 pub fn files_in(ops: &[Op]) -> (u64, u64) {
     ops.iter().fold((0, 0), |(files, bytes), op| match op {
-        Op::Put { node, .. } => (files + 1, bytes + node.size),
+        Op::Put { file, .. } => (files + 1, bytes + file.size),
         _ => (files, bytes),
     })
 }
@@ -166,7 +213,7 @@ impl Planned {
                     continue;
                 }
             };
-            let node = local.nodes[&path].node.clone();
+            let node = &local.nodes[&path].node;
             if rfile.hash == Some(hash) && rfile.size == node.size {
                 if rfile.mode != node.mode {
                     self.rest.push(Op::Chmod(path, node.mode));
@@ -174,8 +221,8 @@ impl Planned {
             } else {
                 self.rest.push(Op::Put {
                     path,
-                    node,
-                    base: rfile.hash,
+                    file: PutFile::of(node),
+                    base: rfile.hash.map(Box::new),
                 });
             }
         }
@@ -203,7 +250,7 @@ impl Planned {
             Kind::Symlink => {
                 if rnode.is_none_or(|r| r.kind != Kind::Symlink || r.target != lnode.target) {
                     self.rest
-                        .push(Op::Symlink(path.clone(), lnode.target.to_string()));
+                        .push(Op::Symlink(path.clone(), lnode.target.clone()));
                 }
             }
             Kind::File => {
@@ -224,8 +271,8 @@ impl Planned {
                     // hashing here; the sender hashes what it reads, once.
                     _ => self.rest.push(Op::Put {
                         path: path.clone(),
-                        node: lnode.node.clone(),
-                        base: rfile.and_then(|r| r.hash),
+                        file: PutFile::of(lnode),
+                        base: rfile.and_then(|r| r.hash).map(Box::new),
                     }),
                 }
             }
@@ -249,7 +296,9 @@ fn covered(deleted: &HashSet<RelPath>, path: &RelPath) -> bool {
     deleted.contains(s) || s.match_indices('/').any(|(i, _)| deleted.contains(&s[..i]))
 }
 
-/// Applies the effect of successful operations to the confirmed remote tree.
+/// Applies the effect of a successful operation to the confirmed remote
+/// tree. A put is confirmed with the hash of what was really sent
+/// ([`PutFile::node`]); given here, it leaves the file with no hash known.
 pub fn confirm(remote: &mut Tree, op: &Op) {
     match op {
         Op::Delete(p) => {
@@ -258,8 +307,8 @@ pub fn confirm(remote: &mut Tree, op: &Op) {
         Op::Mkdir(p, mode) => {
             remote.insert(p.clone(), Node::dir(*mode));
         }
-        Op::Put { path, node, .. } => {
-            remote.insert(path.clone(), node.clone());
+        Op::Put { path, file, .. } => {
+            remote.insert(path.clone(), file.node(file.size, None));
         }
         Op::Symlink(p, target) => {
             remote.insert(p.clone(), Node::symlink(target));
@@ -389,7 +438,7 @@ mod tests {
         let (ops, _) = plan(&mut l, &remote);
         let want = *blake3::hash(b"old content").as_bytes();
         assert!(
-            matches!(&ops[..], [Op::Put { base: Some(b), .. }] if *b == want),
+            matches!(&ops[..], [Op::Put { base: Some(b), .. }] if **b == want),
             "{ops:?}"
         );
     }
@@ -402,9 +451,10 @@ mod tests {
         let (ops, _) = plan(&mut l, &remote);
         let old = *blake3::hash(b"short").as_bytes();
         assert!(
-            matches!(&ops[..], [Op::Put { node, base: Some(b), .. }] if node.hash.is_none() && *b == old),
+            matches!(&ops[..], [Op::Put { base: Some(b), .. }] if **b == old),
             "{ops:?}"
         );
+        assert_eq!(l.hashed, 0, "read to hash it before sending");
     }
 
     #[test]

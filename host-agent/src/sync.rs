@@ -200,6 +200,8 @@ pub async fn once(opts: SyncOptions) -> anyhow::Result<()> {
     {
         Equal::forget(dir, &root, &to);
     }
+    // Nothing reads what the agent has once this run's batches are done.
+    session.forget_confirmed();
     if !ops.is_empty() {
         let shown = show_progress(&mut session, "sync", crate::plan::files_in(&ops));
         report = session.apply(&local.tree, ops).await?;

@@ -93,6 +93,9 @@ pub struct Session {
     pub agent_root: String,
     /// The agent's tree as last confirmed (ignored paths left out).
     remote: Tree,
+    /// Whether batches move what the agent confirmed into `remote` (not
+    /// for a run that ends after them: see [`Session::forget_confirmed`]).
+    keep_confirmed: bool,
     /// The batch ids of the probes sent (readiness checks): the events of
     /// their steps are the loop's own business, not the user's.
     probes: Probes,
@@ -112,6 +115,15 @@ pub struct Session {
 }
 
 impl Session {
+    /// For a run that ends after its batches (`lks sync --once`): the tree
+    /// of what the agent has is dropped now, and batches only count what
+    /// the agent confirmed. A first sync of 100,000 files holds 12 MiB less
+    /// and spends no time between batches building a tree nobody reads.
+    pub fn forget_confirmed(&mut self) {
+        self.keep_confirmed = false;
+        self.remote = Tree::new();
+    }
+
     /// Counts what the batches send in `sent` from now on (`None`: no more).
     pub fn count_sent_in(&mut self, sent: Option<Arc<Sent>>) {
         self.sent = sent;
@@ -143,6 +155,7 @@ impl Session {
             manifest_version: String::new(),
             sent: None,
             remote: Tree::new(),
+            keep_confirmed: true,
             probes: Probes::default(),
             chunks: HashMap::new(),
             prefix: None,
@@ -377,8 +390,8 @@ impl Session {
                 .rev()
                 .position(|op| {
                     files += 1;
-                    if let Op::Put { node, .. } = op {
-                        bytes += node.size;
+                    if let Op::Put { file, .. } = op {
+                        bytes += file.size;
                     }
                     files >= HOST_FILES_PER_BATCH || bytes >= HOST_BYTES_PER_BATCH
                 })
@@ -401,7 +414,7 @@ impl Session {
                 .await?;
         }
         report.wire_bytes = self.wire.sent() - start_wire;
-        if report.files + report.other > COMPACT_AFTER {
+        if self.keep_confirmed && report.files + report.other > COMPACT_AFTER {
             // Entries confirmed one by one in path order leave the tree's
             // nodes half full (a first sync of 100,000 files: 20 MiB, not 9);
             // built again, each is full.
@@ -425,10 +438,10 @@ impl Session {
         for op in &ops {
             if let Op::Put {
                 path,
-                node,
+                file,
                 base: Some(base),
             } = op
-                && node.size >= chunk::DELTA_MIN_FILE_BYTES
+                && file.size >= chunk::DELTA_MIN_FILE_BYTES
                 && let Some(chunks) = self.base_chunks(path, base).await
             {
                 bases.insert(path.clone(), chunks);
@@ -500,7 +513,7 @@ impl Session {
         // confirmed tree, not copied.
         let ops = Arc::try_unwrap(ops).unwrap_or_else(|shared| (*shared).clone());
         confirm_batch(
-            &mut self.remote,
+            self.keep_confirmed.then_some(&mut self.remote),
             ops,
             &produced.sent,
             &failed,
@@ -553,61 +566,52 @@ impl Session {
     }
 }
 
-/// Records in `remote` what the agent confirmed of a batch's `ops`: each
-/// put with the size and blake3 the producer really `sent`, nothing for a
-/// file that `vanished` before it was read, and a `failed` path forgotten
-/// (the next plan sends it whole). What a batch adds in path order past all
+/// Records in `remote` what the agent confirmed of a batch's `ops` (and
+/// counts it in `report`; without `remote` it is only counted): each put
+/// with the size and blake3 the producer really `sent`, nothing for a file
+/// that `vanished` before it was read, and a `failed` path forgotten (the
+/// next plan sends it whole). What a batch adds in path order past all
 /// `remote` holds (a first sync) is appended whole, its nodes full; a
 /// delete or chmod first takes in what came before it, so the order of the
 /// operations holds.
 fn confirm_batch(
-    remote: &mut Tree,
+    remote: Option<&mut Tree>,
     ops: Vec<Op>,
     sent: &[(usize, u64, [u8; 32])],
     failed: &[bool],
     vanished: &[bool],
     report: &mut Report,
 ) {
-    let sent: HashMap<usize, (u64, [u8; 32])> = sent
-        .iter()
-        .map(|&(i, size, hash)| (i, (size, hash)))
-        .collect();
-    let mut added: Vec<(RelPath, Node)> = Vec::new();
+    // `sent` names operations in their order: walked beside them.
+    debug_assert!(sent.windows(2).all(|w| w[0].0 < w[1].0));
+    let mut sent = sent.iter().peekable();
+    let mut confirmed = Confirmed::new(remote, ops.len());
     for (i, op) in ops.into_iter().enumerate() {
-        let op = match (op, sent.get(&i)) {
-            (Op::Put { path, node, base }, Some((size, hash))) => Op::Put {
-                path,
-                node: Node {
-                    size: *size,
-                    hash: Some(*hash),
-                    ..node
-                },
-                base,
-            },
-            (op, _) => op,
-        };
+        let really = sent.next_if(|(at, ..)| *at == i);
         if vanished[i] {
             // Not sent: the agent has what it had.
             report.vanished += 1;
             continue;
         }
-        if failed[i] {
-            add_entries(remote, &mut added);
-            remote.remove(op.path());
-            continue;
-        }
         match op {
-            Op::Put { path, node, .. } => {
-                report.files += 1;
-                added.push((path, node));
-            }
+            op if failed[i] => confirmed.forget(op.path()),
+            // Confirmed as it was read and sent.
+            Op::Put { path, file, .. } => match really {
+                Some(&(_, size, hash)) => {
+                    report.files += 1;
+                    confirmed.add(path, || file.node(size, Some(hash)));
+                }
+                // Not sent whole (the stream ended first): the agent may have
+                // the old file or none, so it is forgotten, and sent whole next.
+                None => confirmed.forget(&path),
+            },
             Op::Mkdir(path, mode) => {
                 report.other += 1;
-                added.push((path, Node::dir(mode)));
+                confirmed.add(path, || Node::dir(mode));
             }
             Op::Symlink(path, target) => {
                 report.other += 1;
-                added.push((path, Node::symlink(&target)));
+                confirmed.add(path, || Node::symlink(&target));
             }
             op => {
                 if matches!(op, Op::Delete(_)) {
@@ -615,12 +619,62 @@ fn confirm_batch(
                 } else {
                     report.other += 1;
                 }
-                add_entries(remote, &mut added);
-                confirm(remote, &op);
+                confirmed.apply(&op);
             }
         }
     }
-    add_entries(remote, &mut added);
+    confirmed.flush();
+}
+
+/// The confirmed tree as a batch's operations go into it: additions wait
+/// beside it, a part at a time, to be appended in one pass; anything else
+/// takes them in first. Without a tree, nothing is kept.
+struct Confirmed<'a> {
+    tree: Option<&'a mut Tree>,
+    added: Vec<(RelPath, Node)>,
+}
+
+impl<'a> Confirmed<'a> {
+    fn new(tree: Option<&'a mut Tree>, ops: usize) -> Confirmed<'a> {
+        let added = match tree {
+            Some(_) => Vec::with_capacity(ops.min(tree::PART)),
+            None => Vec::new(),
+        };
+        Confirmed { tree, added }
+    }
+
+    /// `path` now holds what `node` makes.
+    fn add(&mut self, path: RelPath, node: impl FnOnce() -> Node) {
+        if self.tree.is_some() {
+            if self.added.len() == tree::PART {
+                self.flush();
+            }
+            self.added.push((path, node()));
+        }
+    }
+
+    /// What the agent has at `path` is not known.
+    fn forget(&mut self, path: &RelPath) {
+        self.flush();
+        if let Some(tree) = self.tree.as_deref_mut() {
+            tree.remove(path);
+        }
+    }
+
+    /// A delete or chmod went through.
+    fn apply(&mut self, op: &Op) {
+        self.flush();
+        if let Some(tree) = self.tree.as_deref_mut() {
+            confirm(tree, op);
+        }
+    }
+
+    /// Takes in the additions waiting.
+    fn flush(&mut self) {
+        if let Some(tree) = self.tree.as_deref_mut() {
+            add_entries(tree, &mut self.added);
+        }
+    }
 }
 
 /// After how many new entries in one go the confirmed tree is built again.
@@ -635,7 +689,7 @@ fn add_entries(tree: &mut Tree, entries: &mut Vec<(RelPath, Node)>) {
             _ => true,
         };
     if sorted {
-        tree.append(&mut tree::build_sorted(entries.drain(..)));
+        tree.append(&mut entries.drain(..).collect());
     } else {
         tree.extend(entries.drain(..));
     }
@@ -664,7 +718,7 @@ mod tests {
     fn put(path: &str, size: u64) -> Op {
         Op::Put {
             path: rp(path),
-            node: Node::test_file(size),
+            file: crate::plan::PutFile::test_file(size),
             base: None,
         }
     }
@@ -689,7 +743,7 @@ mod tests {
         ];
         let mut report = Report::default();
         confirm_batch(
-            &mut remote,
+            Some(&mut remote),
             ops,
             &[(1, 7, [1; 32]), (4, 5, [2; 32])],
             &[false; 5],
@@ -739,9 +793,14 @@ mod tests {
         ];
         let mut report = Report::default();
         confirm_batch(
-            &mut remote,
+            Some(&mut remote),
             ops,
-            &[],
+            &[
+                (2, 6, [2; 32]),
+                (3, 8, [3; 32]),
+                (5, 9, [5; 32]),
+                (7, 10, [7; 32]),
+            ],
             &[false, false, false, false, false, false, false, true],
             &[false; 8],
             &mut report,
@@ -749,15 +808,68 @@ mod tests {
         assert_eq!(
             rows(&remote),
             [
-                ("a".into(), Kind::File, 8, None),
+                ("a".into(), Kind::File, 8, Some([3; 32])),
                 ("d".into(), Kind::Dir, 0, None),
-                ("d/new".into(), Kind::File, 6, None),
-                ("e".into(), Kind::File, 9, None),
+                ("d/new".into(), Kind::File, 6, Some([2; 32])),
+                ("e".into(), Kind::File, 9, Some([5; 32])),
                 ("k".into(), Kind::File, 3, None),
             ]
         );
         assert_eq!(remote[&rp("d")].mode, 0o700);
         assert_eq!(remote[&rp("k")].mode, 0o600);
         assert_eq!((report.files, report.deleted, report.other), (3, 2, 2));
+    }
+
+    #[test]
+    fn without_a_tree_a_batch_is_counted_as_with_one() {
+        let ops = || {
+            vec![
+                Op::Delete(rp("d")),
+                Op::Mkdir(rp("d"), 0o700),
+                put("d/gone", 1),
+                put("d/new", 2),
+                put("d/refused", 3),
+                put("d/unsent", 4),
+                Op::Chmod(rp("k"), 0o600),
+            ]
+        };
+        let sent = [(3, 2, [3; 32]), (4, 3, [4; 32])];
+        let failed = [false, false, false, false, true, false, false];
+        let vanished = [false, false, true, false, false, false, false];
+        let mut kept = Report::default();
+        let mut remote = Tree::new();
+        confirm_batch(
+            Some(&mut remote),
+            ops(),
+            &sent,
+            &failed,
+            &vanished,
+            &mut kept,
+        );
+        let mut counted = Report::default();
+        confirm_batch(None, ops(), &sent, &failed, &vanished, &mut counted);
+        let totals = |r: &Report| (r.files, r.deleted, r.other, r.vanished);
+        assert_eq!(totals(&kept), (1, 1, 2, 1));
+        assert_eq!(totals(&counted), totals(&kept));
+        assert_eq!(remote.len(), 2, "{remote:?}");
+    }
+
+    #[test]
+    fn a_put_whose_file_was_not_sent_whole_is_forgotten() {
+        // The stream ended before the producer had sent "b": the agent has
+        // the old "b" or none, so the next plan sends it whole.
+        let mut remote = Tree::new();
+        remote.insert(rp("b"), Node::test_file(1));
+        let mut report = Report::default();
+        confirm_batch(
+            Some(&mut remote),
+            vec![put("a", 1), put("b", 2)],
+            &[(0, 1, [1; 32])],
+            &[false; 2],
+            &[false; 2],
+            &mut report,
+        );
+        assert_eq!(rows(&remote), [("a".into(), Kind::File, 1, Some([1; 32]))]);
+        assert_eq!(report.files, 1);
     }
 }

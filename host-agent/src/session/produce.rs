@@ -4,8 +4,7 @@
 //! network.
 
 use super::readahead;
-use crate::plan::Op;
-use crate::tree::Node;
+use crate::plan::{Op, PutFile};
 use lks_proto::RelPath;
 use lks_proto::chunk::{self, Chunk, Piece};
 use lks_proto::limits::DATA_CHUNK_BYTES;
@@ -50,7 +49,11 @@ pub(super) fn produce(
         Some(pre) => format!("{pre}/{p}"),
         None => p.to_string(),
     };
-    let mut out = Produced::default();
+    let mut out = Produced {
+        starts: Vec::with_capacity(ops.len()),
+        sent: Vec::with_capacity(ops.len()),
+        ..Produced::default()
+    };
     let mut outbox = Outbox::new(tx);
     let mut dirs = Dirs::default();
     if let Some(pre) = ensure_prefix
@@ -71,18 +74,18 @@ pub(super) fn produce(
             })),
             Op::Symlink(p, t) => outbox.send(WireOp::Symlink(v1::Symlink {
                 path: wire(p),
-                target: t.clone(),
+                target: t.to_string(),
             })),
             Op::Chmod(p, mode) => outbox.send(WireOp::Chmod(v1::Chmod {
                 path: wire(p),
                 mode: *mode,
             })),
-            Op::Put { path, node, base } => {
+            Op::Put { path, file, base } => {
                 match send_file(
                     dirs.open(root, path),
                     &wire(path),
-                    node,
-                    base.as_ref().filter(|_| bases.contains_key(path)),
+                    file,
+                    base.as_deref().filter(|_| bases.contains_key(path)),
                     bases.get(path),
                     &mut outbox,
                 ) {
@@ -231,7 +234,7 @@ pub(super) struct SentFile {
 pub(super) fn send_file(
     file: std::io::Result<std::fs::File>,
     path: &str,
-    node: &Node,
+    planned: &PutFile,
     base: Option<&[u8; 32]>,
     base_chunks: Option<&Arc<Vec<Chunk>>>,
     outbox: &mut Outbox,
@@ -243,17 +246,17 @@ pub(super) fn send_file(
     let mut f = file?;
     let put = |size: u64, hash: &[u8; 32], base_blake3: Vec<u8>, data: Vec<u8>| v1::Put {
         path: path.to_string(),
-        mode: node.mode,
+        mode: planned.mode,
         size,
         blake3: hash.to_vec(),
-        mtime_ns: node.mtime_ns,
+        mtime_ns: planned.mtime_ns,
         base_blake3,
         data,
     };
-    if node.size < chunk::DELTA_MIN_FILE_BYTES {
+    if planned.size < chunk::DELTA_MIN_FILE_BYTES {
         // Small: one read, hashed in memory, its bytes in the Put itself
         // (and the smallest packed with others).
-        let data = read_small(&mut f, node.size)?;
+        let data = read_small(&mut f, planned.size)?;
         let hash = *blake3::hash(&data).as_bytes();
         let size = data.len() as u64;
         let put = put(size, &hash, Vec::new(), data);
@@ -364,10 +367,10 @@ mod tests {
     fn a_file_gone_before_it_is_read_is_not_sent_and_not_a_problem() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("kept.txt"), b"kept").unwrap();
-        let node = Node::test_file;
+        let file = PutFile::test_file;
         let put = |p: &str, size| Op::Put {
             path: RelPath::new(p).unwrap(),
-            node: node(size),
+            file: file(size),
             base: None,
         };
         let ops = vec![put("sedAb12Cd", 4), put("kept.txt", 4)];
@@ -397,13 +400,13 @@ mod tests {
     #[test]
     fn small_files_travel_together_and_each_keeps_its_operation_index() {
         let root = tempfile::tempdir().unwrap();
-        let node = Node::test_file;
+        let file = PutFile::test_file;
         let mut ops = Vec::new();
         for i in 0..5 {
             std::fs::write(root.path().join(format!("s{i}")), format!("small {i}")).unwrap();
             ops.push(Op::Put {
                 path: RelPath::new(format!("s{i}")).unwrap(),
-                node: node(7),
+                file: file(7),
                 base: None,
             });
         }
@@ -411,7 +414,7 @@ mod tests {
         std::fs::write(root.path().join("big"), &big).unwrap();
         ops.push(Op::Put {
             path: RelPath::new("big").unwrap(),
-            node: node(big.len() as u64),
+            file: file(big.len() as u64),
             base: None,
         });
         ops.push(Op::Delete(RelPath::new("gone").unwrap()));
