@@ -21,17 +21,38 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 /// still goes, alone).
 pub(super) const BUDGET: usize = 8 * 1024 * 1024;
 
-/// The bytes read ahead and not yet taken.
+/// The bytes read ahead and not yet taken, and whether the wire's end is
+/// gone; the producer waits on `taken` for either to change.
 struct Ahead {
-    bytes: Mutex<usize>,
+    state: Mutex<State>,
     taken: Condvar,
 }
 
+#[derive(Default)]
+struct State {
+    bytes: usize,
+    wire_gone: bool,
+}
+
 impl Ahead {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn take(&self, n: usize) {
-        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        *bytes -= n;
+        self.state().bytes -= n;
         self.taken.notify_one();
+    }
+}
+
+/// Held by the wire's end of the queue: when that end is dropped (the
+/// request is over), a producer waiting for room is woken to stop.
+struct WireEnd(Arc<Ahead>);
+
+impl Drop for WireEnd {
+    fn drop(&mut self) {
+        self.0.state().wire_gone = true;
+        self.0.taken.notify_all();
     }
 }
 
@@ -48,22 +69,20 @@ impl Sender {
     pub(super) fn blocking_send(&self, req: ApplyRequest) -> bool {
         let n = req.encoded_len();
         {
-            let mut bytes = self.ahead.bytes.lock().unwrap_or_else(|e| e.into_inner());
-            while *bytes > 0 && *bytes + n > self.budget {
-                if self.tx.is_closed() {
+            // The wire's end takes, and goes, under the same lock: no
+            // wake-up is lost.
+            let mut state = self.ahead.state();
+            while state.bytes > 0 && state.bytes + n > self.budget {
+                if state.wire_gone {
                     return false;
                 }
-                // The wire's end takes under the same lock, so no wake-up is
-                // lost; the timeout only notices a wire end dropped while
-                // this waits.
-                bytes = self
+                state = self
                     .ahead
                     .taken
-                    .wait_timeout(bytes, std::time::Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
             }
-            *bytes += n;
+            state.bytes += n;
         }
         self.tx.send((req, n)).is_ok()
     }
@@ -78,12 +97,12 @@ pub(super) fn channel(
 ) -> (Sender, impl Stream<Item = ApplyRequest> + Send + 'static) {
     let (tx, rx) = mpsc::unbounded_channel();
     let ahead = Arc::new(Ahead {
-        bytes: Mutex::new(0),
+        state: Mutex::new(State::default()),
         taken: Condvar::new(),
     });
-    let taken = ahead.clone();
+    let wire = WireEnd(ahead.clone());
     let stream = UnboundedReceiverStream::new(rx).map(move |(req, n)| {
-        taken.take(n);
+        wire.0.take(n);
         if let Some(sent) = &sent {
             sent.count(&req);
         }
@@ -139,14 +158,20 @@ mod tests {
     #[tokio::test]
     async fn a_message_over_the_budget_goes_alone_and_a_dropped_wire_stops_the_producer() {
         let (tx, stream) = channel(1_000, None);
-        let producer = tokio::task::spawn_blocking(move || {
+        // A thread of its own, so a producer left waiting fails the test
+        // instead of holding the runtime's shutdown.
+        let (done, producer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let big = tx.blocking_send(data(5_000));
             let blocked = tx.blocking_send(data(10));
-            (big, blocked)
+            let _ = done.send((big, blocked));
         });
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         drop(stream);
-        let (big, blocked) = producer.await.unwrap();
+        // Woken by the drop (nothing polls): without it, it waits forever.
+        let (big, blocked) = producer
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the producer is woken when the wire's end goes");
         assert!(
             big,
             "a message larger than the budget is sent when nothing is ahead"
