@@ -73,9 +73,12 @@ pub enum Pending {
 /// The operations planned for each part, and what they mean.
 pub struct Plan {
     ops: Vec<Vec<Op>>,
+    /// Where each part's paths start, relative to the watched directory.
+    bases: Vec<PathBuf>,
     /// The planned paths, relative to the watched directory (what globs
-    /// match).
-    pub changed: Vec<String>,
+    /// match), made when first asked for: `lks sync` never asks, and a
+    /// first sync of 100,000 files would hold 100,000 strings.
+    changed: std::sync::OnceLock<Vec<String>>,
     /// What could not be planned (unreadable files and the like).
     pub problems: Vec<String>,
     /// The watcher's changes the plan comes from (empty for a resync).
@@ -83,6 +86,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The planned paths, relative to the watched directory (what globs
+    /// match).
+    pub fn changed(&self) -> &[String] {
+        self.changed.get_or_init(|| {
+            self.ops
+                .iter()
+                .zip(&self.bases)
+                .flat_map(|(ops, base)| {
+                    ops.iter()
+                        .map(|op| base.join(op.path().as_str()).to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+    }
+
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
         self.ops.iter().all(Vec::is_empty)
@@ -400,7 +418,7 @@ impl Mirror {
             return Pending::Held(why);
         }
         let mut ops = Vec::with_capacity(self.parts.len());
-        let mut changed = Vec::new();
+        let mut bases = Vec::with_capacity(self.parts.len());
         let mut problems = Vec::new();
         for p in &mut self.parts {
             let (part_ops, part_problems) = p.source.plan(p.session.remote());
@@ -410,16 +428,13 @@ impl Mirror {
                 .root
                 .strip_prefix(&self.dir)
                 .unwrap_or(Path::new(""));
-            changed.extend(
-                part_ops
-                    .iter()
-                    .map(|op| base.join(op.path().as_str()).to_string_lossy().into_owned()),
-            );
+            bases.push(base.to_path_buf());
             ops.push(part_ops);
         }
         Pending::Planned(Plan {
             ops,
-            changed,
+            bases,
+            changed: std::sync::OnceLock::new(),
             problems,
             changes,
         })

@@ -82,10 +82,16 @@ pub fn walk(dir: &Path, rel: Option<&RelPath>, ignores: &Ignores, threads: usize
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        let mut found = Found {
-            entries: Vec::with_capacity(all.iter().map(|f| f.entries.len()).sum()),
-            ..Found::default()
-        };
+        // The others go into the largest walker's entries (grown in place
+        // where the allocator can): a fresh vector for all of them would
+        // sit beside every walker's (12 + 15 MiB at 100,000 entries).
+        let largest = (0..all.len())
+            .max_by_key(|&i| all[i].entries.len())
+            .expect("one walker at least");
+        let mut found = all.swap_remove(largest);
+        found
+            .entries
+            .reserve_exact(all.iter().map(|f| f.entries.len()).sum());
         for f in all {
             found.entries.extend(f.entries);
             found.warnings.extend(f.warnings);

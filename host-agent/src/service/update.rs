@@ -232,7 +232,7 @@ async fn on_changes<R: Runtime>(
     let batch = Batch {
         reported: &reported,
         touched: &touched,
-        changed: &plan.changed,
+        changed: plan.changed(),
     };
     let (steps, restart) = match decide(service, &live.rebuild_on, &batch) {
         Decision::Nothing => return Ok(After::Done),
@@ -250,7 +250,12 @@ async fn on_changes<R: Runtime>(
         sync_point: false,
     };
     let first_event = plan.changes.first_event;
-    let paths: Vec<String> = plan.changed.iter().take(Summary::PATHS).cloned().collect();
+    let paths: Vec<String> = plan
+        .changed()
+        .iter()
+        .take(Summary::PATHS)
+        .cloned()
+        .collect();
     let report = mirror.apply(plan, followup).await?;
     warn(service, mirror.take_warnings());
     let ms = first_event.map(|t| t.elapsed().as_millis()).unwrap_or(0);
@@ -404,11 +409,11 @@ async fn first_sync(mirror: &mut Mirror, service: &Service, live: &Live) -> anyh
     }
     // A seeded root that differed from the tree: the triggered steps run, and
     // an app that already runs (it started with the image's files) restarts.
-    let seeded_changed = live.seeded && !plan.changed.is_empty();
+    let seeded_changed = live.seeded && !plan.changed().is_empty();
     let batch = Batch {
         reported: &[],
         touched: &[],
-        changed: &plan.changed,
+        changed: plan.changed(),
     };
     if seeded_changed
         && let Decision::Sync {

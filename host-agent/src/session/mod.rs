@@ -96,6 +96,9 @@ pub struct Session {
     /// Whether batches move what the agent confirmed into `remote` (not
     /// for a run that ends after them: see [`Session::forget_confirmed`]).
     keep_confirmed: bool,
+    /// Entries the batches of the current apply put into `remote` one by
+    /// one (not appended whole): they leave its nodes half full.
+    loose: usize,
     /// The batch ids of the probes sent (readiness checks): the events of
     /// their steps are the loop's own business, not the user's.
     probes: Probes,
@@ -156,6 +159,7 @@ impl Session {
             sent: None,
             remote: Tree::new(),
             keep_confirmed: true,
+            loose: 0,
             probes: Probes::default(),
             chunks: HashMap::new(),
             prefix: None,
@@ -375,6 +379,7 @@ impl Session {
     ) -> Result<Report, SessionError> {
         let mut report = Report::default();
         let start_wire = self.wire.sent();
+        self.loose = 0;
         // The operations of each batch leave the list as it goes (taken from
         // its end, the list reversed; what is left shrinks in place), so a
         // first sync of 100,000 files does not hold every operation until
@@ -414,10 +419,11 @@ impl Session {
                 .await?;
         }
         report.wire_bytes = self.wire.sent() - start_wire;
-        if self.keep_confirmed && report.files + report.other > COMPACT_AFTER {
+        if self.keep_confirmed && self.loose > COMPACT_AFTER {
             // Entries confirmed one by one in path order leave the tree's
             // nodes half full (a first sync of 100,000 files: 20 MiB, not 9);
-            // built again, each is full.
+            // built again, each is full. A first sync's are appended whole:
+            // nothing to do.
             self.remote = tree::build_sorted(std::mem::take(&mut self.remote));
         }
         Ok(report)
@@ -512,7 +518,7 @@ impl Session {
         // The producer is done with the operations: they move into the
         // confirmed tree, not copied.
         let ops = Arc::try_unwrap(ops).unwrap_or_else(|shared| (*shared).clone());
-        confirm_batch(
+        self.loose += confirm_batch(
             self.keep_confirmed.then_some(&mut self.remote),
             ops,
             &produced.sent,
@@ -573,7 +579,7 @@ impl Session {
 /// next plan sends it whole). What a batch adds in path order past all
 /// `remote` holds (a first sync) is appended whole, its nodes full; a
 /// delete or chmod first takes in what came before it, so the order of the
-/// operations holds.
+/// operations holds. Returns how many entries went in one by one.
 fn confirm_batch(
     remote: Option<&mut Tree>,
     ops: Vec<Op>,
@@ -581,7 +587,7 @@ fn confirm_batch(
     failed: &[bool],
     vanished: &[bool],
     report: &mut Report,
-) {
+) -> usize {
     // `sent` names operations in their order: walked beside them.
     debug_assert!(sent.windows(2).all(|w| w[0].0 < w[1].0));
     let mut sent = sent.iter().peekable();
@@ -624,6 +630,7 @@ fn confirm_batch(
         }
     }
     confirmed.flush();
+    confirmed.loose
 }
 
 /// The confirmed tree as a batch's operations go into it: additions wait
@@ -632,6 +639,8 @@ fn confirm_batch(
 struct Confirmed<'a> {
     tree: Option<&'a mut Tree>,
     added: Vec<(RelPath, Node)>,
+    /// How many went in one by one.
+    loose: usize,
 }
 
 impl<'a> Confirmed<'a> {
@@ -640,7 +649,11 @@ impl<'a> Confirmed<'a> {
             Some(_) => Vec::with_capacity(ops.min(tree::PART)),
             None => Vec::new(),
         };
-        Confirmed { tree, added }
+        Confirmed {
+            tree,
+            added,
+            loose: 0,
+        }
     }
 
     /// `path` now holds what `node` makes.
@@ -672,7 +685,7 @@ impl<'a> Confirmed<'a> {
     /// Takes in the additions waiting.
     fn flush(&mut self) {
         if let Some(tree) = self.tree.as_deref_mut() {
-            add_entries(tree, &mut self.added);
+            self.loose += add_entries(tree, &mut self.added);
         }
     }
 }
@@ -682,7 +695,8 @@ const COMPACT_AFTER: usize = 4096;
 
 /// Adds `entries` (taken) to `tree`: in one pass when they are sorted and
 /// follow what it holds (the agent sends them so), else one by one.
-fn add_entries(tree: &mut Tree, entries: &mut Vec<(RelPath, Node)>) {
+/// Returns how many went in one by one.
+fn add_entries(tree: &mut Tree, entries: &mut Vec<(RelPath, Node)>) -> usize {
     let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0)
         && match (tree.last_key_value(), entries.first()) {
             (Some((last, _)), Some((first, _))) => last < first,
@@ -690,8 +704,11 @@ fn add_entries(tree: &mut Tree, entries: &mut Vec<(RelPath, Node)>) {
         };
     if sorted {
         tree.append(&mut entries.drain(..).collect());
+        0
     } else {
+        let n = entries.len();
         tree.extend(entries.drain(..));
+        n
     }
 }
 
@@ -742,7 +759,7 @@ mod tests {
             put("c", 5),
         ];
         let mut report = Report::default();
-        confirm_batch(
+        let loose = confirm_batch(
             Some(&mut remote),
             ops,
             &[(1, 7, [1; 32]), (4, 5, [2; 32])],
@@ -763,6 +780,7 @@ mod tests {
         );
         assert_eq!(remote[&rp("b/l")].target.as_ref(), "f");
         assert_eq!((report.files, report.other, report.vanished), (2, 2, 1));
+        assert_eq!(loose, 0, "appended whole");
     }
 
     #[test]
@@ -792,7 +810,7 @@ mod tests {
             put("z", 10),
         ];
         let mut report = Report::default();
-        confirm_batch(
+        let loose = confirm_batch(
             Some(&mut remote),
             ops,
             &[
@@ -818,6 +836,8 @@ mod tests {
         assert_eq!(remote[&rp("d")].mode, 0o700);
         assert_eq!(remote[&rp("k")].mode, 0o600);
         assert_eq!((report.files, report.deleted, report.other), (3, 2, 2));
+        // None of them follows all the tree held ("z"): one by one.
+        assert_eq!(loose, 4);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    initial sync against the synced agent is done), then edit -> applied
 //!    latency in watch mode, detected with inotify on the agent's root and
 //!    confirmed by blake3, and the resident memory of `lks` and the agent
-//!    (their peaks, VmHWM);
+//!    (their peaks, VmHWM); then the first watch of a service: `lks sync`
+//!    into an empty agent, whose initial sync sends everything (its peak);
 //! 4. the bytes a 1-byte change in a large file puts on the wire.
 //!
 //! Every lks run is checked for correctness (the trees must be equal); a wrong
@@ -558,6 +559,27 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         target: "<= 2 s".into(),
         pass: Some(lat.start <= Duration::from_secs(2)),
     });
+    // The first `lks sync` (or `lks up`) of a service: watch mode into an
+    // empty root, its initial sync sending everything.
+    let cold_watch = {
+        let wdst = base.join("agent-watch");
+        std::fs::create_dir(&wdst)?;
+        let mut empty = Agent::start(&wdst, TOKEN);
+        settle();
+        let t0 = Instant::now();
+        let mut watch = Watch::start(&src, &empty.url, TOKEN, &[]);
+        let took = t0.elapsed();
+        let memory = lks_e2e::proc_memory(watch.pid()).context("lks sync is gone")?;
+        watch.terminate();
+        verify_equal(&src, &wdst, "lks sync (watch) into an empty agent")?;
+        empty.kill();
+        println!(
+            "   watch start into an empty agent (its initial sync sends everything): {}, lks resident at most {}",
+            fmt_ms(ms(took)),
+            fmt_bytes(memory.peak)
+        );
+        memory
+    };
     let budget = 50 * 1024 * 1024;
     for (who, m) in [
         // Sampled: gone once it ends.
@@ -569,6 +591,7 @@ fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             },
         ),
         ("lks sync (watch)", lat.memory),
+        ("lks sync (watch, into an empty agent)", cold_watch),
         ("lks-agent (cold, then watch)", agent_memory),
     ] {
         rows.push(Row {
