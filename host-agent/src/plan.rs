@@ -5,7 +5,7 @@
 //! carries whole new subtrees (which the agent puts in place with one rename
 //! each).
 
-use crate::tree::{Kind, Local, LocalTree, Node, Tree, remove_subtree, subtree};
+use crate::tree::{Kind, Local, LocalTree, Node, Target, Tree, remove_subtree, subtree};
 use lks_proto::RelPath;
 use std::collections::{BTreeSet, HashSet};
 
@@ -28,7 +28,7 @@ pub enum Op {
         base: Option<Box<[u8; 32]>>,
     },
     /// Create or replace a symlink.
-    Symlink(RelPath, Box<str>),
+    Symlink(RelPath, Target),
     /// Set the mode of a file whose content is already equal.
     Chmod(RelPath, u32),
 }
@@ -75,7 +75,7 @@ impl PutFile {
             size,
             mtime_ns: self.mtime_ns,
             hash,
-            target: Box::default(),
+            target: Default::default(),
         }
     }
 }
@@ -351,7 +351,7 @@ mod tests {
             size: data.len() as u64,
             mtime_ns,
             hash: Some(*blake3::hash(data).as_bytes()),
-            target: Box::default(),
+            target: Default::default(),
         }
     }
 

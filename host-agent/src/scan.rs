@@ -282,7 +282,7 @@ fn describe(
                 size: st.st_size as u64,
                 mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
                 hash: None,
-                target: Box::default(),
+                target: Default::default(),
             },
             ident: Ident::of_stat(st),
         }),

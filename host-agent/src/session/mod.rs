@@ -778,7 +778,7 @@ mod tests {
                 ("c".into(), Kind::File, 5, Some([2; 32])),
             ]
         );
-        assert_eq!(remote[&rp("b/l")].target.as_ref(), "f");
+        assert_eq!(&*remote[&rp("b/l")].target, "f");
         assert_eq!((report.files, report.other, report.vanished), (2, 2, 1));
         assert_eq!(loose, 0, "appended whole");
     }
