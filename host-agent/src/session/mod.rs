@@ -96,9 +96,6 @@ pub struct Session {
     /// Whether batches move what the agent confirmed into `remote` (not
     /// for a run that ends after them: see [`Session::forget_confirmed`]).
     keep_confirmed: bool,
-    /// Entries the batches of the current apply put into `remote` one by
-    /// one (not appended whole): they leave its nodes half full.
-    loose: usize,
     /// The batch ids of the probes sent (readiness checks): the events of
     /// their steps are the loop's own business, not the user's.
     probes: Probes,
@@ -159,7 +156,6 @@ impl Session {
             sent: None,
             remote: Tree::new(),
             keep_confirmed: true,
-            loose: 0,
             probes: Probes::default(),
             chunks: HashMap::new(),
             prefix: None,
@@ -379,7 +375,9 @@ impl Session {
     ) -> Result<Report, SessionError> {
         let mut report = Report::default();
         let start_wire = self.wire.sent();
-        self.loose = 0;
+        // Entries put into `remote` one by one (not appended whole): they
+        // leave its nodes half full.
+        let mut loose = 0;
         // The operations of each batch leave the list as it goes (taken from
         // its end, the list reversed; what is left shrinks in place), so a
         // first sync of 100,000 files does not hold every operation until
@@ -410,16 +408,18 @@ impl Session {
             } else {
                 Followup::default()
             };
-            self.apply_batch(local, batch, &then, batch_id(), &mut report)
+            loose += self
+                .apply_batch(local, batch, &then, batch_id(), &mut report)
                 .await?;
             sent_any = true;
         }
         if !sent_any && (!followup.is_empty() || self.missing_prefix().is_some()) {
-            self.apply_batch(local, Vec::new(), &followup, batch_id(), &mut report)
+            loose += self
+                .apply_batch(local, Vec::new(), &followup, batch_id(), &mut report)
                 .await?;
         }
         report.wire_bytes = self.wire.sent() - start_wire;
-        if self.keep_confirmed && self.loose > COMPACT_AFTER {
+        if self.keep_confirmed && loose > COMPACT_AFTER {
             // Entries confirmed one by one in path order leave the tree's
             // nodes half full (a first sync of 100,000 files: 20 MiB, not 9);
             // built again, each is full. A first sync's are appended whole:
@@ -429,6 +429,8 @@ impl Session {
         Ok(report)
     }
 
+    /// Sends one batch and records what the agent confirmed; returns how
+    /// many entries went into `remote` one by one.
     #[tracing::instrument(name = "batch", level = "debug", skip_all, fields(id = %batch_id))]
     async fn apply_batch(
         &mut self,
@@ -437,7 +439,7 @@ impl Session {
         followup: &Followup,
         batch_id: String,
         report: &mut Report,
-    ) -> Result<(), SessionError> {
+    ) -> Result<usize, SessionError> {
         let url = self.url.clone();
         // Deltas need the chunks of what the agent has; fetch the ones we lack.
         let mut bases: HashMap<RelPath, Arc<Vec<Chunk>>> = HashMap::new();
@@ -518,7 +520,7 @@ impl Session {
         // The producer is done with the operations: they move into the
         // confirmed tree, not copied.
         let ops = Arc::try_unwrap(ops).unwrap_or_else(|shared| (*shared).clone());
-        self.loose += confirm_batch(
+        let loose = confirm_batch(
             self.keep_confirmed.then_some(&mut self.remote),
             ops,
             &produced.sent,
@@ -537,7 +539,7 @@ impl Session {
         for (hash, chunks) in produced.new_chunks {
             self.chunks.insert(hash, Arc::new(chunks));
         }
-        Ok(())
+        Ok(loose)
     }
 
     async fn base_chunks(&mut self, path: &RelPath, base: &[u8; 32]) -> Option<Arc<Vec<Chunk>>> {
